@@ -1,0 +1,170 @@
+"""The `examination` agent: static analysis of one Python source file.
+
+It reports syntax errors, cyclomatic complexity per block (radon), lint
+findings (pyflakes), raw line counts and the maintainability index. Line and
+column numbers are 1-based, as editors and flake8-style tools show them.
+radon and pyflakes are imported inside `run` to stay off the cold-start path.
+"""
+
+from __future__ import annotations
+
+import ast
+import time
+import warnings
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from chalicelib.agents.base import Agent, AgentOutput
+from chalicelib.errors import AgentInputError
+
+#: Above this a block is hard to test and change (radon's C rank starts at 11).
+HIGH_COMPLEXITY = 10
+#: Characters of the offending line echoed back with a syntax error.
+MAX_ERROR_TEXT = 200
+
+
+class ExaminationInput(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    source: str = Field(min_length=1, max_length=500_000, description="Python source code to examine.")
+    filename: str = Field(
+        default="input.py", min_length=1, max_length=255, description="Name the source is compiled and linted under."
+    )
+
+
+class ExaminationAgent(Agent):
+    type = "examination"
+    Input = ExaminationInput
+    description = "Examines Python source: syntax, cyclomatic complexity, lint findings and maintainability."
+    capabilities = ("python", "syntax-check", "cyclomatic-complexity", "lint", "raw-metrics", "maintainability-index")
+
+    def run(self, data: BaseModel, config: Mapping[str, Any]) -> AgentOutput:
+        assert isinstance(data, ExaminationInput)
+        started = time.perf_counter()
+        # Invalid escapes and the like warn at parse time; they are not findings
+        # this report promises, and must not leak into the worker's logs.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            output = examine(data.source, data.filename)
+        duration_ms = round((time.perf_counter() - started) * 1000, 3)
+        lines = output["raw"]["loc"] if output["raw"] else len(data.source.splitlines())
+        return AgentOutput(output=output, metrics={"duration_ms": duration_ms, "lines": lines})
+
+
+def examine(source: str, filename: str) -> dict[str, Any]:
+    try:
+        return _examine(source, filename)
+    except RecursionError as exc:
+        # Valid but deeply nested code (say, a 1000-term sum) exhausts the
+        # recursive compiler or tree walkers. It is not a syntax error, so
+        # say what happened instead of reporting it as one.
+        raise AgentInputError(
+            "the source is nested too deeply to analyse",
+            {"filename": filename, "reason": "maximum recursion depth exceeded"},
+        ) from exc
+
+
+def _examine(source: str, filename: str) -> dict[str, Any]:
+    tree, syntax_error = _parse(source, filename)
+    raw = _raw_metrics(source)
+    functions: list[dict[str, Any]] = []
+    lint: list[dict[str, Any]] = []
+    maintainability: float | None = None
+    if tree is not None:
+        functions = _complexity(tree)
+        lint = _lint(tree, filename)
+        maintainability = _maintainability(source)
+    complexities = [f["complexity"] for f in functions]
+    return {
+        "valid_syntax": tree is not None,
+        "syntax_errors": [syntax_error] if syntax_error else [],
+        "functions": functions,
+        # Unknown (None) when unparsable; 0 when parsable but without blocks.
+        "average_complexity": (
+            None if tree is None else round(sum(complexities) / len(complexities), 2) if complexities else 0.0
+        ),
+        "max_complexity": None if tree is None else max(complexities, default=0),
+        "lint": lint,
+        "raw": raw,
+        "maintainability_index": maintainability,
+        "summary": {
+            "functions": len(functions),
+            "lint_findings": len(lint),
+            "high_complexity": sum(1 for c in complexities if c > HIGH_COMPLEXITY),
+        },
+    }
+
+
+def _parse(source: str, filename: str) -> tuple[ast.Module | None, dict[str, Any] | None]:
+    try:
+        tree = compile(source, filename, "exec", flags=ast.PyCF_ONLY_AST, dont_inherit=True)
+    except SyntaxError as exc:
+        # The offending line is echoed back; a minified one-line file must
+        # not double the size of the report.
+        text = exc.text.rstrip("\r\n")[:MAX_ERROR_TEXT] if exc.text else None
+        return None, {"line": exc.lineno, "column": exc.offset, "message": exc.msg, "text": text}
+    except ValueError as exc:
+        # Older interpreters reject null bytes with ValueError and no position.
+        return None, {"line": None, "column": None, "message": str(exc), "text": None}
+    assert isinstance(tree, ast.Module)
+    return tree, None
+
+
+def _complexity(tree: ast.Module) -> list[dict[str, Any]]:
+    from radon.complexity import cc_rank, cc_visit_ast  # type: ignore[import-untyped]
+    from radon.visitors import Class  # type: ignore[import-untyped]
+
+    blocks = []
+    for block in cc_visit_ast(tree):
+        is_class = isinstance(block, Class)
+        kind = "class" if is_class else "method" if block.is_method else "function"
+        blocks.append(
+            {
+                "name": block.fullname,
+                "type": kind,
+                "line": block.lineno,
+                "end_line": block.endline,
+                "complexity": int(block.complexity),
+                "rank": cc_rank(block.complexity),
+            }
+        )
+    # radon returns methods after all functions; by line reads like the file.
+    # The name breaks ties so the order never depends on radon's internals.
+    blocks.sort(key=lambda b: (b["line"], b["name"]))
+    return blocks
+
+
+def _lint(tree: ast.Module, filename: str) -> list[dict[str, Any]]:
+    from pyflakes.checker import Checker  # type: ignore[import-untyped]
+
+    checker = Checker(tree, filename=filename)
+    findings = [
+        {
+            "line": msg.lineno,
+            "column": msg.col + 1,
+            "code": type(msg).__name__,
+            "message": msg.message % msg.message_args,
+        }
+        for msg in checker.messages
+    ]
+    findings.sort(key=lambda f: (f["line"], f["column"], f["code"], f["message"]))
+    return findings
+
+
+def _raw_metrics(source: str) -> dict[str, int] | None:
+    from radon.raw import analyze  # type: ignore[import-untyped]
+
+    try:
+        module = analyze(source)
+    except (SyntaxError, ValueError):
+        # radon tokenizes; some unparsable sources cannot even be tokenized.
+        return None
+    return {key: int(value) for key, value in module._asdict().items()}
+
+
+def _maintainability(source: str) -> float:
+    from radon.metrics import mi_visit  # type: ignore[import-untyped]
+
+    return round(float(mi_visit(source, multi=True)), 2)

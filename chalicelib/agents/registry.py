@@ -1,0 +1,57 @@
+"""Which agent types have an implementation, loaded lazily by type."""
+
+from __future__ import annotations
+
+import importlib
+from functools import cache
+from typing import Any
+
+from pydantic import ValidationError as PydanticValidationError
+
+from chalicelib.agents.base import Agent
+from chalicelib.errors import ValidationError
+
+#: agent type -> "module:Class". Adding a type is one line here and one in infra/manifest.py.
+IMPLEMENTATIONS: dict[str, str] = {
+    "validation": "chalicelib.agents.validation:ValidationAgent",
+    "examination": "chalicelib.agents.examination:ExaminationAgent",
+}
+
+
+def available_types() -> tuple[str, ...]:
+    return tuple(IMPLEMENTATIONS)
+
+
+@cache
+def get_agent(agent_type: str) -> Agent:
+    target = IMPLEMENTATIONS.get(agent_type)
+    if target is None:
+        raise ValidationError(
+            f"agent type {agent_type!r} has no implementation yet",
+            {"available_types": list(IMPLEMENTATIONS)},
+        )
+    module_name, class_name = target.split(":")
+    cls = getattr(importlib.import_module(module_name), class_name)
+    agent: Agent = cls()
+    return agent
+
+
+def validate_input(agent_type: str, input_data: dict[str, Any]) -> dict[str, Any]:
+    """Check `input_data` against the type's input model; 422 with every violation."""
+    agent = get_agent(agent_type)
+    try:
+        parsed = agent.Input.model_validate(input_data)
+    except PydanticValidationError as exc:
+        raise ValidationError(
+            f"input_data does not match the {agent_type!r} agent's input schema",
+            {"errors": pydantic_errors(exc, prefix=("input_data",))},
+        ) from exc
+    return parsed.model_dump(mode="json", exclude_unset=False)
+
+
+def pydantic_errors(exc: PydanticValidationError, prefix: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    """Pydantic errors as a stable, JSON-safe list of {loc, msg, type}."""
+    return [
+        {"loc": [*prefix, *(str(p) for p in err["loc"])], "msg": err["msg"], "type": err["type"]}
+        for err in exc.errors(include_url=False, include_context=False, include_input=False)
+    ]

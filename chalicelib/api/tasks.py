@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from chalice import Blueprint, Response
+
+from chalicelib.api.http import endpoint, json_body, ok, path_uuid, principal, request_meta, validate
+from chalicelib.container import get_container
+from chalicelib.schemas.common import Page
+from chalicelib.schemas.tasks import TaskCreate, TaskListQuery, TaskPublic, TaskResultPublic
+
+if TYPE_CHECKING:
+    from chalicelib.db.models import Task
+
+bp = Blueprint(__name__)
+
+
+def task_public(task: Task, *, with_result: bool) -> TaskPublic:
+    data = {name: getattr(task, name) for name in TaskPublic.model_fields if name != "result"}
+    result = task.result if with_result else None
+    return TaskPublic(**data, result=TaskResultPublic.model_validate(result) if result is not None else None)
+
+
+@bp.route("/tasks", methods=["POST"])
+@endpoint
+def create_task() -> Response:
+    request = bp.current_request
+    user = principal(request)
+    task = get_container().tasks.create(user.user_id, json_body(request, TaskCreate), request_meta(request))
+    return ok(task_public(task, with_result=False), status=202, headers={"Location": f"/tasks/{task.id}"})
+
+
+@bp.route("/tasks", methods=["GET"])
+@endpoint
+def list_tasks() -> Response:
+    request = bp.current_request
+    user = principal(request)
+    query = validate(TaskListQuery, dict(request.query_params or {}), ("query",))
+    settings = get_container().settings
+    limit = min(query.limit or settings.page_size_default, settings.page_size_max)
+    rows, cursor = get_container().tasks.list(user.user_id, query, limit)
+    return ok(Page[TaskPublic](items=[task_public(t, with_result=False) for t in rows], next_cursor=cursor))
+
+
+@bp.route("/tasks/{task_id}", methods=["GET"])
+@endpoint
+def get_task(task_id: str) -> Response:
+    user = principal(bp.current_request)
+    task = get_container().tasks.get(user.user_id, path_uuid(task_id, "task"))
+    return ok(task_public(task, with_result=True))
+
+
+@bp.route("/tasks/{task_id}/cancel", methods=["POST"])
+@endpoint
+def cancel_task(task_id: str) -> Response:
+    request = bp.current_request
+    user = principal(request)
+    task = get_container().tasks.cancel(user.user_id, path_uuid(task_id, "task"), request_meta(request))
+    return ok(task_public(task, with_result=True))

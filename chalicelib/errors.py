@@ -1,0 +1,77 @@
+"""Domain exceptions. No HTTP here: `chalicelib.api.errors` maps them to the
+error envelope in one place, and their class names are the Retry/Catch
+contract used by state machines and consumers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class AppError(Exception):
+    """Base of every error a caller may see. `code` is stable; `message` is for humans."""
+
+    code = "INTERNAL_ERROR"
+
+    def __init__(self, message: str, details: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details or {}
+
+
+class BadRequestError(AppError):
+    """The request could not be read (malformed JSON, wrong content)."""
+
+    code = "BAD_REQUEST"
+
+
+class ValidationError(AppError):
+    """The request was read but its content is invalid."""
+
+    code = "VALIDATION_ERROR"
+
+
+class AuthenticationError(AppError):
+    code = "AUTHENTICATION_ERROR"
+
+
+class AuthorizationError(AppError):
+    code = "AUTHORIZATION_ERROR"
+
+
+class NotFoundError(AppError):
+    code = "NOT_FOUND"
+
+
+class ConflictError(AppError):
+    code = "CONFLICT"
+
+
+class RateLimitedError(AppError):
+    code = "RATE_LIMITED"
+
+    def __init__(self, message: str, retry_after: int, details: dict[str, Any] | None = None) -> None:
+        super().__init__(message, details)
+        self.retry_after = retry_after
+
+
+class DependencyUnavailableError(AppError):
+    code = "DEPENDENCY_UNAVAILABLE"
+
+
+# --- errors raised while processing messages (never shown as HTTP) -------------
+
+
+class MalformedMessageError(AppError):
+    """An SQS record that can never be processed: it goes to the DLQ."""
+
+    code = "MALFORMED_MESSAGE"
+
+
+class AgentError(AppError):
+    """The agent could not complete the task; the task is marked failed with it."""
+
+    code = "AGENT_ERROR"
+
+
+class AgentInputError(AgentError):
+    code = "AGENT_INPUT_INVALID"

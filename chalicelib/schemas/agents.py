@@ -1,0 +1,50 @@
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, StringConstraints, field_validator
+
+from chalicelib.domain.agents import AGENT_TYPES
+from chalicelib.schemas.common import PublicModel, StrictModel
+
+AgentName = Annotated[str, StringConstraints(min_length=1, max_length=100)]
+Capability = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+
+
+def _known_type(value: str) -> str:
+    if value not in AGENT_TYPES:
+        raise ValueError(f"unknown agent type {value!r}; expected one of: {', '.join(AGENT_TYPES)}")
+    return value
+
+
+class AgentCreate(StrictModel):
+    name: AgentName
+    type: str
+    capabilities: list[Capability] = Field(default_factory=list, max_length=50)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    config: dict[str, Any] = Field(default_factory=dict)
+
+    _check_type = field_validator("type")(_known_type)
+
+
+class AgentUpdate(StrictModel):
+    name: AgentName | None = None
+    status: Literal["active", "inactive"] | None = None
+    capabilities: list[Capability] | None = Field(default=None, max_length=50)
+    metadata: dict[str, Any] | None = None
+    config: dict[str, Any] | None = None
+
+
+class AgentPublic(PublicModel):
+    id: uuid.UUID
+    name: str
+    type: str
+    status: str
+    capabilities: list[Any]
+    metadata: dict[str, Any] = Field(validation_alias="meta")
+    config: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
+    last_heartbeat: datetime | None

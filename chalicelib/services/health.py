@@ -1,0 +1,67 @@
+"""Liveness plus a timed check of each dependency.
+
+The database is required (503 without it). Redis and the queues degrade the
+service but lose nothing: tasks wait in the outbox until SQS is back.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import text
+
+from chalicelib.config import Settings
+from chalicelib.db.session import Database
+from chalicelib.messaging.sqs import SqsPublisher
+
+
+class HealthService:
+    def __init__(self, db: Database, redis_factory: Callable[[], Any], publisher: Any, settings: Settings) -> None:
+        self.db = db
+        self.redis_factory = redis_factory
+        self.publisher = publisher
+        self.settings = settings
+
+    def check(self, queue_types: tuple[str, ...]) -> tuple[bool, dict[str, Any]]:
+        checks = {
+            "database": _timed(self._database, required=True),
+            "redis": _timed(self._redis, required=False),
+            "queues": _timed(lambda: self._queues(queue_types), required=False),
+        }
+        healthy = all(c["status"] == "ok" for c in checks.values() if c["required"])
+        degraded = any(c["status"] != "ok" for c in checks.values())
+        status = "unhealthy" if not healthy else "degraded" if degraded else "ok"
+        return healthy, {"status": status, "version": self.settings.version, "stage": self.settings.stage,
+                         "checks": checks}
+
+    def _database(self) -> None:
+        with self.db.read() as session:
+            session.execute(text("SELECT 1"))
+
+    def _redis(self) -> str | None:
+        client = self.redis_factory()
+        if client is None:
+            return "not configured"
+        client.ping()
+        return None
+
+    def _queues(self, queue_types: tuple[str, ...]) -> None:
+        if not isinstance(self.publisher, SqsPublisher):
+            return
+        for agent_type in queue_types:
+            url = self.publisher.queue_url(agent_type)
+            self.publisher.client.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])
+
+
+def _timed(check: Callable[[], str | None], *, required: bool) -> dict[str, Any]:
+    started = time.perf_counter()
+    try:
+        note = check()
+        result: dict[str, Any] = {"status": "ok"} if note is None else {"status": "skipped", "detail": note}
+    except Exception as exc:  # noqa: BLE001 - a failing dependency is the answer, not an error
+        result = {"status": "down", "detail": type(exc).__name__}
+    result["latency_ms"] = round((time.perf_counter() - started) * 1000, 2)
+    result["required"] = required
+    return result

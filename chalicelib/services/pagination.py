@@ -1,0 +1,36 @@
+"""Opaque keyset cursors over (created_at, id), newest first."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement, and_, or_
+
+from chalicelib.errors import ValidationError
+
+
+def encode_cursor(created_at: datetime, row_id: uuid.UUID) -> str:
+    raw = json.dumps({"c": created_at.isoformat(), "i": str(row_id)}, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        data = json.loads(raw)
+        created = datetime.fromisoformat(data["c"])
+        if created.tzinfo is None:
+            raise ValueError("naive cursor timestamp")
+        return created, uuid.UUID(data["i"])
+    except (ValueError, KeyError, TypeError, binascii.Error, json.JSONDecodeError) as exc:
+        raise ValidationError("invalid cursor", {"field": "cursor"}) from exc
+
+
+def after_cursor(created_col: Any, id_col: Any, cursor: str) -> ColumnElement[bool]:
+    created, row_id = decode_cursor(cursor)
+    return or_(created_col < created, and_(created_col == created, id_col < row_id))

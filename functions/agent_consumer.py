@@ -1,0 +1,52 @@
+"""Per-agent-type SQS consumer. One module serves every agent queue: the agent
+type comes from the queue (eventSourceARN) and must match the message.
+
+Returns partial batch failures (ReportBatchItemFailures): only records that
+raised are retried; after maxReceiveCount they land in the queue's DLQ.
+The whole batch runs in one database transaction, one savepoint per record.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+
+from chalicelib.container import get_container
+from chalicelib.errors import MalformedMessageError
+from chalicelib.observability import logger
+from chalicelib.services.processing import parse_message
+
+QUEUE_MARKER = "-agent-"
+
+
+def queue_agent_type(event_source_arn: str | None) -> str | None:
+    """`arn:aws:sqs:region:acct:ymera-dev-agent-validation` -> "validation"."""
+    if not event_source_arn:
+        return None
+    name = event_source_arn.rsplit(":", 1)[-1]
+    _, sep, agent_type = name.rpartition(QUEUE_MARKER)
+    return agent_type if sep else None
+
+
+@logger.inject_lambda_context(clear_state=True)
+def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    container = get_container()
+    processor = BatchProcessor(event_type=EventType.SQS)
+
+    with container.db.transaction() as session:
+
+        def record_handler(record: SQSRecord) -> str:
+            try:
+                message = parse_message(record.body, queue_agent_type(record.event_source_arn))
+                receive_count = int(record.attributes.approximate_receive_count or 1)
+                return container.processor.process(session, message, receive_count).status
+            except MalformedMessageError as exc:
+                # Reported as a failure: retried, then kept in the DLQ. The reason is logged here.
+                logger.error("malformed task message", extra={"message_id": record.message_id,
+                                                              "reason": exc.message, "details": exc.details})
+                raise
+
+        return process_partial_response(event=event, record_handler=record_handler, processor=processor,
+                                        context=context)

@@ -1,0 +1,1 @@
+"""Infrastructure for the functions/ deploy unit: manifest, template, bootstrap, build."""

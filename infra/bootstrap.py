@@ -1,0 +1,90 @@
+"""Create the manifest's queues and DLQs directly with boto3, idempotently.
+
+Used where CloudFormation is unavailable or overkill: the embedded moto
+emulator, LocalStack init hooks and tests. It reads the same `infra.manifest`
+as `infra.template`, so local queues match deployed ones. Standard library +
+boto3 only: LocalStack's own Python runs it, without our dependencies.
+
+    python -m infra.bootstrap --prefix ymera-dev [--endpoint-url http://localhost:4566]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from infra import manifest
+
+#: AWS answers QueueAlreadyExists when a queue exists with different attributes.
+_EXISTS = {"QueueAlreadyExists", "QueueNameExists", "AWS.SimpleQueueService.QueueNameExists"}
+
+
+def _ensure_queue(sqs: Any, name: str, attributes: dict[str, str]) -> str:
+    """Create `name` or, when it already exists, converge its attributes; return its URL."""
+    try:
+        return str(sqs.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"])
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") not in _EXISTS:
+            raise
+    url = str(sqs.get_queue_url(QueueName=name)["QueueUrl"])
+    sqs.set_queue_attributes(QueueUrl=url, Attributes=attributes)
+    return url
+
+
+def _queue_arn(sqs: Any, url: str) -> str:
+    attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]
+    return str(attrs["QueueArn"])
+
+
+def bootstrap(sqs_client: Any, prefix: str, *, visibility_timeout: int | None = None) -> dict[str, str]:
+    """Create every manifest queue and its DLQ under `prefix`; return {queue name: url}.
+
+    The DLQ is created first because the main queue's RedrivePolicy needs its
+    ARN. Re-running converges attributes (create_queue alone would refuse a
+    changed visibility timeout). `visibility_timeout` overrides the manifest
+    so tests and local runs can see redeliveries in seconds, not minutes.
+    """
+    urls: dict[str, str] = {}
+    for spec in manifest.queues():
+        dlq_name = spec.dlq_name(prefix)
+        dlq_attrs = {
+            "MessageRetentionPeriod": str(manifest.DLQ_RETENTION_SECONDS),
+            "SqsManagedSseEnabled": "true",
+        }
+        urls[dlq_name] = _ensure_queue(sqs_client, dlq_name, dlq_attrs)
+        redrive = {
+            "deadLetterTargetArn": _queue_arn(sqs_client, urls[dlq_name]),
+            "maxReceiveCount": str(spec.max_receive_count),
+        }
+        attrs = {
+            "VisibilityTimeout": str(spec.visibility_timeout if visibility_timeout is None else visibility_timeout),
+            "MessageRetentionPeriod": str(spec.retention),
+            "SqsManagedSseEnabled": "true",
+            "RedrivePolicy": json.dumps(redrive, separators=(",", ":")),
+        }
+        urls[spec.name(prefix)] = _ensure_queue(sqs_client, spec.name(prefix), attrs)
+    return urls
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m infra.bootstrap", description=__doc__.splitlines()[0])
+    parser.add_argument("--prefix", required=True, help="queue name prefix, e.g. ymera-dev")
+    parser.add_argument("--endpoint-url", default=None, help="AWS endpoint (default: AWS_ENDPOINT_URL or AWS)")
+    parser.add_argument("--visibility-timeout", type=int, default=None, help="override for local runs")
+    args = parser.parse_args(argv)
+
+    import boto3  # deferred: `--help` and importers of bootstrap() need no AWS session
+
+    # endpoint_url=None lets boto3 apply AWS_ENDPOINT_URL from the environment itself.
+    sqs = boto3.client("sqs", endpoint_url=args.endpoint_url)
+    for name, url in bootstrap(sqs, args.prefix, visibility_timeout=args.visibility_timeout).items():
+        print(f"{name}\t{url}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

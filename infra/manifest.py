@@ -1,0 +1,86 @@
+"""The one description of every AWS resource outside the Chalice app.
+
+`infra/template.py` turns it into CloudFormation (AWS, LocalStack);
+`infra/bootstrap.py` creates the same queues with boto3 against any endpoint
+(the embedded emulator included); the local runtime maps queues to handlers
+from it. Standard library only: LocalStack init hooks import it too.
+
+Adding an agent type = one module in chalicelib/agents + one name in AGENT_CONSUMERS.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+#: Agent types with a consumer (must match chalicelib.agents.registry.IMPLEMENTATIONS).
+AGENT_CONSUMERS: tuple[str, ...] = ("validation", "examination")
+
+CONSUMER_TIMEOUT_SECONDS = 60
+#: AWS guidance for SQS event sources: visibility timeout >= 6x the function timeout.
+VISIBILITY_TIMEOUT_SECONDS = 6 * CONSUMER_TIMEOUT_SECONDS
+MAX_RECEIVE_COUNT = 5
+RETENTION_SECONDS = 4 * 24 * 3600
+DLQ_RETENTION_SECONDS = 14 * 24 * 3600
+
+
+@dataclass(frozen=True)
+class QueueSpec:
+    suffix: str  # full name is f"{prefix}-{suffix}"
+    visibility_timeout: int = VISIBILITY_TIMEOUT_SECONDS
+    max_receive_count: int = MAX_RECEIVE_COUNT
+    retention: int = RETENTION_SECONDS
+
+    @property
+    def dlq_suffix(self) -> str:
+        return f"{self.suffix}-dlq"
+
+    def name(self, prefix: str) -> str:
+        return f"{prefix}-{self.suffix}"
+
+    def dlq_name(self, prefix: str) -> str:
+        return f"{prefix}-{self.dlq_suffix}"
+
+
+@dataclass(frozen=True)
+class FunctionSpec:
+    name: str  # logical name; deployed as f"{prefix}-{name}"
+    handler: str  # "module.function" inside the functions/ bundle
+    timeout: int = CONSUMER_TIMEOUT_SECONDS
+    memory: int = 512
+    queue: QueueSpec | None = None
+    batch_size: int = 10
+    batching_window_seconds: int = 1
+    schedule: str | None = None  # EventBridge schedule expression
+    env: dict[str, str] = field(default_factory=dict)
+    #: what the function may touch: "db", "sqs:send", "sqs:consume"
+    needs: tuple[str, ...] = ("db",)
+
+
+def agent_queue(agent_type: str) -> QueueSpec:
+    return QueueSpec(suffix=f"agent-{agent_type}")
+
+
+def queues() -> list[QueueSpec]:
+    return [agent_queue(t) for t in AGENT_CONSUMERS]
+
+
+def functions() -> list[FunctionSpec]:
+    specs = [
+        FunctionSpec(
+            name=f"agent-{agent_type}",
+            handler="functions.agent_consumer.handler",
+            queue=agent_queue(agent_type),
+            needs=("db", "sqs:consume"),
+        )
+        for agent_type in AGENT_CONSUMERS
+    ]
+    specs.append(
+        FunctionSpec(
+            name="outbox-relay",
+            handler="functions.outbox_relay.handler",
+            timeout=60,
+            schedule="rate(1 minute)",
+            needs=("db", "sqs:send"),
+        )
+    )
+    return specs

@@ -1,0 +1,318 @@
+"""Build the CloudFormation template for everything outside the Chalice app.
+
+The template is generated from `infra.manifest` (never hand-edited) so the
+queues the embedded emulator gets from `infra.bootstrap` and the ones AWS gets
+from this template cannot drift. Logical IDs are derived from manifest names so
+re-generating never renames (and therefore never replaces) a resource.
+
+    python -m infra.template --stage dev --out infra/build/template.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from infra import manifest
+from infra.manifest import FunctionSpec, QueueSpec
+
+APP = "ymera"
+RUNTIME = "python3.11"
+LOG_RETENTION_DAYS = 30
+#: AWS guidance for SQS event sources; the build refuses anything tighter.
+MIN_VISIBILITY_FACTOR = 6
+MIN_RECEIVE_COUNT = 5
+KNOWN_NEEDS = frozenset({"db", "sqs:send", "sqs:consume"})
+
+Json = dict[str, Any]
+#: Queues hold undelivered work (DLQs hold the evidence): a stack delete must not drop them.
+KEEP = {"DeletionPolicy": "Retain", "UpdateReplacePolicy": "Retain"}
+#: Log groups are disposable; said explicitly so nobody wonders.
+DROP = {"DeletionPolicy": "Delete", "UpdateReplacePolicy": "Delete"}
+
+
+def logical_id(name: str, kind: str = "") -> str:
+    """CamelCase a manifest name: ("agent-validation", "Queue") -> AgentValidationQueue."""
+    parts = [p for p in re.split(r"[^0-9A-Za-z]+", name) if p]
+    return "".join(p[:1].upper() + p[1:] for p in parts) + kind
+
+
+def _sub(suffix: str) -> Json:
+    """A physical name under the stage prefix, resolved by CloudFormation."""
+    return {"Fn::Sub": f"{APP}-${{Stage}}-{suffix}"}
+
+
+def _arn(resource: str) -> Json:
+    return {"Fn::GetAtt": [resource, "Arn"]}
+
+
+def check_specs(queue_specs: Sequence[QueueSpec], function_specs: Sequence[FunctionSpec]) -> None:
+    """Refuse a manifest that would lose or duplicate messages once deployed.
+
+    A visibility timeout shorter than ~6x the consumer timeout lets SQS hand a
+    message to a second consumer while the first still works on it; fewer than
+    5 receives sends messages to the DLQ on transient throttling.
+    """
+    names = {q.suffix for q in queue_specs}
+    for q in queue_specs:
+        if q.max_receive_count < MIN_RECEIVE_COUNT:
+            raise ValueError(f"queue {q.suffix}: max_receive_count {q.max_receive_count} < {MIN_RECEIVE_COUNT}")
+    for f in function_specs:
+        unknown = set(f.needs) - KNOWN_NEEDS
+        if unknown:
+            raise ValueError(f"function {f.name}: unknown needs {sorted(unknown)}")
+        if ("sqs:consume" in f.needs) != (f.queue is not None):
+            raise ValueError(f"function {f.name}: 'sqs:consume' and a queue go together")
+        if f.queue is None:
+            continue
+        if f.queue.suffix not in names:
+            raise ValueError(f"function {f.name}: queue {f.queue.suffix} is not in the manifest's queues()")
+        if f.queue.visibility_timeout < MIN_VISIBILITY_FACTOR * f.timeout:
+            raise ValueError(
+                f"queue {f.queue.suffix}: visibility timeout {f.queue.visibility_timeout}s < "
+                f"{MIN_VISIBILITY_FACTOR} x {f.name} timeout {f.timeout}s"
+            )
+        if f.queue.max_receive_count < MIN_RECEIVE_COUNT:
+            raise ValueError(f"queue {f.queue.suffix}: max_receive_count < {MIN_RECEIVE_COUNT}")
+
+
+def _parameters(stage: str) -> Json:
+    nested = {"Type": "CommaDelimitedList", "Default": ""}
+    return {
+        "Stage": {"Type": "String", "Default": stage, "AllowedPattern": "^[a-z][a-z0-9-]{0,19}$"},
+        "ArtifactBucket": {"Type": "String", "Description": "S3 bucket holding functions.zip"},
+        "ArtifactKey": {"Type": "String", "Description": "S3 key of the zip built by infra.build"},
+        "Architecture": {"Type": "String", "Default": "x86_64", "AllowedValues": ["x86_64", "arm64"]},
+        "DatabaseUrl": {"Type": "String", "NoEcho": True},
+        "RedisUrl": {"Type": "String", "NoEcho": True},
+        "SubnetIds": {**nested, "Description": "Private subnets; empty = no VPC"},
+        "SecurityGroupIds": {**nested, "Description": "Security groups; empty = no VPC"},
+    }
+
+
+def _conditions() -> Json:
+    def given(param: str) -> Json:
+        return {"Fn::Not": [{"Fn::Equals": [{"Fn::Join": ["", {"Ref": param}]}, ""]}]}
+
+    return {"InVpc": {"Fn::And": [given("SubnetIds"), given("SecurityGroupIds")]}}
+
+
+def _queue_resources(q: QueueSpec) -> Json:
+    qid, did = logical_id(q.suffix, "Queue"), logical_id(q.dlq_suffix)
+    return {
+        did: {
+            "Type": "AWS::SQS::Queue",
+            **KEEP,
+            "Properties": {
+                "QueueName": _sub(q.dlq_suffix),
+                "MessageRetentionPeriod": manifest.DLQ_RETENTION_SECONDS,
+                "SqsManagedSseEnabled": True,
+            },
+        },
+        qid: {
+            "Type": "AWS::SQS::Queue",
+            **KEEP,
+            "Properties": {
+                "QueueName": _sub(q.suffix),
+                "VisibilityTimeout": q.visibility_timeout,
+                "MessageRetentionPeriod": q.retention,
+                "SqsManagedSseEnabled": True,
+                "RedrivePolicy": {"deadLetterTargetArn": _arn(did), "maxReceiveCount": q.max_receive_count},
+            },
+        },
+        logical_id(q.dlq_suffix, "Alarm"): {
+            "Type": "AWS::CloudWatch::Alarm",
+            "Properties": {
+                "AlarmName": _sub(f"{q.dlq_suffix}-not-empty"),
+                "AlarmDescription": f"Messages reached the dead-letter queue of {q.suffix}",
+                "Namespace": "AWS/SQS",
+                "MetricName": "ApproximateNumberOfMessagesVisible",
+                "Dimensions": [{"Name": "QueueName", "Value": {"Fn::GetAtt": [did, "QueueName"]}}],
+                "Statistic": "Maximum",
+                "Period": 60,
+                "EvaluationPeriods": 1,
+                "Threshold": 0,
+                "ComparisonOperator": "GreaterThanThreshold",
+                "TreatMissingData": "notBreaching",
+                "AlarmActions": [{"Ref": "AlertTopic"}],
+                "OKActions": [{"Ref": "AlertTopic"}],
+            },
+        },
+    }
+
+
+def _statement(sid: str, actions: list[str], resources: list[Any]) -> Json:
+    return {"Sid": sid, "Effect": "Allow", "Action": actions, "Resource": resources}
+
+
+def _role(f: FunctionSpec, log_group: str, send_to: Sequence[QueueSpec]) -> Json:
+    """Least privilege: its own log group, its own queue, or the agent queues it feeds."""
+    statements = [
+        _statement("WriteOwnLogs", ["logs:CreateLogStream", "logs:PutLogEvents"], [_arn(log_group)]),
+    ]
+    if f.queue is not None:
+        consume = ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:ChangeMessageVisibility"]
+        statements.append(_statement("ConsumeOwnQueue", consume, [_arn(logical_id(f.queue.suffix, "Queue"))]))
+    if "sqs:send" in f.needs:
+        # SendMessageBatch is authorised by sqs:SendMessage; IAM has no separate action for it.
+        send = ["sqs:SendMessage", "sqs:GetQueueUrl"]
+        targets = [_arn(logical_id(q.suffix, "Queue")) for q in send_to]
+        statements.append(_statement("SendToAgentQueues", send, targets))
+    vpc_policy = {"Fn::Sub": "arn:${AWS::Partition}:iam::aws:policy/service-role/AWSLambdaVPCAccessExecutionRole"}
+    return {
+        "Type": "AWS::IAM::Role",
+        "Properties": {
+            "AssumeRolePolicyDocument": {
+                "Version": "2012-10-17",
+                "Statement": [
+                    {"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"}
+                ],
+            },
+            "ManagedPolicyArns": {"Fn::If": ["InVpc", [vpc_policy], {"Ref": "AWS::NoValue"}]},
+            "Policies": [
+                {
+                    "PolicyName": f"{logical_id(f.name)}Access",
+                    "PolicyDocument": {"Version": "2012-10-17", "Statement": statements},
+                }
+            ],
+        },
+    }
+
+
+def _function_resources(f: FunctionSpec, send_to: Sequence[QueueSpec]) -> Json:
+    fid, rid, lid = logical_id(f.name, "Function"), logical_id(f.name, "Role"), logical_id(f.name, "LogGroup")
+    env = {
+        "YMERA_STAGE": {"Ref": "Stage"},
+        "YMERA_QUEUE_PREFIX": {"Fn::Sub": f"{APP}-${{Stage}}"},
+        "DATABASE_URL": {"Ref": "DatabaseUrl"},
+        "REDIS_URL": {"Ref": "RedisUrl"},
+        # AWS_DEFAULT_REGION is reserved: the Lambda runtime sets it itself.
+        **f.env,
+    }
+    vpc = {"SubnetIds": {"Ref": "SubnetIds"}, "SecurityGroupIds": {"Ref": "SecurityGroupIds"}}
+    out: Json = {
+        lid: {
+            "Type": "AWS::Logs::LogGroup",
+            **DROP,
+            "Properties": {
+                "LogGroupName": {"Fn::Sub": f"/aws/lambda/{APP}-${{Stage}}-{f.name}"},
+                "RetentionInDays": LOG_RETENTION_DAYS,
+            },
+        },
+        rid: _role(f, lid, send_to),
+        fid: {
+            "Type": "AWS::Lambda::Function",
+            "Properties": {
+                "FunctionName": _sub(f.name),
+                "Runtime": RUNTIME,
+                "Architectures": [{"Ref": "Architecture"}],
+                "Handler": f.handler,
+                "Timeout": f.timeout,
+                "MemorySize": f.memory,
+                "Code": {"S3Bucket": {"Ref": "ArtifactBucket"}, "S3Key": {"Ref": "ArtifactKey"}},
+                "Role": _arn(rid),
+                "LoggingConfig": {"LogGroup": {"Ref": lid}},
+                "Environment": {"Variables": env},
+                "VpcConfig": {"Fn::If": ["InVpc", vpc, {"Ref": "AWS::NoValue"}]},
+            },
+        },
+    }
+    if f.queue is not None:
+        out[logical_id(f.name, "EventSourceMapping")] = {
+            "Type": "AWS::Lambda::EventSourceMapping",
+            "Properties": {
+                "EventSourceArn": _arn(logical_id(f.queue.suffix, "Queue")),
+                "FunctionName": {"Ref": fid},
+                "BatchSize": f.batch_size,
+                "MaximumBatchingWindowInSeconds": f.batching_window_seconds,
+                "FunctionResponseTypes": ["ReportBatchItemFailures"],
+                "Enabled": True,
+            },
+        }
+    if f.schedule is not None:
+        sid = logical_id(f.name, "Schedule")
+        out[sid] = {
+            "Type": "AWS::Events::Rule",
+            "Properties": {
+                "Name": _sub(f"{f.name}-schedule"),
+                "ScheduleExpression": f.schedule,
+                "State": "ENABLED",
+                "Targets": [{"Id": logical_id(f.name), "Arn": _arn(fid)}],
+            },
+        }
+        out[logical_id(f.name, "SchedulePermission")] = {
+            "Type": "AWS::Lambda::Permission",
+            "Properties": {
+                "Action": "lambda:InvokeFunction",
+                "FunctionName": {"Ref": fid},
+                "Principal": "events.amazonaws.com",
+                "SourceArn": _arn(sid),
+            },
+        }
+    return out
+
+
+def _outputs(queue_specs: Sequence[QueueSpec]) -> Json:
+    def output(value: Json, key: str) -> Json:
+        return {"Value": value, "Export": {"Name": {"Fn::Sub": f"${{AWS::StackName}}-{key}"}}}
+
+    out: Json = {}
+    for q in queue_specs:
+        for rid in (logical_id(q.suffix, "Queue"), logical_id(q.dlq_suffix)):
+            out[f"{rid}Url"] = output({"Ref": rid}, f"{rid}Url")
+            out[f"{rid}Arn"] = output(_arn(rid), f"{rid}Arn")
+    out["AlertTopicArn"] = output({"Ref": "AlertTopic"}, "AlertTopicArn")
+    return out
+
+
+def build_template(
+    stage: str,
+    *,
+    queue_specs: Sequence[QueueSpec] | None = None,
+    function_specs: Sequence[FunctionSpec] | None = None,
+) -> Json:
+    """The whole template as a dict; specs default to the manifest (tests pass their own)."""
+    qs = list(manifest.queues() if queue_specs is None else queue_specs)
+    fs = list(manifest.functions() if function_specs is None else function_specs)
+    check_specs(qs, fs)
+    agent_queues = [q for q in qs if q.suffix.startswith("agent-")]
+    resources: Json = {
+        "AlertTopic": {
+            "Type": "AWS::SNS::Topic",
+            "Properties": {"TopicName": _sub("alerts"), "DisplayName": "YMERA alerts"},
+        }
+    }
+    parts = [_queue_resources(q) for q in qs] + [_function_resources(f, agent_queues) for f in fs]
+    for part in parts:
+        clash = resources.keys() & part.keys()
+        if clash:  # two manifest names CamelCase to the same ID: one would silently vanish
+            raise ValueError(f"duplicate logical IDs {sorted(clash)}")
+        resources.update(part)
+    return {
+        "AWSTemplateFormatVersion": "2010-09-09",
+        "Description": "YMERA functions/ deploy unit: agent queues, DLQs, consumers, outbox relay, alarms.",
+        "Parameters": _parameters(stage),
+        "Conditions": _conditions(),
+        "Resources": resources,
+        "Outputs": _outputs(qs),
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m infra.template", description=__doc__.splitlines()[0])
+    parser.add_argument("--stage", default="dev", help="stage name; queue prefix becomes ymera-<stage>")
+    parser.add_argument("--out", type=Path, default=Path("infra/build/template.json"))
+    args = parser.parse_args(argv)
+    template = build_template(args.stage)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(template, indent=2) + "\n", encoding="utf-8")
+    print(f"wrote {args.out} ({len(template['Resources'])} resources, stage {args.stage})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,166 @@
+"""The per-agent SQS consumer against real Postgres: claims, results, failures, duplicates."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+import pytest
+from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
+from sqlalchemy import event, func, select
+
+from chalicelib.db.models import Task, TaskResult
+from functions.agent_consumer import handler
+from tests.integration.conftest import FakeContext, Api, sqs_event
+from tests.integration.test_api_tasks import create_task
+
+CODE = "import os\n\ndef f(x):\n    if x:\n        return 1\n    return undefined_name\n"
+
+
+def message(task_id: str, agent_type: str = "validation") -> str:
+    return json.dumps({"task_id": task_id, "agent_type": agent_type})
+
+
+def run(records: list[tuple[str, str]], agent_type: str = "validation", receive_count: int = 1) -> dict[str, Any]:
+    return handler(sqs_event(records, agent_type, receive_count), FakeContext())
+
+
+def test_validation_task_completes_with_every_violation(api: Api) -> None:
+    api.signup()
+    agent = api.agent()
+    schema = {"type": "object", "required": ["name", "age"],
+              "properties": {"age": {"type": "integer", "minimum": 0}, "tags": {"type": "array",
+                                                                                "items": {"type": "string"}}}}
+    task = create_task(api, agent["id"], input_data={"schema": schema,
+                                                     "payload": {"age": -1, "tags": ["ok", 3]}}).json_body
+    assert run([("m1", message(task["id"]))]) == {"batchItemFailures": []}
+
+    got = api.call("GET", f"/tasks/{task['id']}").json_body
+    assert got["status"] == "completed" and got["attempts"] == 1 and got["completed_at"]
+    output = got["result"]["output_data"]
+    assert output["valid"] is False
+    assert [(e["path"], e["validator"]) for e in output["errors"]] == [
+        ("", "required"), ("/age", "minimum"), ("/tags/1", "type")]
+    assert got["result"]["metrics"]["duration_ms"] >= 0
+
+
+def test_examination_task_reports_real_analysis(api: Api) -> None:
+    api.signup()
+    agent = api.agent("examination")
+    task = create_task(api, agent["id"], input_data={"source": CODE}).json_body
+    assert run([("m1", message(task["id"], "examination"))], "examination") == {"batchItemFailures": []}
+    output = api.call("GET", f"/tasks/{task['id']}").json_body["result"]["output_data"]
+    assert output["valid_syntax"] is True
+    assert [(f["name"], f["complexity"]) for f in output["functions"]] == [("f", 2)]
+    assert {(finding["code"], finding["line"]) for finding in output["lint"]} == {
+        ("UnusedImport", 1), ("UndefinedName", 6)}
+
+
+def test_agent_error_marks_the_task_failed_with_the_error(api: Api) -> None:
+    api.signup()
+    agent = api.agent()
+    task = create_task(api, agent["id"], input_data={"schema": {"type": "nonsense"}, "payload": 1}).json_body
+    assert run([("m1", message(task["id"]))]) == {"batchItemFailures": []}
+    got = api.call("GET", f"/tasks/{task['id']}").json_body
+    assert got["status"] == "failed"
+    assert got["error"]["code"] == "AGENT_INPUT_INVALID"
+    assert got["result"]["status"] == "failed"
+
+
+@pytest.mark.parametrize("body", ["not json", "{}", json.dumps({"agent_type": "validation"}),
+                                  json.dumps({"task_id": "nope", "agent_type": "validation"}),
+                                  json.dumps({"task_id": str(uuid.uuid4()), "agent_type": "validation"}),
+                                  json.dumps({"task_id": str(uuid.uuid4()), "agent_type": "examination"})])
+def test_malformed_messages_are_batch_failures_and_do_not_block_good_ones(api: Api, body: str) -> None:
+    api.signup()
+    task = create_task(api, api.agent()["id"]).json_body
+    response = run([("bad", body), ("good", message(task["id"]))])
+    assert response == {"batchItemFailures": [{"itemIdentifier": "bad"}]}
+    assert api.call("GET", f"/tasks/{task['id']}").json_body["status"] == "completed"
+
+
+def test_same_message_three_times_gives_exactly_one_result(api: Api, db: Any) -> None:
+    api.signup()
+    task = create_task(api, api.agent()["id"]).json_body
+    body = message(task["id"])
+    assert run([("a", body), ("b", body)]) == {"batchItemFailures": []}  # duplicate inside a batch
+    assert run([("c", body)], receive_count=2) == {"batchItemFailures": []}  # and a later redelivery
+    with db.read() as session:
+        assert session.scalar(select(func.count()).select_from(TaskResult)) == 1
+        assert session.scalar(select(Task.attempts)) == 1
+
+
+def test_concurrent_duplicate_deliveries_run_the_task_once(api: Api, db: Any) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    api.signup()
+    task = create_task(api, api.agent()["id"]).json_body
+    body = message(task["id"])
+    with ThreadPoolExecutor(3) as pool:
+        results = list(pool.map(lambda i: run([(f"m{i}", body)]), range(3)))
+    assert results == [{"batchItemFailures": []}] * 3
+    with db.read() as session:
+        assert session.scalar(select(func.count()).select_from(TaskResult)) == 1
+
+
+def test_cancelled_task_is_not_run(api: Api, db: Any) -> None:
+    api.signup()
+    task = create_task(api, api.agent()["id"]).json_body
+    api.call("POST", f"/tasks/{task['id']}/cancel")
+    assert run([("m1", message(task["id"]))]) == {"batchItemFailures": []}
+    assert api.call("GET", f"/tasks/{task['id']}").json_body["status"] == "cancelled"
+    with db.read() as session:
+        assert session.scalar(select(func.count()).select_from(TaskResult)) == 0
+
+
+def test_a_batch_of_ten_writes_in_one_transaction(api: Api, db: Any) -> None:
+    api.signup()
+    agent = api.agent()
+    ids = [create_task(api, agent["id"]).json_body["id"] for _ in range(10)]
+    seen: list[str] = []
+
+    def on_begin(conn: Any) -> None:
+        seen.append("begin")
+
+    def on_commit(conn: Any) -> None:
+        seen.append("commit")
+
+    event.listen(db.engine, "begin", on_begin)
+    event.listen(db.engine, "commit", on_commit)
+    try:
+        assert run([(f"m{i}", message(t)) for i, t in enumerate(ids)]) == {"batchItemFailures": []}
+    finally:
+        event.remove(db.engine, "begin", on_begin)
+        event.remove(db.engine, "commit", on_commit)
+    assert seen == ["begin", "commit"]
+    with db.read() as session:
+        assert session.scalar(select(func.count()).where(Task.status == "completed")) == 10
+
+
+def test_an_unexpected_crash_is_retried_then_fails_the_task_on_the_last_attempt(api: Api, container: Any) -> None:
+    from chalicelib.agents.validation import ValidationAgent
+
+    class CrashOnPayload(ValidationAgent):
+        def run(self, data: Any, config: Any) -> Any:
+            if data.payload == "crash":
+                raise RuntimeError("boom")
+            return super().run(data, config)
+
+    container.processor.agent_loader = lambda agent_type: CrashOnPayload()
+    api.signup()
+    agent = api.agent()
+    task = create_task(api, agent["id"], input_data={"schema": {}, "payload": "crash"}).json_body
+    other = create_task(api, agent["id"]).json_body
+    # First delivery: only the crashing record is reported; its neighbour completes.
+    response = run([("m1", message(task["id"])), ("m2", message(other["id"]))], receive_count=1)
+    assert response == {"batchItemFailures": [{"itemIdentifier": "m1"}]}
+    assert api.call("GET", f"/tasks/{task['id']}").json_body["status"] == "queued"
+    assert api.call("GET", f"/tasks/{other['id']}").json_body["status"] == "completed"
+    # A batch whose every record fails raises, so Lambda retries the whole batch.
+    with pytest.raises(BatchProcessingError):
+        run([("m3", message(task["id"]))], receive_count=2)
+    # Last delivery (receive count == maxReceiveCount): the task fails instead of waiting forever.
+    assert run([("m4", message(task["id"]))], receive_count=5) == {"batchItemFailures": []}
+    got = api.call("GET", f"/tasks/{task['id']}").json_body
+    assert got["status"] == "failed" and got["error"]["code"] == "AGENT_CRASHED"
