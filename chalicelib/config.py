@@ -30,6 +30,8 @@ class Settings(BaseSettings):
     # Data stores. `database_url` is required; the local runtime fills it in.
     database_url: str = Field(default="", validation_alias="DATABASE_URL")
     redis_url: str = Field(default="", validation_alias="REDIS_URL")
+    #: every Redis key starts with this, so stages (and test sessions) can share a server.
+    redis_key_prefix: str = "ymera:"
     db_pool_size: int = 5
     db_max_overflow: int = 5
     db_pool_timeout: float = 10.0

@@ -33,6 +33,8 @@ os.environ.pop("AWS_PROFILE", None)
 
 PG_ADMIN_URL = os.environ.get("YMERA_TEST_PG_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("YMERA_TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
+#: Keys of this test session; parallel sessions on one Redis never see each other's keys.
+REDIS_PREFIX = f"ymera-test-{uuid.uuid4().hex[:8]}:"
 
 
 @pytest.fixture(scope="session")
@@ -62,7 +64,7 @@ def redis_url() -> Iterator[str]:
 
     client = redis.Redis.from_url(REDIS_URL)
     client.ping()
-    client.flushdb()
     yield REDIS_URL
-    client.flushdb()
+    for key in client.scan_iter(match=f"{REDIS_PREFIX}*", count=1000):
+        client.delete(key)
     client.close()

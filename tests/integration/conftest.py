@@ -50,9 +50,10 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
 
 @pytest.fixture
 def settings(monkeypatch: pytest.MonkeyPatch, pg_url: str, redis_url: str) -> Settings:
-    from tests.conftest import TEST_SECRET
+    from tests.conftest import REDIS_PREFIX, TEST_SECRET
 
     for key, value in {"DATABASE_URL": pg_url, "REDIS_URL": redis_url, "YMERA_STAGE": "test",
+                       "YMERA_REDIS_KEY_PREFIX": f"{REDIS_PREFIX}{uuid.uuid4().hex[:6]}:",
                        "YMERA_JWT_SECRET": TEST_SECRET, "YMERA_BCRYPT_ROUNDS": "4",
                        "YMERA_QUEUE_PREFIX": PREFIX}.items():
         monkeypatch.setenv(key, value)

@@ -1,0 +1,198 @@
+"""`python -m infra.local`: run YMERA on this machine (what `make run` calls).
+
+Startup order matters: the environment must be complete before the app is
+imported (settings are read once, at import), and the queues must exist before
+the runner resolves them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from infra.local import environment
+from infra.local.emulator import EndpointError
+
+# Logger names must not contain "ymera": Powertools' Logger(service="ymera") puts a
+# filter on the root handlers that drops every record whose logger name contains it.
+log = logging.getLogger("infra.local")
+
+
+class _Shutdown(Exception):
+    """Raised in the main thread by SIGINT/SIGTERM to unwind into cleanup."""
+
+
+class StartupError(RuntimeError):
+    """A missing piece with a known fix: reported in one line, no traceback."""
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m infra.local", description=__doc__.splitlines()[0])
+    p.add_argument("--host", default="127.0.0.1", help="API bind address (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=int(os.environ.get("YMERA_PORT", "8000")),
+                   help="API port (default $YMERA_PORT or 8000)")
+    p.add_argument("--state-dir", default=".ymera", help="local state: SQLite DB, JWT secret")
+    p.add_argument("--no-runner", action="store_true",
+                   help="serve the API only; do not consume queues or run schedules")
+    return p.parse_args(argv)
+
+
+def _install_signal_handlers() -> None:
+    stopping = False
+
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        nonlocal stopping
+        if stopping:  # a second Ctrl-C while cleanup hangs: leave now
+            os._exit(130)
+        stopping = True
+        raise _Shutdown(signal.Signals(signum).name)
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+
+
+def _migrate() -> None:
+    try:
+        from chalicelib.db import migrate  # type: ignore[attr-defined,unused-ignore]
+    except ModuleNotFoundError as exc:
+        if exc.name not in {"chalicelib.db.migrate", "chalicelib.db"}:
+            raise  # migrate.py exists but one of its imports is missing: show the traceback
+        raise StartupError(f"cannot run migrations: {exc} (chalicelib/db/migrate.py missing?)") from exc
+    migrate.upgrade(os.environ["DATABASE_URL"])
+
+
+def _bootstrap(prefix: str) -> tuple[Any, dict[str, str]]:
+    from infra.local.emulator import sqs_client
+
+    try:
+        from infra.bootstrap import bootstrap
+    except ModuleNotFoundError as exc:
+        if exc.name != "infra.bootstrap":
+            raise
+        raise StartupError(f"cannot create queues: {exc} (infra/bootstrap.py missing?)") from exc
+    sqs = sqs_client()
+    # Optional: a short visibility timeout makes failed records retry in seconds
+    # locally (default: the manifest's, as deployed).
+    vt = os.environ.get("YMERA_LOCAL_VISIBILITY_TIMEOUT")
+    return sqs, bootstrap(sqs, prefix, visibility_timeout=int(vt) if vt else None)
+
+
+def _apply_function_env(specs: list[Any]) -> None:
+    # All handlers share this process, so per-function env is process-wide:
+    # first value wins and a conflicting one is reported rather than hidden.
+    for spec in specs:
+        for key, value in spec.env.items():
+            if os.environ.setdefault(key, value) != value:
+                log.warning("%s: env %s differs from the process value; using the latter",
+                            spec.name, key)
+
+
+def _banner(api_url: str, aws: Any, queues: dict[str, str], specs: list[Any],
+            state_dir: Path, runner_on: bool, seconds: float) -> str:
+    mask = environment.mask_url
+    lines = [
+        "",
+        f"YMERA local runtime ready in {seconds:.2f}s",
+        f"  API          {api_url}   (try {api_url}/health)",
+        f"  AWS endpoint {aws.url}   ({'embedded moto' if aws.kind == 'moto' else 'external'})",
+        f"  Database     {mask(os.environ['DATABASE_URL'])}",
+        f"  Redis        {mask(os.environ.get('REDIS_URL', ''))}",
+        f"  State dir    {state_dir}",
+        f"  Queues       {', '.join(sorted(queues)) or '(none)'}",
+    ]
+    if runner_on:
+        for spec in specs:
+            src = f"queue {spec.queue.name(os.environ['YMERA_QUEUE_PREFIX'])}" if spec.queue else \
+                f"schedule every {os.environ.get('YMERA_LOCAL_SCHEDULE_SECONDS', '2')}s"
+            lines.append(f"  Function     {spec.name:<18} {spec.handler}  <- {src}")
+    else:
+        lines.append("  Runner       disabled (--no-runner)")
+    lines += ["Press Ctrl-C to stop.", ""]
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    started = time.monotonic()
+    with contextlib.ExitStack() as stack:  # unwinds in reverse start order
+        state_dir = environment.prepare_state_dir(args.state_dir)
+        environment.apply_defaults(state_dir)
+        environment.apply_chalice_config_env(Path(__file__).resolve().parents[2])
+        redis = environment.ensure_redis()
+        if redis is not None:
+            stack.callback(redis.stop)
+            log.info("embedded Redis on %s", redis.url)
+
+        from infra.local.emulator import ensure_endpoint
+
+        aws = ensure_endpoint()
+        stack.callback(aws.stop)
+        log.info("AWS endpoint %s (%s)", aws.url, aws.kind)
+
+        _migrate()
+        log.info("database migrated")
+        prefix = os.environ["YMERA_QUEUE_PREFIX"]
+        sqs, queues = _bootstrap(prefix)
+        log.info("bootstrapped %d queue(s)", len(queues))
+
+        from infra import manifest
+        from infra.local.server import ApiServer, load_app
+
+        specs = manifest.functions()
+        _apply_function_env(specs)
+        app_obj = load_app()
+        try:
+            api = ApiServer(app_obj, args.host, args.port).start()
+        except OSError as exc:
+            raise StartupError(f"cannot listen on {args.host}:{args.port}: {exc}") from exc
+        stack.callback(api.stop)
+
+        if not args.no_runner:
+            from infra.local.runner import EventSourceRunner
+
+            runner = EventSourceRunner(sqs, prefix, specs)
+            runner.start()
+            stack.callback(runner.stop)
+
+        print(_banner(api.url, aws, queues, specs, state_dir, not args.no_runner,
+                      time.monotonic() - started), flush=True)
+        try:
+            while True:
+                time.sleep(3600)  # signals interrupt the sleep by raising _Shutdown
+        except _Shutdown as sig:
+            log.info("%s received, stopping", sig)
+    log.info("stopped cleanly")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(
+        stream=sys.stderr, level=os.environ.get("YMERA_LOG_LEVEL", "INFO").upper(),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+    )
+    for noisy in ("werkzeug", "botocore", "boto3", "urllib3", "fakeredis"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)  # moto logs every request at INFO
+    args = _parse_args(argv)
+    _install_signal_handlers()
+    try:
+        return run(args)
+    except _Shutdown as sig:  # stopped during startup: everything started was torn down
+        log.info("%s received during startup; stopped", sig)
+        return 0
+    except (StartupError, EndpointError) as exc:
+        log.error("local runtime failed: %s", exc)
+        return 1
+    except Exception:  # a bug (in the app, a handler import, ...): the traceback is the point
+        log.exception("local runtime failed")
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,122 @@
+"""The AWS endpoint: an external emulator (LocalStack) or an embedded moto server.
+
+Both end with `AWS_ENDPOINT_URL` exported, which boto3 honours natively, so the
+app and the handlers reach "AWS" without any local-only code path.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+log = logging.getLogger("infra.local.emulator")
+
+
+class EndpointError(RuntimeError):
+    """The AWS endpoint could not be reached or started."""
+
+
+@dataclass
+class AwsEndpoint:
+    url: str
+    kind: str  # "moto" (embedded) or "external"
+    _stop: Callable[[], None] | None = field(default=None, repr=False)
+
+    def stop(self) -> None:
+        if self._stop is not None:
+            self._stop()
+            self._stop = None
+
+
+def sqs_client(endpoint_url: str | None = None, *, quick: bool = False) -> Any:
+    """A boto3 SQS client on the local endpoint.
+
+    `quick` fails fast (health checks); the default read timeout must stay above
+    the runner's long-poll wait.
+    """
+    import boto3
+    from botocore.config import Config
+
+    cfg = Config(connect_timeout=2, read_timeout=3, retries={"max_attempts": 1}) if quick else \
+        Config(connect_timeout=5, read_timeout=30, retries={"max_attempts": 3, "mode": "standard"})
+    return boto3.client(
+        "sqs",
+        endpoint_url=endpoint_url or os.environ.get("AWS_ENDPOINT_URL"),
+        region_name=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
+        config=cfg,
+    )
+
+
+def check_endpoint(url: str) -> None:
+    """Fail with a readable message if nothing AWS-shaped answers at `url`."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        sqs_client(url, quick=True).list_queues(MaxResults=1)
+    except (BotoCoreError, ClientError, OSError) as exc:
+        raise EndpointError(
+            f"AWS_ENDPOINT_URL={url} does not answer SQS ListQueues ({exc}). "
+            "Start LocalStack (e.g. `localstack start` or its Docker image), "
+            "or unset AWS_ENDPOINT_URL to use the embedded moto server."
+        ) from exc
+
+
+def _port_is_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def start_moto(host: str = "127.0.0.1", port: int = 0) -> AwsEndpoint:
+    """Run moto's server in a thread with Step Functions execution enabled."""
+    # ThreadedMotoServer.start() waits forever if the bind fails inside its thread,
+    # so an explicitly requested port is checked here first.
+    if port and not _port_is_free(host, port):
+        raise EndpointError(f"YMERA_MOTO_PORT={port} is already in use on {host}")
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address=host, port=port, verbose=False)
+    server.start()
+    _, real_port = server.get_host_and_port()  # port 0 -> the one the kernel picked
+    url = f"http://{host}:{real_port}"
+    # Step Functions service integrations call back into moto through MOTO_PORT.
+    os.environ["MOTO_PORT"] = str(real_port)
+    os.environ["AWS_ENDPOINT_URL"] = url
+    try:
+        _post_json(f"{url}/moto-api/config", {"stepfunctions": {"execute_state_machine": True}})
+    except OSError as exc:
+        server.stop()
+        raise EndpointError(f"moto started on {url} but rejected its config: {exc}") from exc
+    return AwsEndpoint(url=url, kind="moto", _stop=server.stop)
+
+
+def _post_json(url: str, payload: dict[str, Any]) -> None:
+    req = urllib.request.Request(
+        url, data=json.dumps(payload).encode(), method="POST",
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(req, timeout=5) as resp:
+        resp.read()
+
+
+def ensure_endpoint() -> AwsEndpoint:
+    """Use AWS_ENDPOINT_URL if set (checked), else start moto on YMERA_MOTO_PORT or a free port."""
+    external = os.environ.get("AWS_ENDPOINT_URL")
+    if external:
+        check_endpoint(external)
+        return AwsEndpoint(url=external, kind="external")
+    raw_port = os.environ.get("YMERA_MOTO_PORT", "0")
+    try:
+        port = int(raw_port)
+    except ValueError as exc:
+        raise EndpointError(f"YMERA_MOTO_PORT must be a port number, got {raw_port!r}") from exc
+    return start_moto(port=port)

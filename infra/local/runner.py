@@ -1,0 +1,252 @@
+"""Event-source runner: what Lambda's SQS event source mapping and EventBridge do.
+
+One thread per queue long-polls it and invokes the mapped handler in-process with
+a real Lambda-shaped SQS event; only records the handler does not report in
+`batchItemFailures` are deleted, so visibility timeouts, receive counts and DLQ
+redrive (the queue's own RedrivePolicy) behave as on AWS. One thread per
+scheduled function invokes it with an EventBridge scheduled event.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import importlib
+import logging
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+from infra.manifest import FunctionSpec
+
+log = logging.getLogger("infra.local.runner")
+
+Handler = Callable[[dict[str, Any], Any], Any]
+HandlerResolver = Callable[[str], Handler]
+
+DEFAULT_ACCOUNT = "123456789012"  # moto's and LocalStack's default account
+MAX_WAIT_SECONDS = 2  # long-poll cap: keeps shutdown within a couple of seconds
+SQS_MAX_BATCH = 10  # ReceiveMessage / DeleteMessageBatch hard limit
+
+
+class LambdaContext:
+    """The attributes handlers (and Powertools) read from a Lambda context."""
+
+    def __init__(self, function_name: str, timeout_s: int, memory_mb: int, region: str,
+                 account: str) -> None:
+        self.function_name = function_name
+        self.function_version = "$LATEST"
+        self.invoked_function_arn = f"arn:aws:lambda:{region}:{account}:function:{function_name}"
+        self.memory_limit_in_mb = memory_mb
+        self.aws_request_id = str(uuid.uuid4())
+        self.log_group_name = f"/aws/lambda/{function_name}"
+        self.log_stream_name = f"local/{self.aws_request_id}"
+        self._deadline = time.monotonic() + timeout_s
+
+    def get_remaining_time_in_millis(self) -> int:
+        return max(0, int((self._deadline - time.monotonic()) * 1000))
+
+
+def import_handler(dotted: str) -> Handler:
+    """'functions.agent_consumer.handler' -> the callable (cached by importlib)."""
+    module_name, _, attr = dotted.rpartition(".")
+    handler = getattr(importlib.import_module(module_name), attr)
+    if not callable(handler):
+        raise TypeError(f"{dotted} is not callable")
+    return handler  # type: ignore[no-any-return]
+
+
+def _lambda_message_attributes(attrs: dict[str, Any]) -> dict[str, Any]:
+    """SQS API shape (StringValue, bytes BinaryValue) -> Lambda event shape (camelCase, base64)."""
+    out: dict[str, Any] = {}
+    for name, a in attrs.items():
+        item: dict[str, Any] = {"stringListValues": [], "binaryListValues": [],
+                                "dataType": a.get("DataType", "String")}
+        if "StringValue" in a:
+            item["stringValue"] = a["StringValue"]
+        if "BinaryValue" in a:
+            item["binaryValue"] = base64.b64encode(a["BinaryValue"]).decode("ascii")
+        out[name] = item
+    return out
+
+
+def sqs_event(messages: Iterable[dict[str, Any]], queue_arn: str, region: str) -> dict[str, Any]:
+    """Build the event Lambda hands an SQS-triggered function."""
+    records = []
+    for m in messages:
+        attrs = dict(m.get("Attributes") or {})
+        for key in ("ApproximateReceiveCount", "SentTimestamp", "SenderId",
+                    "ApproximateFirstReceiveTimestamp"):
+            attrs.setdefault(key, "")
+        records.append({
+            "messageId": m["MessageId"],
+            "receiptHandle": m["ReceiptHandle"],
+            "body": m.get("Body", ""),
+            "attributes": attrs,
+            "messageAttributes": _lambda_message_attributes(m.get("MessageAttributes") or {}),
+            "md5OfBody": m.get("MD5OfBody", ""),
+            "eventSource": "aws:sqs",
+            "eventSourceARN": queue_arn,
+            "awsRegion": region,
+        })
+    return {"Records": records}
+
+
+def scheduled_event(rule_name: str, region: str, account: str) -> dict[str, Any]:
+    return {
+        "version": "0",
+        "id": str(uuid.uuid4()),
+        "detail-type": "Scheduled Event",
+        "source": "aws.events",
+        "account": account,
+        "time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "region": region,
+        "resources": [f"arn:aws:events:{region}:{account}:rule/{rule_name}"],
+        "detail": {},
+    }
+
+
+class EventSourceRunner:
+    def __init__(self, sqs_client: Any, prefix: str, specs: Iterable[FunctionSpec],
+                 handler_resolver: HandlerResolver | None = None, *,
+                 schedule_seconds: float | None = None,
+                 wait_seconds: int = MAX_WAIT_SECONDS) -> None:
+        self.sqs = sqs_client
+        self.prefix = prefix
+        self.specs = list(specs)
+        self.region: str = sqs_client.meta.region_name or "us-east-1"
+        self._resolve = handler_resolver or import_handler
+        self.schedule_seconds = schedule_seconds if schedule_seconds is not None else \
+            float(os.environ.get("YMERA_LOCAL_SCHEDULE_SECONDS", "2"))
+        self.wait_seconds = max(0, min(wait_seconds, MAX_WAIT_SECONDS))
+        self.stop_event = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._queues: dict[str, tuple[str, str]] = {}  # spec.name -> (url, arn)
+
+    # -- one unit of work (used by the threads and directly by tests) ---------
+
+    def queue(self, spec: FunctionSpec) -> tuple[str, str]:
+        """(queue URL, queue ARN) of the spec's queue, looked up once."""
+        if spec.name not in self._queues:
+            assert spec.queue is not None, f"{spec.name} has no queue"
+            url = self.sqs.get_queue_url(QueueName=spec.queue.name(self.prefix))["QueueUrl"]
+            arn = self.sqs.get_queue_attributes(
+                QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+            self._queues[spec.name] = (url, arn)
+        return self._queues[spec.name]
+
+    def _context(self, spec: FunctionSpec, account: str = DEFAULT_ACCOUNT) -> LambdaContext:
+        return LambdaContext(f"{self.prefix}-{spec.name}", spec.timeout, spec.memory,
+                             self.region, account)
+
+    def poll_once(self, spec: FunctionSpec, wait_seconds: int | None = None) -> int:
+        """Receive one batch, invoke the handler, delete what succeeded; returns #records."""
+        url, arn = self.queue(spec)
+        resp = self.sqs.receive_message(
+            QueueUrl=url,
+            MaxNumberOfMessages=max(1, min(spec.batch_size, SQS_MAX_BATCH)),
+            WaitTimeSeconds=self.wait_seconds if wait_seconds is None else wait_seconds,
+            AttributeNames=["All"],
+            MessageAttributeNames=["All"],
+        )
+        messages = resp.get("Messages") or []
+        if not messages:
+            return 0
+        event = sqs_event(messages, arn, self.region)
+        records = event["Records"]
+        context = self._context(spec, account=arn.split(":")[4] or DEFAULT_ACCOUNT)
+        started = time.monotonic()
+        try:
+            result = self._resolve(spec.handler)(event, context)
+        except Exception:
+            # As on AWS: a failed invocation leaves the whole batch to reappear
+            # after the visibility timeout (and reach the DLQ via RedrivePolicy).
+            log.exception("%s failed on %d record(s); none deleted", context.function_name,
+                          len(records))
+            return len(records)
+        finally:
+            elapsed = time.monotonic() - started
+            if elapsed > spec.timeout:
+                log.warning("%s ran %.1fs, over its %ss timeout (Lambda would have killed it)",
+                            context.function_name, elapsed, spec.timeout)
+        failed = self._failed_ids(result, {r["messageId"] for r in records}, context.function_name)
+        if failed is None:
+            return len(records)
+        done = [r for r in records if r["messageId"] not in failed]
+        self._delete(url, done, context.function_name)
+        log.info("%s: %d record(s), %d ok, %d reported failed", context.function_name,
+                 len(records), len(done), len(failed))
+        return len(records)
+
+    @staticmethod
+    def _failed_ids(result: Any, ids: set[str], fn: str) -> set[str] | None:
+        """Parse a partial batch response; None means "treat the whole batch as failed"."""
+        if not isinstance(result, dict) or not result.get("batchItemFailures"):
+            return set()  # None / {} / [] = every record succeeded
+        failed: set[str] = set()
+        for item in result["batchItemFailures"]:
+            ident = item.get("itemIdentifier") if isinstance(item, dict) else None
+            if ident not in ids:
+                # Lambda fails the whole batch on a missing or unknown identifier.
+                log.error("%s returned invalid batchItemFailures entry %r; none deleted", fn, item)
+                return None
+            failed.add(ident)
+        return failed
+
+    def _delete(self, url: str, records: list[dict[str, Any]], fn: str) -> None:
+        for i in range(0, len(records), SQS_MAX_BATCH):
+            chunk = records[i:i + SQS_MAX_BATCH]
+            resp = self.sqs.delete_message_batch(QueueUrl=url, Entries=[
+                {"Id": str(n), "ReceiptHandle": r["receiptHandle"]} for n, r in enumerate(chunk)])
+            for fail in resp.get("Failed") or []:
+                log.warning("%s: delete failed for entry %s: %s", fn, fail.get("Id"),
+                            fail.get("Message"))
+
+    def invoke_scheduled(self, spec: FunctionSpec) -> Any:
+        event = scheduled_event(f"{self.prefix}-{spec.name}-schedule", self.region, DEFAULT_ACCOUNT)
+        return self._resolve(spec.handler)(event, self._context(spec))
+
+    # -- background threads -------------------------------------------------
+
+    def _loop(self, what: str, step: Callable[[], Any], pause: float) -> None:
+        while not self.stop_event.is_set():
+            try:
+                step()
+            except Exception:
+                # One bad invocation (or an endpoint hiccup) must not end the loop.
+                log.exception("%s failed; continuing", what)
+                self.stop_event.wait(1.0)  # avoid a hot loop on persistent errors
+                continue
+            if pause:
+                self.stop_event.wait(pause)
+
+    def start(self) -> None:
+        self.stop_event.clear()
+        for spec in self.specs:
+            if spec.queue is not None:
+                self.queue(spec)  # resolve now: a missing queue should fail startup
+                self._spawn(f"sqs:{spec.name}", functools.partial(self.poll_once, spec), 0)
+            if spec.schedule:
+                # Run immediately, then every few seconds (far more often than the
+                # deployed rate) so work stuck behind a failed publish goes out quickly.
+                self._spawn(f"schedule:{spec.name}", functools.partial(self.invoke_scheduled, spec),
+                            self.schedule_seconds)
+
+    def _spawn(self, name: str, step: Callable[[], Any], pause: float) -> None:
+        t = threading.Thread(target=self._loop, args=(name, step, pause), name=name, daemon=True)
+        t.start()
+        self._threads.append(t)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Signal every loop and join them; returns once all stopped or `timeout` passed."""
+        self.stop_event.set()
+        deadline = time.monotonic() + timeout
+        for t in self._threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+            if t.is_alive():
+                log.warning("thread %s still busy after %.0fs (a handler is running)", t.name, timeout)
+        self._threads = [t for t in self._threads if t.is_alive()]

@@ -1,0 +1,176 @@
+"""The local event-source runner builds Lambda-shaped SQS events and deletes
+only what the handler did not report in batchItemFailures."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from infra.local.runner import EventSourceRunner, LambdaContext
+from infra.manifest import FunctionSpec, QueueSpec
+
+PREFIX = "ymera-test"
+QUEUE = QueueSpec(suffix="agent-validation", visibility_timeout=30, max_receive_count=3)
+SPEC = FunctionSpec(name="agent-validation", handler="tests.fake.handler", queue=QUEUE,
+                    timeout=60, memory=256)
+
+
+@pytest.fixture()
+def sqs(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    with mock_aws():
+        client = boto3.client("sqs", region_name="us-east-1")
+        dlq_url = client.create_queue(QueueName=QUEUE.dlq_name(PREFIX))["QueueUrl"]
+        dlq_arn = client.get_queue_attributes(
+            QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        client.create_queue(QueueName=QUEUE.name(PREFIX), Attributes={
+            "VisibilityTimeout": str(QUEUE.visibility_timeout),
+            "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn,
+                                         "maxReceiveCount": str(QUEUE.max_receive_count)}),
+        })
+        yield client
+
+
+def _queue(sqs: Any) -> tuple[str, str]:
+    url = sqs.get_queue_url(QueueName=QUEUE.name(PREFIX))["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    return url, arn
+
+
+def _send_three(sqs: Any) -> list[str]:
+    url, _ = _queue(sqs)
+    bodies = [json.dumps({"task_id": f"t{i}"}) for i in range(3)]
+    for body in bodies:
+        sqs.send_message(QueueUrl=url, MessageBody=body, MessageAttributes={
+            "trace": {"DataType": "String", "StringValue": "abc"},
+            "blob": {"DataType": "Binary", "BinaryValue": b"\x00\x01"},
+        })
+    return bodies
+
+
+def _remaining(sqs: Any, handles: list[str]) -> list[str]:
+    """Bodies still in the queue: make in-flight messages visible again, then drain."""
+    url, _ = _queue(sqs)
+    attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+    in_flight = int(attrs["ApproximateNumberOfMessagesNotVisible"])
+    visible = int(attrs["ApproximateNumberOfMessages"])
+    assert visible == 0  # the runner received the whole batch
+    bodies: list[str] = []
+    # Receiving to list them needs the in-flight ones visible: reset their timeout.
+    for handle in handles:
+        try:
+            sqs.change_message_visibility(QueueUrl=url, ReceiptHandle=handle, VisibilityTimeout=0)
+        except sqs.exceptions.ClientError:
+            pass  # deleted messages have no valid receipt handle any more
+    for _ in range(3):
+        for m in sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", []):
+            bodies.append(m["Body"])
+    assert len(bodies) == in_flight
+    return bodies
+
+
+def _runner(sqs: Any, handler: Any) -> EventSourceRunner:
+    def resolve(dotted: str) -> Any:
+        assert dotted == SPEC.handler
+        return handler
+
+    return EventSourceRunner(sqs, PREFIX, [SPEC], handler_resolver=resolve, wait_seconds=0)
+
+
+def test_partial_batch_failure_deletes_only_successes(sqs: Any) -> None:
+    bodies = _send_three(sqs)
+    _, queue_arn = _queue(sqs)
+    calls: list[tuple[dict[str, Any], Any]] = []
+    handles: list[str] = []
+
+    def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+        calls.append((event, context))
+        handles.extend(r["receiptHandle"] for r in event["Records"])
+        return {"batchItemFailures": [{"itemIdentifier": event["Records"][1]["messageId"]}]}
+
+    assert _runner(sqs, handler).poll_once(SPEC) == 3
+
+    assert len(calls) == 1
+    event, context = calls[0]
+    records = event["Records"]
+    assert sorted(r["body"] for r in records) == sorted(bodies)
+    assert len({r["messageId"] for r in records}) == 3
+    for r in records:
+        assert {"messageId", "receiptHandle", "body", "attributes", "messageAttributes",
+                "md5OfBody", "eventSource", "eventSourceARN", "awsRegion"} <= r.keys()
+        assert r["eventSource"] == "aws:sqs"
+        assert r["eventSourceARN"] == queue_arn
+        assert r["awsRegion"] == "us-east-1"
+        assert r["attributes"]["ApproximateReceiveCount"] == "1"
+        assert {"SentTimestamp", "SenderId", "ApproximateFirstReceiveTimestamp"} <= r["attributes"].keys()
+        assert r["messageAttributes"]["trace"]["stringValue"] == "abc"
+        assert r["messageAttributes"]["trace"]["dataType"] == "String"
+        assert r["messageAttributes"]["blob"]["binaryValue"] == "AAE="  # base64, as Lambda sends it
+        assert r["md5OfBody"]
+    assert isinstance(context, LambdaContext)
+    assert context.function_name == f"{PREFIX}-{SPEC.name}"
+    assert context.invoked_function_arn.endswith(f":function:{PREFIX}-{SPEC.name}")
+    assert context.memory_limit_in_mb == 256
+    assert 0 < context.get_remaining_time_in_millis() <= 60_000
+
+    url, _ = _queue(sqs)
+    not_visible = sqs.get_queue_attributes(
+        QueueUrl=url, AttributeNames=["ApproximateNumberOfMessagesNotVisible"])["Attributes"]
+    assert not_visible["ApproximateNumberOfMessagesNotVisible"] == "1"
+    assert _remaining(sqs, handles) == [records[1]["body"]]
+
+
+def test_handler_exception_deletes_nothing(sqs: Any) -> None:
+    bodies = _send_three(sqs)
+    handles: list[str] = []
+
+    def handler(event: dict[str, Any], _context: Any) -> None:
+        handles.extend(r["receiptHandle"] for r in event["Records"])
+        raise RuntimeError("boom")
+
+    assert _runner(sqs, handler).poll_once(SPEC) == 3
+    assert sorted(_remaining(sqs, handles)) == sorted(bodies)
+
+
+def test_unknown_item_identifier_fails_whole_batch(sqs: Any) -> None:
+    bodies = _send_three(sqs)
+    handles: list[str] = []
+
+    def handler(event: dict[str, Any], _context: Any) -> dict[str, Any]:
+        handles.extend(r["receiptHandle"] for r in event["Records"])
+        return {"batchItemFailures": [{"itemIdentifier": "not-a-message-id"}]}
+
+    _runner(sqs, handler).poll_once(SPEC)
+    assert sorted(_remaining(sqs, handles)) == sorted(bodies)
+
+
+def test_empty_queue_does_not_invoke(sqs: Any) -> None:
+    def handler(_event: dict[str, Any], _context: Any) -> None:
+        raise AssertionError("must not be called without records")
+
+    assert _runner(sqs, handler).poll_once(SPEC) == 0
+
+
+def test_background_runner_stops_quickly(sqs: Any) -> None:
+    seen: list[int] = []
+    sched = FunctionSpec(name="outbox-relay", handler="tests.fake.handler", schedule="rate(1 minute)")
+    runner = EventSourceRunner(sqs, PREFIX, [SPEC, sched],
+                               handler_resolver=lambda _d: lambda e, _c: seen.append(len(e)),
+                               schedule_seconds=0.05, wait_seconds=1)
+    runner.start()
+    time.sleep(0.3)
+    t0 = time.monotonic()
+    runner.stop(timeout=5)
+    assert time.monotonic() - t0 < 3
+    assert not runner._threads
+    assert seen  # the scheduled handler ran at least once
