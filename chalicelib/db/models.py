@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy import (
     Boolean,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -82,9 +83,20 @@ class Agent(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow, onupdate=utcnow)
     last_heartbeat: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # managed: runs in the per-type Lambda consumer; external: a worker the user runs, leasing tasks.
+    mode: Mapped[str] = mapped_column(String(16), nullable=False, default="managed", server_default="managed")
+    #: sha256 of an external agent's API key (the key itself is shown once, at creation).
+    api_key_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    #: how many tasks it may hold at once (routing and leasing respect it).
+    max_concurrency: Mapped[int] = mapped_column(Integer, nullable=False, default=10, server_default=text("10"))
+    #: Beta(alpha, beta) posterior of result quality, maintained by the learning agent; routing reads it.
+    quality_alpha: Mapped[float] = mapped_column(Float, nullable=False, default=1.0, server_default=text("1.0"))
+    quality_beta: Mapped[float] = mapped_column(Float, nullable=False, default=1.0, server_default=text("1.0"))
+    quality_updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
     __table_args__ = (
         Index("ix_agents_user_id_created_at", "user_id", "created_at"),
+        Index("ix_agents_type_status", "type", "status"),
         Index("ix_agents_user_id_type", "user_id", "type"),
     )
 
@@ -107,6 +119,12 @@ class Task(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow, onupdate=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    #: set for subtasks an orchestrator fanned out.
+    parent_task_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("tasks.id", ondelete="CASCADE"), nullable=True
+    )
+    #: external agents: the task returns to the queue when this passes without a heartbeat.
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
     result: Mapped["TaskResult | None"] = relationship(back_populates="task", uselist=False, lazy="raise")
 
@@ -117,6 +135,8 @@ class Task(Base):
         Index("ix_tasks_user_id_agent_id_created_at", "user_id", "agent_id", "created_at"),
         Index("ix_tasks_user_id_priority_created_at", "user_id", "priority", "created_at"),
         Index("ix_tasks_agent_id_status", "agent_id", "status"),
+        Index("ix_tasks_parent_task_id", "parent_task_id"),
+        Index("ix_tasks_status_lease_expires_at", "status", "lease_expires_at"),
     )
 
 
@@ -155,6 +175,53 @@ class AuditLog(Base):
     __table_args__ = (
         Index("ix_audit_logs_user_id_timestamp", "user_id", "timestamp"),
         Index("ix_audit_logs_event_type_timestamp", "event_type", "timestamp"),
+    )
+
+
+class TaskFeedback(Base):
+    """A user's rating of a task's result; the learning agent folds it into the agent's quality."""
+
+    __tablename__ = "task_feedback"
+
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    task_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tasks.id", ondelete="CASCADE"), nullable=False)
+    agent_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("agents.id", ondelete="CASCADE"), nullable=False)
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), nullable=False)
+    rating: Mapped[int] = mapped_column(Integer, nullable=False)
+    comment: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = _created()
+    processed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+    __table_args__ = (
+        UniqueConstraint("task_id", "user_id", name="uq_task_feedback_task_id_user_id"),
+        Index("ix_task_feedback_agent_id_created_at", "agent_id", "created_at"),
+    )
+
+
+class AgentMessage(Base):
+    """A message from one agent to another (communication agent); the recipient's inbox."""
+
+    __tablename__ = "agent_messages"
+
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), nullable=False)
+    sender_agent_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("agents.id", ondelete="SET NULL"), nullable=True
+    )
+    recipient_agent_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("agents.id", ondelete="CASCADE"), nullable=True
+    )
+    task_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("tasks.id", ondelete="SET NULL"), nullable=True)
+    body: Mapped[dict[str, Any]] = mapped_column(JSONType, nullable=False, default=dict)
+    #: delivered | undeliverable | read
+    status: Mapped[str] = mapped_column(String(16), nullable=False, default="delivered")
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = _created()
+    read_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+    __table_args__ = (
+        Index("ix_agent_messages_recipient_agent_id_created_at", "recipient_agent_id", "created_at"),
+        Index("ix_agent_messages_task_id", "task_id"),
     )
 
 
