@@ -101,7 +101,7 @@ class Container:
     def processor(self) -> TaskProcessor:
         from chalicelib.services.processing import TaskProcessor
 
-        return TaskProcessor(max_attempts=self.settings.max_task_attempts)
+        return TaskProcessor(max_attempts=self.settings.max_task_attempts, container=self)
 
     @cached_property
     def health(self) -> HealthService:

@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from chalicelib.agents.base import Agent, AgentOutput
+from chalicelib.agents.base import Agent, AgentContext, AgentOutput
 from chalicelib.errors import AgentInputError
 
 #: Above this a block is hard to test and change (radon's C rank starts at 11).
@@ -38,9 +38,14 @@ class ExaminationAgent(Agent):
     type = "examination"
     Input = ExaminationInput
     description = "Examines Python source: syntax, cyclomatic complexity, lint findings and maintainability."
+    example_input = {
+        "source": "import os\n\ndef grade(score):\n    if score > 90:\n        return 'A'\n"
+                  "    elif score > 75:\n        return 'B'\n    return 'C'\n",
+        "filename": "grades.py",
+    }
     capabilities = ("python", "syntax-check", "cyclomatic-complexity", "lint", "raw-metrics", "maintainability-index")
 
-    def run(self, data: BaseModel, config: Mapping[str, Any]) -> AgentOutput:
+    def run(self, data: BaseModel, config: Mapping[str, Any], ctx: AgentContext | None = None) -> AgentOutput:
         assert isinstance(data, ExaminationInput)
         started = time.perf_counter()
         # Invalid escapes and the like warn at parse time; they are not findings

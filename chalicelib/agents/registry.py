@@ -49,6 +49,42 @@ def validate_input(agent_type: str, input_data: dict[str, Any]) -> dict[str, Any
     return parsed.model_dump(mode="json", exclude_unset=False)
 
 
+def validate_config(agent_type: str, config: dict[str, Any]) -> dict[str, Any]:
+    """Check an agent's `config` against its type; 422 with every violation."""
+    agent = get_agent(agent_type)
+    try:
+        agent.Config.model_validate(config)
+    except PydanticValidationError as exc:
+        raise ValidationError(
+            f"config does not match the {agent_type!r} agent's configuration schema",
+            {"errors": pydantic_errors(exc, prefix=("config",))},
+        ) from exc
+    return config
+
+
+def describe(agent_type: str) -> dict[str, Any]:
+    """What `GET /agent-types` shows for one type."""
+    agent = get_agent(agent_type)
+    return {
+        "type": agent_type,
+        "description": agent.description,
+        "capabilities": list(agent.capabilities),
+        "provider_backed": agent.provider_backed,
+        "input_schema": agent.Input.model_json_schema(by_alias=True),
+        "config_schema": agent.Config.model_json_schema(by_alias=True),
+        "default_config": agent.Config().model_dump(mode="json", by_alias=True) if _has_defaults(agent) else {},
+        "example_input": agent.example_input,
+    }
+
+
+def _has_defaults(agent: Agent) -> bool:
+    try:
+        agent.Config()
+    except PydanticValidationError:
+        return False
+    return True
+
+
 def pydantic_errors(exc: PydanticValidationError, prefix: tuple[str, ...] = ()) -> list[dict[str, Any]]:
     """Pydantic errors as a stable, JSON-safe list of {loc, msg, type}."""
     return [

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from chalicelib.agents.base import Agent, AgentOutput
+from chalicelib.agents.base import Agent, AgentContext, AgentOutput
 from chalicelib.errors import AgentInputError
 
 if TYPE_CHECKING:
@@ -48,9 +48,14 @@ class ValidationAgent(Agent):
     type = "validation"
     Input = ValidationInput
     description = "Validates a JSON payload against a JSON Schema and reports every violation."
+    example_input = {
+        "schema": {"type": "object", "required": ["id", "qty"],
+                   "properties": {"id": {"type": "string"}, "qty": {"type": "integer", "minimum": 1}}},
+        "payload": {"id": "A-1", "qty": 0},
+    }
     capabilities = ("json-schema", "draft-2020-12", "draft-2019-09", "draft-7", "draft-6", "draft-4", "format-checking")
 
-    def run(self, data: BaseModel, config: Mapping[str, Any]) -> AgentOutput:
+    def run(self, data: BaseModel, config: Mapping[str, Any], ctx: AgentContext | None = None) -> AgentOutput:
         assert isinstance(data, ValidationInput)
         started = time.perf_counter()
         validator = _build_validator(data.json_schema)

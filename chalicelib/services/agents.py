@@ -39,6 +39,7 @@ class AgentService:
                 f"agent type {req.type!r} is not available yet",
                 {"field": "type", "available_types": list(registry.available_types())},
             )
+        registry.validate_config(req.type, req.config)
         with self.db.transaction() as session:
             agent = Agent(user_id=user_id, name=req.name, type=req.type, capabilities=req.capabilities,
                           meta=req.metadata, config=req.config, status="active")
@@ -71,6 +72,8 @@ class AgentService:
             raise ValidationError("fields cannot be set to null", {"fields": null_fields})
         with self.db.transaction() as session:
             agent = get_owned_agent(session, user_id, agent_id)
+            if "config" in changes:
+                registry.validate_config(agent.type, changes["config"])
             for key, value in changes.items():
                 setattr(agent, "meta" if key == "metadata" else key, value)
             agent.updated_at = utcnow()

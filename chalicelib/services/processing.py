@@ -13,13 +13,14 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError as PydanticValidationError
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from chalicelib.agents.base import Agent
+from chalicelib.agents.base import Agent as AgentImpl
+from chalicelib.agents.base import AgentContext
 from chalicelib.agents.registry import get_agent, pydantic_errors
 from chalicelib.db.models import Agent, Task, TaskResult
 from chalicelib.db.types import utcnow
@@ -29,13 +30,18 @@ from chalicelib.observability import logger
 from chalicelib.schemas.tasks import TaskMessage
 
 
+if TYPE_CHECKING:
+    from chalicelib.container import Container
+
 RunResult = tuple[str, dict[str, Any], dict[str, Any], dict[str, Any] | None]
+#: an agent said "not finished yet" (e.g. an orchestrator waiting for subtasks).
+PENDING = "pending_work"
 
 
 @dataclass(frozen=True)
 class Outcome:
     task_id: uuid.UUID
-    status: str  # completed | failed | skipped
+    status: str  # completed | failed | skipped | pending_work
 
 
 def parse_message(body: str, queue_agent_type: str | None) -> TaskMessage:
@@ -53,8 +59,11 @@ def parse_message(body: str, queue_agent_type: str | None) -> TaskMessage:
 
 
 class TaskProcessor:
-    def __init__(self, agent_loader: Callable[[str], Agent] = get_agent, max_attempts: int = 5) -> None:
+    def __init__(self, agent_loader: Callable[[str], AgentImpl] = get_agent, max_attempts: int = 5,
+                 container: Container | None = None) -> None:
         self.agent_loader = agent_loader
+        #: handed to agents through AgentContext (providers, settings, publisher...).
+        self.container = container
         #: the queue's maxReceiveCount: on the last delivery an unexpected crash fails the
         #: task instead of leaving it queued forever behind a message in the DLQ.
         self.max_attempts = max_attempts
@@ -69,7 +78,13 @@ class TaskProcessor:
                 raise MalformedMessageError("message agent_type does not match the task",
                                             {"task_agent_type": task.agent_type})
             config = session.scalar(select(Agent.config).where(Agent.id == task.agent_id)) or {}
-            status, output, metrics, error = self._run(task, config, receive_count >= self.max_attempts)
+            ctx = AgentContext(task_id=task.id, agent_id=task.agent_id, user_id=task.user_id,
+                               agent_type=task.agent_type, session=session, container=self.container,  # type: ignore[arg-type]
+                               now=utcnow(), attempt=receive_count)
+            status, output, metrics, error = self._run(task, config, ctx, receive_count >= self.max_attempts)
+            if status == PENDING:
+                logger.info("task waiting", extra={"task_id": str(task.id), "agent_type": task.agent_type})
+                return Outcome(task.id, PENDING)
             now = utcnow()
             session.add(TaskResult(task_id=task.id, status=status, output_data=output, metrics=metrics))
             session.execute(
@@ -100,7 +115,7 @@ class TaskProcessor:
             return None
         return session.get(Task, task_id, populate_existing=True)
 
-    def _run(self, task: Task, config: dict[str, Any], final_attempt: bool) -> RunResult:
+    def _run(self, task: Task, config: dict[str, Any], ctx: AgentContext, final_attempt: bool) -> RunResult:
         started = time.perf_counter()
 
         def failed(code: str, message: str, details: dict[str, Any]) -> RunResult:
@@ -111,7 +126,7 @@ class TaskProcessor:
         try:
             agent = self.agent_loader(task.agent_type)
             data = agent.Input.model_validate(task.input_data)
-            result = agent.run(data, config)
+            result = agent.run(data, config, ctx)
         except AgentError as exc:
             return failed(exc.code, exc.message, exc.details)
         except PydanticValidationError as exc:
@@ -124,5 +139,7 @@ class TaskProcessor:
             return failed("AGENT_CRASHED", f"the agent failed unexpectedly on every attempt: {type(exc).__name__}",
                           {"attempts": self.max_attempts})
         elapsed = round((time.perf_counter() - started) * 1000, 3)
+        if result.pending:
+            return PENDING, result.output, result.metrics, None
         metrics = {"duration_ms": elapsed, **result.metrics}
         return TaskStatus.COMPLETED, result.output, metrics, None

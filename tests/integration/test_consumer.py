@@ -142,10 +142,10 @@ def test_an_unexpected_crash_is_retried_then_fails_the_task_on_the_last_attempt(
     from chalicelib.agents.validation import ValidationAgent
 
     class CrashOnPayload(ValidationAgent):
-        def run(self, data: Any, config: Any) -> Any:
+        def run(self, data: Any, config: Any, ctx: Any = None) -> Any:
             if data.payload == "crash":
                 raise RuntimeError("boom")
-            return super().run(data, config)
+            return super().run(data, config, ctx)
 
     container.processor.agent_loader = lambda agent_type: CrashOnPayload()
     api.signup()
