@@ -63,3 +63,8 @@ class Database:
     @property
     def dialect(self) -> str:
         return self.engine.dialect.name
+
+
+def rowcount(result: Any) -> int:
+    """Rows matched by an UPDATE/DELETE (session.execute is typed as Result, which hides it)."""
+    return int(result.rowcount)

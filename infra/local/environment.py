@@ -63,6 +63,8 @@ def apply_defaults(state_dir: Path) -> list[str]:
         # Emulators accept any credentials, but botocore refuses to sign without some.
         "AWS_ACCESS_KEY_ID": "test",
         "AWS_SECRET_ACCESS_KEY": "test",
+        # Like a Lambda cold start: a bad configuration stops `make run` at once, not at the first request.
+        "YMERA_CHECK_SETTINGS_AT_IMPORT": "1",
     }
     applied = [k for k, v in defaults.items() if _setdefault(k, v)]
     # The secret is only read/generated when needed, and never logged.

@@ -1,0 +1,37 @@
+"""`chalice deploy` imports app.py with no runtime configuration; a Lambda cold start must refuse a bad one."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRUB = {"DATABASE_URL", "REDIS_URL", "YMERA_JWT_SECRET", "YMERA_STAGE", "AWS_LAMBDA_FUNCTION_NAME",
+         "YMERA_CHECK_SETTINGS_AT_IMPORT"}
+
+
+def import_app(**env: str) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if k not in SCRUB}
+    return subprocess.run([sys.executable, "-c", "import app; print(len(app.app.routes))"], cwd=ROOT,
+                          env={**clean, **env}, capture_output=True, text=True, timeout=60)
+
+
+def test_deploy_tooling_can_import_the_app_without_configuration() -> None:
+    result = import_app()
+    assert result.returncode == 0, result.stderr
+    assert int(result.stdout.strip()) >= 6
+
+
+def test_a_lambda_cold_start_with_a_short_secret_outside_development_fails() -> None:
+    result = import_app(AWS_LAMBDA_FUNCTION_NAME="ymera-api", DATABASE_URL="sqlite://", YMERA_STAGE="prod",
+                        YMERA_JWT_SECRET="too-short")
+    assert result.returncode != 0
+    assert "YMERA_JWT_SECRET must be at least 32 bytes" in result.stderr
+
+
+def test_a_lambda_cold_start_with_good_settings_imports() -> None:
+    result = import_app(AWS_LAMBDA_FUNCTION_NAME="ymera-api", DATABASE_URL="sqlite://", YMERA_STAGE="prod",
+                        YMERA_JWT_SECRET="s" * 40)
+    assert result.returncode == 0, result.stderr
