@@ -51,7 +51,8 @@ def main() -> int:
 
 
 def measure() -> tuple[str, bool]:
-    from sqlalchemy import create_engine, event as sa_event, text
+    from sqlalchemy import create_engine, text
+    from sqlalchemy import event as sa_event
 
     name = f"ymera_bench_{uuid.uuid4().hex[:8]}"
     admin = create_engine(ADMIN, isolation_level="AUTOCOMMIT")
