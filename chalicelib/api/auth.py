@@ -2,9 +2,9 @@ from __future__ import annotations
 
 from chalice import Blueprint, Response
 
-from chalicelib.api.http import endpoint, json_body, ok, request_meta
+from chalicelib.api.http import endpoint, json_body, ok, principal, request_meta
 from chalicelib.container import get_container
-from chalicelib.schemas.users import LoginRequest, RegisterRequest, UserPublic
+from chalicelib.schemas.users import LoginRequest, LogoutRequest, RefreshRequest, RegisterRequest, UserPublic
 
 bp = Blueprint(__name__)
 
@@ -22,3 +22,21 @@ def register() -> Response:
 def login() -> Response:
     req = json_body(bp.current_request, LoginRequest)
     return ok(get_container().users.login(req, request_meta(bp.current_request)))
+
+
+@bp.route("/auth/refresh", methods=["POST"])
+@endpoint
+def refresh() -> Response:
+    req = json_body(bp.current_request, RefreshRequest)
+    return ok(get_container().users.refresh(req.refresh_token, request_meta(bp.current_request)))
+
+
+@bp.route("/auth/logout", methods=["POST"])
+@endpoint
+def logout() -> Response:
+    request = bp.current_request
+    claims = principal(request)
+    # The body is optional: the access token already names its session.
+    body = json_body(request, LogoutRequest) if (request.raw_body or b"").strip() else LogoutRequest()
+    get_container().users.logout(claims, body.refresh_token, request_meta(request))
+    return Response(body="", status_code=204)

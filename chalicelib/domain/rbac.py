@@ -25,6 +25,7 @@ class Permission(StrEnum):
     AGENTS_MANAGE = "agents:manage"  # own agents
     TASKS_MANAGE = "tasks:manage"  # own tasks
     AUDIT_READ_OWN = "audit:read_own"
+    METRICS_READ = "metrics:read"  # GET /metrics with a user token (scrapers use the static token)
 
 
 _USER = frozenset({Permission.AGENTS_MANAGE, Permission.TASKS_MANAGE, Permission.AUDIT_READ_OWN})
@@ -33,7 +34,7 @@ PERMISSIONS: dict[str, frozenset[Permission]] = {
     Role.USER: _USER,
     Role.ADMIN: _USER
     | {Permission.USERS_LIST, Permission.USERS_READ_ANY, Permission.USERS_UPDATE_ANY, Permission.AUDIT_READ_ANY,
-       Permission.CACHE_CLEAR},
+       Permission.CACHE_CLEAR, Permission.METRICS_READ},
 }
 
 

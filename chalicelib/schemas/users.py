@@ -4,8 +4,9 @@ import uuid
 from datetime import datetime
 from typing import Annotated
 
-from pydantic import AfterValidator, Field, StringConstraints
+from pydantic import AfterValidator, Field, StrictBool, StringConstraints
 
+from chalicelib.domain.rbac import Role
 from chalicelib.schemas.common import PublicModel, StrictModel
 
 #: bcrypt only looks at the first 72 bytes; longer passwords are refused, never truncated.
@@ -36,6 +37,46 @@ class LoginRequest(StrictModel):
     username: Annotated[str, StringConstraints(min_length=1, max_length=254)]
     # No policy here: a login must never say more than "invalid credentials".
     password: Annotated[str, Field(min_length=1, max_length=1024)]
+
+
+#: a JWT is ~400 bytes; anything near this bound is not one of ours.
+TokenString = Annotated[str, StringConstraints(min_length=1, max_length=4096)]
+
+
+class RefreshRequest(StrictModel):
+    refresh_token: TokenString
+
+
+class LogoutRequest(StrictModel):
+    # Optional: the access token already names its session's family; this also revokes the given one.
+    refresh_token: TokenString | None = None
+
+
+class PasswordChange(StrictModel):
+    current_password: Annotated[str, Field(min_length=1, max_length=1024)]
+    new_password: NewPassword
+
+
+# Update bodies: what a caller may set is decided by which schema the endpoint picks for them (from the
+# RBAC table), and `extra="forbid"` makes anything else (id, password_hash, timestamps, token_version) a 422.
+
+
+class UserSelfUpdate(StrictModel):
+    """What a user may change about themself."""
+
+    email: Email | None = None
+
+
+class UserAdminUpdate(UserSelfUpdate):
+    """What an admin may change: a user's role and whether they can sign in (email stays the user's own)."""
+
+    is_active: StrictBool | None = None
+    role: Role | None = None
+
+
+class UserListQuery(StrictModel):
+    limit: int | None = Field(default=None, ge=1)
+    cursor: str | None = None
 
 
 class TokenPair(PublicModel):

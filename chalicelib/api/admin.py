@@ -1,0 +1,30 @@
+"""Admin operations. POST /admin/cache/clear: {"namespaces": [...]} or no body (every namespace)."""
+
+from __future__ import annotations
+
+from chalice import Blueprint, Response
+from pydantic import Field
+
+from chalicelib.api.http import endpoint, json_body, ok, principal, request_meta
+from chalicelib.container import get_container
+from chalicelib.schemas.common import PublicModel, StrictModel
+
+bp = Blueprint(__name__)
+
+
+class CacheClearRequest(StrictModel):
+    namespaces: list[str] | None = Field(default=None, max_length=20)
+
+
+class CacheClearResult(PublicModel):
+    cleared: list[str]
+
+
+@bp.route("/admin/cache/clear", methods=["POST"])
+@endpoint
+def clear_cache() -> Response:
+    request = bp.current_request
+    actor = principal(request)
+    body = json_body(request, CacheClearRequest) if (request.raw_body or b"").strip() else CacheClearRequest()
+    cleared = get_container().cache_admin.clear(actor, body.namespaces, request_meta(request))
+    return ok(CacheClearResult(cleared=cleared))

@@ -1,0 +1,209 @@
+"""What every HTTP route promises: the table the OpenAPI document is built from.
+
+ADDING A ROUTE? Add one entry to ROUTES below, keyed by (METHOD, path) exactly as written in `@bp.route`.
+tests/integration/test_openapi.py fails, naming the route, until the entry exists (and for an entry
+whose route is gone). The generator (chalicelib/api/openapi.py) joins this table with `app.routes`.
+
+Error responses are derived so entries stay short; each uses the ErrorEnvelope schema with `error.code`
+limited to the codes the app maps to that status (chalicelib/api/http.py STATUS + chalicelib/errors.py):
+  - auth "bearer" / "agent-key"  -> 401
+  - a request body               -> 400 (not a JSON object) and 422 (validation)
+  - a query model                -> 422
+  - a path parameter             -> 404 (malformed ids are "not found" too)
+  - every route                  -> 500, and 429 unless chalicelib.ratelimit exempts it
+Anything else a route can answer goes in `errors` (statuses; e.g. 403 for admin-only, 409, 503),
+and non-error alternatives (a 503 that still carries the normal body) in `responses`. Required request
+headers other than the credentials go in `headers`. auth "agent-key" is the X-Agent-Key header.
+
+This module is imported lazily (by GET /openapi.json and tests), never at cold start.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pydantic import BaseModel
+
+from chalicelib.api.admin import CacheClearRequest, CacheClearResult
+from chalicelib.api.agents import AgentListQuery
+from chalicelib.schemas.agents import AgentCreate, AgentPublic, AgentUpdate
+from chalicelib.schemas.audit import AuditLogPublic, AuditLogQuery
+from chalicelib.schemas.common import Page
+from chalicelib.schemas.feedback import FeedbackCreate, FeedbackCreated, FeedbackPublic
+from chalicelib.schemas.messages import MessageListQuery, MessagePublic
+from chalicelib.schemas.monitoring import StatusPublic
+from chalicelib.schemas.responses import AgentTypeList, HealthReport
+from chalicelib.schemas.tasks import TaskCreate, TaskListQuery, TaskPublic
+from chalicelib.schemas.users import (
+    LoginRequest,
+    LogoutRequest,
+    PasswordChange,
+    RefreshRequest,
+    RegisterRequest,
+    TokenPair,
+    UserAdminUpdate,
+    UserListQuery,
+    UserPublic,
+)
+from chalicelib.schemas.workers import (
+    AgentCreated,
+    AgentKeyPublic,
+    AgentStatusPublic,
+    CompleteRequest,
+    FailRequest,
+    HeartbeatResponse,
+    LeaseRequest,
+    LeaseResponse,
+    TaskOutcomePublic,
+)
+
+Auth = Literal["bearer", "agent-key", "none"]
+JSON = "application/json"
+#: a response body given as a model, as a raw JSON Schema (non-JSON media, free-form objects), or none
+Body = type[BaseModel] | dict[str, Any] | None
+
+
+@dataclass(frozen=True)
+class RouteSpec:
+    summary: str
+    tag: str
+    response: Body = None  # the success body; None means no body (e.g. 204)
+    status: int = 200
+    auth: Auth = "bearer"
+    body: type[BaseModel] | None = None
+    body_required: bool = True  # False: an empty body means "all defaults"
+    query: type[BaseModel] | None = None
+    errors: tuple[int, ...] = ()  # extra error statuses, beyond the derived ones
+    responses: Mapping[int, type[BaseModel]] = field(default_factory=dict)  # extra non-envelope responses
+    media_types: tuple[str, ...] = (JSON,)  # of the success response
+    description: str = ""
+    headers: Mapping[str, str] = field(default_factory=dict)  # required request headers: name -> description
+
+
+TEXT: dict[str, Any] = {"type": "string"}
+AGENT_ID_HEADER = {"X-Agent-Id": "The id of the external agent whose X-Agent-Key is presented."}
+
+ROUTES: dict[tuple[str, str], RouteSpec] = {
+    # --- auth -------------------------------------------------------------------------------------------------
+    ("POST", "/auth/register"): RouteSpec(
+        "Create an account", "auth", UserPublic, 201, auth="none", body=RegisterRequest, errors=(409,),
+        description="Passwords over 72 bytes (UTF-8) are refused with 422. 409 when the username or email "
+                    "is taken."),
+    ("POST", "/auth/login"): RouteSpec(
+        "Log in: an access and a refresh token", "auth", TokenPair, auth="none", body=LoginRequest,
+        errors=(401, 503),
+        description="`username` is the username or the email address. Every failure is the same 401. "
+                    "503 when the login rate limiter cannot be reached (it fails closed)."),
+    ("POST", "/auth/refresh"): RouteSpec(
+        "Rotate a refresh token into a new pair", "auth", TokenPair, auth="none", body=RefreshRequest,
+        errors=(401, 503),
+        description="The presented refresh token is retired; presenting a retired one revokes its family."),
+    ("POST", "/auth/logout"): RouteSpec(
+        "Log out: revoke this session's tokens", "auth", None, 204, body=LogoutRequest, body_required=False,
+        errors=(503,), description="The body is optional; a refresh token given in it is revoked too."),
+    # --- users ------------------------------------------------------------------------------------------------
+    ("GET", "/users"): RouteSpec("List users (admin)", "users", Page[UserPublic], query=UserListQuery,
+                                 errors=(403,)),
+    ("GET", "/users/{user_id}"): RouteSpec(
+        "Read a user", "users", UserPublic, description="A user reads only themself (others are 404)."),
+    ("PUT", "/users/{user_id}"): RouteSpec(
+        "Update a user", "users", UserPublic, body=UserAdminUpdate, errors=(409, 503),
+        description="A user may set only `email` on themself; `role` and `is_active` are admin-only "
+                    "(unknown fields, 422, for anyone else)."),
+    ("PUT", "/users/{user_id}/password"): RouteSpec(
+        "Change a password (revokes every session)", "users", TokenPair, body=PasswordChange,
+        errors=(403, 409, 503), description="Returns a fresh token pair; every other session is revoked."),
+    # --- agents -----------------------------------------------------------------------------------------------
+    ("POST", "/agents"): RouteSpec(
+        "Create an agent", "agents", AgentCreated, 201, body=AgentCreate,
+        description="`mode: external` creates a self-hosted agent: the answer carries its `api_key`, shown only "
+                    "this once (only its sha256 is stored)."),
+    ("POST", "/agents/{agent_id}/api-key"): RouteSpec(
+        "Rotate an external agent's API key", "agents", AgentKeyPublic, errors=(409,),
+        description="The new key is shown once; the old one stops working at once. 409 for a managed agent."),
+    ("GET", "/agents/{agent_id}/status"): RouteSpec(
+        "An agent's status, last heartbeat, in-flight tasks (with lease expiry) and task counts", "agents",
+        AgentStatusPublic),
+    ("GET", "/agents"): RouteSpec("List your agents", "agents", Page[AgentPublic], query=AgentListQuery),
+    ("GET", "/agents/{agent_id}"): RouteSpec("Read an agent", "agents", AgentPublic),
+    ("PUT", "/agents/{agent_id}"): RouteSpec("Update an agent", "agents", AgentPublic, body=AgentUpdate),
+    ("DELETE", "/agents/{agent_id}"): RouteSpec("Delete an agent", "agents", None, 204),
+    ("GET", "/agents/{agent_id}/messages"): RouteSpec(
+        "An agent's inbox (newest first)", "agents", Page[MessagePublic], query=MessageListQuery,
+        description="Messages other agents sent it (communication agent). `unread=true`: only unread ones."),
+    ("POST", "/agents/{agent_id}/messages/{message_id}/read"): RouteSpec(
+        "Mark a message read", "agents", MessagePublic, description="Idempotent: keeps the first read_at."),
+    ("GET", "/agent-types"): RouteSpec(
+        "List agent types with their input and config schemas", "agents", AgentTypeList),
+    # --- tasks ------------------------------------------------------------------------------------------------
+    ("POST", "/tasks"): RouteSpec(
+        "Create a task (queued for its agent)", "tasks", TaskPublic, 202, body=TaskCreate, errors=(404, 409),
+        description="Send `agent_id` or only `agent_type` (exactly one; 422 otherwise): with a type, one of your "
+                    "active agents of it with capacity is picked, best quality estimate first, then fewest tasks in "
+                    "flight (409 NO_AGENT_AVAILABLE when none). 404 when the agent does not exist or is not yours; "
+                    "409 when it is not active; 422 when input_data does not match the agent type's input schema."),
+    ("GET", "/tasks"): RouteSpec("List your tasks", "tasks", Page[TaskPublic], query=TaskListQuery),
+    ("GET", "/tasks/{task_id}"): RouteSpec("Read a task with its result", "tasks", TaskPublic),
+    ("POST", "/tasks/{task_id}/cancel"): RouteSpec("Cancel a task", "tasks", TaskPublic, errors=(409,),
+                                                   description="409 when the task is already final."),
+    ("POST", "/tasks/{task_id}/feedback"): RouteSpec(
+        "Rate a finished task's result (1..5)", "tasks", FeedbackCreated, 201, body=FeedbackCreate, errors=(409,),
+        description="409 when the task has not finished or you already rated it. The rating is counted into the "
+                    "agent's quality estimate by your learning agent (a task is created for it) or by the "
+                    "platform's sweep."),
+    ("GET", "/tasks/{task_id}/feedback"): RouteSpec("Read your rating of a task", "tasks", FeedbackPublic),
+    # --- workers: external agents, authenticated with X-Agent-Key (task routes also send X-Agent-Id) ---------
+    ("POST", "/agents/{agent_id}/lease"): RouteSpec(
+        "Lease queued tasks (long polling)", "workers", LeaseResponse, auth="agent-key", body=LeaseRequest,
+        body_required=False, errors=(409,),
+        description="Up to `max_tasks` of the agent's queued tasks, most urgent first, each leased for "
+                    "`lease_seconds`; waits up to `wait_seconds` for one. Never more than `max_concurrency` in "
+                    "flight. Counts as a heartbeat. 409 AGENT_INACTIVE for an inactive agent."),
+    ("POST", "/agents/{agent_id}/heartbeat"): RouteSpec(
+        "Heartbeat: extend every lease the agent holds", "workers", HeartbeatResponse, auth="agent-key",
+        description="A task missing from the answer is no longer held (cancelled, or its lease expired)."),
+    ("POST", "/tasks/{task_id}/complete"): RouteSpec(
+        "Complete a leased task with its result", "workers", TaskOutcomePublic, auth="agent-key",
+        body=CompleteRequest, body_required=False, errors=(409,), headers=AGENT_ID_HEADER,
+        description="Send X-Agent-Id with the key. 404 when the task is not this agent's; 409 LEASE_NOT_HELD when "
+                    "it is not `processing` or `attempt` names an older lease."),
+    ("POST", "/tasks/{task_id}/fail"): RouteSpec(
+        "Fail a leased task (or put it back: retryable)", "workers", TaskOutcomePublic, auth="agent-key",
+        body=FailRequest, errors=(409,), headers=AGENT_ID_HEADER,
+        description="`retryable: true` requeues while attempts remain. Errors as for complete."),
+    # --- platform ---------------------------------------------------------------------------------------------
+    ("GET", "/health"): RouteSpec(
+        "Liveness and dependency checks", "platform", HealthReport, auth="none", responses={503: HealthReport},
+        description="503 (same body) when a required dependency is down."),
+    ("GET", "/metrics"): RouteSpec(
+        "Prometheus metrics (admin, or the scrape token)", "platform", TEXT, errors=(403,),
+        media_types=("text/plain",),
+        description="Prometheus text exposition. Bearer: an admin's access token or YMERA_METRICS_TOKEN."),
+    ("GET", "/status"): RouteSpec("Version, uptime, agent counts, queue depths", "platform", StatusPublic),
+    ("POST", "/admin/cache/clear"): RouteSpec(
+        "Clear cache namespaces (admin)", "admin", CacheClearResult, body=CacheClearRequest,
+        body_required=False, errors=(403,), description="No body (or no `namespaces`) clears every namespace."),
+    ("GET", "/audit-logs"): RouteSpec(
+        "Audit trail (admins: everyone's; users: their own)", "admin", Page[AuditLogPublic], query=AuditLogQuery,
+        errors=(403, 404)),
+    # --- this description -------------------------------------------------------------------------------------
+    ("GET", "/openapi.json"): RouteSpec("This OpenAPI document", "docs", {"type": "object"}, auth="none"),
+    ("GET", "/docs"): RouteSpec("Interactive API docs (Swagger UI, no external assets)", "docs", TEXT,
+                                auth="none", media_types=("text/html",)),
+    ("GET", "/docs/assets/{name}"): RouteSpec(
+        "A static asset of the docs page", "docs", TEXT, auth="none",
+        media_types=("application/javascript", "text/css", "text/plain")),
+}
+
+TAGS: dict[str, str] = {
+    "auth": "Registration, login and sessions (JWT access + rotating refresh tokens).",
+    "users": "Accounts. Another user's account is 404 unless you are an admin.",
+    "agents": "Agents and agent types. Another user's agent is 404.",
+    "tasks": "Tasks and their results. Another user's task is 404.",
+    "workers": "The API of external agents (self-hosted workers): lease, heartbeat, complete, fail.",
+    "platform": "Health, metrics and status.",
+    "admin": "Administration and the audit trail.",
+    "docs": "This API description.",
+}

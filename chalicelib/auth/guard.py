@@ -1,0 +1,199 @@
+"""The per-request session check: is this (signature-valid) access token still good *now*?
+
+A token dies before its `exp` when its jti is denylisted (logout), its family
+is revoked (logout, refresh-token reuse), its user is deactivated or its
+`ver` is older than the user's token version (password change, deactivation).
+
+Hot path: ONE Redis round trip (MGET of the denylist key, the family key and
+the cached user state). A cache miss adds one Postgres read and a SET NX.
+Redis down (or the breaker open): the user's state AND the family's
+revocation are read from Postgres, so an outage never turns into a stale
+allow. Only a logged-out token whose family could not be recorded survives
+that way, and logout refuses (503) rather than let that happen.
+
+Cache coherence with writers (admin deactivates, password change): before
+committing, the writer parks a tombstone on the user's key (readers then go to
+Postgres and do not cache); after committing it overwrites the key with the
+new state. Readers fill the cache with SET NX only, so a reader that loaded
+the old row just before the commit can never put it back.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
+from typing import Any
+
+from redis.exceptions import RedisError
+from sqlalchemy import exists, select
+
+from chalicelib.auth.tokens import INVALID_TOKEN, Claims
+from chalicelib.db.models import RefreshToken, User
+from chalicelib.db.session import Database
+from chalicelib.errors import AuthenticationError, DependencyUnavailableError
+from chalicelib.observability import logger
+from chalicelib.ratelimit import Breaker
+
+TOMBSTONE = b"-"
+
+
+@dataclass(frozen=True)
+class UserState:
+    """What the per-request check needs to know about a user, and nothing else."""
+
+    active: bool
+    role: str
+    version: int
+
+    def encode(self) -> str:
+        return f"{int(self.active)}|{self.role}|{self.version}"
+
+    @classmethod
+    def decode(cls, raw: bytes) -> UserState | None:
+        try:
+            active, role, version = raw.decode().split("|")
+            return cls(active == "1", role, int(version))
+        except (UnicodeDecodeError, ValueError):
+            return None
+
+    @classmethod
+    def of(cls, user: User) -> UserState:
+        return cls(bool(user.is_active), user.role, int(user.token_version))
+
+
+@dataclass(frozen=True)
+class _Lookup:
+    reachable: bool  # Redis answered: denylist and family keys are authoritative
+    denied: bool = False
+    state: UserState | None = None
+    cacheable: bool = False  # a miss that may be filled (no writer's tombstone)
+
+
+class SessionGuard:
+    def __init__(self, db: Database, redis: Any, *, key_prefix: str, state_ttl: int, access_ttl: int,
+                 breaker_seconds: float = 5.0) -> None:
+        self.db = db
+        self.redis = redis
+        self.prefix = f"{key_prefix}auth:"
+        self.state_ttl = state_ttl
+        self.access_ttl = access_ttl
+        self.breaker = Breaker(breaker_seconds)
+
+    # --- keys -------------------------------------------------------------------------------------------------
+
+    def deny_key(self, jti: str) -> str:
+        return f"{self.prefix}deny:{jti}"
+
+    def family_key(self, family: str) -> str:
+        return f"{self.prefix}fam:{family}"
+
+    def user_key(self, user_id: uuid.UUID) -> str:
+        return f"{self.prefix}user:{user_id}"
+
+    # --- the per-request check --------------------------------------------------------------------------------
+
+    def check(self, claims: Claims) -> Claims:
+        """Return the claims with the user's *current* role, or raise the generic 401."""
+        found = self._lookup(claims)
+        if found.denied:
+            raise AuthenticationError(INVALID_TOKEN)
+        state = found.state
+        if state is None:
+            state, family_revoked = self._load(claims.user_id, None if found.reachable else claims.family)
+            if family_revoked:
+                raise AuthenticationError(INVALID_TOKEN)
+            if state is not None and found.cacheable:
+                self._remember(claims.user_id, state)
+        if state is None or not state.active or state.version != claims.version:
+            raise AuthenticationError(INVALID_TOKEN)
+        return claims if state.role == claims.role else replace(claims, role=state.role)
+
+    def _lookup(self, claims: Claims) -> _Lookup:
+        if self.redis is None or self.breaker.is_open:
+            return _Lookup(reachable=False)
+        keys = [self.user_key(claims.user_id), self.deny_key(claims.jti)]
+        if claims.family:
+            keys.append(self.family_key(claims.family))
+        try:
+            values = self.redis.mget(keys)
+        except RedisError as exc:
+            self.breaker.trip()
+            logger.warning("session cache unavailable, checking Postgres", extra={"error": type(exc).__name__})
+            return _Lookup(reachable=False)
+        raw_state, *revocations = values
+        if any(v is not None for v in revocations):
+            return _Lookup(reachable=True, denied=True)
+        if raw_state is None:
+            return _Lookup(reachable=True, cacheable=True)
+        if raw_state == TOMBSTONE:
+            return _Lookup(reachable=True)
+        return _Lookup(reachable=True, state=UserState.decode(raw_state))
+
+    def _load(self, user_id: uuid.UUID, family: str | None) -> tuple[UserState | None, bool]:
+        """The user's state from Postgres; with `family`, also whether that family is revoked (one query)."""
+        columns: list[Any] = [User.is_active, User.role, User.token_version]
+        if family is not None:
+            try:
+                family_id = uuid.UUID(family)
+            except ValueError as exc:
+                raise AuthenticationError(INVALID_TOKEN) from exc
+            columns.append(exists().where(RefreshToken.family_id == family_id, RefreshToken.revoked_at.is_not(None)))
+        with self.db.read() as session:
+            row = session.execute(select(*columns).where(User.id == user_id)).one_or_none()
+        if row is None:
+            return None, False
+        return UserState(bool(row[0]), str(row[1]), int(row[2])), bool(family is not None and row[3])
+
+    def _remember(self, user_id: uuid.UUID, state: UserState) -> None:
+        try:
+            self.redis.set(self.user_key(user_id), state.encode(), ex=self.state_ttl, nx=True)
+        except RedisError as exc:
+            self.breaker.trip()
+            logger.warning("could not cache session state", extra={"error": type(exc).__name__})
+
+    # --- writers ----------------------------------------------------------------------------------------------
+
+    def begin_change(self, user_id: uuid.UUID) -> None:
+        """Call inside the writer's transaction, before commit. Redis unreachable: refuse the change (503)
+        rather than commit one that a cached "active" entry could hide for up to the cache TTL."""
+        if self.redis is None:
+            return
+        try:
+            self.redis.set(self.user_key(user_id), TOMBSTONE, ex=self.state_ttl)
+        except RedisError as exc:
+            raise DependencyUnavailableError("sessions cannot be updated right now; try again",
+                                             {"dependency": "redis"}) from exc
+
+    def publish(self, user_id: uuid.UUID, state: UserState | None) -> None:
+        """After commit: the new state replaces the tombstone (None: drop the tombstone, nothing changed)."""
+        if self.redis is None:
+            return
+        try:
+            if state is None:
+                self.redis.delete(self.user_key(user_id))
+            else:
+                self.redis.set(self.user_key(user_id), state.encode(), ex=self.state_ttl)
+        except RedisError as exc:
+            # The tombstone stays: readers keep going to Postgres until it expires. Still correct.
+            logger.warning("could not publish session state", extra={"error": type(exc).__name__})
+
+    def revoke(self, *, jti: str | None = None, expires_at: datetime | None = None,
+               families: tuple[str, ...] = (), strict: bool = True) -> None:
+        """Denylist an access token until its exp and mark families revoked for an access-token lifetime
+        (no token of a revoked family can be minted after it, so none outlives that)."""
+        if self.redis is None:
+            return
+        pipe = self.redis.pipeline(transaction=False)
+        if jti is not None and expires_at is not None:
+            remaining = int((expires_at - datetime.now(timezone.utc)).total_seconds()) + 1
+            pipe.set(self.deny_key(jti), b"1", ex=max(remaining, 1))
+        for family in families:
+            pipe.set(self.family_key(family), b"1", ex=self.access_ttl + 1)
+        try:
+            pipe.execute()
+        except RedisError as exc:
+            if strict:
+                raise DependencyUnavailableError("sessions cannot be revoked right now; try again",
+                                                 {"dependency": "redis"}) from exc
+            logger.warning("could not record revoked families", extra={"error": type(exc).__name__})

@@ -1,0 +1,218 @@
+"""Token-bucket rate limiting in Redis.
+
+One Lua script per check does read-refill-take for every bucket of the check,
+so concurrent Lambda containers can never both spend the last token. The
+script reads the clock with Redis `TIME`: callers' clocks (many containers)
+never disagree about how much a bucket has refilled.
+
+A check may name several buckets (login: the account AND the client IP); a
+token is taken from each only when all of them have one, so a blocked
+account does not also drain the IP's bucket.
+
+Failure modes are part of each bucket (see `policy`): general buckets fail
+OPEN (a Redis outage must not take the API down with it), the login buckets
+fail CLOSED (brute-force protection must not vanish while Redis is down).
+
+Buckets of one check share a Lua call, so on Redis Cluster their keys would
+need one hash slot; ElastiCache is expected in cluster-mode-disabled.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from chalicelib.config import Settings
+from chalicelib.observability import logger
+
+# KEYS: one per bucket. ARGV: cost, then (capacity, refill per second) per bucket.
+# Returns {allowed, then (remaining, ms until full, ms until `cost` tokens) per bucket}.
+_TOKEN_BUCKET_LUA = """
+-- Redis < 5 replicates scripts verbatim and refuses writes after TIME unless told to replicate effects.
+if redis.replicate_commands then redis.replicate_commands() end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local cost = tonumber(ARGV[1])
+local tokens = {}
+local allowed = 1
+for i = 1, #KEYS do
+  local capacity = tonumber(ARGV[2 * i])
+  local rate = tonumber(ARGV[2 * i + 1])
+  local state = redis.call('HMGET', KEYS[i], 't', 'ts')
+  local level = tonumber(state[1])
+  local last = tonumber(state[2])
+  if level == nil or last == nil then
+    level = capacity
+  else
+    level = math.min(capacity, level + math.max(0, now - last) * rate)
+  end
+  tokens[i] = level
+  if level < cost then allowed = 0 end
+end
+local result = {allowed}
+for i = 1, #KEYS do
+  local capacity = tonumber(ARGV[2 * i])
+  local rate = tonumber(ARGV[2 * i + 1])
+  local level = tokens[i]
+  if allowed == 1 then level = level - cost end
+  redis.call('HSET', KEYS[i], 't', string.format('%.6f', level), 'ts', string.format('%.6f', now))
+  local full_ms = math.ceil((capacity - level) / rate * 1000)
+  -- An absent key reads as a full bucket, so the key may go once it would be full again.
+  redis.call('PEXPIRE', KEYS[i], full_ms + 1000)
+  local wait_ms = 0
+  if level < cost then wait_ms = math.ceil((cost - level) / rate * 1000) end
+  result[#result + 1] = math.floor(level)
+  result[#result + 1] = full_ms
+  result[#result + 1] = wait_ms
+end
+return result
+"""
+
+
+@dataclass(frozen=True)
+class Bucket:
+    name: str
+    capacity: int
+    refill_per_second: float
+    #: what a check does when Redis cannot answer: serve (True) or refuse (False).
+    fail_open: bool
+
+
+@dataclass(frozen=True)
+class Decision:
+    allowed: bool
+    bucket: str  # the bucket the headers describe: the one that refused, or the one with least left
+    limit: int
+    remaining: int
+    reset_seconds: int  # until the bucket is full again
+    retry_after: int  # seconds until the request would pass; 0 when allowed
+
+    def headers(self) -> dict[str, str]:
+        return {"X-RateLimit-Limit": str(self.limit), "X-RateLimit-Remaining": str(self.remaining),
+                "X-RateLimit-Reset": str(self.reset_seconds)}
+
+
+class LimiterUnavailable(Exception):
+    """Redis could not answer; the caller applies the buckets' failure mode."""
+
+
+class Breaker:
+    """After a failure, report "down" for `seconds` instead of paying a timeout per request."""
+
+    def __init__(self, seconds: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.seconds = seconds
+        self._clock = clock
+        self._open_until = 0.0
+
+    @property
+    def is_open(self) -> bool:
+        return self._clock() < self._open_until
+
+    def trip(self) -> None:
+        self._open_until = self._clock() + self.seconds
+
+
+class RateLimiter:
+    def __init__(self, client: Any, key_prefix: str, breaker_seconds: float = 5.0) -> None:
+        """`client` None (no Redis configured) behaves as Redis down: each bucket's failure mode applies."""
+        self._client = client
+        self.key_prefix = key_prefix
+        self.breaker = Breaker(breaker_seconds)
+        self._script: Any = None
+        self._lock = threading.Lock()
+
+    def _token_bucket(self) -> Any:
+        # register_script runs EVALSHA and falls back to SCRIPT LOAD on NOSCRIPT (e.g. after a failover).
+        if self._script is None:
+            with self._lock:
+                if self._script is None:
+                    self._script = self._client.register_script(_TOKEN_BUCKET_LUA)
+        return self._script
+
+    def key(self, bucket: Bucket, identity: str) -> str:
+        return f"{self.key_prefix}rl:{bucket.name}:{identity}"
+
+    def check(self, checks: Sequence[tuple[Bucket, str]], cost: int = 1) -> Decision:
+        """Take `cost` tokens from every (bucket, identity) or from none; one Redis round trip."""
+        from redis.exceptions import RedisError
+
+        if self._client is None:
+            raise LimiterUnavailable("redis is not configured")
+        if self.breaker.is_open:
+            raise LimiterUnavailable("redis marked down")
+        keys = [self.key(bucket, identity) for bucket, identity in checks]
+        args: list[float] = [cost]
+        for bucket, _ in checks:
+            args += [bucket.capacity, bucket.refill_per_second]
+        try:
+            raw = self._token_bucket()(keys=keys, args=args)
+        except RedisError as exc:
+            self.breaker.trip()  # logged once per breaker window, not once per request
+            logger.warning("rate limiter cannot reach redis; general buckets fail open, login fails closed",
+                           extra={"error": repr(exc), "retry_in_seconds": self.breaker.seconds})
+            raise LimiterUnavailable(f"{type(exc).__name__}: {exc}") from exc
+        return _decide([bucket for bucket, _ in checks], [int(v) for v in raw])
+
+
+def _decide(buckets: Sequence[Bucket], raw: Sequence[int]) -> Decision:
+    allowed = raw[0] == 1
+    states = [(bucket, raw[1 + 3 * i], raw[2 + 3 * i], raw[3 + 3 * i]) for i, bucket in enumerate(buckets)]
+    if allowed:
+        bucket, remaining, full_ms, wait_ms = min(states, key=lambda s: (s[1] / s[0].capacity, s[1]))
+    else:
+        bucket, remaining, full_ms, wait_ms = max(states, key=lambda s: s[3])
+    return Decision(allowed=allowed, bucket=bucket.name, limit=bucket.capacity, remaining=max(remaining, 0),
+                    reset_seconds=math.ceil(full_ms / 1000),
+                    retry_after=0 if allowed else max(1, math.ceil(wait_ms / 1000)))
+
+
+# --- policy: which buckets apply to a request ---------------------------------------------------------------------
+
+LOGIN_ROUTE = ("POST", "/auth/login")
+#: Liveness probes must answer even for a throttled client (load balancers, uptime checks).
+EXEMPT_ROUTES = frozenset({"/health"})
+
+
+@dataclass(frozen=True)
+class Buckets:
+    user: Bucket
+    ip: Bucket
+    login_account: Bucket
+    login_ip: Bucket
+
+    @classmethod
+    def from_settings(cls, s: Settings) -> Buckets:
+        return cls(
+            user=Bucket("user", s.rate_limit_user_capacity, s.rate_limit_user_refill_per_second, fail_open=True),
+            ip=Bucket("ip", s.rate_limit_ip_capacity, s.rate_limit_ip_refill_per_second, fail_open=True),
+            login_account=Bucket("login-account", s.rate_limit_login_account_capacity,
+                                 s.rate_limit_login_account_refill_per_second, fail_open=False),
+            login_ip=Bucket("login-ip", s.rate_limit_login_ip_capacity, s.rate_limit_login_ip_refill_per_second,
+                            fail_open=False),
+        )
+
+
+def account_identity(username: str) -> str:
+    """The login bucket's key part: case-insensitive, hashed so key length and content stay bounded."""
+    return hashlib.sha256(username.strip().lower().encode()).hexdigest()[:32]
+
+
+def policy(buckets: Buckets, method: str, route: str, *, user_id: str | None, client_ip: str | None,
+           login_username: str | None = None) -> list[tuple[Bucket, str]]:
+    """The (bucket, identity) pairs one request must pass; empty when the route is exempt."""
+    if route in EXEMPT_ROUTES:
+        return []
+    ip = client_ip or "unknown"
+    if (method, route) == LOGIN_ROUTE:
+        checks = [(buckets.login_ip, ip)]
+        if login_username:
+            checks.insert(0, (buckets.login_account, account_identity(login_username)))
+        return checks
+    if user_id:
+        return [(buckets.user, user_id)]
+    return [(buckets.ip, ip)]

@@ -1,0 +1,26 @@
+"""Response models of the monitoring endpoints (/status)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel
+
+
+class QueueDepthPublic(BaseModel):
+    agent_type: str
+    queue: str
+    messages: int | None  # ApproximateNumberOfMessages; None when the queue could not be read
+    in_flight: int | None  # ApproximateNumberOfMessagesNotVisible
+    dlq: str
+    dlq_messages: int | None
+    error: str | None = None
+
+
+class StatusPublic(BaseModel):
+    version: str
+    stage: str
+    started_at: datetime  # when this container started
+    uptime_seconds: float
+    agents: dict[str, int]  # platform-wide, by status (every status present, zeros included)
+    queues: list[QueueDepthPublic]

@@ -1,0 +1,284 @@
+"""Token-bucket rate limiting against real Redis: exactness under concurrency, refill,
+headers, the 429 envelope, login buckets by account and IP, and Redis outages."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+
+from chalicelib.config import Settings
+from chalicelib.container import Container, set_container
+from chalicelib.db.session import Database
+from chalicelib.observability import logger
+from chalicelib.ratelimit import Bucket, LimiterUnavailable, RateLimiter
+from tests.integration.conftest import Api, FakeContext
+from tests.integration.test_api_auth import assert_envelope
+
+#: Refills so slowly that no token comes back while a test runs.
+NEVER = 1e-6
+
+
+@pytest.fixture
+def redis_client(settings: Settings) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(settings.redis_url)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def limiter(redis_client: redis.Redis, settings: Settings) -> RateLimiter:
+    return RateLimiter(redis_client, settings.redis_key_prefix)
+
+
+def closed_port() -> int:
+    """A local port nobody listens on: connections are refused at once."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def unreachable_redis() -> redis.Redis:
+    return redis.Redis(host="127.0.0.1", port=closed_port(), socket_connect_timeout=0.5, socket_timeout=0.5)
+
+
+# --- the limiter itself ----------------------------------------------------------------------------------------
+
+
+def test_50_concurrent_checks_against_a_bucket_of_10_let_exactly_10_through(limiter: RateLimiter) -> None:
+    bucket = Bucket("burst", capacity=10, refill_per_second=NEVER, fail_open=True)
+    start = threading.Barrier(50)
+    results: list[bool] = []
+    lock = threading.Lock()
+
+    def call() -> None:
+        start.wait()
+        decision = limiter.check([(bucket, "same-client")])
+        with lock:
+            results.append(decision.allowed)
+
+    threads = [threading.Thread(target=call) for _ in range(50)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+    assert len(results) == 50
+    assert results.count(True) == 10
+    after = limiter.check([(bucket, "same-client")])
+    assert not after.allowed and after.remaining == 0 and after.retry_after > 0
+
+
+def test_tokens_refill_over_time_up_to_capacity_only(limiter: RateLimiter) -> None:
+    bucket = Bucket("refill", capacity=2, refill_per_second=10, fail_open=True)  # one token per 100 ms
+    assert [limiter.check([(bucket, "c")]).allowed for _ in range(3)] == [True, True, False]
+
+    time.sleep(0.15)
+    assert limiter.check([(bucket, "c")]).allowed
+    assert not limiter.check([(bucket, "c")]).allowed
+
+    time.sleep(1.0)  # long enough for 10 tokens, but the bucket holds 2
+    assert [limiter.check([(bucket, "c")]).allowed for _ in range(3)] == [True, True, False]
+
+
+def test_buckets_are_per_identity(limiter: RateLimiter) -> None:
+    bucket = Bucket("ident", capacity=1, refill_per_second=NEVER, fail_open=True)
+    assert limiter.check([(bucket, "alice")]).allowed
+    assert not limiter.check([(bucket, "alice")]).allowed
+    assert limiter.check([(bucket, "bob")]).allowed
+
+
+def test_a_multi_bucket_check_takes_from_all_or_none(limiter: RateLimiter) -> None:
+    account = Bucket("acct", capacity=1, refill_per_second=NEVER, fail_open=False)
+    ip = Bucket("ip", capacity=5, refill_per_second=NEVER, fail_open=False)
+    assert limiter.check([(account, "alice"), (ip, "10.0.0.1")]).allowed
+    refused = limiter.check([(account, "alice"), (ip, "10.0.0.1")])
+    assert not refused.allowed and refused.bucket == "acct"
+    # The refused attempt did not spend the IP's token: 4 of 5 are left for other accounts.
+    assert [limiter.check([(account, f"user{i}"), (ip, "10.0.0.1")]).allowed for i in range(5)] == [
+        True, True, True, True, False]
+
+
+def test_unreachable_redis_raises_and_the_breaker_skips_redis_afterwards() -> None:
+    limiter = RateLimiter(unreachable_redis(), "x:", breaker_seconds=30)
+    bucket = Bucket("b", capacity=1, refill_per_second=1, fail_open=True)
+    with pytest.raises(LimiterUnavailable):
+        limiter.check([(bucket, "c")])
+    started = time.perf_counter()
+    for _ in range(100):
+        with pytest.raises(LimiterUnavailable, match="marked down"):
+            limiter.check([(bucket, "c")])
+    assert time.perf_counter() - started < 0.05
+
+
+# --- through the API --------------------------------------------------------------------------------------------
+
+LIMITS = {"rate_limit_user_capacity": 3, "rate_limit_user_refill_per_second": 0.5,
+          "rate_limit_ip_capacity": 1000, "rate_limit_ip_refill_per_second": 100.0,
+          "rate_limit_login_account_capacity": 3, "rate_limit_login_account_refill_per_second": NEVER,
+          "rate_limit_login_ip_capacity": 6, "rate_limit_login_ip_refill_per_second": NEVER}
+
+
+@pytest.fixture
+def limited(settings: Settings, db: Database, aws: Any) -> Iterator[tuple[Api, Any, Container]]:
+    """The app with small buckets: (Api helper, the Chalice app, its container)."""
+    from chalice.test import Client
+
+    from app import app
+
+    container = Container(settings.model_copy(update=LIMITS), database=db)
+    set_container(container)
+    with Client(app) as client:
+        yield Api(client), app, container
+    set_container(None)
+
+
+def lambda_call(app: Any, method: str, path: str, route: str, *, ip: str, body: Any = None,
+                token: str | None = None) -> dict[str, Any]:
+    """Invoke the Lambda entry point directly with an API Gateway event from client `ip`."""
+    headers = {"content-type": "application/json"}
+    if token:
+        headers["authorization"] = f"Bearer {token}"
+    event = {"requestContext": {"httpMethod": method, "resourcePath": route, "path": path,
+                                "requestId": uuid.uuid4().hex, "identity": {"sourceIp": ip}},
+             "headers": headers, "pathParameters": {}, "stageVariables": {},
+             "multiValueQueryStringParameters": None, "body": json.dumps(body) if body is not None else None}
+    response = app(event, FakeContext())
+    response["json"] = json.loads(response["body"]) if response.get("body") else None
+    return dict(response)
+
+
+def login(app: Any, username: str, password: str, ip: str) -> dict[str, Any]:
+    return lambda_call(app, "POST", "/auth/login", "/auth/login", ip=ip,
+                       body={"username": username, "password": password})
+
+
+def test_responses_carry_rate_limit_headers(limited: tuple[Api, Any, Container]) -> None:
+    api, _, _ = limited
+    api.signup()
+    first = api.call("GET", "/agents")
+    second = api.call("GET", "/agents")
+    assert first.status_code == second.status_code == 200
+    assert first.headers["X-RateLimit-Limit"] == "3"
+    assert [first.headers["X-RateLimit-Remaining"], second.headers["X-RateLimit-Remaining"]] == ["2", "1"]
+    assert int(second.headers["X-RateLimit-Reset"]) > 0
+
+
+def test_over_the_limit_is_429_in_the_envelope_with_retry_after(limited: tuple[Api, Any, Container]) -> None:
+    api, _, _ = limited
+    api.signup()
+    assert [api.call("GET", "/agents").status_code for _ in range(3)] == [200, 200, 200]
+
+    refused = api.call("GET", "/agents")
+    error = assert_envelope(refused, 429, "RATE_LIMITED")
+    assert error["details"] == {"bucket": "user", "retry_after_seconds": 2}  # 0.5 tokens/s
+    assert refused.headers["Retry-After"] == "2"
+    assert refused.headers["X-RateLimit-Remaining"] == "0"
+
+    # Another user (same IP) has a bucket of their own; /health is never limited.
+    other = Api(api.client)
+    other.signup()
+    assert other.call("GET", "/agents").status_code == 200
+    assert all("X-RateLimit-Limit" not in api.call("GET", "/health").headers for _ in range(5))
+
+
+def test_50_concurrent_api_requests_let_exactly_the_bucket_through(limited: tuple[Api, Any, Container]) -> None:
+    api, _, container = limited
+    api.signup()
+    container.settings = container.settings.model_copy(update={"rate_limit_user_capacity": 7,
+                                                               "rate_limit_user_refill_per_second": NEVER})
+    start = threading.Barrier(50)
+    statuses: list[int] = []
+    lock = threading.Lock()
+
+    def call() -> None:
+        start.wait()
+        status = api.call("GET", "/agents").status_code
+        with lock:
+            statuses.append(status)
+
+    threads = [threading.Thread(target=call) for _ in range(50)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(set(statuses)) == [200, 429]
+    assert statuses.count(200) == 7
+
+
+def test_an_invalid_token_is_limited_by_client_ip(limited: tuple[Api, Any, Container]) -> None:
+    api, _, _ = limited
+    r = api.call("GET", "/agents", token="not-a-jwt")
+    assert r.status_code == 401
+    assert r.headers["X-RateLimit-Limit"] == "1000"  # the IP bucket, not a user's
+
+
+def test_login_bucket_by_account_blocks_across_ips_and_case(limited: tuple[Api, Any, Container]) -> None:
+    api, app, _ = limited
+    user = api.signup(password="the right password")
+    name = user["username"]
+    # GIVEN an account that was already logged in once (signup), two wrong guesses from other IPs...
+    assert login(app, name, "wrong", "198.51.100.1")["statusCode"] == 401
+    assert login(app, name.upper(), "wrong", "198.51.100.2")["statusCode"] == 401
+    # ...THEN even the right password, from a fresh IP, is refused: the account's bucket is empty.
+    blocked = login(app, name, "the right password", "203.0.113.9")
+    assert blocked["statusCode"] == 429
+    assert blocked["json"]["error"]["code"] == "RATE_LIMITED"
+    assert blocked["json"]["error"]["details"]["bucket"] == "login-account"
+    assert int(blocked["headers"]["Retry-After"]) > 0
+    # Another account from the same IPs is unaffected.
+    other = Api(api.client).signup(password="other password")
+    assert login(app, other["username"], "other password", "198.51.100.1")["statusCode"] == 200
+
+
+def test_login_bucket_by_ip_blocks_many_accounts_from_one_ip(limited: tuple[Api, Any, Container]) -> None:
+    _, app, _ = limited
+    statuses = [login(app, f"victim{i}", "guess", "192.0.2.7")["statusCode"] for i in range(7)]
+    assert statuses == [401] * 6 + [429]
+    refused = login(app, "victim-next", "guess", "192.0.2.7")
+    assert refused["json"]["error"]["details"]["bucket"] == "login-ip"
+    assert login(app, "victim-next", "guess", "192.0.2.8")["statusCode"] == 401  # another IP still may try
+
+
+@pytest.fixture
+def json_logs() -> Iterator[io.StringIO]:
+    """The app's JSON log lines, formatted exactly as CloudWatch would receive them."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logger.registered_formatter)
+    target = logging.getLogger(logger.name)
+    target.addHandler(handler)
+    yield stream
+    target.removeHandler(handler)
+
+
+def test_redis_down_general_buckets_fail_open_login_fails_closed(limited: tuple[Api, Any, Container],
+                                                                 json_logs: io.StringIO) -> None:
+    api, app, container = limited
+    user = api.signup(password="the right password")
+    container.rate_limiter = RateLimiter(unreachable_redis(), container.settings.redis_key_prefix,
+                                         breaker_seconds=30)
+
+    # General buckets: served, without rate-limit headers (nothing was counted), the outage logged once.
+    for _ in range(5):
+        r = api.call("GET", "/agents")
+        assert r.status_code == 200 and "X-RateLimit-Limit" not in r.headers
+    assert api.call("POST", "/auth/register", {"username": "newcomer", "email": "n@example.com",
+                                               "password": "long enough"}).status_code == 201
+    warnings = [line for line in json_logs.getvalue().splitlines() if "rate limiter cannot reach redis" in line]
+    assert len(warnings) == 1 and json.loads(warnings[0])["level"] == "WARNING"
+
+    # Login: refused rather than left open to brute force, even with the right password.
+    r = login(app, user["username"], "the right password", "198.51.100.1")
+    assert r["statusCode"] == 503
+    assert r["json"]["error"]["code"] == "DEPENDENCY_UNAVAILABLE"
+    assert int(r["headers"]["Retry-After"]) >= 1
