@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-unit test-integration test-e2e bench lint template build bootstrap migrate clean
+.PHONY: run test test-unit test-integration test-e2e bench lint template build bootstrap migrate admin clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] >= (3, 11) else "YMERA needs Python 3.11+")'
@@ -31,7 +31,14 @@ test-e2e: $(STAMP)
 	$(PY) -m pytest tests/e2e $(PYTEST_ARGS)
 
 ## Benchmarks (not tests): ratios against baselines measured in the same run.
-bench: $(STAMP)
+## FastAPI + Mangum (the comparison in bench/cached_get_task.py) live only in .venv-bench.
+BENCH_VENV := .venv-bench
+$(BENCH_VENV)/.installed: bench/requirements.txt requirements.txt requirements-dev.txt
+	@test -x $(BENCH_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r bench/requirements.txt
+	@touch $@
+
+bench: $(STAMP) $(BENCH_VENV)/.installed
 	$(PY) bench/run_all.py
 
 lint: $(STAMP)
@@ -49,5 +56,19 @@ build: $(STAMP)
 migrate: $(STAMP)
 	$(PY) -m chalicelib.db.migrate
 
+## Create the first admin: make admin ADMIN_USERNAME=root ADMIN_EMAIL=root@example.com
+## Password from $$YMERA_ADMIN_PASSWORD or a prompt (never argv). Uses $$DATABASE_URL, else the local
+## runtime's database and JWT secret in .ymera/; migrates the database first.
+admin: $(STAMP)
+	@test -n "$(ADMIN_USERNAME)" && test -n "$(ADMIN_EMAIL)" || \
+		{ echo "usage: make admin ADMIN_USERNAME=name ADMIN_EMAIL=address"; exit 2; }
+	@if [ -z "$$DATABASE_URL" ]; then \
+		export DATABASE_URL="sqlite:///$(CURDIR)/.ymera/ymera.db"; \
+		export YMERA_JWT_SECRET="$${YMERA_JWT_SECRET:-$$($(PY) -c 'from infra.local.environment import *; \
+			print(load_or_create_jwt_secret(prepare_state_dir(".ymera")))')}"; \
+	fi; \
+	$(PY) -m chalicelib.db.migrate && \
+	$(PY) -m chalicelib.admin create-admin --username "$(ADMIN_USERNAME)" --email "$(ADMIN_EMAIL)"
+
 clean:
-	rm -rf $(VENV) .ymera infra/build .pytest_cache
+	rm -rf $(VENV) $(BENCH_VENV) .ymera infra/build .pytest_cache

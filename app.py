@@ -1,16 +1,46 @@
 """YMERA API: the Chalice app. Thin on purpose: routes live in chalicelib.api blueprints."""
 
+import os
+
 from chalice import Chalice
 
-from chalicelib.api import agent_types, agents, auth, health, tasks
+from chalicelib.api import (
+    admin,
+    agent_types,
+    agents,
+    audit,
+    auth,
+    docs,
+    feedback,
+    health,
+    messages,
+    middleware,
+    monitoring,
+    tasks,
+    users,
+    workers,
+)
 from chalicelib.config import get_settings
 
-# Fail the cold start, not the first request, when the environment is wrong.
-get_settings()
+# Fail the cold start, not the first request, when the environment is wrong. Only in a
+# Lambda (or the local runtime): `chalice deploy`/`package` import this module to read
+# the routes on a machine that has no runtime configuration, and must not need it.
+if os.environ.get("AWS_LAMBDA_FUNCTION_NAME") or os.environ.get("YMERA_CHECK_SETTINGS_AT_IMPORT"):
+    get_settings()
 
 app = Chalice(app_name="ymera")
 app.register_blueprint(auth.bp)
+app.register_blueprint(users.bp)
 app.register_blueprint(agents.bp)
 app.register_blueprint(agent_types.bp)
 app.register_blueprint(tasks.bp)
+app.register_blueprint(feedback.bp)  # POST/GET /tasks/{task_id}/feedback (the learning agent counts ratings)
+app.register_blueprint(messages.bp)  # GET /agents/{agent_id}/messages: an agent's inbox (communication agent)
 app.register_blueprint(health.bp)
+app.register_blueprint(monitoring.bp)
+app.register_blueprint(admin.bp)
+app.register_blueprint(audit.bp)
+app.register_blueprint(workers.bp)  # external agents: lease, heartbeat, complete/fail; agent status
+app.register_blueprint(docs.bp)  # GET /openapi.json, /docs (routes documented in chalicelib/api/spec.py)
+# Log context, rate limiting (X-RateLimit-* / 429) and request metrics around every route.
+app.register_middleware(middleware.http_middleware, "http")

@@ -10,36 +10,71 @@ from typing import TYPE_CHECKING, Any
 from chalicelib.config import Settings, get_settings
 
 if TYPE_CHECKING:
+    from chalicelib.auth.guard import SessionGuard
     from chalicelib.auth.passwords import PasswordHasher
     from chalicelib.auth.tokens import TokenService
+    from chalicelib.cache.twolevel import TwoLevelCache
     from chalicelib.db.session import Database
+    from chalicelib.messaging.inspection import QueueInspector
     from chalicelib.messaging.sqs import Publisher
+    from chalicelib.providers.registry import Providers
+    from chalicelib.ratelimit import RateLimiter
+    from chalicelib.services.accounts import AccountService
     from chalicelib.services.agents import AgentService
+    from chalicelib.services.alerts import AlertPublisher
+    from chalicelib.services.audit import AuditLogService
+    from chalicelib.services.cache_admin import CacheAdminService
+    from chalicelib.services.feedback import FeedbackService
     from chalicelib.services.health import HealthService
+    from chalicelib.services.leases import LeaseService
+    from chalicelib.services.messages import MessageService
+    from chalicelib.services.monitoring import MonitoringService
     from chalicelib.services.outbox import OutboxRelay
     from chalicelib.services.processing import TaskProcessor
+    from chalicelib.services.request_metrics import RequestMetrics
     from chalicelib.services.tasks import TaskService
     from chalicelib.services.users import UserService
+    from chalicelib.services.watchdog import Watchdog
+    from chalicelib.services.workers import WorkerService
 
 
 class Container:
     def __init__(self, settings: Settings, *, database: Database | None = None,
-                 publisher: Publisher | None = None, redis_client: Any = None) -> None:
+                 publisher: Publisher | None = None, redis_client: Any = None,
+                 providers: Providers | None = None) -> None:
         self.settings = settings
+        if providers is not None:
+            self.__dict__["providers"] = providers
         if database is not None:
             self.__dict__["db"] = database
+            self._track_agent_writes(database)
         if publisher is not None:
             self.__dict__["publisher"] = publisher
         if redis_client is not None:
             self.__dict__["redis"] = redis_client
 
     @cached_property
+    def providers(self) -> Providers:
+        """Language-model providers for provider-backed agents (breakers and key cache live here)."""
+        from chalicelib.providers.registry import Providers
+
+        return Providers(self.settings)
+
+    @cached_property
     def db(self) -> Database:
         from chalicelib.db.session import Database, make_engine
 
         s = self.settings
-        return Database(make_engine(s.database_url, pool_size=s.db_pool_size, max_overflow=s.db_max_overflow,
-                                    pool_timeout=s.db_pool_timeout, pool_recycle=s.db_pool_recycle))
+        db = Database(make_engine(s.database_url, pool_size=s.db_pool_size, max_overflow=s.db_max_overflow,
+                                  pool_timeout=s.db_pool_timeout, pool_recycle=s.db_pool_recycle))
+        self._track_agent_writes(db)
+        return db
+
+    def _track_agent_writes(self, db: Database) -> None:
+        """Every committed write to `agents`, by any service, bumps the agent cache (chalicelib.cache.tracking)."""
+        from chalicelib.cache.tracking import track_agent_writes
+
+        track_agent_writes(db.engine, lambda: self.cache)
 
     @cached_property
     def redis(self) -> Any:
@@ -66,10 +101,12 @@ class Container:
 
     @cached_property
     def tokens(self) -> TokenService:
+        from chalicelib.auth.secrets import load_jwt_secret
         from chalicelib.auth.tokens import TokenService
 
         s = self.settings
-        return TokenService(s.jwt_secret, issuer=s.jwt_issuer, audience=s.jwt_audience,
+        # From the environment, or fetched from Secrets Manager once per container when YMERA_JWT_SECRET_ARN is set.
+        return TokenService(load_jwt_secret(s), issuer=s.jwt_issuer, audience=s.jwt_audience,
                             access_ttl=s.access_token_ttl_seconds, refresh_ttl=s.refresh_token_ttl_seconds,
                             algorithm=s.jwt_algorithm)
 
@@ -83,19 +120,59 @@ class Container:
     def users(self) -> UserService:
         from chalicelib.services.users import UserService
 
-        return UserService(self.db, self.hasher, self.tokens)
+        return UserService(self.db, self.hasher, self.tokens, self.sessions)
+
+    @cached_property
+    def sessions(self) -> SessionGuard:
+        """The per-request check that makes logout, deactivation and password changes take effect at once."""
+        from chalicelib.auth.guard import SessionGuard
+
+        s = self.settings
+        return SessionGuard(self.db, self.redis, key_prefix=s.redis_key_prefix, state_ttl=s.session_cache_ttl_seconds,
+                            access_ttl=s.access_token_ttl_seconds, breaker_seconds=s.redis_breaker_seconds)
+
+    @cached_property
+    def accounts(self) -> AccountService:
+        from chalicelib.services.accounts import AccountService
+
+        return AccountService(self.db, self.hasher, self.tokens, self.sessions)
 
     @cached_property
     def agents(self) -> AgentService:
         from chalicelib.services.agents import AgentService
 
-        return AgentService(self.db)
+        return AgentService(self.db, self.cache)
 
     @cached_property
     def tasks(self) -> TaskService:
         from chalicelib.services.tasks import TaskService
 
-        return TaskService(self.db, after_commit=self.relay.publish_one)
+        return TaskService(self.db, after_commit=self.relay.publish_one, agents=self.agents, cache=self.cache)
+
+    @cached_property
+    def cache(self) -> TwoLevelCache:
+        """L1 + L2 cache. Without Redis every read goes to the database (an L1 alone cannot be invalidated)."""
+        from chalicelib.cache.namespaces import Namespace
+        from chalicelib.cache.twolevel import TwoLevelCache
+
+        s = self.settings
+        ttls: dict[str, int] = {Namespace.AGENTS: s.cache_agents_ttl_seconds,
+                                Namespace.TASK_RESULTS: s.cache_task_results_ttl_seconds,
+                                Namespace.SESSIONS: s.session_cache_ttl_seconds}
+        return TwoLevelCache(self.redis, prefix=s.redis_key_prefix, ttls=ttls, l1_max_entries=s.cache_l1_max_entries,
+                             breaker_seconds=s.redis_breaker_seconds)
+
+    @cached_property
+    def cache_admin(self) -> CacheAdminService:
+        from chalicelib.services.cache_admin import CacheAdminService
+
+        return CacheAdminService(self.db, self.cache)
+
+    @cached_property
+    def audit_log(self) -> AuditLogService:
+        from chalicelib.services.audit import AuditLogService
+
+        return AuditLogService(self.db)
 
     @cached_property
     def processor(self) -> TaskProcessor:
@@ -104,10 +181,91 @@ class Container:
         return TaskProcessor(max_attempts=self.settings.max_task_attempts, container=self)
 
     @cached_property
+    def leases(self) -> LeaseService:
+        from chalicelib.services.leases import LeaseService
+
+        s = self.settings
+        return LeaseService(self.db, lease_seconds=s.lease_seconds, max_attempts=s.max_task_attempts,
+                            poll_seconds=s.lease_poll_seconds)
+
+    @cached_property
+    def workers(self) -> WorkerService:
+        from chalicelib.services.workers import WorkerService
+
+        return WorkerService(self.db, self.leases, max_attempts=self.settings.max_task_attempts)
+
+    @cached_property
     def health(self) -> HealthService:
         from chalicelib.services.health import HealthService
 
         return HealthService(self.db, lambda: self.redis, self.publisher, self.settings)
+
+    @cached_property
+    def rate_limiter(self) -> RateLimiter | None:
+        """None when switched off, or in development without Redis. Outside development a missing Redis
+        counts as Redis down: general buckets serve, the login buckets refuse (503)."""
+        s = self.settings
+        if not s.rate_limit_enabled or (self.redis is None and s.is_development):
+            return None
+        from chalicelib.ratelimit import RateLimiter
+
+        return RateLimiter(self.redis, s.redis_key_prefix, s.redis_breaker_seconds)
+
+    @cached_property
+    def request_metrics(self) -> RequestMetrics | None:
+        if self.redis is None:
+            return None
+        from chalicelib.services.request_metrics import RequestMetrics
+
+        return RequestMetrics(self.redis, self.settings.redis_key_prefix, self.settings.redis_breaker_seconds)
+
+    @cached_property
+    def queue_inspector(self) -> QueueInspector:
+        from chalicelib.messaging.inspection import QueueInspector
+        from chalicelib.messaging.sqs import SqsPublisher, make_sqs_client
+
+        s = self.settings
+        publisher = self.publisher
+        if isinstance(publisher, SqsPublisher):  # share its client: a boto3 client costs ~50 ms to build
+            return QueueInspector(lambda: publisher.client, s.queue_prefix)
+        return QueueInspector(lambda: make_sqs_client(s.aws_region, s.aws_endpoint_url, s.publish_timeout_seconds),
+                              s.queue_prefix)
+
+    @cached_property
+    def monitoring(self) -> MonitoringService:
+        from chalicelib.agents.registry import available_types
+        from chalicelib.services.monitoring import MonitoringService
+
+        return MonitoringService(self.db, self.request_metrics, self.queue_inspector, self.settings, available_types)
+
+    @cached_property
+    def feedback(self) -> FeedbackService:
+        from chalicelib.services.feedback import FeedbackService
+
+        return FeedbackService(self.db, after_commit=self.relay.publish_one)
+
+    @cached_property
+    def messages(self) -> MessageService:
+        from chalicelib.services.messages import MessageService
+
+        return MessageService(self.db)
+
+    @cached_property
+    def alerts(self) -> AlertPublisher:
+        """The operators' SNS topic: YMERA_ALERT_TOPIC_ARN, else `<queue_prefix>-alerts` looked up by name."""
+        from chalicelib.services.alerts import AlertPublisher, make_sns_client
+
+        s = self.settings
+        return AlertPublisher(lambda: make_sns_client(s.aws_region, s.aws_endpoint_url, s.publish_timeout_seconds),
+                              topic_name=f"{s.queue_prefix}-alerts", topic_arn=s.alert_topic_arn, redis=self.redis,
+                              key_prefix=s.redis_key_prefix, cooldown_seconds=s.alert_cooldown_seconds)
+
+    @cached_property
+    def watchdog(self) -> Watchdog:
+        from chalicelib.agents.registry import available_types
+        from chalicelib.services.watchdog import Watchdog
+
+        return Watchdog(self.health, self.queue_inspector, available_types)
 
 
 _container: Container | None = None

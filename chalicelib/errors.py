@@ -58,6 +58,22 @@ class DependencyUnavailableError(AppError):
     code = "DEPENDENCY_UNAVAILABLE"
 
 
+class NoAgentAvailableError(ConflictError):
+    """A task sent to an agent type found no active agent of that type with a free slot."""
+
+    code = "NO_AGENT_AVAILABLE"
+
+
+class LeaseNotHeldError(ConflictError):
+    """A worker reported on a task it does not hold (already finished, cancelled, or leased again)."""
+
+    code = "LEASE_NOT_HELD"
+
+
+class AgentInactiveError(ConflictError):
+    code = "AGENT_INACTIVE"
+
+
 # --- errors raised while processing messages (never shown as HTTP) -------------
 
 

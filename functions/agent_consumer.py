@@ -8,6 +8,7 @@ The whole batch runs in one database transaction, one savepoint per record.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
@@ -15,7 +16,7 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 from chalicelib.container import get_container
 from chalicelib.errors import MalformedMessageError
-from chalicelib.observability import logger
+from chalicelib.observability import log_context, logger, publish_task_outcomes
 from chalicelib.services.processing import parse_message
 
 QUEUE_MARKER = "-agent-"
@@ -35,18 +36,29 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     container = get_container()
     processor = BatchProcessor(event_type=EventType.SQS)
 
+    #: (agent_type, status, duration_ms) per finished task; published only after the batch commits.
+    finished: list[tuple[str, str, float]] = []
+
     with container.db.transaction() as session:
 
         def record_handler(record: SQSRecord) -> str:
-            try:
-                message = parse_message(record.body, queue_agent_type(record.event_source_arn))
-                receive_count = int(record.attributes.approximate_receive_count or 1)
-                return container.processor.process(session, message, receive_count).status
-            except MalformedMessageError as exc:
-                # Reported as a failure: retried, then kept in the DLQ. The reason is logged here.
-                logger.error("malformed task message", extra={"message_id": record.message_id,
-                                                              "reason": exc.message, "details": exc.details})
-                raise
+            # Every log line of this record (processor and agent included) carries its ids.
+            with log_context(message_id=record.message_id):
+                try:
+                    message = parse_message(record.body, queue_agent_type(record.event_source_arn))
+                    receive_count = int(record.attributes.approximate_receive_count or 1)
+                    with log_context(task_id=str(message.task_id)):
+                        started = time.perf_counter()
+                        status = container.processor.process(session, message, receive_count).status
+                        if status != "skipped":
+                            finished.append((message.agent_type, status, (time.perf_counter() - started) * 1000))
+                        return status
+                except MalformedMessageError as exc:
+                    # Reported as a failure: retried, then kept in the DLQ. The reason is logged here.
+                    logger.error("malformed task message", extra={"reason": exc.message, "details": exc.details})
+                    raise
 
-        return process_partial_response(event=event, record_handler=record_handler, processor=processor,
-                                        context=context)
+        response = process_partial_response(event=event, record_handler=record_handler, processor=processor,
+                                            context=context)
+    publish_task_outcomes(finished)
+    return dict(response)

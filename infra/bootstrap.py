@@ -1,4 +1,4 @@
-"""Create the manifest's queues and DLQs directly with boto3, idempotently.
+"""Create the manifest's queues and DLQs (and the alert topic) directly with boto3, idempotently.
 
 Used where CloudFormation is unavailable or overkill: the embedded moto
 emulator, LocalStack init hooks and tests. It reads the same `infra.manifest`
@@ -70,6 +70,16 @@ def bootstrap(sqs_client: Any, prefix: str, *, visibility_timeout: int | None = 
     return urls
 
 
+def alert_topic_name(prefix: str) -> str:
+    """Matches infra.template's AlertTopic (`ymera-<stage>-alerts` = `<queue prefix>-alerts`)."""
+    return f"{prefix}-alerts"
+
+
+def ensure_alert_topic(sns_client: Any, prefix: str) -> str:
+    """Create the alert topic (SNS CreateTopic is idempotent for the same name); return its ARN."""
+    return str(sns_client.create_topic(Name=alert_topic_name(prefix))["TopicArn"])
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m infra.bootstrap", description=__doc__.splitlines()[0])
     parser.add_argument("--prefix", required=True, help="queue name prefix, e.g. ymera-dev")
@@ -81,7 +91,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     # endpoint_url=None lets boto3 apply AWS_ENDPOINT_URL from the environment itself.
     sqs = boto3.client("sqs", endpoint_url=args.endpoint_url)
-    for name, url in bootstrap(sqs, args.prefix, visibility_timeout=args.visibility_timeout).items():
+    sns = boto3.client("sns", endpoint_url=args.endpoint_url)
+    created = {**bootstrap(sqs, args.prefix, visibility_timeout=args.visibility_timeout),
+               alert_topic_name(args.prefix): ensure_alert_topic(sns, args.prefix)}
+    for name, url in created.items():
         print(f"{name}\t{url}")
     return 0
 

@@ -13,7 +13,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 #: Agent types with a consumer (must match chalicelib.agents.registry.IMPLEMENTATIONS).
-AGENT_CONSUMERS: tuple[str, ...] = ("validation", "examination")
+AGENT_CONSUMERS: tuple[str, ...] = ("validation", "examination", "security", "llm", "drafting", "editing",
+                                    "enhancement", "learning", "communication", "orchestrator", "metrics", "monitoring")
+#: What some consumers need beyond their own queue: the monitoring agent reads queue depths and alerts.
+AGENT_NEEDS: dict[str, tuple[str, ...]] = {"monitoring": ("sqs:inspect", "sns:alerts")}
 
 CONSUMER_TIMEOUT_SECONDS = 60
 #: AWS guidance for SQS event sources: visibility timeout >= 6x the function timeout.
@@ -52,7 +55,8 @@ class FunctionSpec:
     batching_window_seconds: int = 1
     schedule: str | None = None  # EventBridge schedule expression
     env: dict[str, str] = field(default_factory=dict)
-    #: what the function may touch: "db", "sqs:send", "sqs:consume"
+    #: what the function may touch: "db", "sqs:send", "sqs:consume", "sqs:inspect" (read queue depths),
+    #: "sns:alerts" (publish to the alert topic)
     needs: tuple[str, ...] = ("db",)
 
 
@@ -70,7 +74,7 @@ def functions() -> list[FunctionSpec]:
             name=f"agent-{agent_type}",
             handler="functions.agent_consumer.handler",
             queue=agent_queue(agent_type),
-            needs=("db", "sqs:consume"),
+            needs=("db", "sqs:consume", *AGENT_NEEDS.get(agent_type, ())),
         )
         for agent_type in AGENT_CONSUMERS
     ]
@@ -81,6 +85,36 @@ def functions() -> list[FunctionSpec]:
             timeout=60,
             schedule="rate(1 minute)",
             needs=("db", "sqs:send"),
+        )
+    )
+    specs.append(
+        FunctionSpec(
+            # external agents' tasks whose lease passed without a heartbeat: back to the queue, or failed
+            name="lease-reaper",
+            handler="functions.lease_reaper.handler",
+            timeout=60,
+            schedule="rate(1 minute)",
+            needs=("db",),
+        )
+    )
+    specs.append(
+        FunctionSpec(
+            # dependency health, stale heartbeats -> offline, DLQ depth; alerts to the SNS alert topic
+            name="monitor",
+            handler="functions.monitor.handler",
+            timeout=60,
+            schedule="rate(5 minutes)",
+            needs=("db", "sqs:inspect", "sns:alerts"),
+        )
+    )
+    specs.append(
+        FunctionSpec(
+            # ratings nobody counted yet (no learning agent, or its task failed) -> agents' quality estimates
+            name="learning-sweep",
+            handler="functions.learning_sweep.handler",
+            timeout=60,
+            schedule="rate(5 minutes)",
+            needs=("db",),
         )
     )
     return specs

@@ -26,7 +26,7 @@ LOG_RETENTION_DAYS = 30
 #: AWS guidance for SQS event sources; the build refuses anything tighter.
 MIN_VISIBILITY_FACTOR = 6
 MIN_RECEIVE_COUNT = 5
-KNOWN_NEEDS = frozenset({"db", "sqs:send", "sqs:consume"})
+KNOWN_NEEDS = frozenset({"db", "sqs:send", "sqs:consume", "sqs:inspect", "sns:alerts"})
 
 Json = dict[str, Any]
 #: Queues hold undelivered work (DLQs hold the evidence): a stack delete must not drop them.
@@ -162,6 +162,13 @@ def _role(f: FunctionSpec, log_group: str, send_to: Sequence[QueueSpec]) -> Json
         send = ["sqs:SendMessage", "sqs:GetQueueUrl"]
         targets = [_arn(logical_id(q.suffix, "Queue")) for q in send_to]
         statements.append(_statement("SendToAgentQueues", send, targets))
+    if "sqs:inspect" in f.needs:
+        # Read-only: queue depths for health checks and DLQ alerts (monitoring).
+        inspect = ["sqs:GetQueueUrl", "sqs:GetQueueAttributes"]
+        watched = [_arn(rid) for q in send_to for rid in (logical_id(q.suffix, "Queue"), logical_id(q.dlq_suffix))]
+        statements.append(_statement("InspectQueues", inspect, watched))
+    if "sns:alerts" in f.needs:
+        statements.append(_statement("PublishAlerts", ["sns:Publish"], [{"Ref": "AlertTopic"}]))
     vpc_policy = {"Fn::Sub": "arn:${AWS::Partition}:iam::aws:policy/service-role/AWSLambdaVPCAccessExecutionRole"}
     return {
         "Type": "AWS::IAM::Role",
@@ -191,6 +198,7 @@ def _function_resources(f: FunctionSpec, send_to: Sequence[QueueSpec]) -> Json:
         "DATABASE_URL": {"Ref": "DatabaseUrl"},
         "REDIS_URL": {"Ref": "RedisUrl"},
         # AWS_DEFAULT_REGION is reserved: the Lambda runtime sets it itself.
+        **({"YMERA_ALERT_TOPIC_ARN": {"Ref": "AlertTopic"}} if "sns:alerts" in f.needs else {}),
         **f.env,
     }
     vpc = {"SubnetIds": {"Ref": "SubnetIds"}, "SecurityGroupIds": {"Ref": "SecurityGroupIds"}}

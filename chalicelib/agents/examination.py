@@ -1,8 +1,10 @@
 """The `examination` agent: static analysis of one Python source file.
 
 It reports syntax errors, cyclomatic complexity per block (radon), lint
-findings (pyflakes), raw line counts and the maintainability index. Line and
-column numbers are 1-based, as editors and flake8-style tools show them.
+findings (pyflakes), raw line counts and the maintainability index, the five
+worst functions, and an overall grade A-F with the rule that produced it (the
+rubric is in chalicelib/agents/grading.py). Line and column numbers are
+1-based, as editors and flake8-style tools show them.
 radon and pyflakes are imported inside `run` to stay off the cold-start path.
 """
 
@@ -17,6 +19,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from chalicelib.agents.base import Agent, AgentContext, AgentOutput
+from chalicelib.agents.grading import grade, worst_functions
 from chalicelib.errors import AgentInputError
 
 #: Above this a block is hard to test and change (radon's C rank starts at 11).
@@ -37,13 +40,15 @@ class ExaminationInput(BaseModel):
 class ExaminationAgent(Agent):
     type = "examination"
     Input = ExaminationInput
-    description = "Examines Python source: syntax, cyclomatic complexity, lint findings and maintainability."
+    description = ("Examines Python source: syntax, cyclomatic complexity, lint findings and maintainability; lists "
+                   "the worst functions and grades the file A-F with the rule that set the grade.")
     example_input = {
         "source": "import os\n\ndef grade(score):\n    if score > 90:\n        return 'A'\n"
                   "    elif score > 75:\n        return 'B'\n    return 'C'\n",
         "filename": "grades.py",
     }
-    capabilities = ("python", "syntax-check", "cyclomatic-complexity", "lint", "raw-metrics", "maintainability-index")
+    capabilities = ("python", "syntax-check", "cyclomatic-complexity", "lint", "raw-metrics", "maintainability-index",
+                    "worst-functions", "grade")
 
     def run(self, data: BaseModel, config: Mapping[str, Any], ctx: AgentContext | None = None) -> AgentOutput:
         assert isinstance(data, ExaminationInput)
@@ -82,7 +87,7 @@ def _examine(source: str, filename: str) -> dict[str, Any]:
         lint = _lint(tree, filename)
         maintainability = _maintainability(source)
     complexities = [f["complexity"] for f in functions]
-    return {
+    report = {
         "valid_syntax": tree is not None,
         "syntax_errors": [syntax_error] if syntax_error else [],
         "functions": functions,
@@ -99,7 +104,9 @@ def _examine(source: str, filename: str) -> dict[str, Any]:
             "lint_findings": len(lint),
             "high_complexity": sum(1 for c in complexities if c > HIGH_COMPLEXITY),
         },
+        "worst_functions": worst_functions(functions),
     }
+    return {**report, **grade(report)}
 
 
 def _parse(source: str, filename: str) -> tuple[ast.Module | None, dict[str, Any] | None]:

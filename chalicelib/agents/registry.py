@@ -15,6 +15,16 @@ from chalicelib.errors import ValidationError
 IMPLEMENTATIONS: dict[str, str] = {
     "validation": "chalicelib.agents.validation:ValidationAgent",
     "examination": "chalicelib.agents.examination:ExaminationAgent",
+    "security": "chalicelib.agents.security:SecurityAgent",
+    "llm": "chalicelib.agents.llm:LLMAgent",
+    "drafting": "chalicelib.agents.drafting:DraftingAgent",
+    "editing": "chalicelib.agents.editing:EditingAgent",
+    "enhancement": "chalicelib.agents.enhancement:EnhancementAgent",
+    "learning": "chalicelib.agents.learning:LearningAgent",
+    "communication": "chalicelib.agents.communication:CommunicationAgent",
+    "orchestrator": "chalicelib.agents.orchestrator:OrchestratorAgent",
+    "metrics": "chalicelib.agents.metrics:MetricsAgent",
+    "monitoring": "chalicelib.agents.monitoring:MonitoringAgent",
 }
 
 

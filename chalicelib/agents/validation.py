@@ -1,19 +1,24 @@
-"""The `validation` agent: check a JSON payload against a JSON Schema.
+"""The `validation` agent: a JSON payload against a JSON Schema, or data-quality rules over a list of records.
 
-Every violation is reported (not just the first), each located by RFC 6901
-JSON Pointers so clients can map it back onto their document. `jsonschema`
-is imported inside `run` to keep it off the cold-start path of other consumers.
+Two input shapes, told apart by their keys:
+- `{"schema", "payload"}`: JSON Schema validation. Every violation is reported (not just the first), each
+  located by RFC 6901 JSON Pointers so clients can map it back onto their document.
+- `{"records", "rules"}`: data-quality checks (required, types, ranges, unique, max_null_ratio) with a
+  per-rule report and an overall score; the rules are described in chalicelib/agents/data_quality.py.
+Unknown keys are refused either way. `jsonschema` is imported inside `run` to keep it off the cold-start path of
+other consumers.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
 
 from chalicelib.agents.base import Agent, AgentContext, AgentOutput
+from chalicelib.agents.modes import ModeInput
 from chalicelib.errors import AgentInputError
 
 if TYPE_CHECKING:
@@ -33,7 +38,7 @@ def _path_sort_key(parts: Iterable[str | int]) -> tuple[tuple[int, int, str], ..
     return tuple((0, p, "") if isinstance(p, int) else (1, 0, p) for p in parts)
 
 
-class ValidationInput(BaseModel):
+class JsonSchemaCheck(BaseModel):
     # `schema` shadows a (deprecated) BaseModel attribute, so the field has
     # another name; the alias keeps the public key, and serialising by alias
     # keeps `validate_input`'s normalised input_data readable by this model.
@@ -44,22 +49,105 @@ class ValidationInput(BaseModel):
     payload: Any = Field(..., description="The JSON value to validate.")
 
 
+FieldPath = Annotated[str, Field(min_length=1, max_length=200)]
+FieldType = Literal["string", "integer", "number", "boolean", "object", "array", "null"]
+Bound = int | float | str | None
+
+
+#: one field, or a tuple of fields; tagged so an error names which of the two the value was read as.
+UniqueKey = Annotated[
+    Annotated[FieldPath, Tag("field")] | Annotated[list[FieldPath], Field(min_length=1, max_length=10), Tag("fields")],
+    Discriminator(lambda v: "fields" if isinstance(v, list) else "field"),
+]
+
+
+class Range(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    min: Bound = None
+    max: Bound = None
+
+    @model_validator(mode="after")
+    def _bounds_make_sense(self) -> Range:
+        given = [b for b in (self.min, self.max) if b is not None]
+        if not given:
+            raise ValueError("a range needs min, max or both")
+        if len({isinstance(b, str) for b in given}) > 1:
+            raise ValueError("min and max must both be numbers or both be strings")
+        if len(given) == 2 and given[0] > given[1]:  # type: ignore[operator]
+            raise ValueError("min must not be greater than max")
+        return self
+
+
+class DataQualityRules(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    required: list[FieldPath] = Field(default_factory=list, description="Fields that must be present and not null.")
+    types: dict[FieldPath, FieldType] = Field(default_factory=dict, description="JSON type per field.")
+    ranges: dict[FieldPath, Range] = Field(default_factory=dict, description="Inclusive min/max per field.")
+    unique: list[UniqueKey] = Field(default_factory=list,
+                                    description="Fields, or tuples of fields, whose values must not repeat.")
+    max_null_ratio: dict[FieldPath, Annotated[float, Field(ge=0, le=1)]] = Field(
+        default_factory=dict, description="Highest share of records where the field may be missing or null.")
+
+    @model_validator(mode="after")
+    def _at_least_one_rule(self) -> DataQualityRules:
+        if not (self.required or self.types or self.ranges or self.unique or self.max_null_ratio):
+            raise ValueError("rules must name at least one of required, types, ranges, unique, max_null_ratio")
+        return self
+
+
+#: The data-quality shape's example, carried by its JSON Schema (`example_input` shows the JSON Schema shape).
+DATA_QUALITY_EXAMPLE: dict[str, Any] = {
+    "records": [{"id": 1, "email": "ana@example.com", "age": 34}, {"id": 2, "email": None, "age": 212},
+                {"id": 2, "email": "li@example.com", "age": "41"}],
+    "rules": {"required": ["id", "email"], "types": {"age": "integer"}, "ranges": {"age": {"min": 0, "max": 130}},
+              "unique": ["id"], "max_null_ratio": {"email": 0.1}},
+}
+
+
+class DataQualityCheck(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [DATA_QUALITY_EXAMPLE]})
+
+    records: list[dict[str, Any]] = Field(min_length=1, max_length=100_000, description="The records to check.")
+    rules: DataQualityRules
+
+
+def _pick_shape(value: Any) -> str:
+    if isinstance(value, dict):
+        return "records" if "records" in value else "schema"
+    return "records" if isinstance(value, DataQualityCheck) else "schema"
+
+
+class ValidationInput(ModeInput[Annotated[
+    Annotated[JsonSchemaCheck, Tag("schema")] | Annotated[DataQualityCheck, Tag("records")],
+    Discriminator(_pick_shape),
+]]):
+    """`{"schema", "payload"}` or `{"records", "rules"}`; a mix of the two is refused as unknown keys."""
+
+
 class ValidationAgent(Agent):
     type = "validation"
     Input = ValidationInput
-    description = "Validates a JSON payload against a JSON Schema and reports every violation."
+    description = ("Validates a JSON payload against a JSON Schema and reports every violation, or checks a list of "
+                   "records against data-quality rules (required, types, ranges, unique, null ratios) and scores it.")
     example_input = {
         "schema": {"type": "object", "required": ["id", "qty"],
                    "properties": {"id": {"type": "string"}, "qty": {"type": "integer", "minimum": 1}}},
         "payload": {"id": "A-1", "qty": 0},
     }
-    capabilities = ("json-schema", "draft-2020-12", "draft-2019-09", "draft-7", "draft-6", "draft-4", "format-checking")
+    capabilities = ("json-schema", "draft-2020-12", "draft-2019-09", "draft-7", "draft-6", "draft-4", "format-checking",
+                    "data-quality", "required-fields", "types", "ranges", "uniqueness", "null-ratio")
 
     def run(self, data: BaseModel, config: Mapping[str, Any], ctx: AgentContext | None = None) -> AgentOutput:
         assert isinstance(data, ValidationInput)
+        check = data.root
+        if isinstance(check, DataQualityCheck):
+            return _data_quality(check)
+        assert isinstance(check, JsonSchemaCheck)
         started = time.perf_counter()
-        validator = _build_validator(data.json_schema)
-        errors = _collect_errors(validator, data.payload)
+        validator = _build_validator(check.json_schema)
+        errors = _collect_errors(validator, check.payload)
         duration_ms = round((time.perf_counter() - started) * 1000, 3)
         return AgentOutput(
             output={
@@ -70,6 +158,17 @@ class ValidationAgent(Agent):
             },
             metrics={"duration_ms": duration_ms, "violations": len(errors)},
         )
+
+
+def _data_quality(check: DataQualityCheck) -> AgentOutput:
+    from chalicelib.agents.data_quality import check_records
+
+    started = time.perf_counter()
+    report = check_records(check.records, check.rules)
+    duration_ms = round((time.perf_counter() - started) * 1000, 3)
+    violations = sum(rule["violations"] for rule in report["rules"])
+    return AgentOutput(output=report, metrics={"duration_ms": duration_ms, "records": report["records"],
+                                               "rules": report["summary"]["checked"], "violations": violations})
 
 
 def _validator_class(schema: dict[str, Any]) -> type[Validator]:

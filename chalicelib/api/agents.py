@@ -6,6 +6,7 @@ from chalicelib.api.http import endpoint, json_body, ok, path_uuid, principal, r
 from chalicelib.container import get_container
 from chalicelib.schemas.agents import AgentCreate, AgentPublic, AgentUpdate
 from chalicelib.schemas.common import Page, StrictModel
+from chalicelib.schemas.workers import AgentCreated
 
 bp = Blueprint(__name__)
 
@@ -20,8 +21,12 @@ class AgentListQuery(StrictModel):
 def create_agent() -> Response:
     request = bp.current_request
     user = principal(request)
-    agent = get_container().agents.create(user.user_id, json_body(request, AgentCreate), request_meta(request))
-    return ok(AgentPublic.model_validate(agent), status=201, headers={"Location": f"/agents/{agent.id}"})
+    agent, api_key = get_container().agents.create_with_key(user.user_id, json_body(request, AgentCreate),
+                                                            request_meta(request))
+    # An external agent's key is in this response only; managed agents have none (no `api_key` field).
+    body = AgentCreated.model_validate(agent).model_copy(update={"api_key": api_key})
+    return ok(body.model_dump(mode="json", exclude={"api_key"} if api_key is None else None), status=201,
+              headers={"Location": f"/agents/{agent.id}"})
 
 
 @bp.route("/agents", methods=["GET"])

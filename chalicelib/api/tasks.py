@@ -46,8 +46,7 @@ def list_tasks() -> Response:
 @endpoint
 def get_task(task_id: str) -> Response:
     user = principal(bp.current_request)
-    task = get_container().tasks.get(user.user_id, path_uuid(task_id, "task"))
-    return ok(task_public(task, with_result=True))
+    return ok(get_container().tasks.get(user.user_id, path_uuid(task_id, "task")))
 
 
 @bp.route("/tasks/{task_id}/cancel", methods=["POST"])

@@ -58,12 +58,38 @@ class User(Base):
     password_hash: Mapped[str] = mapped_column(String(128), nullable=False)
     role: Mapped[str] = mapped_column(String(16), nullable=False, default="user", server_default="user")
     is_active: Mapped[bool] = mapped_column(Boolean, nullable=False, default=True, server_default=text("true"))
+    #: bumped on password change and deactivation; access tokens carry it (`ver`), older ones stop working.
+    token_version: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default=text("0"))
     created_at: Mapped[datetime] = _created()
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow, onupdate=utcnow)
 
     __table_args__ = (
         UniqueConstraint("username", name="uq_users_username"),
         UniqueConstraint("email", name="uq_users_email"),
+        Index("ix_users_created_at_id", "created_at", "id"),
+    )
+
+
+class RefreshToken(Base):
+    """One issued refresh token. A login starts a family; each refresh retires one row and adds the next.
+
+    Presenting a retired token (used_at set) revokes the whole family: someone replayed a stolen token.
+    """
+
+    __tablename__ = "refresh_tokens"
+
+    jti: Mapped[str] = mapped_column(String(64), primary_key=True)
+    family_id: Mapped[uuid.UUID] = mapped_column(Uuid, nullable=False)
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), nullable=False)
+    issued_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    replaced_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
+
+    __table_args__ = (
+        Index("ix_refresh_tokens_family_id", "family_id"),
+        Index("ix_refresh_tokens_user_id_revoked_at", "user_id", "revoked_at"),
     )
 
 
@@ -93,6 +119,13 @@ class Agent(Base):
     quality_alpha: Mapped[float] = mapped_column(Float, nullable=False, default=1.0, server_default=text("1.0"))
     quality_beta: Mapped[float] = mapped_column(Float, nullable=False, default=1.0, server_default=text("1.0"))
     quality_updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+    @property
+    def quality(self) -> dict[str, Any]:
+        """The posterior as the API shows it (AgentPublic.quality); before the first flush, the prior."""
+        alpha = 1.0 if self.quality_alpha is None else self.quality_alpha
+        beta = 1.0 if self.quality_beta is None else self.quality_beta
+        return {"mean": alpha / (alpha + beta), "alpha": alpha, "beta": beta, "updated_at": self.quality_updated_at}
 
     __table_args__ = (
         Index("ix_agents_user_id_created_at", "user_id", "created_at"),
@@ -126,7 +159,7 @@ class Task(Base):
     #: external agents: the task returns to the queue when this passes without a heartbeat.
     lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
-    result: Mapped["TaskResult | None"] = relationship(back_populates="task", uselist=False, lazy="raise")
+    result: Mapped[TaskResult | None] = relationship(back_populates="task", uselist=False, lazy="raise")
 
     __table_args__ = (
         # Keyset pagination (newest first) and every list filter lead with user_id.

@@ -25,6 +25,10 @@ class AgentCreate(StrictModel):
     capabilities: list[Capability] = Field(default_factory=list, max_length=50)
     metadata: dict[str, Any] = Field(default_factory=dict)
     config: dict[str, Any] = Field(default_factory=dict)
+    #: managed: runs in the type's consumer; external: a worker you run leases its tasks with an API key.
+    mode: Literal["managed", "external"] = "managed"
+    #: tasks it may hold at once (routing and leases respect it).
+    max_concurrency: int = Field(default=10, ge=1, le=1000)
 
     _check_type = field_validator("type")(_known_type)
 
@@ -35,6 +39,16 @@ class AgentUpdate(StrictModel):
     capabilities: list[Capability] | None = Field(default=None, max_length=50)
     metadata: dict[str, Any] | None = None
     config: dict[str, Any] | None = None
+    max_concurrency: int | None = Field(default=None, ge=1, le=1000)
+
+
+class QualityPublic(PublicModel):
+    """The learning agent's Beta(alpha, beta) estimate of result quality (chalicelib.domain.quality)."""
+
+    mean: float = 0.5
+    alpha: float = 1.0
+    beta: float = 1.0
+    updated_at: datetime | None = None
 
 
 class AgentPublic(PublicModel):
@@ -48,3 +62,7 @@ class AgentPublic(PublicModel):
     created_at: datetime
     updated_at: datetime
     last_heartbeat: datetime | None
+    mode: str
+    max_concurrency: int
+    #: read from the ORM's `Agent.quality`; the prior (mean 0.5) for an agent nobody rated yet.
+    quality: QualityPublic = Field(default_factory=QualityPublic)

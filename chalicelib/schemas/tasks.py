@@ -4,18 +4,34 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
+from chalicelib.domain.agents import AGENT_TYPES
 from chalicelib.domain.tasks import TaskPriority, TaskStatus
 from chalicelib.schemas.common import PublicModel, StrictModel
 
 
 class TaskCreate(StrictModel):
-    agent_id: uuid.UUID
+    #: exactly one of the two: a named agent, or an agent type to route to (chalicelib.domain.routing).
+    agent_id: uuid.UUID | None = None
+    agent_type: str | None = None
     title: Annotated[str, StringConstraints(min_length=1, max_length=200)]
     description: Annotated[str, StringConstraints(max_length=5000)] | None = None
     priority: TaskPriority = TaskPriority.NORMAL
     input_data: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("agent_type")
+    @classmethod
+    def _known_type(cls, value: str | None) -> str | None:
+        if value is not None and value not in AGENT_TYPES:
+            raise ValueError(f"unknown agent type {value!r}; expected one of: {', '.join(AGENT_TYPES)}")
+        return value
+
+    @model_validator(mode="after")
+    def _one_target(self) -> TaskCreate:
+        if (self.agent_id is None) == (self.agent_type is None):
+            raise ValueError("send exactly one of agent_id (a named agent) or agent_type (routed to one)")
+        return self
 
 
 class TaskListQuery(StrictModel):
@@ -51,6 +67,8 @@ class TaskPublic(PublicModel):
     updated_at: datetime
     started_at: datetime | None
     completed_at: datetime | None
+    #: the orchestrator task this one is a step of (chalicelib.services.orchestration).
+    parent_task_id: uuid.UUID | None = None
     result: TaskResultPublic | None = None
 
 

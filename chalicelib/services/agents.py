@@ -3,21 +3,48 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from pydantic import ConfigDict
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from chalicelib.agents import registry
+from chalicelib.auth import agent_keys
+from chalicelib.cache.namespaces import Namespace
 from chalicelib.db.models import Agent, Task
-from chalicelib.db.session import Database
+from chalicelib.db.session import Database, rowcount
 from chalicelib.db.types import utcnow
+from chalicelib.domain.leases import AgentMode
 from chalicelib.domain.tasks import TaskStatus
 from chalicelib.errors import NotFoundError, ValidationError
-from chalicelib.schemas.agents import AgentCreate, AgentUpdate
+from chalicelib.schemas.agents import AgentCreate, AgentPublic, AgentUpdate
 from chalicelib.services import audit
 from chalicelib.services.meta import RequestMeta
 from chalicelib.services.pagination import after_cursor, encode_cursor
+
+if TYPE_CHECKING:
+    from chalicelib.cache.twolevel import TwoLevelCache
+
+
+class AgentRecord(AgentPublic):
+    """A live agent as cached: the public view plus its owner, checked on every cached read.
+
+    Every field must come from the `agents` row: only writes to that table invalidate it.
+    """
+
+    model_config = ConfigDict(from_attributes=True, populate_by_name=True)
+
+    user_id: uuid.UUID
+
+    def public(self) -> AgentPublic:
+        # Already validated: construct skips a second validation on the hot read path.
+        return AgentPublic.model_construct(**{name: getattr(self, name) for name in AgentPublic.model_fields})
+
+
+def load_agent_record(session: Session, agent_id: uuid.UUID) -> AgentRecord | None:
+    agent = session.scalar(select(Agent).where(Agent.id == agent_id, Agent.deleted_at.is_(None)))
+    return AgentRecord.model_validate(agent) if agent is not None else None
 
 
 def get_owned_agent(session: Session, user_id: uuid.UUID, agent_id: uuid.UUID) -> Agent:
@@ -30,28 +57,60 @@ def get_owned_agent(session: Session, user_id: uuid.UUID, agent_id: uuid.UUID) -
 
 
 class AgentService:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, cache: TwoLevelCache | None = None) -> None:
         self.db = db
+        self.cache = cache
 
     def create(self, user_id: uuid.UUID, req: AgentCreate, meta: RequestMeta) -> Agent:
+        return self.create_with_key(user_id, req, meta)[0]
+
+    def create_with_key(self, user_id: uuid.UUID, req: AgentCreate, meta: RequestMeta) -> tuple[Agent, str | None]:
+        """The new agent and, for an external agent, its API key: returned once, only its sha256 is stored."""
         if req.type not in registry.available_types():
             raise ValidationError(
                 f"agent type {req.type!r} is not available yet",
                 {"field": "type", "available_types": list(registry.available_types())},
             )
         registry.validate_config(req.type, req.config)
+        api_key = agent_keys.new_key() if req.mode == AgentMode.EXTERNAL else None
         with self.db.transaction() as session:
             agent = Agent(user_id=user_id, name=req.name, type=req.type, capabilities=req.capabilities,
-                          meta=req.metadata, config=req.config, status="active")
+                          meta=req.metadata, config=req.config, status="active", mode=req.mode,
+                          max_concurrency=req.max_concurrency,
+                          api_key_hash=agent_keys.hash_key(api_key) if api_key else None)
             session.add(agent)
             session.flush()
             audit.record(session, user_id=user_id, event_type="agent.created", action="create",
-                         resource_type="agent", resource_id=agent.id, details={"type": req.type}, meta=meta)
-        return agent
+                         resource_type="agent", resource_id=agent.id, details={"type": req.type, "mode": req.mode},
+                         meta=meta)
+        return agent, api_key
 
-    def get(self, user_id: uuid.UUID, agent_id: uuid.UUID) -> Agent:
-        with self.db.read() as session:
-            return get_owned_agent(session, user_id, agent_id)
+    def get(self, user_id: uuid.UUID, agent_id: uuid.UUID) -> AgentPublic:
+        return self.owned_record(user_id, agent_id).public()
+
+    def owned_record(self, user_id: uuid.UUID, agent_id: uuid.UUID) -> AgentRecord:
+        """The caller's live agent, cached; another user's agent is 404 like a missing one."""
+        record = self.record(agent_id)
+        if record is None or record.user_id != user_id:
+            raise NotFoundError("agent not found", {"agent_id": str(agent_id)})
+        return record
+
+    def record(self, agent_id: uuid.UUID, session: Session | None = None) -> AgentRecord | None:
+        """A live agent from the cache or the database (in `session` if given). No ownership check.
+
+        No writer invalidates by hand: every committed write to `agents` (here, heartbeats, the
+        watchdog, quality updates) bumps the entry's version (chalicelib.cache.tracking).
+        """
+
+        def load() -> AgentRecord | None:
+            if session is not None:
+                return load_agent_record(session, agent_id)
+            with self.db.read() as own:
+                return load_agent_record(own, agent_id)
+
+        if self.cache is None:
+            return load()
+        return self.cache.fetch(Namespace.AGENTS, str(agent_id), AgentRecord, load)
 
     def list(self, user_id: uuid.UUID, limit: int, cursor: str | None) -> tuple[list[Agent], str | None]:
         stmt = select(Agent).where(Agent.user_id == user_id, Agent.deleted_at.is_(None))
@@ -89,12 +148,20 @@ class AgentService:
             now = utcnow()
             agent.deleted_at = now
             agent.status = "inactive"
-            cancelled = session.execute(
+            cancelled = rowcount(session.execute(
                 update(Task)
                 .where(Task.agent_id == agent.id, Task.status.in_([TaskStatus.PENDING, TaskStatus.QUEUED]))
                 .values(status=TaskStatus.CANCELLED, completed_at=now, updated_at=now,
                         error={"code": "AGENT_DELETED", "message": "the agent was deleted"})
-            ).rowcount
+            ))
+            if cancelled:
+                from chalicelib.services.orchestration import on_task_finished
+
+                # Steps of orchestrator tasks among them: their parents fail now instead of waiting forever.
+                for step_task in list(session.scalars(select(Task.id).where(
+                        Task.agent_id == agent.id, Task.status == TaskStatus.CANCELLED, Task.completed_at == now,
+                        Task.parent_task_id.is_not(None)))):
+                    on_task_finished(session, step_task)
             audit.record(session, user_id=user_id, event_type="agent.deleted", action="delete",
                          resource_type="agent", resource_id=agent.id,
                          details={"cancelled_tasks": cancelled}, meta=meta)

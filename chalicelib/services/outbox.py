@@ -7,10 +7,12 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 from sqlalchemy import select, update
+from sqlalchemy.orm import Session
 
-from chalicelib.db.models import OutboxMessage, Task
+from chalicelib.db.models import Agent, OutboxMessage, Task
 from chalicelib.db.session import Database
 from chalicelib.db.types import utcnow
+from chalicelib.domain.leases import AgentMode
 from chalicelib.domain.tasks import TaskStatus
 from chalicelib.messaging.sqs import Publisher
 from chalicelib.observability import logger
@@ -46,6 +48,7 @@ class OutboxRelay:
             rows = list(session.scalars(stmt.with_for_update(skip_locked=True)))
             if not rows:
                 return RelayReport(0, 0)
+            rows = _settle_external(session, rows)
             by_destination: dict[str, list[OutboxMessage]] = defaultdict(list)
             for row in rows:
                 by_destination[row.destination].append(row)
@@ -77,3 +80,23 @@ class OutboxRelay:
         if failed:
             logger.warning("outbox relay could not publish some messages", extra={"failed": failed})
         return RelayReport(len(published), failed)
+
+
+def _settle_external(session: Session, rows: list[OutboxMessage]) -> list[OutboxMessage]:
+    """Rows announcing a task of an EXTERNAL agent are settled unpublished: that task waits in `queued`
+    for its worker's lease, and on SQS a managed consumer would run it instead. TaskService writes no
+    such rows; this keeps any other producer (subtasks, ...) from leaking one onto a queue."""
+    external = set(session.scalars(
+        select(Task.id).join(Agent, Agent.id == Task.agent_id)
+        .where(Task.id.in_([row.aggregate_id for row in rows]), Agent.mode == AgentMode.EXTERNAL)
+    ))
+    if not external:
+        return rows
+    now = utcnow()
+    for row in rows:
+        if row.aggregate_id in external:
+            row.published_at = now
+            row.last_error = "not published: the task's agent is external (it leases its tasks)"
+    session.execute(update(Task).where(Task.id.in_(external), Task.status == TaskStatus.PENDING)
+                    .values(status=TaskStatus.QUEUED, updated_at=now).execution_options(synchronize_session=False))
+    return [row for row in rows if row.aggregate_id not in external]

@@ -9,6 +9,7 @@ for the row lock, then finds the task no longer claimable.
 
 from __future__ import annotations
 
+import copy
 import time
 import uuid
 from collections.abc import Callable
@@ -22,13 +23,13 @@ from sqlalchemy.orm import Session
 from chalicelib.agents.base import Agent as AgentImpl
 from chalicelib.agents.base import AgentContext
 from chalicelib.agents.registry import get_agent, pydantic_errors
-from chalicelib.db.models import Agent, Task, TaskResult
+from chalicelib.db.models import Agent, Task
 from chalicelib.db.types import utcnow
 from chalicelib.domain.tasks import CLAIMABLE, TaskStatus
 from chalicelib.errors import AgentError, MalformedMessageError
 from chalicelib.observability import logger
 from chalicelib.schemas.tasks import TaskMessage
-
+from chalicelib.services.results import store_outcome
 
 if TYPE_CHECKING:
     from chalicelib.container import Container
@@ -77,7 +78,7 @@ class TaskProcessor:
             if task.agent_type != message.agent_type:
                 raise MalformedMessageError("message agent_type does not match the task",
                                             {"task_agent_type": task.agent_type})
-            config = session.scalar(select(Agent.config).where(Agent.id == task.agent_id)) or {}
+            config = self._agent_config(session, task.agent_id)
             ctx = AgentContext(task_id=task.id, agent_id=task.agent_id, user_id=task.user_id,
                                agent_type=task.agent_type, session=session, container=self.container,  # type: ignore[arg-type]
                                now=utcnow(), attempt=receive_count)
@@ -85,17 +86,22 @@ class TaskProcessor:
             if status == PENDING:
                 logger.info("task waiting", extra={"task_id": str(task.id), "agent_type": task.agent_type})
                 return Outcome(task.id, PENDING)
-            now = utcnow()
-            session.add(TaskResult(task_id=task.id, status=status, output_data=output, metrics=metrics))
-            session.execute(
-                update(Task)
-                .where(Task.id == task.id, Task.status == TaskStatus.PROCESSING)
-                .values(status=status, error=error, completed_at=now, updated_at=now)
-                .execution_options(synchronize_session=False)
-            )
+            # The one outcome path (shared with external workers and the lease reaper): result row,
+            # status, and an orchestrator parent moved on in this transaction.
+            store_outcome(session, task.id, status, output, metrics, error)
         logger.info("task finished", extra={"task_id": str(task.id), "status": status,
                                             "agent_type": task.agent_type})
         return Outcome(task.id, status)
+
+    def _agent_config(self, session: Session, agent_id: uuid.UUID) -> dict[str, Any]:
+        """The agent's config, from the agent cache when there is one (saves a query per task)."""
+        if self.container is not None:
+            record = self.container.agents.record(agent_id, session)
+            if record is not None:
+                # A copy: the cached record is shared with every reader in this process.
+                return copy.deepcopy(record.config)
+        # Deleted agents are not cached; a task already running for one still gets its config.
+        return session.scalar(select(Agent.config).where(Agent.id == agent_id)) or {}
 
     def _claim(self, session: Session, task_id: uuid.UUID) -> Task | None:
         exists = session.scalar(select(Task.status).where(Task.id == task_id))

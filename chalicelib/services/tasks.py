@@ -5,21 +5,29 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, selectinload
 
 from chalicelib.agents import registry
-from chalicelib.db.models import OutboxMessage, Task
-from chalicelib.db.session import Database
+from chalicelib.cache.namespaces import Namespace
+from chalicelib.db.models import Agent, OutboxMessage, Task
+from chalicelib.db.session import Database, rowcount
 from chalicelib.db.types import utcnow
-from chalicelib.domain.tasks import CANCELLABLE, TaskStatus
+from chalicelib.domain.leases import AgentMode
+from chalicelib.domain.tasks import CANCELLABLE, TERMINAL, TaskStatus
 from chalicelib.errors import ConflictError, NotFoundError, ValidationError
-from chalicelib.schemas.tasks import TaskCreate, TaskListQuery
+from chalicelib.schemas.tasks import TaskCreate, TaskListQuery, TaskPublic
 from chalicelib.services import audit
-from chalicelib.services.agents import get_owned_agent
+from chalicelib.services.agents import AgentRecord, get_owned_agent
 from chalicelib.services.meta import RequestMeta
 from chalicelib.services.pagination import after_cursor, encode_cursor
+from chalicelib.services.routing import route
+
+if TYPE_CHECKING:
+    from chalicelib.cache.twolevel import TwoLevelCache
+    from chalicelib.services.agents import AgentService
 
 #: Called after the create transaction commits, with the new outbox id (best-effort fast path).
 AfterCommit = Callable[[uuid.UUID], None]
@@ -27,6 +35,26 @@ AfterCommit = Callable[[uuid.UUID], None]
 
 def task_message(task: Task) -> dict[str, str]:
     return {"task_id": str(task.id), "agent_type": task.agent_type}
+
+
+def initial_status(agent_mode: str) -> TaskStatus:
+    """An external agent's task is waiting for a lease at once; a managed one waits for its publish."""
+    return TaskStatus.QUEUED if agent_mode == AgentMode.EXTERNAL else TaskStatus.PENDING
+
+
+def enqueue(session: Session, task: Task, agent_mode: str) -> uuid.UUID | None:
+    """Make a new, flushed task reachable by its agent, in the caller's transaction.
+
+    Managed agents: an outbox row; the relay publishes it to the type's SQS queue. External
+    agents: nothing, the task waits in `queued` for a lease (`POST /agents/{id}/lease`); on SQS
+    a managed consumer would run it instead of the user's worker. Returns the outbox id, if any.
+    """
+    if agent_mode == AgentMode.EXTERNAL:
+        return None
+    outbox = OutboxMessage(aggregate_id=task.id, destination=task.agent_type, payload=task_message(task))
+    session.add(outbox)
+    session.flush()
+    return outbox.id
 
 
 def _get_owned_task(session: Session, user_id: uuid.UUID, task_id: uuid.UUID, *, with_result: bool) -> Task:
@@ -39,36 +67,76 @@ def _get_owned_task(session: Session, user_id: uuid.UUID, task_id: uuid.UUID, *,
     return task
 
 
+class TaskRecord(TaskPublic):
+    """A task with its result as cached: the public view plus its owner, checked on every cached read."""
+
+    user_id: uuid.UUID
+
+    def is_final(self) -> bool:
+        """Nothing about this task can change any more, so it may be cached.
+
+        Terminal, and either its result is stored or no consumer ever ran it: a task cancelled or
+        timed out while running can still receive the result of the run in flight.
+        """
+        return self.status in TERMINAL and (self.result is not None or self.started_at is None)
+
+    def public(self) -> TaskPublic:
+        return TaskPublic.model_construct(**{name: getattr(self, name) for name in TaskPublic.model_fields})
+
+
 class TaskService:
-    def __init__(self, db: Database, after_commit: AfterCommit | None = None) -> None:
+    def __init__(self, db: Database, after_commit: AfterCommit | None = None, *,
+                 agents: AgentService | None = None, cache: TwoLevelCache | None = None) -> None:
         self.db = db
         self.after_commit = after_commit
+        self.agents = agents
+        self.cache = cache
 
     def create(self, user_id: uuid.UUID, req: TaskCreate, meta: RequestMeta) -> Task:
+        # The agent check uses the cached agent record (read before the transaction): one query fewer.
+        known = (self.agents.owned_record(user_id, req.agent_id)
+                 if self.agents is not None and req.agent_id is not None else None)
         with self.db.transaction() as session:
-            agent = get_owned_agent(session, user_id, req.agent_id)
+            agent: Agent | AgentRecord
+            if req.agent_id is None:  # only a type: the routing rule picks one of the caller's agents
+                agent = route(session, user_id, str(req.agent_type))
+            else:
+                agent = known or get_owned_agent(session, user_id, req.agent_id)
             if agent.status != "active":
                 raise ConflictError("agent is not active", {"agent_id": str(agent.id), "status": agent.status})
             registry.validate_input(agent.type, req.input_data)
             task = Task(user_id=user_id, agent_id=agent.id, agent_type=agent.type, title=req.title,
                         description=req.description, priority=req.priority, input_data=req.input_data,
-                        status=TaskStatus.PENDING)
+                        status=initial_status(agent.mode))
             session.add(task)
             session.flush()
-            outbox = OutboxMessage(aggregate_id=task.id, destination=agent.type, payload=task_message(task))
-            session.add(outbox)
+            outbox_id = enqueue(session, task, agent.mode)
             audit.record(session, user_id=user_id, event_type="task.created", action="create",
                          resource_type="task", resource_id=task.id,
-                         details={"agent_id": str(agent.id), "agent_type": agent.type}, meta=meta)
+                         details={"agent_id": str(agent.id), "agent_type": agent.type,
+                                  "routed": req.agent_id is None}, meta=meta)
             session.flush()
-            outbox_id = outbox.id
-        if self.after_commit is not None:
+        if outbox_id is not None and self.after_commit is not None:
             self.after_commit(outbox_id)
         return task
 
-    def get(self, user_id: uuid.UUID, task_id: uuid.UUID) -> Task:
-        with self.db.read() as session:
-            return _get_owned_task(session, user_id, task_id, with_result=True)
+    def get(self, user_id: uuid.UUID, task_id: uuid.UUID) -> TaskPublic:
+        """The caller's task with its result; final tasks come from the cache."""
+
+        def load() -> TaskRecord | None:
+            stmt = select(Task).where(Task.id == task_id, Task.user_id == user_id).options(selectinload(Task.result))
+            with self.db.read() as session:
+                task = session.scalar(stmt)
+                return TaskRecord.model_validate(task, from_attributes=True) if task is not None else None
+
+        if self.cache is None:
+            record = load()
+        else:
+            record = self.cache.fetch(Namespace.TASK_RESULTS, str(task_id), TaskRecord, load,
+                                      cacheable=TaskRecord.is_final)
+        if record is None or record.user_id != user_id:
+            raise NotFoundError("task not found", {"task_id": str(task_id)})
+        return record.public()
 
     def list(self, user_id: uuid.UUID, query: TaskListQuery, limit: int) -> tuple[list[Task], str | None]:
         """One statement whatever the page size: no per-row loads (results are not listed)."""
@@ -96,14 +164,18 @@ class TaskService:
             task = _get_owned_task(session, user_id, task_id, with_result=True)
             now = utcnow()
             # Conditional update: a consumer finishing at the same moment wins or loses cleanly.
-            moved = session.execute(
+            moved = rowcount(session.execute(
                 update(Task)
                 .where(Task.id == task.id, Task.status.in_(CANCELLABLE))
                 .values(status=TaskStatus.CANCELLED, completed_at=now, updated_at=now)
                 .execution_options(synchronize_session=False)
-            ).rowcount
+            ))
             if not moved:
                 raise ConflictError(f"task is already {task.status}", {"status": task.status})
+            if task.parent_task_id is not None or task.agent_type == "orchestrator":
+                from chalicelib.services.orchestration import after_cancel
+
+                after_cancel(session, task.id)  # its subtasks are cancelled too; an orchestrator parent fails
             audit.record(session, user_id=user_id, event_type="task.cancelled", action="cancel",
                          resource_type="task", resource_id=task.id, details={"from": task.status}, meta=meta)
             session.refresh(task, attribute_names=["status", "completed_at", "updated_at"])

@@ -82,7 +82,15 @@ def _bootstrap(prefix: str) -> tuple[Any, dict[str, str]]:
     # Optional: a short visibility timeout makes failed records retry in seconds
     # locally (default: the manifest's, as deployed).
     vt = os.environ.get("YMERA_LOCAL_VISIBILITY_TIMEOUT")
-    return sqs, bootstrap(sqs, prefix, visibility_timeout=int(vt) if vt else None)
+    queues = bootstrap(sqs, prefix, visibility_timeout=int(vt) if vt else None)
+    import boto3
+
+    from infra.bootstrap import ensure_alert_topic
+
+    # The monitoring agent and functions/monitor.py publish alerts here (as to AlertTopic on AWS).
+    ensure_alert_topic(boto3.client("sns", endpoint_url=os.environ.get("AWS_ENDPOINT_URL"),
+                                    region_name=os.environ.get("AWS_DEFAULT_REGION", "us-east-1")), prefix)
+    return sqs, queues
 
 
 def _apply_function_env(specs: list[Any]) -> None:

@@ -31,8 +31,15 @@ def test_unknown_and_unavailable_types_are_422(api: Api) -> None:
     api.signup()
     error = assert_envelope(api.call("POST", "/agents", {"name": "x", "type": "wizard"}), 422, "VALIDATION_ERROR")
     assert error["details"]["errors"][0]["loc"] == ["type"]
-    error = assert_envelope(api.call("POST", "/agents", {"name": "x", "type": "llm"}), 422, "VALIDATION_ERROR")
-    assert error["details"]["available_types"] == ["validation", "examination"]
+    # Types are implemented one by one (issue #4): check with whichever is still missing, if any.
+    from chalicelib.agents.registry import available_types
+    from chalicelib.domain.agents import AGENT_TYPES
+
+    missing = [t for t in AGENT_TYPES if t not in available_types()]
+    if missing:
+        error = assert_envelope(api.call("POST", "/agents", {"name": "x", "type": missing[0]}), 422,
+                                "VALIDATION_ERROR")
+        assert error["details"]["available_types"] == list(available_types())
 
 
 def test_create_rejects_unknown_fields_and_wrong_types(api: Api) -> None:

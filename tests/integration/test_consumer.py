@@ -12,7 +12,7 @@ from sqlalchemy import event, func, select
 
 from chalicelib.db.models import Task, TaskResult
 from functions.agent_consumer import handler
-from tests.integration.conftest import FakeContext, Api, sqs_event
+from tests.integration.conftest import Api, FakeContext, sqs_event
 from tests.integration.test_api_tasks import create_task
 
 CODE = "import os\n\ndef f(x):\n    if x:\n        return 1\n    return undefined_name\n"
@@ -143,7 +143,7 @@ def test_an_unexpected_crash_is_retried_then_fails_the_task_on_the_last_attempt(
 
     class CrashOnPayload(ValidationAgent):
         def run(self, data: Any, config: Any, ctx: Any = None) -> Any:
-            if data.payload == "crash":
+            if data.root.payload == "crash":  # ValidationInput is {schema, payload} | {records, rules}
                 raise RuntimeError("boom")
             return super().run(data, config, ctx)
 

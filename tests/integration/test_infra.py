@@ -180,6 +180,9 @@ def test_consumers_only_consume_their_own_queue(template: dict[str, Any]) -> Non
         own = {"Fn::GetAtt": [logical_id(spec.queue.suffix, "Queue"), "Arn"]}
         for statement in _statements(template["Resources"][logical_id(spec.name, "Role")]):
             assert not {"sqs:SendMessage", "sqs:SendMessageBatch"} & set(_actions(statement))
+            if statement["Sid"] == "InspectQueues":  # the monitoring agent reads queue depths, nothing more
+                assert set(_actions(statement)) == {"sqs:GetQueueUrl", "sqs:GetQueueAttributes"}
+                continue
             if any(a.startswith("sqs:") for a in _actions(statement)):
                 assert statement["Resource"] == [own]
 
@@ -258,6 +261,7 @@ def test_bootstrap_visibility_override_for_local_runs(sqs: Any) -> None:
 def test_bootstrap_cli_prints_every_queue_url(sqs: Any, capsys: pytest.CaptureFixture[str]) -> None:
     assert bootstrap_main(["--prefix", PREFIX]) == 0
     printed = dict(line.split("\t") for line in capsys.readouterr().out.splitlines())
+    assert printed.pop(f"{PREFIX}-alerts").endswith(f":{PREFIX}-alerts")  # the SNS alert topic's ARN
     assert printed == bootstrap(sqs, PREFIX)
 
 

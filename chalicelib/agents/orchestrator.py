@@ -1,0 +1,151 @@
+"""The `orchestrator` agent: a goal and a plan of steps, each run by another agent.
+
+Running the task resolves every step (an agent of yours by id, or your best
+active agent of a type), validates each step's input, and creates the
+subtasks of the steps with no dependencies — with their outbox rows, in the
+task's transaction — then leaves the task `processing`. As subtasks finish,
+`chalicelib.services.orchestration.on_task_finished` starts the steps whose
+dependencies completed, and finally completes the task with every step's
+output, or fails it (SUBTASK_FAILED, naming the step) as soon as one step
+fails, cancelling the rest. Step Functions will take this over in the engines
+issue; the plan format stays.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from chalicelib.agents.base import Agent, AgentContext, AgentOutput
+from chalicelib.errors import AgentError
+from chalicelib.providers.config import ProviderConfig
+from chalicelib.schemas.plans import MAX_STEPS, PlanStep, check_plan
+
+
+class OrchestratorInput(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    goal: str = Field(min_length=1, max_length=2000, description="What the steps achieve together.")
+    plan: list[PlanStep] | None = Field(
+        default=None, min_length=1, max_length=MAX_STEPS,
+        description="The steps. Omitted: the orchestrator's language-model provider drafts the plan.")
+
+    @field_validator("plan")
+    @classmethod
+    def _coherent(cls, value: list[PlanStep] | None) -> list[PlanStep] | None:
+        return check_plan(value) if value is not None else None
+
+
+class OrchestratorConfig(ProviderConfig):
+    """The provider keys (chalicelib.providers.config) are used only to draft a plan when none is given."""
+
+    #: plans longer than this are refused when the task runs (the input schema allows up to 50).
+    max_steps: int = Field(default=20, ge=1, le=MAX_STEPS)
+
+
+class PlanTooLongError(AgentError):
+    code = "PLAN_TOO_LONG"
+
+
+class DraftedPlanInvalidError(AgentError):
+    code = "PLAN_INVALID"
+
+
+class OrchestratorAgent(Agent):
+    type = "orchestrator"
+    Input = OrchestratorInput
+    Config = OrchestratorConfig
+    description = ("Runs a plan: fans the steps out as subtasks to your other agents (by id or by type), starts "
+                   "dependent steps when their dependencies complete, and completes with every step's output — or "
+                   "fails with the first failed step, cancelling the rest.")
+    capabilities = ("fan-out", "dependencies", "aggregation", "fail-fast")
+    example_input = {
+        "goal": "Check the order payload and review the code that builds it",
+        "plan": [
+            {"step_id": "schema", "agent_type": "validation",
+             "input_data": {"schema": {"type": "object", "required": ["id"]}, "payload": {"id": "A-1"}}},
+            {"step_id": "review", "agent_type": "examination", "depends_on": ["schema"],
+             "input_data": {"source": "def total(items):\n    return sum(i.price for i in items)\n"}},
+        ],
+    }
+
+    def run(self, data: BaseModel, config: Mapping[str, Any], ctx: AgentContext | None = None) -> AgentOutput:
+        assert isinstance(data, OrchestratorInput)
+        if ctx is None:
+            raise AgentError("the orchestrator needs the database (no task context)")
+        from chalicelib.agents.provider_support import load_config
+        from chalicelib.db.models import Task
+        from chalicelib.services.orchestration import create_subtask, resolve_step
+
+        cfg = load_config(OrchestratorConfig, config)
+        parent = ctx.session.get(Task, ctx.task_id)
+        assert parent is not None
+        metrics: dict[str, Any] = {}
+        plan = data.plan
+        if plan is None:
+            plan, metrics = draft_plan(data.goal, cfg, ctx)
+            # The subtasks' bookkeeping reads the plan from the task's input (services.orchestration.plan_of).
+            parent.input_data = {**parent.input_data, "plan": [s.model_dump(mode="json") for s in plan]}
+        if len(plan) > cfg.max_steps:
+            raise PlanTooLongError(f"the plan has {len(plan)} steps; this orchestrator allows {cfg.max_steps}",
+                                   {"steps": len(plan), "max_steps": cfg.max_steps})
+        # Every step is checked before anything is created: a bad plan fails whole, with no orphan subtasks.
+        resolved = {step.step_id: resolve_step(ctx.session, ctx.user_id, step) for step in plan}
+        roots = [s for s in plan if not s.depends_on]
+        started = [create_subtask(ctx.session, parent.id, parent.user_id, parent.priority, data.goal,
+                                  resolved[s.step_id]) for s in roots]
+        return AgentOutput(
+            output={"goal": data.goal, "planned_by": "provider" if data.plan is None else "input",
+                    "started": [{"step_id": s.step_id, "task_id": str(t.id)}
+                                for s, t in zip(roots, started, strict=True)]},
+            metrics={**metrics, "steps": len(plan), "subtasks_started": len(started)},
+            pending=True,
+        )
+
+
+PLANNER_PROMPT = """You plan work for a team of agents. Answer with JSON only: {"plan": [step, ...]} where each
+step is {"step_id": short id, "agent_type": one of the types below, "title": short title,
+"input_data": an object matching that type's input schema, "depends_on": [step_ids that must finish first]}.
+Use as few steps as the goal needs (at most %d). Available agent types and their input schemas:
+%s"""
+
+
+def draft_plan(goal: str, cfg: OrchestratorConfig, ctx: AgentContext) -> tuple[list[PlanStep], dict[str, Any]]:
+    """Ask the configured language model for a plan over the types the owner has active agents of."""
+    from pydantic import ValidationError as PydanticValidationError
+    from sqlalchemy import select
+
+    from chalicelib.agents import registry
+    from chalicelib.agents.provider_support import extract_json, optional_session
+    from chalicelib.db.models import Agent as AgentRow
+    from chalicelib.providers.errors import ProviderNotConfiguredError
+    from chalicelib.providers.registry import AGENT_KEYS, NOT_CONFIGURED, STAGE_KEYS
+
+    session = optional_session(cfg, ctx)
+    if session is None:
+        raise ProviderNotConfiguredError(
+            "no plan was given and this orchestrator cannot draft one: pass input_data.plan, or configure a "
+            "provider. " + NOT_CONFIGURED,
+            {"missing": "input_data.plan", "agent_config_keys": AGENT_KEYS, "environment": STAGE_KEYS})
+    types = sorted(set(ctx.session.scalars(
+        select(AgentRow.type).where(AgentRow.user_id == ctx.user_id, AgentRow.status == "active",
+                                    AgentRow.deleted_at.is_(None), AgentRow.type != "orchestrator"))))
+    if not types:
+        raise DraftedPlanInvalidError("you have no active agents (other than orchestrators) to plan for", {})
+    schemas = "\n".join(f"- {t}: {json.dumps(registry.get_agent(t).Input.model_json_schema())}" for t in types)
+    completion = session.complete(goal, system=PLANNER_PROMPT % (cfg.max_steps, schemas))
+    try:
+        answer = extract_json(completion.text)
+        steps = answer.get("plan") if isinstance(answer, dict) else answer
+        if not isinstance(steps, list):
+            raise ValueError("the answer has no list of steps")
+        plan = OrchestratorInput.model_validate({"goal": goal, "plan": steps}).plan
+    except (ValueError, PydanticValidationError) as exc:
+        errors = registry.pydantic_errors(exc) if isinstance(exc, PydanticValidationError) else [str(exc)]
+        raise DraftedPlanInvalidError("the model's plan is not a valid plan; pass input_data.plan instead",
+                                      {"errors": errors, "answer": completion.text[:2000]}) from exc
+    assert plan is not None
+    return plan, session.metrics()

@@ -1,0 +1,42 @@
+"""Recording a task's outcome: the one code path for managed consumers, external workers and the lease reaper."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import update
+from sqlalchemy.orm import Session
+
+from chalicelib.db.models import Task, TaskResult
+from chalicelib.db.types import utcnow
+from chalicelib.domain.tasks import TaskStatus
+
+
+def store_outcome(session: Session, task_id: uuid.UUID, status: str, output: dict[str, Any],
+                  metrics: dict[str, Any], error: dict[str, Any] | None, now: datetime | None = None) -> bool:
+    """Write the result row and finish the task, in the caller's transaction.
+
+    The status moves only from `processing`, so a stale writer never moves a task backwards;
+    the result row is written either way (a task cancelled while it ran still gets the
+    result of that run). A finished step of an orchestrator moves its parent on, in the same
+    transaction. Returns whether the status moved.
+    """
+    now = now or utcnow()
+    session.add(TaskResult(task_id=task_id, status=status, output_data=output, metrics=metrics))
+    moved = session.execute(
+        update(Task)
+        .where(Task.id == task_id, Task.status == TaskStatus.PROCESSING)
+        .values(status=status, error=error, completed_at=now, updated_at=now, lease_expires_at=None)
+        .returning(Task.parent_task_id)
+        .execution_options(synchronize_session=False)
+    ).first()
+    if moved is None:
+        return False
+    if moved.parent_task_id is not None:
+        # Only subtasks pay for importing the orchestrator: start dependent steps, or finish the parent.
+        from chalicelib.services.orchestration import on_task_finished
+
+        on_task_finished(session, task_id)
+    return True
