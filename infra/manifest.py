@@ -15,8 +15,17 @@ from dataclasses import dataclass, field
 #: Agent types with a consumer (must match chalicelib.agents.registry.IMPLEMENTATIONS).
 AGENT_CONSUMERS: tuple[str, ...] = ("validation", "examination", "security", "llm", "drafting", "editing",
                                     "enhancement", "learning", "communication", "orchestrator", "metrics", "monitoring")
-#: What some consumers need beyond their own queue: the monitoring agent reads queue depths and alerts.
-AGENT_NEEDS: dict[str, tuple[str, ...]] = {"monitoring": ("sqs:inspect", "sns:alerts")}
+#: Types whose work is a language-model call: seconds to minutes per task, not milliseconds.
+PROVIDER_BACKED: tuple[str, ...] = ("llm", "drafting", "editing", "enhancement", "orchestrator")
+#: What some consumers need beyond their own queue: the monitoring agent reads queue depths and alerts;
+#: provider-backed agents call Bedrock and read provider keys from Secrets Manager (ymera/llm/*).
+AGENT_NEEDS: dict[str, tuple[str, ...]] = {
+    "monitoring": ("sqs:inspect", "sns:alerts"),
+    **{agent_type: ("llm",) for agent_type in PROVIDER_BACKED},
+}
+#: Provider-backed consumers take one record per invocation with a long timeout, so one slow model call
+#: cannot push nine others past the function timeout (and, after five such timeouts, into the DLQ).
+PROVIDER_CONSUMER_TIMEOUT_SECONDS = 300
 
 CONSUMER_TIMEOUT_SECONDS = 60
 #: AWS guidance for SQS event sources: visibility timeout >= 6x the function timeout.
@@ -56,12 +65,16 @@ class FunctionSpec:
     schedule: str | None = None  # EventBridge schedule expression
     env: dict[str, str] = field(default_factory=dict)
     #: what the function may touch: "db", "sqs:send", "sqs:consume", "sqs:inspect" (read queue depths),
-    #: "sns:alerts" (publish to the alert topic)
+    #: "sns:alerts" (publish to the alert topic), "llm" (Bedrock + provider keys in Secrets Manager)
     needs: tuple[str, ...] = ("db",)
 
 
+def consumer_timeout(agent_type: str) -> int:
+    return PROVIDER_CONSUMER_TIMEOUT_SECONDS if agent_type in PROVIDER_BACKED else CONSUMER_TIMEOUT_SECONDS
+
+
 def agent_queue(agent_type: str) -> QueueSpec:
-    return QueueSpec(suffix=f"agent-{agent_type}")
+    return QueueSpec(suffix=f"agent-{agent_type}", visibility_timeout=6 * consumer_timeout(agent_type))
 
 
 def queues() -> list[QueueSpec]:
@@ -74,6 +87,8 @@ def functions() -> list[FunctionSpec]:
             name=f"agent-{agent_type}",
             handler="functions.agent_consumer.handler",
             queue=agent_queue(agent_type),
+            timeout=consumer_timeout(agent_type),
+            batch_size=1 if agent_type in PROVIDER_BACKED else 10,
             needs=("db", "sqs:consume", *AGENT_NEEDS.get(agent_type, ())),
         )
         for agent_type in AGENT_CONSUMERS

@@ -26,13 +26,21 @@ LOG_RETENTION_DAYS = 30
 #: AWS guidance for SQS event sources; the build refuses anything tighter.
 MIN_VISIBILITY_FACTOR = 6
 MIN_RECEIVE_COUNT = 5
-KNOWN_NEEDS = frozenset({"db", "sqs:send", "sqs:consume", "sqs:inspect", "sns:alerts"})
+KNOWN_NEEDS = frozenset({"db", "sqs:send", "sqs:consume", "sqs:inspect", "sns:alerts", "llm"})
 
 Json = dict[str, Any]
 #: Queues hold undelivered work (DLQs hold the evidence): a stack delete must not drop them.
 KEEP = {"DeletionPolicy": "Retain", "UpdateReplacePolicy": "Retain"}
 #: Log groups are disposable; said explicitly so nobody wonders.
 DROP = {"DeletionPolicy": "Delete", "UpdateReplacePolicy": "Delete"}
+
+
+LLM_ENV: Json = {
+    "YMERA_LLM_PROVIDER": {"Ref": "LlmProvider"},
+    "YMERA_LLM_MODEL": {"Ref": "LlmModel"},
+    "YMERA_LLM_BASE_URL": {"Ref": "LlmBaseUrl"},
+    "YMERA_LLM_API_KEY_SECRET_ARN": {"Ref": "LlmApiKeySecretArn"},
+}
 
 
 def logical_id(name: str, kind: str = "") -> str:
@@ -91,6 +99,12 @@ def _parameters(stage: str) -> Json:
         "RedisUrl": {"Type": "String", "NoEcho": True},
         "SubnetIds": {**nested, "Description": "Private subnets; empty = no VPC"},
         "SecurityGroupIds": {**nested, "Description": "Security groups; empty = no VPC"},
+        # The stage's language-model provider (agents may name their own); empty = none configured.
+        "LlmProvider": {"Type": "String", "Default": "", "AllowedValues": ["", "openai", "bedrock"]},
+        "LlmModel": {"Type": "String", "Default": ""},
+        "LlmBaseUrl": {"Type": "String", "Default": ""},
+        "LlmApiKeySecretArn": {"Type": "String", "Default": "",
+                               "Description": "Secrets Manager ARN under ymera/llm/ holding the API key"},
     }
 
 
@@ -169,6 +183,14 @@ def _role(f: FunctionSpec, log_group: str, send_to: Sequence[QueueSpec]) -> Json
         statements.append(_statement("InspectQueues", inspect, watched))
     if "sns:alerts" in f.needs:
         statements.append(_statement("PublishAlerts", ["sns:Publish"], [{"Ref": "AlertTopic"}]))
+    if "llm" in f.needs:
+        # Converse is authorised by bedrock:InvokeModel; keys only from the ymera/llm/ secret namespace.
+        models = [{"Fn::Sub": "arn:${AWS::Partition}:bedrock:${AWS::Region}::foundation-model/*"},
+                  {"Fn::Sub": "arn:${AWS::Partition}:bedrock:${AWS::Region}:${AWS::AccountId}:inference-profile/*"}]
+        statements.append(_statement("InvokeBedrockModels", ["bedrock:InvokeModel"], models))
+        secret_arn = "arn:${AWS::Partition}:secretsmanager:${AWS::Region}:${AWS::AccountId}:secret:ymera/llm/*"
+        secrets = [{"Fn::Sub": secret_arn}]
+        statements.append(_statement("ReadProviderKeys", ["secretsmanager:GetSecretValue"], secrets))
     vpc_policy = {"Fn::Sub": "arn:${AWS::Partition}:iam::aws:policy/service-role/AWSLambdaVPCAccessExecutionRole"}
     return {
         "Type": "AWS::IAM::Role",
@@ -199,6 +221,7 @@ def _function_resources(f: FunctionSpec, send_to: Sequence[QueueSpec]) -> Json:
         "REDIS_URL": {"Ref": "RedisUrl"},
         # AWS_DEFAULT_REGION is reserved: the Lambda runtime sets it itself.
         **({"YMERA_ALERT_TOPIC_ARN": {"Ref": "AlertTopic"}} if "sns:alerts" in f.needs else {}),
+        **(LLM_ENV if "llm" in f.needs else {}),
         **f.env,
     }
     vpc = {"SubnetIds": {"Ref": "SubnetIds"}, "SecurityGroupIds": {"Ref": "SecurityGroupIds"}}

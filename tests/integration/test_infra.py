@@ -195,6 +195,26 @@ def test_relay_sends_only_to_agent_queues(template: dict[str, Any]) -> None:
     assert sqs[0]["Resource"] == expected
 
 
+def test_provider_backed_consumers_take_one_slow_record_and_only_they_reach_bedrock(template: dict[str, Any]) -> None:
+    functions = _resources(template, "AWS::Lambda::Function")
+    mappings = _resources(template, "AWS::Lambda::EventSourceMapping")
+    queues = _resources(template, "AWS::SQS::Queue")
+    roles = _resources(template, "AWS::IAM::Role")
+    for agent_type in ("llm", "validation"):
+        slow = agent_type in manifest.PROVIDER_BACKED
+        name = f"agent-{agent_type}"
+        fn = functions[logical_id(name, "Function")]["Properties"]
+        esm = mappings[logical_id(name, "EventSourceMapping")]["Properties"]
+        queue = queues[logical_id(name, "Queue")]["Properties"]
+        assert fn["Timeout"] == (300 if slow else 60)
+        assert esm["BatchSize"] == (1 if slow else 10)
+        assert queue["VisibilityTimeout"] >= 6 * fn["Timeout"]
+        assert ("YMERA_LLM_PROVIDER" in fn["Environment"]["Variables"]) is slow
+        actions = {a for st in _statements(roles[logical_id(name, "Role")]) for a in _actions(st)}
+        assert ("bedrock:InvokeModel" in actions) is slow
+        assert ("secretsmanager:GetSecretValue" in actions) is slow
+
+
 def test_vpc_access_policy_only_when_in_vpc(template: dict[str, Any]) -> None:
     for role in _resources(template, "AWS::IAM::Role").values():
         managed = role["Properties"]["ManagedPolicyArns"]
