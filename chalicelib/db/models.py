@@ -208,6 +208,9 @@ class AuditLog(Base):
     __table_args__ = (
         Index("ix_audit_logs_user_id_timestamp", "user_id", "timestamp"),
         Index("ix_audit_logs_event_type_timestamp", "event_type", "timestamp"),
+        # An admin's unfiltered page (newest first) and the resource filters of GET /audit-logs.
+        Index("ix_audit_logs_timestamp_id", "timestamp", "id"),
+        Index("ix_audit_logs_resource_type_resource_id_timestamp", "resource_type", "resource_id", "timestamp"),
     )
 
 
