@@ -14,6 +14,7 @@ import functools
 import importlib
 import logging
 import os
+import re
 import threading
 import time
 import uuid
@@ -94,6 +95,15 @@ def sqs_event(messages: Iterable[dict[str, Any]], queue_arn: str, region: str) -
             "awsRegion": region,
         })
     return {"Records": records}
+
+
+def rate_minutes(expression: str) -> float:
+    """`rate(5 minutes)` -> 5, `rate(30 seconds)` -> 0.5; anything else (cron) counts as 1."""
+    match = re.fullmatch(r"rate\((\d+) (second|minute|hour|day)s?\)", expression.strip())
+    if not match:
+        return 1.0
+    per_unit = {"second": 1 / 60, "minute": 1.0, "hour": 60.0, "day": 1440.0}[match.group(2)]
+    return max(int(match.group(1)) * per_unit, 0.1)
 
 
 def scheduled_event(rule_name: str, region: str, account: str) -> dict[str, Any]:
@@ -231,10 +241,11 @@ class EventSourceRunner:
                 self.queue(spec)  # resolve now: a missing queue should fail startup
                 self._spawn(f"sqs:{spec.name}", functools.partial(self.poll_once, spec), 0)
             if spec.schedule:
-                # Run immediately, then every few seconds (far more often than the
-                # deployed rate) so work stuck behind a failed publish goes out quickly.
+                # Run immediately, then far more often than the deployed rate (a `rate(1 minute)`
+                # every schedule_seconds, slower rates in proportion) so work stuck behind a
+                # failed publish goes out quickly without the 5-minute sweeps flooding the emulator.
                 self._spawn(f"schedule:{spec.name}", functools.partial(self.invoke_scheduled, spec),
-                            self.schedule_seconds)
+                            self.schedule_seconds * rate_minutes(spec.schedule))
 
     def _spawn(self, name: str, step: Callable[[], Any], pause: float) -> None:
         t = threading.Thread(target=self._loop, args=(name, step, pause), name=name, daemon=True)

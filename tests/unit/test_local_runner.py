@@ -174,3 +174,12 @@ def test_background_runner_stops_quickly(sqs: Any) -> None:
     assert time.monotonic() - t0 < 3
     assert not runner._threads
     assert seen  # the scheduled handler ran at least once
+
+
+def test_local_schedules_keep_the_deployed_rates_proportions() -> None:
+    from infra.local.runner import rate_minutes
+
+    assert rate_minutes("rate(1 minute)") == 1
+    assert rate_minutes("rate(5 minutes)") == 5
+    assert rate_minutes("rate(30 seconds)") == 0.5
+    assert rate_minutes("cron(0 12 * * ? *)") == 1
