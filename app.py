@@ -26,7 +26,7 @@ from chalicelib.config import get_settings
 # Lambda (or the local runtime): `chalice deploy`/`package` import this module to read
 # the routes on a machine that has no runtime configuration, and must not need it.
 if os.environ.get("AWS_LAMBDA_FUNCTION_NAME") or os.environ.get("YMERA_CHECK_SETTINGS_AT_IMPORT"):
-    get_settings()
+    get_settings().require_token_secret()
 
 app = Chalice(app_name="ymera")
 app.register_blueprint(auth.bp)

@@ -42,7 +42,6 @@ class Settings(BaseSettings):
     aws_endpoint_url: str | None = Field(default=None, validation_alias="AWS_ENDPOINT_URL")
     queue_prefix: str = "ymera-dev"
     publish_timeout_seconds: float = 2.0
-    consumer_lease_seconds: int = 360
     max_task_attempts: int = 5
     #: external agents: how long a leased task stays with its worker without a heartbeat.
     lease_seconds: int = Field(default=60, ge=1, le=3600)
@@ -91,6 +90,9 @@ class Settings(BaseSettings):
 
     # Monitoring. A static bearer token lets Prometheus scrape /metrics without logging in.
     metrics_token: str = Field(default="", repr=False)
+    #: request metrics are buffered per container and written to Redis when the oldest buffered sample is this
+    #: old (checked as requests arrive; see chalicelib.services.request_metrics). 0 = every request at once.
+    request_metrics_flush_seconds: float = Field(default=1.0, ge=0)
 
     # Language-model provider for the stage (chalicelib.providers); an agent's config overrides any of it.
     #: "" = none: provider-backed tasks fail with PROVIDER_NOT_CONFIGURED unless their agent names one.
@@ -134,14 +136,20 @@ class Settings(BaseSettings):
             raise ValueError("DATABASE_URL is required (postgresql+psycopg://... or sqlite:///...)")
         if self.jwt_secret_arn:  # length is checked when the secret is fetched (chalicelib.auth.secrets)
             return self
-        if len(self.jwt_secret.encode()) < MIN_SECRET_BYTES and not self.is_development:
+        # Consumers and scheduled functions never sign tokens, so an absent secret is fine here (the API
+        # checks for one with `require_token_secret`); a weak one is refused wherever it appears.
+        if self.jwt_secret and len(self.jwt_secret.encode()) < MIN_SECRET_BYTES and not self.is_development:
             raise ValueError(
                 f"YMERA_JWT_SECRET must be at least {MIN_SECRET_BYTES} bytes outside development "
                 f"(stage={self.stage!r})"
             )
-        if not self.jwt_secret:
-            raise ValueError("YMERA_JWT_SECRET is required (the local runtime generates one for you)")
         return self
+
+    def require_token_secret(self) -> None:
+        """For code that signs or verifies tokens (the API): a secret must be configured."""
+        if not self.jwt_secret and not self.jwt_secret_arn:
+            raise ConfigError("YMERA_JWT_SECRET or YMERA_JWT_SECRET_ARN is required by the API "
+                              "(the local runtime generates a secret for you)")
 
     @model_validator(mode="after")
     def _check_metrics_token(self) -> Settings:

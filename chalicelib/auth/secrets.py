@@ -19,6 +19,7 @@ SECRET_FIELD = "jwt_secret"
 
 def load_jwt_secret(settings: Settings, client: Any = None) -> str:
     """Return the signing secret, refusing one shorter than 32 bytes when it comes from Secrets Manager."""
+    settings.require_token_secret()
     if not settings.jwt_secret_arn:
         return settings.jwt_secret
     # Only deployments that use Secrets Manager pay for these imports.

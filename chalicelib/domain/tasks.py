@@ -2,9 +2,14 @@
 
 pending → queued → processing → completed | failed | cancelled | timed_out
 
-A transition only moves forward, so a stale or duplicate message can never
-move a task backwards. Retries keep a task in `processing` (its lease
-expires and the next delivery re-claims it) and count attempts.
+Every transition is a conditional UPDATE whose WHERE names the states it may
+leave (CLAIMABLE, CANCELLABLE, `processing` for a result), so a stale or
+duplicate message can never move a finished task. The one way back is a
+retry of an external agent's task (lease expired without heartbeat, or a
+`retryable` failure): `processing → queued`, attempts counted, until the
+attempt limit fails it. Managed tasks retry inside SQS: their batch's
+transaction rolls back and the claim is simply taken again on redelivery.
+`timed_out` is reserved (the seed's vocabulary); no path sets it yet.
 """
 
 from __future__ import annotations
@@ -31,20 +36,8 @@ class TaskPriority(StrEnum):
 
 TERMINAL = frozenset({TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED, TaskStatus.TIMED_OUT})
 
-#: States from which a consumer may claim a task (processing only once its lease expired).
+#: States from which a consumer may claim a task.
 CLAIMABLE = (TaskStatus.PENDING, TaskStatus.QUEUED)
 
 #: States a user may cancel from.
 CANCELLABLE = (TaskStatus.PENDING, TaskStatus.QUEUED, TaskStatus.PROCESSING)
-
-_ALLOWED: dict[TaskStatus, frozenset[TaskStatus]] = {
-    TaskStatus.PENDING: frozenset({TaskStatus.QUEUED, TaskStatus.PROCESSING, TaskStatus.CANCELLED}),
-    TaskStatus.QUEUED: frozenset({TaskStatus.PROCESSING, TaskStatus.CANCELLED}),
-    TaskStatus.PROCESSING: frozenset(
-        {TaskStatus.PROCESSING, TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED, TaskStatus.TIMED_OUT}
-    ),
-}
-
-
-def can_transition(current: TaskStatus, target: TaskStatus) -> bool:
-    return target in _ALLOWED.get(current, frozenset())

@@ -35,3 +35,22 @@ def test_a_lambda_cold_start_with_good_settings_imports() -> None:
     result = import_app(AWS_LAMBDA_FUNCTION_NAME="ymera-api", DATABASE_URL="sqlite://", YMERA_STAGE="prod",
                         YMERA_JWT_SECRET="s" * 40)
     assert result.returncode == 0, result.stderr
+
+
+def test_the_api_cold_start_requires_a_token_secret() -> None:
+    result = import_app(AWS_LAMBDA_FUNCTION_NAME="ymera-api", DATABASE_URL="sqlite://", YMERA_STAGE="prod")
+    assert result.returncode != 0
+    assert "YMERA_JWT_SECRET or YMERA_JWT_SECRET_ARN is required" in result.stderr
+
+
+def test_consumers_and_schedules_start_without_a_token_secret() -> None:
+    """The CloudFormation functions get no JWT secret: they never sign or verify tokens."""
+    clean = {k: v for k, v in os.environ.items() if k not in SCRUB}
+    env = {**clean, "AWS_LAMBDA_FUNCTION_NAME": "ymera-prod-agent-validation", "DATABASE_URL": "sqlite://",
+           "YMERA_STAGE": "prod"}
+    code = ("from chalicelib.config import get_settings; import functions.agent_consumer, functions.outbox_relay;"
+            " print(get_settings().stage)")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "prod"
