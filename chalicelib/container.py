@@ -217,7 +217,9 @@ class Container:
             return None
         from chalicelib.services.request_metrics import RequestMetrics
 
-        return RequestMetrics(self.redis, self.settings.redis_key_prefix, self.settings.redis_breaker_seconds)
+        s = self.settings
+        return RequestMetrics(self.redis, s.redis_key_prefix, s.redis_breaker_seconds,
+                              flush_seconds=s.request_metrics_flush_seconds)
 
     @cached_property
     def queue_inspector(self) -> QueueInspector:

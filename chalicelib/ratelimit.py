@@ -15,6 +15,10 @@ fail CLOSED (brute-force protection must not vanish while Redis is down).
 
 Buckets of one check share a Lua call, so on Redis Cluster their keys would
 need one hash slot; ElastiCache is expected in cluster-mode-disabled.
+
+`check_reading` also returns the values of other keys (the session lookup),
+read by the same script call: the request pays one round trip for both checks,
+and the values are read in the same atomic step as the buckets are updated.
 """
 
 from __future__ import annotations
@@ -30,19 +34,21 @@ from typing import Any
 from chalicelib.config import Settings
 from chalicelib.observability import logger
 
-# KEYS: one per bucket. ARGV: cost, then (capacity, refill per second) per bucket.
-# Returns {allowed, then (remaining, ms until full, ms until `cost` tokens) per bucket}.
+# KEYS: one per bucket, then keys only to read. ARGV: cost, the number of buckets, then (capacity, refill per
+# second) per bucket. Returns {allowed, then (remaining, ms until full, ms until `cost` tokens) per bucket,
+# then the value of each key to read (nil when absent)}.
 _TOKEN_BUCKET_LUA = """
 -- Redis < 5 replicates scripts verbatim and refuses writes after TIME unless told to replicate effects.
 if redis.replicate_commands then redis.replicate_commands() end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local cost = tonumber(ARGV[1])
+local buckets = tonumber(ARGV[2])
 local tokens = {}
 local allowed = 1
-for i = 1, #KEYS do
-  local capacity = tonumber(ARGV[2 * i])
-  local rate = tonumber(ARGV[2 * i + 1])
+for i = 1, buckets do
+  local capacity = tonumber(ARGV[2 * i + 1])
+  local rate = tonumber(ARGV[2 * i + 2])
   local state = redis.call('HMGET', KEYS[i], 't', 'ts')
   local level = tonumber(state[1])
   local last = tonumber(state[2])
@@ -55,9 +61,9 @@ for i = 1, #KEYS do
   if level < cost then allowed = 0 end
 end
 local result = {allowed}
-for i = 1, #KEYS do
-  local capacity = tonumber(ARGV[2 * i])
-  local rate = tonumber(ARGV[2 * i + 1])
+for i = 1, buckets do
+  local capacity = tonumber(ARGV[2 * i + 1])
+  local rate = tonumber(ARGV[2 * i + 2])
   local level = tokens[i]
   if allowed == 1 then level = level - cost end
   redis.call('HSET', KEYS[i], 't', string.format('%.6f', level), 'ts', string.format('%.6f', now))
@@ -69,6 +75,10 @@ for i = 1, #KEYS do
   result[#result + 1] = math.floor(level)
   result[#result + 1] = full_ms
   result[#result + 1] = wait_ms
+end
+if #KEYS > buckets then
+  local values = redis.call('MGET', unpack(KEYS, buckets + 1, #KEYS))
+  for i = 1, #KEYS - buckets do result[#result + 1] = values[i] end  -- false (absent) is sent as nil
 end
 return result
 """
@@ -137,8 +147,20 @@ class RateLimiter:
     def key(self, bucket: Bucket, identity: str) -> str:
         return f"{self.key_prefix}rl:{bucket.name}:{identity}"
 
+    @property
+    def client(self) -> Any:
+        return self._client
+
     def check(self, checks: Sequence[tuple[Bucket, str]], cost: int = 1) -> Decision:
         """Take `cost` tokens from every (bucket, identity) or from none; one Redis round trip."""
+        return self.check_reading(checks, (), cost)[0]
+
+    def check_reading(self, checks: Sequence[tuple[Bucket, str]], read: Sequence[str],
+                      cost: int = 1) -> tuple[Decision, list[bytes | None]]:
+        """`check`, also returning the values of the keys in `read` (None when absent), in the same round trip.
+
+        Raises LimiterUnavailable; its __cause__ is the RedisError when Redis was asked and did not answer.
+        """
         from redis.exceptions import RedisError
 
         if self._client is None:
@@ -146,17 +168,23 @@ class RateLimiter:
         if self.breaker.is_open:
             raise LimiterUnavailable("redis marked down")
         keys = [self.key(bucket, identity) for bucket, identity in checks]
-        args: list[float] = [cost]
+        args: list[float] = [cost, len(checks)]
         for bucket, _ in checks:
             args += [bucket.capacity, bucket.refill_per_second]
         try:
-            raw = self._token_bucket()(keys=keys, args=args)
+            raw = self._token_bucket()(keys=[*keys, *read], args=args)
         except RedisError as exc:
-            self.breaker.trip()  # logged once per breaker window, not once per request
-            logger.warning("rate limiter cannot reach redis; general buckets fail open, login fails closed",
-                           extra={"error": repr(exc), "retry_in_seconds": self.breaker.seconds})
-            raise LimiterUnavailable(f"{type(exc).__name__}: {exc}") from exc
-        return _decide([bucket for bucket, _ in checks], [int(v) for v in raw])
+            raise self._unavailable(exc) from exc
+        counts = len(raw) - len(read)
+        # An absent key is Lua false: nil over RESP2, but a boolean False to a client speaking RESP3.
+        values = [None if v is False else v for v in raw[counts:]]
+        return _decide([bucket for bucket, _ in checks], [int(v) for v in raw[:counts]]), values
+
+    def _unavailable(self, exc: Exception) -> LimiterUnavailable:
+        self.breaker.trip()  # logged once per breaker window, not once per request
+        logger.warning("rate limiter cannot reach redis; general buckets fail open, login fails closed",
+                       extra={"error": repr(exc), "retry_in_seconds": self.breaker.seconds})
+        return LimiterUnavailable(f"{type(exc).__name__}: {exc}")
 
 
 def _decide(buckets: Sequence[Bucket], raw: Sequence[int]) -> Decision:

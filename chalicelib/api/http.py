@@ -20,6 +20,7 @@ from pydantic import ValidationError as PydanticValidationError
 
 from chalicelib import errors
 from chalicelib.agents.registry import pydantic_errors
+from chalicelib.api import identity
 from chalicelib.auth.tokens import ACCESS, Claims
 from chalicelib.container import get_container
 from chalicelib.observability import logger
@@ -114,20 +115,23 @@ def path_uuid(value: str, what: str) -> uuid.UUID:
 
 
 def principal(request: Request) -> Claims:
-    header = request.headers.get("authorization", "") if request.headers else ""
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
+    token = identity.bearer_token(request)
+    if token is None:
         raise errors.AuthenticationError("missing bearer token")
     container = get_container()
     # Signature and claims first (no I/O), then the token's current standing: denylist, family, user state
     # (one Redis round trip; see chalicelib.auth.guard). The returned role is the user's role *now*.
-    return container.sessions.check(container.tokens.verify(token.strip(), ACCESS))
+    # The middleware has usually done the first already and read the second along with the rate limit.
+    known = identity.recorded(request, token)
+    if known is not None:
+        return container.sessions.check(known.claims, known.lookup)
+    return container.sessions.check(container.tokens.verify(token, ACCESS))
 
 
 def request_meta(request: Request) -> RequestMeta:
     context = request.context or {}
-    identity = context.get("identity") or {}
-    return RequestMeta(client_ip=identity.get("sourceIp"), request_id=context.get("requestId"))
+    caller = context.get("identity") or {}
+    return RequestMeta(client_ip=caller.get("sourceIp"), request_id=context.get("requestId"))
 
 
 def ok(model: BaseModel | dict[str, Any], status: int = 200, headers: dict[str, str] | None = None) -> Response:

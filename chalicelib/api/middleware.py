@@ -1,10 +1,12 @@
 """The HTTP middleware around every route: log context, rate limiting, request metrics.
 
-Per request, at most two Redis round trips (the token-bucket script before the
-view, the pipelined metric counters after it) and one JWT signature check to
-learn whose bucket to use. No database access: identity for rate limiting is
-the token's `sub`; whether the session is still alive is the view's business
-(an invalid token is simply counted against the client IP).
+Per request, one Redis round trip (the token-bucket script; for a signed-in
+user the session lookup rides along, see chalicelib.api.identity) and one JWT
+signature check, shared with the view. Request metrics are buffered and
+written about once a second (chalicelib.services.request_metrics). No database
+access: identity for rate limiting is the token's `sub`; whether the session is
+still alive is the view's business (an invalid token is simply counted against
+the client IP).
 """
 
 from __future__ import annotations
@@ -18,12 +20,13 @@ from chalice import Response
 from chalice.app import Request
 
 from chalicelib import errors
+from chalicelib.api import identity
 from chalicelib.api.http import to_response
-from chalicelib.auth.tokens import ACCESS
+from chalicelib.api.identity import Verified
 from chalicelib.config import Settings
 from chalicelib.container import Container, get_container
 from chalicelib.observability import log_context, logger
-from chalicelib.ratelimit import LOGIN_ROUTE, Buckets, LimiterUnavailable, policy
+from chalicelib.ratelimit import LOGIN_ROUTE, Bucket, Buckets, Decision, LimiterUnavailable, RateLimiter, policy
 
 
 def http_middleware(request: Request, get_response: Callable[[Request], Response]) -> Response:
@@ -31,16 +34,19 @@ def http_middleware(request: Request, get_response: Callable[[Request], Response
     container = get_container()
     context = request.context or {}
     route = str(context.get("resourcePath") or request.path)
-    user_id = _user_id(container, request)
+    verified = identity.verify(container, request)  # signature and claims only: no database or Redis
+    user_id = str(verified.claims.user_id) if verified is not None else None
     request_id = context.get("requestId") or getattr(request.lambda_context, "aws_request_id", None)
     logger.thread_safe_clear_keys()  # nothing from a previous request on this thread survives
     status = 500
+    remembered = identity.remember(request, verified)  # principal() takes it instead of verifying again
     with log_context(request_id=request_id, user_id=user_id):
         try:
-            response = _rate_limited(container, request, get_response, route, user_id)
+            response = _rate_limited(container, request, get_response, route, verified)
             status = response.status_code
             return response
         finally:
+            identity.forget(remembered)
             elapsed = time.perf_counter() - started
             if container.request_metrics is not None:
                 container.request_metrics.record(request.method, route, status, elapsed)
@@ -50,18 +56,22 @@ def http_middleware(request: Request, get_response: Callable[[Request], Response
 
 
 def _rate_limited(container: Container, request: Request, get_response: Callable[[Request], Response],
-                  route: str, user_id: str | None) -> Response:
+                  route: str, verified: Verified | None) -> Response:
     limiter = container.rate_limiter
     if limiter is None:
         return get_response(request)
     login = (request.method, route) == LOGIN_ROUTE
-    checks = policy(_buckets(container.settings), request.method, route, user_id=user_id,
+    buckets = _buckets(container.settings)
+    checks = policy(buckets, request.method, route, user_id=str(verified.claims.user_id) if verified else None,
                     client_ip=_client_ip(request),
                     login_username=_login_username(request, container.settings.max_body_bytes) if login else None)
     if not checks:
         return get_response(request)
     try:
-        decision = limiter.check(checks)
+        if verified is not None and checks[0][0] == buckets.user:
+            decision = _check_with_session(container, limiter, checks, verified)
+        else:
+            decision = limiter.check(checks)
     except LimiterUnavailable as exc:
         if all(bucket.fail_open for bucket, _ in checks):
             return get_response(request)  # fail open: the limiter logged the outage when it tripped
@@ -86,21 +96,27 @@ def _buckets(settings: Settings) -> Buckets:
     return Buckets.from_settings(settings)
 
 
-def _user_id(container: Container, request: Request) -> str | None:
-    """The access token's subject, if its signature and claims check out; no database or Redis."""
-    scheme, _, token = str(request.headers.get("authorization") or "").partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        return None
+def _check_with_session(container: Container, limiter: RateLimiter, checks: list[tuple[Bucket, str]],
+                        verified: Verified) -> Decision:
+    """The user's rate-limit check, with the limiter's script also reading the session lookup for `principal`
+    when the guard uses the limiter's Redis client; otherwise the check alone (the view reads the session)."""
+    guard = container.sessions
+    if not guard.shares(limiter.client):
+        return limiter.check(checks)
     try:
-        return str(container.tokens.verify(token.strip(), ACCESS).user_id)
-    except errors.AuthenticationError:
-        return None
+        decision, values = limiter.check_reading(checks, guard.lookup_keys(verified.claims))
+    except LimiterUnavailable as exc:
+        if isinstance(exc.__cause__, Exception):  # Redis failed the round trip: the lookup failed with it
+            verified.lookup = guard.unreachable(exc.__cause__)
+        raise
+    verified.lookup = guard.interpret(values)
+    return decision
 
 
 def _client_ip(request: Request) -> str | None:
     # API Gateway's sourceIp, never X-Forwarded-For: a client can write that header and rotate "IPs" at will.
-    identity = (request.context or {}).get("identity") or {}
-    ip = identity.get("sourceIp")
+    caller = (request.context or {}).get("identity") or {}
+    ip = caller.get("sourceIp")
     return str(ip) if ip else None
 
 

@@ -5,7 +5,10 @@ is revoked (logout, refresh-token reuse), its user is deactivated or its
 `ver` is older than the user's token version (password change, deactivation).
 
 Hot path: ONE Redis round trip (MGET of the denylist key, the family key and
-the cached user state). A cache miss adds one Postgres read and a SET NX.
+the cached user state), which the HTTP middleware has the rate limiter's script
+read when it can (`lookup_keys`/`interpret`, see chalicelib.api.identity): then
+the check itself costs no round trip of its own.
+A cache miss adds one Postgres read and a SET NX.
 Redis down (or the breaker open): the user's state AND the family's
 revocation are read from Postgres, so an outage never turns into a stale
 allow. Only a logged-out token whose family could not be recorded survives
@@ -63,7 +66,9 @@ class UserState:
 
 
 @dataclass(frozen=True)
-class _Lookup:
+class Lookup:
+    """What Redis said about one token: read by `check`, or prefetched along with the rate limit."""
+
     reachable: bool  # Redis answered: denylist and family keys are authoritative
     denied: bool = False
     state: UserState | None = None
@@ -93,9 +98,12 @@ class SessionGuard:
 
     # --- the per-request check --------------------------------------------------------------------------------
 
-    def check(self, claims: Claims) -> Claims:
-        """Return the claims with the user's *current* role, or raise the generic 401."""
-        found = self._lookup(claims)
+    def check(self, claims: Claims, prefetched: Lookup | None = None) -> Claims:
+        """Return the claims with the user's *current* role, or raise the generic 401.
+
+        `prefetched`: this request's lookup, already read from Redis (`lookup_keys` + `interpret`).
+        """
+        found = prefetched if prefetched is not None else self._lookup(claims)
         if found.denied:
             raise AuthenticationError(INVALID_TOKEN)
         state = found.state
@@ -109,26 +117,42 @@ class SessionGuard:
             raise AuthenticationError(INVALID_TOKEN)
         return claims if state.role == claims.role else replace(claims, role=state.role)
 
-    def _lookup(self, claims: Claims) -> _Lookup:
-        if self.redis is None or self.breaker.is_open:
-            return _Lookup(reachable=False)
+    def shares(self, client: Any) -> bool:
+        """Whether another component's call on `client` may read the lookup: same Redis, not marked down."""
+        return self.redis is not None and self.redis is client and not self.breaker.is_open
+
+    def lookup_keys(self, claims: Claims) -> list[str]:
+        """The keys one token's lookup reads (user state first); their values go to `interpret`."""
         keys = [self.user_key(claims.user_id), self.deny_key(claims.jti)]
         if claims.family:
             keys.append(self.family_key(claims.family))
+        return keys
+
+    def _lookup(self, claims: Claims) -> Lookup:
+        if self.redis is None or self.breaker.is_open:
+            return Lookup(reachable=False)
         try:
-            values = self.redis.mget(keys)
+            values = self.redis.mget(self.lookup_keys(claims))
         except RedisError as exc:
-            self.breaker.trip()
-            logger.warning("session cache unavailable, checking Postgres", extra={"error": type(exc).__name__})
-            return _Lookup(reachable=False)
+            return self.unreachable(exc)
+        return self.interpret(values)
+
+    def unreachable(self, exc: Exception) -> Lookup:
+        """Redis failed to answer the lookup: skip it for the breaker window and check Postgres instead."""
+        self.breaker.trip()
+        logger.warning("session cache unavailable, checking Postgres", extra={"error": type(exc).__name__})
+        return Lookup(reachable=False)
+
+    def interpret(self, values: Any) -> Lookup:
+        """The values of `lookup_keys` (user state, then the revocation keys) as a lookup."""
         raw_state, *revocations = values
         if any(v is not None for v in revocations):
-            return _Lookup(reachable=True, denied=True)
+            return Lookup(reachable=True, denied=True)
         if raw_state is None:
-            return _Lookup(reachable=True, cacheable=True)
+            return Lookup(reachable=True, cacheable=True)
         if raw_state == TOMBSTONE:
-            return _Lookup(reachable=True)
-        return _Lookup(reachable=True, state=UserState.decode(raw_state))
+            return Lookup(reachable=True)
+        return Lookup(reachable=True, state=UserState.decode(raw_state))
 
     def _load(self, user_id: uuid.UUID, family: str | None) -> tuple[UserState | None, bool]:
         """The user's state from Postgres; with `family`, also whether that family is revoked (one query)."""

@@ -4,13 +4,23 @@ Access and refresh tokens differ by the `typ` claim, so one can never stand in
 for the other. Both carry the session family (`fam`, the refresh-token family
 created at login) and the user's token version (`ver`, bumped on password
 change and deactivation) so revocation can be checked per request.
+
+Verification results are remembered per token string (a bounded LRU per
+TokenService, i.e. per secret): a token's signature and claims never change,
+and of its checks only `exp` can turn with time (a token not yet valid is
+refused and never remembered), so a remembered token is re-checked against
+`exp` on every use. A client presents the same access token for its ~15
+minutes; the repeat costs a dict lookup instead of a JWT decode.
 """
 
 from __future__ import annotations
 
+import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from functools import lru_cache
 
 import jwt
 
@@ -21,6 +31,8 @@ REFRESH = "refresh"
 _REQUIRED = ["exp", "iat", "iss", "aud", "sub", "jti", "typ"]
 #: the one message every token failure gets: callers learn nothing about why.
 INVALID_TOKEN = "invalid or expired token"
+#: verified tokens remembered per TokenService (see the module docstring).
+VERIFIED_TOKENS_CACHED = 1024
 
 
 @dataclass(frozen=True)
@@ -43,13 +55,17 @@ class IssuedToken:
 
 class TokenService:
     def __init__(self, secret: str, *, issuer: str, audience: str, access_ttl: int, refresh_ttl: int,
-                 algorithm: str = "HS256") -> None:
+                 algorithm: str = "HS256", clock: Callable[[], float] = time.time) -> None:
         self._secret = secret
         self.issuer = issuer
         self.audience = audience
         self.access_ttl = access_ttl
         self.refresh_ttl = refresh_ttl
         self.algorithm = algorithm
+        self._clock = clock  # wall clock, as PyJWT's exp check: only for re-checking remembered tokens
+        # Only successful decodes are cached (lru_cache never stores an exception), so a flood of bad
+        # tokens costs what it always did and cannot evict anything but other entries of this bound.
+        self._decode_cached = lru_cache(maxsize=VERIFIED_TOKENS_CACHED)(self._decode)
 
     def issue(self, user_id: uuid.UUID, role: str, token_type: str, *, family: str | None = None,
               version: int = 0, now: datetime | None = None) -> str:
@@ -81,6 +97,12 @@ class TokenService:
 
     def verify(self, token: str, expected_type: str) -> Claims:
         """Decode and check a token. Every failure is the same generic 401."""
+        claims = self._decode_cached(token)
+        if claims.token_type != expected_type or claims.expires_at.timestamp() <= self._clock():
+            raise AuthenticationError(INVALID_TOKEN)
+        return claims
+
+    def _decode(self, token: str) -> Claims:
         try:
             payload = jwt.decode(
                 token,
@@ -90,8 +112,8 @@ class TokenService:
                 issuer=self.issuer,
                 options={"require": _REQUIRED},
             )
-            if payload.get("typ") != expected_type:
-                raise jwt.InvalidTokenError("wrong token type")
+            if payload.get("typ") not in (ACCESS, REFRESH):
+                raise jwt.InvalidTokenError("unknown token type")
             family = payload.get("fam")
             version = payload.get("ver", 0)
             if (family is not None and not isinstance(family, str)) or type(version) is not int:

@@ -20,6 +20,8 @@ class Entry:
     tag: bytes
     value: Any
     expires_at: float
+    #: the value can never change (e.g. a finished task); see TwoLevelCache.fetch(immutable=...).
+    immutable: bool = False
 
 
 class LocalLRU:
@@ -43,8 +45,8 @@ class LocalLRU:
             self._data.move_to_end(key)
             return entry
 
-    def put(self, key: Hashable, tag: bytes, value: Any, ttl: float) -> None:
-        entry = Entry(tag, value, self._clock() + ttl)
+    def put(self, key: Hashable, tag: bytes, value: Any, ttl: float, *, immutable: bool = False) -> None:
+        entry = Entry(tag, value, self._clock() + ttl, immutable)
         with self._lock:
             self._data[key] = entry
             self._data.move_to_end(key)

@@ -27,6 +27,15 @@ the cache again; until it succeeds this process bypasses the cache. If the
 writing process never reaches Redis again while Redis keeps its data, other
 readers may see the old value until its TTL ends: that residual window is the
 documented limit of a cache that must not make writes depend on Redis.
+
+Immutable entries (`fetch(immutable=...)`, e.g. a finished task with its result)
+have no entry token to watch: nothing ever changes them. Their L1 hits skip
+Redis altogether while this process has seen the namespace token within
+`immutable_recheck_seconds` (any read of the namespace refreshes that); past it,
+one read checks the tokens as usual. So an admin clear drops the clearing
+process's L1 at once and other processes' immutable L1 entries within
+`immutable_recheck_seconds` (1 s by default); everything else is as above
+(Redis down: bypassed, never served from L1 alone).
 """
 
 from __future__ import annotations
@@ -65,7 +74,8 @@ def _token() -> bytes:
 
 class TwoLevelCache:
     def __init__(self, redis: Any | None, *, prefix: str, ttls: Mapping[str, int], l1_max_entries: int = 1024,
-                 breaker_seconds: float = 5.0, clock: Callable[[], float] = time.monotonic) -> None:
+                 breaker_seconds: float = 5.0, immutable_recheck_seconds: float = 1.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self._redis: Any = redis  # redis.Redis or None (no Redis configured: every read goes to the loader)
         self._prefix = f"{prefix}cache:"
         self.ttls = {str(name): ttl for name, ttl in ttls.items()}
@@ -78,6 +88,9 @@ class TwoLevelCache:
         self._pending: dict[tuple[str, str | None], int] = {}
         self._seq = 0
         self._pending_lock = threading.Lock()
+        self._recheck = immutable_recheck_seconds
+        # namespace -> (its token, clock() before the read that saw it): lets immutable L1 hits skip Redis.
+        self._ns_seen: dict[str, tuple[bytes, float]] = {}
         self.stats = CacheStats()
 
     @property
@@ -87,18 +100,24 @@ class TwoLevelCache:
     # -- reads --------------------------------------------------------------------------------------
 
     def fetch(self, namespace: str, key: str, model: type[M], loader: Callable[[], M | None], *,
-              cacheable: Callable[[M], bool] | None = None) -> M | None:
+              cacheable: Callable[[M], bool] | None = None, immutable: Callable[[M], bool] | None = None) -> M | None:
         """The value for `key`: from L1, L2, or `loader()` (then stored unless None or not `cacheable`).
 
-        Returned models are shared with other readers of this process: treat them as read-only.
+        Values for which `immutable` is true must never change (nobody invalidates them): their L1 hits
+        need no Redis read (see the module docstring). Returned models are shared with other readers of
+        this process: treat them as read-only.
         """
         ttl = self._ttl(namespace)
         if not self._ready():
             self.stats.bypasses += 1
             return loader()
-        ns_key, ver_key, data_key = self._keys(namespace, key)
         l1_key = (namespace, key)
         entry = self._l1.get(l1_key)
+        if entry is not None and entry.immutable and self._namespace_seen(namespace, entry.tag):
+            self.stats.l1_hits += 1
+            return entry.value  # type: ignore[no-any-return]
+        ns_key, ver_key, data_key = self._keys(namespace, key)
+        checked_at = self._clock()
         try:
             if entry is not None:  # L1 candidate: only the tokens are needed
                 ns_tok, ent_tok = self._redis.mget(ns_key, ver_key)
@@ -112,6 +131,7 @@ class TwoLevelCache:
                 self.stats.bypasses += 1
                 return loader()
             tag = ns_tok + b"." + ent_tok
+            self._ns_seen[namespace] = (ns_tok, checked_at)
             if entry is not None:
                 if entry.tag == tag:
                     self.stats.l1_hits += 1
@@ -125,14 +145,19 @@ class TwoLevelCache:
         value = self._decode(raw, tag, model)
         if value is not None:
             self.stats.l2_hits += 1
-            self._l1.put(l1_key, tag, value[0], value[1])
+            self._l1.put(l1_key, tag, value[0], value[1], immutable=immutable is not None and immutable(value[0]))
             return value[0]
 
         self.stats.misses += 1
         loaded = loader()
         if loaded is not None and (cacheable is None or cacheable(loaded)):
-            self._store(l1_key, data_key, tag, loaded, ttl)
+            self._store(l1_key, data_key, tag, loaded, ttl, immutable is not None and immutable(loaded))
         return loaded
+
+    def _namespace_seen(self, namespace: str, tag: bytes) -> bool:
+        """True when `tag` was stored under the namespace token this process read less than the recheck ago."""
+        seen = self._ns_seen.get(namespace)
+        return seen is not None and self._clock() - seen[1] < self._recheck and tag.startswith(seen[0] + b".")
 
     def _decode(self, raw: bytes | None, tag: bytes, model: type[M]) -> tuple[M, float] | None:
         """(value, seconds left) when `raw` was stored under `tag` and has not expired."""
@@ -149,7 +174,8 @@ class TwoLevelCache:
             return None  # written by an incompatible deploy: a miss, not an error
         return (value, left) if left > 0 else None
 
-    def _store(self, l1_key: tuple[str, str], data_key: str, tag: bytes, value: BaseModel, ttl: int) -> None:
+    def _store(self, l1_key: tuple[str, str], data_key: str, tag: bytes, value: BaseModel, ttl: int,
+               immutable: bool) -> None:
         expiry_ms = int((time.time() + ttl) * 1000)
         payload = b"%s|%d|%s" % (tag, expiry_ms, value.model_dump_json().encode())
         try:
@@ -157,7 +183,7 @@ class TwoLevelCache:
         except RedisError as exc:
             self._trip(exc)
             return
-        self._l1.put(l1_key, tag, value, ttl)
+        self._l1.put(l1_key, tag, value, ttl, immutable=immutable)
 
     def _init_tokens(self, ns_key: str, ver_key: str, data_key: str, ns_tok: bytes | None, ent_tok: bytes | None,
                      ttl: int) -> tuple[bytes | None, bytes | None, bytes | None]:
@@ -185,6 +211,7 @@ class TwoLevelCache:
     def invalidate_namespace(self, namespace: str) -> None:
         """Like `clear` for one namespace, but never raises (for callers that already committed)."""
         self._ttl(namespace)
+        self._ns_seen.pop(namespace, None)
         self._l1.discard_where(lambda k: isinstance(k, tuple) and k[0] == namespace)
         self._bump(namespace, None)
 
@@ -213,6 +240,8 @@ class TwoLevelCache:
             for name in names:
                 pipe.set(self._keys(name, "")[0], _token())
             pipe.execute()
+            for name in names:  # after the write: a read racing the clear cannot re-confirm the old token
+                self._ns_seen.pop(name, None)
         except RedisError as exc:
             self._trip(exc)
             raise DependencyUnavailableError("the cache store is unreachable; nothing was cleared",

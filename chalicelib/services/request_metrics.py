@@ -1,16 +1,33 @@
 """HTTP request counts and latency histograms, kept in Redis so /metrics shows
 every Lambda container's requests, not only the container that answers the scrape.
 
-One hash holds every series. A request costs one pipelined round trip of
-HINCRBYs: its count, its latency sum (microseconds, so integers suffice) and
-the one histogram bucket it falls in; buckets are made cumulative when read.
-Fields are `<kind>|<method>|<route>|<status>`; route is the Chalice pattern
+One hash holds every series: per request, its count, its latency sum
+(microseconds, so integers suffice) and the one histogram bucket it falls in;
+buckets are made cumulative when read. Fields are
+`<kind>|<method>|<route>|<status>`; route is the Chalice pattern
 (`/tasks/{task_id}`), so the number of series stays bounded.
+
+Writes are buffered per container: a request only adds to in-memory counters
+(summed per field), and the buffer goes to Redis in one pipeline of HINCRBYs
+when its oldest sample is `flush_seconds` old or it holds `max_buffered`
+samples, checked as each request is recorded, so the request that finds it
+due pays one round trip (at most ~once a second) instead of every request
+paying one. A scrape flushes its own container's buffer first.
+
+What that costs: another container's requests show up in a scrape up to
+`flush_seconds` late while it keeps serving. A container that serves nothing
+more (Lambda freezes it between invocations) flushes at its next request; one
+reclaimed before that loses its unflushed samples (at most `flush_seconds` of
+them). `flush_seconds=0` writes every request at once, as before.
 """
 
 from __future__ import annotations
 
+import threading
+import time
 from bisect import bisect_left
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,24 +58,56 @@ class RouteSeries:
 
 
 class RequestMetrics:
-    def __init__(self, client: Any, key_prefix: str, breaker_seconds: float = 5.0) -> None:
+    def __init__(self, client: Any, key_prefix: str, breaker_seconds: float = 5.0, *, flush_seconds: float = 1.0,
+                 max_buffered: int = 1000, clock: Callable[[], float] = time.monotonic) -> None:
         self._client = client
         self.key = f"{key_prefix}metrics:http"
         self.breaker = Breaker(breaker_seconds)
+        self.flush_seconds = flush_seconds
+        self.max_buffered = max_buffered
+        self._clock = clock
+        self._lock = threading.Lock()  # the chalice local server and tests record from many threads
+        self._buffer: Counter[str] = Counter()  # hash field -> increment not yet in Redis
+        self._buffered = 0  # samples (requests) in the buffer
+        self._oldest = 0.0  # clock() of the first sample in the buffer
+
+    @property
+    def buffered(self) -> int:
+        """Requests recorded by this container and not yet written to Redis."""
+        return self._buffered
 
     def record(self, method: str, route: str, status: int, seconds: float) -> None:
         """Count one request. Never raises: losing a sample must not fail the request."""
-        from redis.exceptions import RedisError
-
         if self.breaker.is_open:
             return
         labels = f"{method}|{route}|{status}"
-        pipe = self._client.pipeline(transaction=False)
-        pipe.hincrby(self.key, f"{_COUNT}|{labels}", 1)
-        pipe.hincrby(self.key, f"{_SUM_US}|{labels}", max(0, round(seconds * 1_000_000)))
         index = bisect_left(LATENCY_BUCKETS, seconds)  # first bound >= seconds: `le` is inclusive
-        if index < len(LATENCY_BUCKETS):
-            pipe.hincrby(self.key, f"{_BUCKET}{LATENCY_BUCKETS[index]!r}|{labels}", 1)
+        now = self._clock()
+        with self._lock:
+            buffer = self._buffer
+            buffer[f"{_COUNT}|{labels}"] += 1
+            buffer[f"{_SUM_US}|{labels}"] += max(0, round(seconds * 1_000_000))
+            if index < len(LATENCY_BUCKETS):
+                buffer[f"{_BUCKET}{LATENCY_BUCKETS[index]!r}|{labels}"] += 1
+            if not self._buffered:
+                self._oldest = now
+            self._buffered += 1
+            due = self._buffered >= self.max_buffered or now - self._oldest >= self.flush_seconds
+        if due:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the buffered counts in one pipeline. Never raises: on a Redis error they are dropped
+        (retrying could count them twice: a pipeline that timed out may have been applied)."""
+        from redis.exceptions import RedisError
+
+        with self._lock:
+            buffer, self._buffer, self._buffered = self._buffer, Counter(), 0
+        if not buffer or self.breaker.is_open:
+            return
+        pipe = self._client.pipeline(transaction=False)
+        for name, increment in buffer.items():
+            pipe.hincrby(self.key, name, increment)
         try:
             pipe.execute()
         except RedisError as exc:
@@ -66,7 +115,11 @@ class RequestMetrics:
             logger.warning("request metrics not recorded: redis unavailable", extra={"error": repr(exc)})
 
     def snapshot(self) -> list[RouteSeries]:
-        """Every series, sorted by route, method, status. Raises RedisError when Redis is down."""
+        """Every series, sorted by route, method, status. Raises RedisError when Redis is down.
+
+        This container's buffer is written first, so a scrape always counts the requests it served itself.
+        """
+        self.flush()
         series: dict[tuple[str, str, str], RouteSeries] = {}
         for raw_field, raw_value in self._client.hgetall(self.key).items():
             kind, _, labels = _text(raw_field).partition("|")

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING
 
+from pydantic import PrivateAttr
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, selectinload
 
@@ -71,6 +72,7 @@ class TaskRecord(TaskPublic):
     """A task with its result as cached: the public view plus its owner, checked on every cached read."""
 
     user_id: uuid.UUID
+    _public: TaskPublic | None = PrivateAttr(default=None)
 
     def is_final(self) -> bool:
         """Nothing about this task can change any more, so it may be cached.
@@ -81,7 +83,11 @@ class TaskRecord(TaskPublic):
         return self.status in TERMINAL and (self.result is not None or self.started_at is None)
 
     def public(self) -> TaskPublic:
-        return TaskPublic.model_construct(**{name: getattr(self, name) for name in TaskPublic.model_fields})
+        # A cached record is shared and never modified, so its public view is built once (model_construct
+        # costs more than the rest of a cached read).
+        if self._public is None:
+            self._public = TaskPublic.model_construct(**{name: getattr(self, name) for name in TaskPublic.model_fields})
+        return self._public
 
 
 class TaskService:
@@ -132,8 +138,9 @@ class TaskService:
         if self.cache is None:
             record = load()
         else:
+            # A final task never changes again: its L1 copy needs no version check (no Redis) on a hit.
             record = self.cache.fetch(Namespace.TASK_RESULTS, str(task_id), TaskRecord, load,
-                                      cacheable=TaskRecord.is_final)
+                                      cacheable=TaskRecord.is_final, immutable=TaskRecord.is_final)
         if record is None or record.user_id != user_id:
             raise NotFoundError("task not found", {"task_id": str(task_id)})
         return record.public()

@@ -119,14 +119,27 @@ def test_request_counts_and_latency_histogram_by_route_and_status(api: Api, scra
 
 
 def test_request_metrics_aggregate_across_containers(api: Api, container: Container, scrape_token: str) -> None:
-    """Requests served by one Lambda container are visible in a scrape answered by another."""
+    """Requests served by one Lambda container are visible in a scrape answered by another, once the
+    first container has flushed its buffer: at its first request a flush interval after the oldest sample."""
+    now = [0.0]
+    container.request_metrics = RequestMetrics(container.redis, container.settings.redis_key_prefix,
+                                               flush_seconds=1.0, clock=lambda: now[0])
     api.signup()
     for _ in range(3):
         api.call("GET", "/agents")
+    first = container
     other = Container(container.settings, database=container.db)  # another cold start: no shared memory
     set_container(other)
+    assert value(scrape(api, scrape_token), "ymera_http_requests_total", route="/agents", method="GET",
+                 status="200") is None  # still in the first container's buffer
+
+    set_container(first)
+    now[0] += 1.0
+    api.call("GET", "/agents")  # a second later: this request finds the buffer due and writes it, itself included
+    assert first.request_metrics is not None and first.request_metrics.buffered == 0
+    set_container(other)
     samples = scrape(api, scrape_token)
-    assert value(samples, "ymera_http_requests_total", route="/agents", method="GET", status="200") == 3
+    assert value(samples, "ymera_http_requests_total", route="/agents", method="GET", status="200") == 4
 
 
 def test_task_counts_by_state_and_agent_type(api: Api, scrape_token: str) -> None:

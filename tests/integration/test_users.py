@@ -212,29 +212,23 @@ def test_user_state_is_cached_in_redis_with_the_session_ttl(api: Api, container:
     assert 0 < container.redis.ttl(key) <= container.settings.session_cache_ttl_seconds
 
 
-class CountingRedis(redis.Redis):
-    """A real client that records the commands it sends (pipelines count as one round trip)."""
-
-    commands: list[tuple[str, ...]]
-
-    def execute_command(self, *args: Any, **options: Any) -> Any:
-        self.commands.append(tuple(str(a) for a in args[:2]))
-        return super().execute_command(*args, **options)
-
-
 def test_the_per_request_check_is_one_redis_round_trip(api: Api, settings: Any, db: Database, aws: Any) -> None:
+    """The rate limiter's script also reads the session keys: a signed-in request costs one round trip for
+    both checks, and none of its own for the session."""
     from chalicelib.container import set_container
+    from tests.integration.redis_trips import CountingRedis
 
-    client = CountingRedis.from_url(settings.redis_url)
-    client.commands = []
-    set_container(Container(settings, database=db, redis_client=client))
+    client = CountingRedis.connect(settings.redis_url)
+    set_container(Container(settings.model_copy(update={"request_metrics_flush_seconds": 60.0}), database=db,
+                            redis_client=client))
     api.signup()
     api.call("GET", "/agents")  # fills the cache
-    client.commands.clear()
+    client.reset_counts()
     for _ in range(5):
         assert api.call("GET", "/agents").status_code == 200
-    mine = [c for c in client.commands if f"{settings.redis_key_prefix}auth:" in " ".join(c)]
-    assert [c[0] for c in mine] == ["MGET"] * 5
+    assert client.trips == [("EVALSHA",)] * 5
+    read = [str(key) for command in client.sent for key in command[3:3 + int(command[2])]]
+    assert sum(f"{settings.redis_key_prefix}auth:" in key for key in read) == 5 * 3  # user, jti, family
 
 
 def test_create_admin_never_takes_the_password_from_argv(api: Api, container: Container) -> None:
