@@ -123,10 +123,16 @@ class EmbeddedRedis:
         # Imported lazily: only needed when no REDIS_URL was given.
         from fakeredis import TcpFakeServer
 
+        class Server(TcpFakeServer):  # type: ignore[misc]
+            # socketserver's default listen backlog is 5: when the API, consumers and schedules connect at
+            # once, SYNs are dropped, a connect takes > 1 s (the client's timeout) and the rate limiter's
+            # breaker trips, so logins fail closed for a few seconds. A real Redis listens with 511.
+            request_queue_size = 512
+            # Connection threads must not keep the process alive after shutdown.
+            daemon_threads = True
+
         # Port 0: the kernel picks a free port at bind time (no probe-then-bind race).
-        self._server = TcpFakeServer((host, port), server_type="redis")
-        # Connection threads must not keep the process alive after shutdown.
-        self._server.daemon_threads = True
+        self._server = Server((host, port), server_type="redis")
         self.host: str = str(self._server.server_address[0])
         self.port: int = int(self._server.server_address[1])
         self._thread = threading.Thread(

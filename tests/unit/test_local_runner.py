@@ -183,3 +183,30 @@ def test_local_schedules_keep_the_deployed_rates_proportions() -> None:
     assert rate_minutes("rate(5 minutes)") == 5
     assert rate_minutes("rate(30 seconds)") == 0.5
     assert rate_minutes("cron(0 12 * * ? *)") == 1
+
+
+def test_embedded_redis_accepts_a_burst_of_connections() -> None:
+    """The runtime's threads connect at once; socketserver's default backlog of 5 dropped SYNs (1 s stalls)."""
+    import threading
+
+    import redis
+
+    from infra.local.environment import EmbeddedRedis
+
+    server = EmbeddedRedis().start()
+    assert server._server.request_queue_size >= 128
+    failures: list[str] = []
+
+    def ping() -> None:
+        try:
+            redis.Redis.from_url(server.url, socket_connect_timeout=5, socket_timeout=5).ping()
+        except redis.RedisError as exc:
+            failures.append(repr(exc))
+
+    threads = [threading.Thread(target=ping) for _ in range(40)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    server.stop()
+    assert failures == []
