@@ -82,6 +82,8 @@ if #KEYS > buckets then
 end
 return result
 """
+#: Every Lua script this module runs (the local runtime preloads them into its embedded Redis).
+LUA_SCRIPTS: tuple[str, ...] = (_TOKEN_BUCKET_LUA,)
 
 
 @dataclass(frozen=True)

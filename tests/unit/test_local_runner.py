@@ -210,3 +210,19 @@ def test_embedded_redis_accepts_a_burst_of_connections() -> None:
         t.join()
     server.stop()
     assert failures == []
+
+
+def test_embedded_redis_starts_with_the_apps_lua_scripts_loaded() -> None:
+    """fakeredis can drop the connection on a NOSCRIPT miss; preloaded scripts never miss."""
+    import redis
+
+    from chalicelib.ratelimit import LUA_SCRIPTS
+    from infra.local.environment import EmbeddedRedis
+
+    server = EmbeddedRedis().start()
+    try:
+        client = redis.Redis.from_url(server.url)
+        shas = [client.script_load(script) for script in LUA_SCRIPTS]  # idempotent: returns the sha
+        assert client.script_exists(*shas) == [True] * len(LUA_SCRIPTS)
+    finally:
+        server.stop()
