@@ -7,12 +7,11 @@ whole answer: monitoring is most needed while something is broken.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
 
-from chalicelib.messaging.sqs import queue_name
+from chalicelib.messaging.sqs import QueueClient, queue_name
 from chalicelib.observability import logger
 
 _ATTRIBUTES = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
@@ -36,23 +35,9 @@ def dlq_name(prefix: str, agent_type: str) -> str:
     return f"{queue_name(prefix, agent_type)}-dlq"
 
 
-class QueueInspector:
-    def __init__(self, client_factory: Callable[[], Any], prefix: str) -> None:
-        self._client_factory = client_factory
-        self._client: Any = None
-        self.prefix = prefix
-        self._urls: dict[str, str] = {}
-
-    @property
-    def client(self) -> Any:
-        if self._client is None:
-            self._client = self._client_factory()
-        return self._client
-
+class QueueInspector(QueueClient):
     def _attributes(self, name: str) -> dict[str, str]:
-        url = self._urls.get(name)
-        if url is None:
-            url = self._urls[name] = self.client.get_queue_url(QueueName=name)["QueueUrl"]
+        url = self.url_of(name)
         return dict(self.client.get_queue_attributes(QueueUrl=url, AttributeNames=_ATTRIBUTES)["Attributes"])
 
     def depth(self, agent_type: str) -> QueueDepth:

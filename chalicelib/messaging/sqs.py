@@ -17,8 +17,8 @@ def queue_name(prefix: str, agent_type: str) -> str:
     return f"{prefix}-agent-{agent_type}"
 
 
-class SqsPublisher:
-    """Sends in batches of 10; queue URLs are looked up once per container."""
+class QueueClient:
+    """An SQS client built on first use, and queue URLs looked up once per container."""
 
     def __init__(self, client_factory: Callable[[], Any], prefix: str) -> None:
         self._client_factory = client_factory
@@ -32,12 +32,20 @@ class SqsPublisher:
             self._client = self._client_factory()
         return self._client
 
-    def queue_url(self, destination: str) -> str:
-        url = self._urls.get(destination)
+    def url_of(self, name: str) -> str:
+        """The URL of a queue by its full name."""
+        url = self._urls.get(name)
         if url is None:
-            url = self.client.get_queue_url(QueueName=queue_name(self.prefix, destination))["QueueUrl"]
-            self._urls[destination] = url
+            url = self._urls[name] = self.client.get_queue_url(QueueName=name)["QueueUrl"]
         return url
+
+    def queue_url(self, destination: str) -> str:
+        """The URL of an agent type's queue."""
+        return self.url_of(queue_name(self.prefix, destination))
+
+
+class SqsPublisher(QueueClient):
+    """Sends in batches of 10."""
 
     def publish(self, destination: str, messages: Sequence[tuple[str, dict[str, Any]]]) -> set[str]:
         url = self.queue_url(destination)
