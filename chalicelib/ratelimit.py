@@ -153,6 +153,17 @@ class RateLimiter:
     def client(self) -> Any:
         return self._client
 
+    def refill(self, bucket: Bucket, identity: str) -> None:
+        """Fill a bucket back up (best effort): a successful login clears its account's failed attempts."""
+        from redis.exceptions import RedisError
+
+        if self._client is None or self.breaker.is_open:
+            return
+        try:
+            self._client.delete(self.key(bucket, identity))
+        except RedisError as exc:  # the bucket stays as drained as it was: stricter, never looser
+            logger.warning("could not refill a rate-limit bucket", extra={"bucket": bucket.name, "error": repr(exc)})
+
     def check(self, checks: Sequence[tuple[Bucket, str]], cost: int = 1) -> Decision:
         """Take `cost` tokens from every (bucket, identity) or from none; one Redis round trip."""
         return self.check_reading(checks, (), cost)[0]

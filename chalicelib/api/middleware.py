@@ -83,6 +83,9 @@ def _rate_limited(container: Container, request: Request, get_response: Callable
         return response
     if decision.allowed:
         response = get_response(request)
+        if login and response.status_code == 200 and checks[0][0] == buckets.login_account:
+            # The account bucket counts failed guesses: a user signing in from several devices is not one.
+            limiter.refill(buckets.login_account, checks[0][1])
     else:
         response = to_response(errors.RateLimitedError(
             "too many requests; retry later", decision.retry_after,

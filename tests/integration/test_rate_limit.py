@@ -226,9 +226,10 @@ def test_login_bucket_by_account_blocks_across_ips_and_case(limited: tuple[Api, 
     api, app, _ = limited
     user = api.signup(password="the right password")
     name = user["username"]
-    # GIVEN an account that was already logged in once (signup), two wrong guesses from other IPs...
+    # GIVEN three wrong guesses at one account from different IPs (its successful signup login refunded)...
     assert login(app, name, "wrong", "198.51.100.1")["statusCode"] == 401
     assert login(app, name.upper(), "wrong", "198.51.100.2")["statusCode"] == 401
+    assert login(app, name, "wrong", "198.51.100.3")["statusCode"] == 401
     # ...THEN even the right password, from a fresh IP, is refused: the account's bucket is empty.
     blocked = login(app, name, "the right password", "203.0.113.9")
     assert blocked["statusCode"] == 429
@@ -238,6 +239,15 @@ def test_login_bucket_by_account_blocks_across_ips_and_case(limited: tuple[Api, 
     # Another account from the same IPs is unaffected.
     other = Api(api.client).signup(password="other password")
     assert login(app, other["username"], "other password", "198.51.100.1")["statusCode"] == 200
+
+
+def test_successful_logins_do_not_use_up_the_account_bucket(limited: tuple[Api, Any, Container]) -> None:
+    api, app, _ = limited
+    user = api.signup(password="the right password")
+    # Many devices signing in, each from its own IP: never refused by the account bucket.
+    statuses = [login(app, user["username"], "the right password", f"198.51.100.{i}")["statusCode"]
+                for i in range(10, 20)]
+    assert statuses == [200] * 10
 
 
 def test_login_bucket_by_ip_blocks_many_accounts_from_one_ip(limited: tuple[Api, Any, Container]) -> None:
