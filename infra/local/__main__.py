@@ -20,6 +20,7 @@ from typing import Any
 
 from infra.local import environment
 from infra.local.emulator import EndpointError
+from infra.local.runner import rate_minutes
 
 # Logger names must not contain "ymera": Powertools' Logger(service="ymera") puts a
 # filter on the root handlers that drops every record whose logger name contains it.
@@ -118,9 +119,10 @@ def _banner(api_url: str, aws: Any, queues: dict[str, str], specs: list[Any],
     ]
     if runner_on:
         for spec in specs:
+            every = float(os.environ.get("YMERA_LOCAL_SCHEDULE_SECONDS", "2")) * rate_minutes(spec.schedule or "")
             src = f"queue {spec.queue.name(os.environ['YMERA_QUEUE_PREFIX'])}" if spec.queue else \
-                f"schedule every {os.environ.get('YMERA_LOCAL_SCHEDULE_SECONDS', '2')}s"
-            lines.append(f"  Function     {spec.name:<18} {spec.handler}  <- {src}")
+                f"schedule every {every:g}s ({spec.schedule} when deployed)"
+            lines.append(f"  Function     {spec.name:<20} {spec.handler}  <- {src}")
     else:
         lines.append("  Runner       disabled (--no-runner)")
     lines += ["Press Ctrl-C to stop.", ""]
