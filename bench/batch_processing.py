@@ -1,7 +1,7 @@
 """Consumer throughput: one 10-record batch (one transaction) vs ten 1-record batches, same run.
 
 Seeds validation tasks in a throwaway Postgres database (the test server on
-127.0.0.1:5432 unless YMERA_BENCH_PG_ADMIN_URL says otherwise), then drives
+127.0.0.1:5432 unless YMERA_TEST_PG_ADMIN_URL says otherwise), then drives
 functions.agent_consumer.handler with Lambda-shaped events, counting
 transactions with a SQLAlchemy event listener.
 """
@@ -19,7 +19,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-ADMIN = os.environ.get("YMERA_BENCH_PG_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+
+from _harness import throwaway_database  # noqa: E402 - bench/ is on the path when run as a script
+
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "15"))
 
 
@@ -51,22 +53,13 @@ def main() -> int:
 
 
 def measure() -> tuple[str, bool]:
-    from sqlalchemy import create_engine, text
     from sqlalchemy import event as sa_event
 
-    name = f"ymera_bench_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(ADMIN, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = ADMIN.rsplit("/", 1)[0] + f"/{name}"
-    try:
+    with throwaway_database() as url:
         os.environ.update({"DATABASE_URL": url, "YMERA_JWT_SECRET": "b" * 48, "YMERA_STAGE": "test",
                            "POWERTOOLS_LOG_LEVEL": "WARNING",
                            "YMERA_QUEUE_PREFIX": "ymera-bench", "AWS_DEFAULT_REGION": "us-east-1"})
         os.environ.pop("REDIS_URL", None)
-        from chalicelib.db.migrate import upgrade
-
-        upgrade(url)
         from chalicelib.container import get_container
         from chalicelib.db.models import Agent, Task, User
         from functions.agent_consumer import handler
@@ -114,10 +107,6 @@ def measure() -> tuple[str, bool]:
         return (f"10 tasks, median of {ROUNDS}: one 10-record batch {b * 1000:.1f} ms ({tx_batched} commit), "
                 f"ten 1-record batches {s_ * 1000:.1f} ms ({tx_single} commits) -> batching is {s_ / b:.2f}x faster",
                 tx_batched == 1)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 if __name__ == "__main__":

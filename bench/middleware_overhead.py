@@ -22,29 +22,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from _harness import REDIS_URL, throwaway_database  # noqa: E402 - bench/ is on the path when run as a script
+
 CALLS = int(os.environ.get("BENCH_CALLS", "200"))
 ROUNDS = 10
-PG_ADMIN_URL = os.environ.get("YMERA_TEST_PG_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
-REDIS_URL = os.environ.get("YMERA_TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
 
 
 def main() -> int:
-    from sqlalchemy import create_engine, text
-
-    from chalicelib.db.migrate import upgrade
-
-    name = f"ymera_bench_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    try:
-        upgrade(url)
+    with throwaway_database() as url:
         return run(url)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 def run(database_url: str) -> int:
