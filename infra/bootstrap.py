@@ -84,14 +84,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m infra.bootstrap", description=__doc__.splitlines()[0])
     parser.add_argument("--prefix", required=True, help="queue name prefix, e.g. ymera-dev")
     parser.add_argument("--endpoint-url", default=None, help="AWS endpoint (default: AWS_ENDPOINT_URL or AWS)")
+    parser.add_argument("--localstack", action="store_true",
+                        help="target LocalStack at $LOCALSTACK_HOST (default localhost:4566), via localstack-client")
     parser.add_argument("--visibility-timeout", type=int, default=None, help="override for local runs")
     args = parser.parse_args(argv)
 
     import boto3  # deferred: `--help` and importers of bootstrap() need no AWS session
 
+    endpoint_url = args.endpoint_url
+    if args.localstack and not endpoint_url:
+        from localstack_client.config import get_service_endpoint
+
+        endpoint_url = get_service_endpoint("sqs")
     # endpoint_url=None lets boto3 apply AWS_ENDPOINT_URL from the environment itself.
-    sqs = boto3.client("sqs", endpoint_url=args.endpoint_url)
-    sns = boto3.client("sns", endpoint_url=args.endpoint_url)
+    sqs = boto3.client("sqs", endpoint_url=endpoint_url)
+    sns = boto3.client("sns", endpoint_url=endpoint_url)
     created = {**bootstrap(sqs, args.prefix, visibility_timeout=args.visibility_timeout),
                alert_topic_name(args.prefix): ensure_alert_topic(sns, args.prefix)}
     for name, url in created.items():

@@ -41,6 +41,8 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--port", type=int, default=int(os.environ.get("YMERA_PORT", "8000")),
                    help="API port (default $YMERA_PORT or 8000)")
     p.add_argument("--state-dir", default=".ymera", help="local state: SQLite DB, JWT secret")
+    p.add_argument("--localstack", action="store_true",
+                   help="use a running LocalStack ($LOCALSTACK_HOST, default localhost:4566) as the AWS endpoint")
     p.add_argument("--no-runner", action="store_true",
                    help="serve the API only; do not consume queues or run schedules")
     return p.parse_args(argv)
@@ -140,8 +142,10 @@ def run(args: argparse.Namespace) -> int:
             stack.callback(redis.stop)
             log.info("embedded Redis on %s", redis.url)
 
-        from infra.local.emulator import ensure_endpoint
+        from infra.local.emulator import ensure_endpoint, localstack_url
 
+        if args.localstack:
+            os.environ["AWS_ENDPOINT_URL"] = localstack_url()
         aws = ensure_endpoint()
         stack.callback(aws.stop)
         log.info("AWS endpoint %s (%s)", aws.url, aws.kind)

@@ -108,6 +108,21 @@ def _post_json(url: str, payload: dict[str, Any]) -> None:
         resp.read()
 
 
+def localstack_url(localstack_host: str | None = None) -> str:
+    """LocalStack's edge endpoint, resolved the way LocalStack's own clients resolve it.
+
+    localstack-client reads `LOCALSTACK_HOST` (default localhost:4566) and `USE_SSL`, so
+    `make run ARGS=--localstack` and `python -m infra.bootstrap --localstack` follow the same
+    conventions as `awslocal` and LocalStack's docs instead of a URL we hard-code.
+    """
+    from localstack_client.config import get_service_endpoint
+
+    url = get_service_endpoint("sqs", localstack_host=localstack_host)
+    if not url:  # only if localstack-client ever drops SQS from its service table
+        raise EndpointError("localstack-client has no SQS endpoint; set AWS_ENDPOINT_URL instead")
+    return url
+
+
 def ensure_endpoint() -> AwsEndpoint:
     """Use AWS_ENDPOINT_URL if set (checked), else start moto on YMERA_MOTO_PORT or a free port."""
     external = os.environ.get("AWS_ENDPOINT_URL")
