@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from chalicelib.services.feedback import FeedbackService
     from chalicelib.services.health import HealthService
     from chalicelib.services.leases import LeaseService
+    from chalicelib.services.login_throttle import LoginThrottle
     from chalicelib.services.messages import MessageService
     from chalicelib.services.monitoring import MonitoringService
     from chalicelib.services.outbox import OutboxRelay
@@ -120,7 +121,7 @@ class Container:
     def users(self) -> UserService:
         from chalicelib.services.users import UserService
 
-        return UserService(self.db, self.hasher, self.tokens, self.sessions)
+        return UserService(self.db, self.hasher, self.tokens, self.sessions, throttle=self.login_throttle)
 
     @cached_property
     def sessions(self) -> SessionGuard:
@@ -135,7 +136,15 @@ class Container:
     def accounts(self) -> AccountService:
         from chalicelib.services.accounts import AccountService
 
-        return AccountService(self.db, self.hasher, self.tokens, self.sessions)
+        return AccountService(self.db, self.hasher, self.tokens, self.sessions, throttle=self.login_throttle)
+
+    @cached_property
+    def login_throttle(self) -> LoginThrottle:
+        """Failed-password budgets per account and per (account, address): chalicelib.services.login_throttle."""
+        from chalicelib.ratelimit import Buckets
+        from chalicelib.services.login_throttle import LoginThrottle
+
+        return LoginThrottle(self.rate_limiter, Buckets.from_settings(self.settings))
 
     @cached_property
     def agents(self) -> AgentService:
