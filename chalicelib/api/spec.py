@@ -34,7 +34,7 @@ from chalicelib.schemas.common import Page
 from chalicelib.schemas.feedback import FeedbackCreate, FeedbackCreated, FeedbackPublic
 from chalicelib.schemas.messages import MessageListQuery, MessagePublic
 from chalicelib.schemas.monitoring import StatusPublic
-from chalicelib.schemas.responses import AgentTypeList, HealthReport
+from chalicelib.schemas.responses import AgentTypeList, HealthReport, LivenessReport
 from chalicelib.schemas.tasks import TaskCreate, TaskListQuery, TaskPublic
 from chalicelib.schemas.users import (
     LoginRequest,
@@ -175,13 +175,21 @@ ROUTES: dict[tuple[str, str], RouteSpec] = {
         description="`retryable: true` requeues while attempts remain. Errors as for complete."),
     # --- platform ---------------------------------------------------------------------------------------------
     ("GET", "/health"): RouteSpec(
-        "Liveness and dependency checks", "platform", HealthReport, auth="none", responses={503: HealthReport},
-        description="503 (same body) when a required dependency is down."),
+        "Liveness: the API answers (no dependency is checked)", "platform", LivenessReport, auth="none",
+        description="No I/O and never rate limited: for load balancers and uptime checks."),
+    ("GET", "/health/ready"): RouteSpec(
+        "Readiness: each dependency with its latency", "platform", HealthReport, auth="none",
+        responses={503: HealthReport},
+        description="503 (same body) when a required dependency is down. Each container answers from its last "
+                    "check for YMERA_READINESS_CACHE_SECONDS (`age_seconds` says how old it is)."),
     ("GET", "/metrics"): RouteSpec(
         "Prometheus metrics (admin, or the scrape token)", "platform", TEXT, errors=(403,),
         media_types=("text/plain",),
         description="Prometheus text exposition. Bearer: an admin's access token or YMERA_METRICS_TOKEN."),
-    ("GET", "/status"): RouteSpec("Version, uptime, agent counts, queue depths", "platform", StatusPublic),
+    ("GET", "/status"): RouteSpec(
+        "Version, uptime, agent counts, queue depths", "platform", StatusPublic,
+        description="Admins: every agent and queue (`scope: platform`). Others: their own agents' counts and no "
+                    "queue depths (`scope: user`)."),
     ("POST", "/admin/cache/clear"): RouteSpec(
         "Clear cache namespaces (admin)", "admin", CacheClearResult, body=CacheClearRequest,
         body_required=False, errors=(403,), description="No body (or no `namespaces`) clears every namespace."),

@@ -263,9 +263,11 @@ def test_main_flows_answer_with_documented_shapes(api: Api, check: Checker) -> N
     check.call("POST", "/admin/cache/clear", expect=403)
     check.call("POST", "/admin/cache/clear", token=admin, expect=200)
     check.call("GET", "/status", expect=200)
+    check.call("GET", "/status", token=admin, expect=200)
     check.call("GET", "/metrics", expect=403)
     check.call("GET", "/metrics", token=admin, expect=200)
     check.call("GET", "/health", expect=200)
+    check.call("GET", "/health/ready", expect=200)
     check.call("GET", "/openapi.json", token="", expect=200)
 
     # sessions last: refresh rotates, logout ends the session
