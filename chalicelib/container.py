@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from chalicelib.services.monitoring import MonitoringService
     from chalicelib.services.outbox import OutboxRelay
     from chalicelib.services.processing import TaskProcessor
+    from chalicelib.services.quotas import Quotas
     from chalicelib.services.request_metrics import RequestMetrics
     from chalicelib.services.tasks import TaskService
     from chalicelib.services.users import UserService
@@ -150,13 +151,21 @@ class Container:
     def agents(self) -> AgentService:
         from chalicelib.services.agents import AgentService
 
-        return AgentService(self.db, self.cache)
+        return AgentService(self.db, self.cache, quotas=self.quotas)
 
     @cached_property
     def tasks(self) -> TaskService:
         from chalicelib.services.tasks import TaskService
 
-        return TaskService(self.db, after_commit=self.relay.publish_one, agents=self.agents, cache=self.cache)
+        return TaskService(self.db, after_commit=self.relay.publish_one, agents=self.agents, cache=self.cache,
+                           quotas=self.quotas)
+
+    @cached_property
+    def quotas(self) -> Quotas:
+        """Per-user quotas (agents, tasks per day, agent metadata/config size): chalicelib.services.quotas."""
+        from chalicelib.services.quotas import Quotas
+
+        return Quotas.from_settings(self.settings)
 
     @cached_property
     def cache(self) -> TwoLevelCache:
