@@ -178,7 +178,8 @@ class Container:
                                 Namespace.TASK_RESULTS: s.cache_task_results_ttl_seconds,
                                 Namespace.SESSIONS: s.session_cache_ttl_seconds}
         return TwoLevelCache(self.redis, prefix=s.redis_key_prefix, ttls=ttls, l1_max_entries=s.cache_l1_max_entries,
-                             breaker_seconds=s.redis_breaker_seconds)
+                             breaker_seconds=s.redis_breaker_seconds, l1_max_bytes=s.cache_l1_max_bytes,
+                             l1_max_entry_bytes=s.cache_l1_max_entry_bytes)
 
     @cached_property
     def cache_admin(self) -> CacheAdminService:
