@@ -117,9 +117,10 @@ ROUTES: dict[tuple[str, str], RouteSpec] = {
         errors=(403, 409, 503), description="Returns a fresh token pair; every other session is revoked."),
     # --- agents -----------------------------------------------------------------------------------------------
     ("POST", "/agents"): RouteSpec(
-        "Create an agent", "agents", AgentCreated, 201, body=AgentCreate,
+        "Create an agent", "agents", AgentCreated, 201, body=AgentCreate, errors=(409,),
         description="`mode: external` creates a self-hosted agent: the answer carries its `api_key`, shown only "
-                    "this once (only its sha256 is stored)."),
+                    "this once (only its sha256 is stored). 409 QUOTA_EXCEEDED past the agents-per-user quota; "
+                    "422 FIELD_TOO_LARGE when `metadata` or `config` is over its size limit."),
     ("POST", "/agents/{agent_id}/api-key"): RouteSpec(
         "Rotate an external agent's API key", "agents", AgentKeyPublic, errors=(409,),
         description="The new key is shown once; the old one stops working at once. 409 for a managed agent."),
@@ -143,7 +144,8 @@ ROUTES: dict[tuple[str, str], RouteSpec] = {
         description="Send `agent_id` or only `agent_type` (exactly one; 422 otherwise): with a type, one of your "
                     "active agents of it with capacity is picked, best quality estimate first, then fewest tasks in "
                     "flight (409 NO_AGENT_AVAILABLE when none). 404 when the agent does not exist or is not yours; "
-                    "409 when it is not active; 422 when input_data does not match the agent type's input schema."),
+                    "409 when it is not active; 422 when input_data does not match the agent type's input schema; "
+                    "429 QUOTA_EXCEEDED when today's (UTC) task quota is spent."),
     ("GET", "/tasks"): RouteSpec("List your tasks", "tasks", Page[TaskPublic], query=TaskListQuery),
     ("GET", "/tasks/{task_id}"): RouteSpec("Read a task with its result", "tasks", TaskPublic),
     ("POST", "/tasks/{task_id}/cancel"): RouteSpec("Cancel a task", "tasks", TaskPublic, errors=(409,),

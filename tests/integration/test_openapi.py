@@ -156,7 +156,8 @@ def test_every_operation_documents_its_errors_with_the_envelope(document: dict[s
             assert "404" in responses, (method, route)
     envelope = document["components"]["responses"]["Error422"]["content"]["application/json"]["schema"]
     assert envelope["allOf"][0] == {"$ref": "#/components/schemas/ErrorEnvelope"}
-    assert envelope["allOf"][1]["properties"]["error"]["properties"]["code"] == {"enum": ["VALIDATION_ERROR"]}
+    assert envelope["allOf"][1]["properties"]["error"]["properties"]["code"] == {"enum": ["FIELD_TOO_LARGE",
+                                                                                      "VALIDATION_ERROR"]}
     assert document["components"]["schemas"]["ErrorBody"]["required"] == ["code", "message", "details", "timestamp"]
 
 
