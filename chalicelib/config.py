@@ -81,7 +81,8 @@ class Settings(BaseSettings):
     rate_limit_user_refill_per_second: float = Field(default=2.0, gt=0)
     rate_limit_ip_capacity: int = Field(default=60, ge=1)
     rate_limit_ip_refill_per_second: float = Field(default=1.0, gt=0)
-    rate_limit_login_account_capacity: int = Field(default=5, ge=1)
+    #: failed sign-ins against one account from every address together (chalicelib.services.login_throttle).
+    rate_limit_login_account_capacity: int = Field(default=20, ge=1)
     rate_limit_login_account_refill_per_second: float = Field(default=1 / 60, gt=0)
     rate_limit_login_ip_capacity: int = Field(default=20, ge=1)
     rate_limit_login_ip_refill_per_second: float = Field(default=0.2, gt=0)
@@ -120,6 +121,23 @@ class Settings(BaseSettings):
     alert_topic_arn: str | None = None
     #: the same standing alert (a dependency down, a DLQ not empty) is re-sent at most this often.
     alert_cooldown_seconds: int = Field(default=900, ge=0)
+
+    # Tenancy limits (issue 7 section 3: one tenant cannot hurt another). Documented in docs/tenancy.md.
+    #: failed sign-ins (and wrong current passwords) per (account, client address) before that address is refused
+    #: for that account; the owner signing in from elsewhere is not.
+    rate_limit_login_account_ip_capacity: int = Field(default=5, ge=1)
+    rate_limit_login_account_ip_refill_per_second: float = Field(default=1 / 60, gt=0)
+    #: GET /health/ready answers from a per-container cache this long (0 = check the dependencies every time).
+    readiness_cache_seconds: float = Field(default=5.0, ge=0)
+    #: live (not deleted) agents one user may own.
+    quota_agents_per_user: int = Field(default=100, ge=1)
+    #: tasks one user may create per UTC day (subtasks an orchestrator creates included).
+    quota_tasks_per_user_per_day: int = Field(default=5000, ge=1)
+    #: an agent's `metadata` and `config`, each, as canonical JSON (sorted keys, no spaces, UTF-8).
+    quota_agent_json_bytes: int = Field(default=64 * 1024, ge=2)
+    #: each process's L1 cache: total bytes it holds, and the largest entry it takes (bigger ones: L2 only).
+    cache_l1_max_bytes: int = Field(default=8 * 1024 * 1024, ge=1)
+    cache_l1_max_entry_bytes: int = Field(default=256 * 1024, ge=1)
 
     @field_validator("stage")
     @classmethod

@@ -27,10 +27,12 @@ if TYPE_CHECKING:
     from chalicelib.services.feedback import FeedbackService
     from chalicelib.services.health import HealthService
     from chalicelib.services.leases import LeaseService
+    from chalicelib.services.login_throttle import LoginThrottle
     from chalicelib.services.messages import MessageService
     from chalicelib.services.monitoring import MonitoringService
     from chalicelib.services.outbox import OutboxRelay
     from chalicelib.services.processing import TaskProcessor
+    from chalicelib.services.quotas import Quotas
     from chalicelib.services.request_metrics import RequestMetrics
     from chalicelib.services.tasks import TaskService
     from chalicelib.services.users import UserService
@@ -120,7 +122,7 @@ class Container:
     def users(self) -> UserService:
         from chalicelib.services.users import UserService
 
-        return UserService(self.db, self.hasher, self.tokens, self.sessions)
+        return UserService(self.db, self.hasher, self.tokens, self.sessions, throttle=self.login_throttle)
 
     @cached_property
     def sessions(self) -> SessionGuard:
@@ -135,19 +137,35 @@ class Container:
     def accounts(self) -> AccountService:
         from chalicelib.services.accounts import AccountService
 
-        return AccountService(self.db, self.hasher, self.tokens, self.sessions)
+        return AccountService(self.db, self.hasher, self.tokens, self.sessions, throttle=self.login_throttle)
+
+    @cached_property
+    def login_throttle(self) -> LoginThrottle:
+        """Failed-password budgets per account and per (account, address): chalicelib.services.login_throttle."""
+        from chalicelib.ratelimit import Buckets
+        from chalicelib.services.login_throttle import LoginThrottle
+
+        return LoginThrottle(self.rate_limiter, Buckets.from_settings(self.settings))
 
     @cached_property
     def agents(self) -> AgentService:
         from chalicelib.services.agents import AgentService
 
-        return AgentService(self.db, self.cache)
+        return AgentService(self.db, self.cache, quotas=self.quotas)
 
     @cached_property
     def tasks(self) -> TaskService:
         from chalicelib.services.tasks import TaskService
 
-        return TaskService(self.db, after_commit=self.relay.publish_one, agents=self.agents, cache=self.cache)
+        return TaskService(self.db, after_commit=self.relay.publish_one, agents=self.agents, cache=self.cache,
+                           quotas=self.quotas)
+
+    @cached_property
+    def quotas(self) -> Quotas:
+        """Per-user quotas (agents, tasks per day, agent metadata/config size): chalicelib.services.quotas."""
+        from chalicelib.services.quotas import Quotas
+
+        return Quotas.from_settings(self.settings)
 
     @cached_property
     def cache(self) -> TwoLevelCache:
@@ -160,7 +178,8 @@ class Container:
                                 Namespace.TASK_RESULTS: s.cache_task_results_ttl_seconds,
                                 Namespace.SESSIONS: s.session_cache_ttl_seconds}
         return TwoLevelCache(self.redis, prefix=s.redis_key_prefix, ttls=ttls, l1_max_entries=s.cache_l1_max_entries,
-                             breaker_seconds=s.redis_breaker_seconds)
+                             breaker_seconds=s.redis_breaker_seconds, l1_max_bytes=s.cache_l1_max_bytes,
+                             l1_max_entry_bytes=s.cache_l1_max_entry_bytes)
 
     @cached_property
     def cache_admin(self) -> CacheAdminService:

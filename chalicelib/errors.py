@@ -91,3 +91,24 @@ class AgentError(AppError):
 
 class AgentInputError(AgentError):
     code = "AGENT_INPUT_INVALID"
+
+
+# --- tenancy quotas (docs/tenancy.md) ---------------------------------------------------------------------------
+
+
+class QuotaExceededError(ConflictError):
+    """A standing quota is full (agents per user): 409 until something is deleted."""
+
+    code = "QUOTA_EXCEEDED"
+
+
+class DailyQuotaExceededError(RateLimitedError):
+    """A per-day quota is spent (tasks per user per UTC day): 429 with Retry-After until the next UTC day."""
+
+    code = "QUOTA_EXCEEDED"
+
+
+class FieldTooLargeError(ValidationError):
+    """A JSON field over its size limit (an agent's metadata or config): 422."""
+
+    code = "FIELD_TOO_LARGE"

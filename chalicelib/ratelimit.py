@@ -5,9 +5,11 @@ so concurrent Lambda containers can never both spend the last token. The
 script reads the clock with Redis `TIME`: callers' clocks (many containers)
 never disagree about how much a bucket has refilled.
 
-A check may name several buckets (login: the account AND the client IP); a
-token is taken from each only when all of them have one, so a blocked
-account does not also drain the IP's bucket.
+A check may name several buckets; a token is taken from each only when all of
+them have one, so a blocked identity does not also drain the others' buckets.
+Sign-in attempts pass the `login-ip` bucket here; the per-account budgets need
+the resolved account and are spent after the password check
+(chalicelib.services.login_throttle, `spend`).
 
 Failure modes are part of each bucket (see `policy`): general buckets fail
 OPEN (a Redis outage must not take the API down with it), the login buckets
@@ -82,8 +84,69 @@ if #KEYS > buckets then
 end
 return result
 """
+# The sign-in throttle's script (chalicelib.services.login_throttle): like the one above, but each bucket has its own
+# cost and its own level it must hold for the call to pass. KEYS: one per bucket. ARGV: the number of
+# buckets, then (capacity, refill per second, cost, tokens needed) per bucket. A refused call writes nothing; an
+# allowed one takes each bucket's cost (never below zero). Returns {allowed, then (tokens before the call in
+# thousandths, ms until one token after it) per bucket}.
+_SPEND_LUA = """
+if redis.replicate_commands then redis.replicate_commands() end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local buckets = tonumber(ARGV[1])
+local levels = {}
+local allowed = 1
+for i = 1, buckets do
+  local capacity = tonumber(ARGV[4 * i - 2])
+  local rate = tonumber(ARGV[4 * i - 1])
+  local state = redis.call('HMGET', KEYS[i], 't', 'ts')
+  local level = tonumber(state[1])
+  local last = tonumber(state[2])
+  if level == nil or last == nil then
+    level = capacity
+  else
+    level = math.min(capacity, level + math.max(0, now - last) * rate)
+  end
+  levels[i] = level
+  if level < tonumber(ARGV[4 * i + 1]) then allowed = 0 end
+end
+local result = {allowed}
+for i = 1, buckets do
+  local capacity = tonumber(ARGV[4 * i - 2])
+  local rate = tonumber(ARGV[4 * i - 1])
+  local cost = tonumber(ARGV[4 * i])
+  local level = levels[i]
+  if allowed == 1 and cost > 0 then
+    level = math.max(0, level - cost)
+    redis.call('HSET', KEYS[i], 't', string.format('%.6f', level), 'ts', string.format('%.6f', now))
+    redis.call('PEXPIRE', KEYS[i], math.ceil((capacity - level) / rate * 1000) + 1000)
+  end
+  local wait_ms = 0
+  if level < 1 then wait_ms = math.ceil((1 - level) / rate * 1000) end
+  result[#result + 1] = math.floor(levels[i] * 1000)
+  result[#result + 1] = wait_ms
+end
+return result
+"""
 #: Every Lua script this module runs (the local runtime preloads them into its embedded Redis).
-LUA_SCRIPTS: tuple[str, ...] = (_TOKEN_BUCKET_LUA,)
+LUA_SCRIPTS: tuple[str, ...] = (_TOKEN_BUCKET_LUA, _SPEND_LUA)
+
+
+@dataclass(frozen=True)
+class Spend:
+    """One bucket of a `RateLimiter.spend` call."""
+
+    bucket: Bucket
+    identity: str
+    cost: float
+    #: the call passes (and takes anything) only if this bucket holds this many tokens; 0 = no condition.
+    need: float = 0
+
+
+@dataclass(frozen=True)
+class Level:
+    tokens: float  # before the call
+    retry_after: int  # seconds until the bucket holds one token again, after the call
 
 
 @dataclass(frozen=True)
@@ -136,6 +199,7 @@ class RateLimiter:
         self.key_prefix = key_prefix
         self.breaker = Breaker(breaker_seconds)
         self._script: Any = None
+        self._spend_script: Any = None
         self._lock = threading.Lock()
 
     def _token_bucket(self) -> Any:
@@ -145,6 +209,35 @@ class RateLimiter:
                 if self._script is None:
                     self._script = self._client.register_script(_TOKEN_BUCKET_LUA)
         return self._script
+
+    def _spender(self) -> Any:
+        if self._spend_script is None:
+            with self._lock:
+                if self._spend_script is None:
+                    self._spend_script = self._client.register_script(_SPEND_LUA)
+        return self._spend_script
+
+    def spend(self, spends: Sequence[Spend]) -> tuple[bool, list[Level]]:
+        """Take each bucket's cost, or nothing when a bucket holds less than it needs; one Redis round trip.
+
+        Raises LimiterUnavailable (these buckets fail closed: the caller refuses).
+        """
+        from redis.exceptions import RedisError
+
+        if self._client is None:
+            raise LimiterUnavailable("redis is not configured")
+        if self.breaker.is_open:
+            raise LimiterUnavailable("redis marked down")
+        args: list[float] = [len(spends)]
+        for s in spends:
+            args += [s.bucket.capacity, s.bucket.refill_per_second, s.cost, s.need]
+        try:
+            raw = self._spender()(keys=[self.key(s.bucket, s.identity) for s in spends], args=args)
+        except RedisError as exc:
+            raise self._unavailable(exc) from exc
+        levels = [Level(int(raw[1 + 2 * i]) / 1000, max(1, math.ceil(int(raw[2 + 2 * i]) / 1000))
+                  if int(raw[2 + 2 * i]) else 0) for i in range(len(spends))]
+        return int(raw[0]) == 1, levels
 
     def key(self, bucket: Bucket, identity: str) -> str:
         return f"{self.key_prefix}rl:{bucket.name}:{identity}"
@@ -224,6 +317,7 @@ class Buckets:
     user: Bucket
     ip: Bucket
     login_account: Bucket
+    login_account_ip: Bucket
     login_ip: Bucket
 
     @classmethod
@@ -233,27 +327,27 @@ class Buckets:
             ip=Bucket("ip", s.rate_limit_ip_capacity, s.rate_limit_ip_refill_per_second, fail_open=True),
             login_account=Bucket("login-account", s.rate_limit_login_account_capacity,
                                  s.rate_limit_login_account_refill_per_second, fail_open=False),
+            login_account_ip=Bucket("login-account-ip", s.rate_limit_login_account_ip_capacity,
+                                    s.rate_limit_login_account_ip_refill_per_second, fail_open=False),
             login_ip=Bucket("login-ip", s.rate_limit_login_ip_capacity, s.rate_limit_login_ip_refill_per_second,
                             fail_open=False),
         )
 
 
 def account_identity(username: str) -> str:
-    """The login bucket's key part: case-insensitive, hashed so key length and content stay bounded."""
+    """The account key part for a name that matches no account: case-insensitive, hashed so key length
+    and content stay bounded (a real account is keyed on its id, so its username and email share one budget)."""
     return hashlib.sha256(username.strip().lower().encode()).hexdigest()[:32]
 
 
-def policy(buckets: Buckets, method: str, route: str, *, user_id: str | None, client_ip: str | None,
-           login_username: str | None = None) -> list[tuple[Bucket, str]]:
-    """The (bucket, identity) pairs one request must pass; empty when the route is exempt."""
+def policy(buckets: Buckets, method: str, route: str, *, user_id: str | None,
+           client_ip: str | None) -> list[tuple[Bucket, str]]:
+    """The (bucket, identity) pairs one request must pass before its view runs; empty when the route is exempt."""
     if route in EXEMPT_ROUTES:
         return []
     ip = client_ip or "unknown"
     if (method, route) == LOGIN_ROUTE:
-        checks = [(buckets.login_ip, ip)]
-        if login_username:
-            checks.insert(0, (buckets.login_account, account_identity(login_username)))
-        return checks
+        return [(buckets.login_ip, ip)]
     if user_id:
         return [(buckets.user, user_id)]
     return [(buckets.ip, ip)]

@@ -17,10 +17,11 @@ AGENT_CONSUMERS: tuple[str, ...] = ("validation", "examination", "security", "ll
                                     "enhancement", "learning", "communication", "orchestrator", "metrics", "monitoring")
 #: Types whose work is a language-model call: seconds to minutes per task, not milliseconds.
 PROVIDER_BACKED: tuple[str, ...] = ("llm", "drafting", "editing", "enhancement", "orchestrator")
-#: What some consumers need beyond their own queue: the monitoring agent reads queue depths and alerts;
+#: What some consumers need beyond their own queue: the monitoring agent reads queue depths (its alerts are
+#: the user's audit rows, never the operators' topic: only the scheduled monitor publishes there);
 #: provider-backed agents call Bedrock and read provider keys from Secrets Manager (ymera/llm/*).
 AGENT_NEEDS: dict[str, tuple[str, ...]] = {
-    "monitoring": ("sqs:inspect", "sns:alerts"),
+    "monitoring": ("sqs:inspect",),
     **{agent_type: ("llm",) for agent_type in PROVIDER_BACKED},
 }
 #: Provider-backed consumers take one record per invocation with a long timeout, so one slow model call

@@ -2,15 +2,16 @@
 
 Your agents that heartbeat and went silent longer than the threshold are
 marked `offline` (in the task's transaction); a dependency that is down, agents
-just marked offline and messages in a DLQ each raise an alert on the SNS topic
-`<queue_prefix>-alerts`. The same checks run every 5 minutes over every
-agent (functions/monitor.py). Standing conditions are re-alerted at most once
-per cooldown (chalicelib.services.alerts).
+just marked offline and messages in a DLQ each become an alert *of yours*: an
+audit row (`event_type: "alert"`, read with `GET /audit-logs?event_type=alert`)
+written in the same transaction. Nothing a user's task raises reaches the
+operators' SNS topic — any user could otherwise page them at will; the platform's
+own conditions reach the operators from functions/monitor.py, which runs the same
+checks over every agent every 5 minutes (deduplicated per cooldown).
 """
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -18,6 +19,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from chalicelib.agents.base import Agent, AgentContext, AgentOutput
 from chalicelib.errors import AgentError
+from chalicelib.services import audit
+from chalicelib.services.alerts import Alert
+from chalicelib.services.watchdog import ALERT_EVENT
 
 Check = Literal["dependencies", "heartbeats", "dlq"]
 ALL_CHECKS: tuple[Check, ...] = ("dependencies", "heartbeats", "dlq")
@@ -38,7 +42,7 @@ class MonitoringConfig(BaseModel):
 
     #: heartbeat age that marks an agent offline; None = the platform setting (YMERA_HEARTBEAT_STALE_SECONDS).
     stale_after_seconds: int | None = Field(default=None, ge=30, le=7 * 24 * 3600)
-    #: raise alerts on the SNS topic (false: only report them in the result).
+    #: record alerts as your audit rows (false: only report them in the task's result).
     publish_alerts: bool = True
 
 
@@ -47,9 +51,9 @@ class MonitoringAgent(Agent):
     Input = MonitoringInput
     Config = MonitoringConfig
     description = ("Checks the platform's dependencies (database, Redis, queues), your agents' heartbeats and the "
-                   "dead-letter queues; marks agents with a stale heartbeat offline and raises alerts on the SNS "
-                   "alert topic when a threshold is crossed.")
-    capabilities = ("dependency-health", "heartbeats", "offline-detection", "dlq-depth", "sns-alerts")
+                   "dead-letter queues; marks agents with a stale heartbeat offline and records an alert in your audit "
+                   "log (GET /audit-logs?event_type=alert) when a threshold is crossed.")
+    capabilities = ("dependency-health", "heartbeats", "offline-detection", "dlq-depth", "alerts")
     example_input = {"checks": ["dependencies", "heartbeats", "dlq"], "stale_after_seconds": 300}
 
     def run(self, data: BaseModel, config: Mapping[str, Any], ctx: AgentContext | None = None) -> AgentOutput:
@@ -61,41 +65,21 @@ class MonitoringAgent(Agent):
             ctx.container.settings.heartbeat_stale_seconds
         report = ctx.container.watchdog.run(ctx.session, now=ctx.now, stale_seconds=stale, user_id=ctx.user_id,
                                             checks=data.checks)
-        context = {"user_id": str(ctx.user_id), "task_id": str(ctx.task_id)}
         if settings.publish_alerts:
-            alerts = [ctx.container.alerts.publish(alert, context) for alert in report.alerts]
+            alerts = [_record(ctx, alert) for alert in report.alerts]
         else:
             alerts = [{"kind": a.kind, "severity": a.severity, "summary": a.summary, "status": "not_published"}
                       for a in report.alerts]
-        failed = [a for a in alerts if a["status"] == "error"]
-        if any(a["kind"] == "agents_offline" for a in failed):
-            # An offline transition is alerted once, when it happens: if nobody could be told, undo it.
-            if ctx.attempt < ctx.container.settings.max_task_attempts:
-                raise AlertNotDeliveredYet("the agents_offline alert could not be published; retrying")
-            _unmark(ctx, report.offline)  # the next check marks (and alerts) them again
-            raise AlertDeliveryError("agents went offline but the alert could not be published; they stay "
-                                     "active until an alert can be sent", {"alerts": alerts, "offline": report.offline})
         output = {"checked": report.checked, "stale_after_seconds": stale, "dependencies": report.dependencies,
                   "offline": report.offline, "queues": report.queues, "alerts": alerts,
                   "healthy": not report.alerts}
-        return AgentOutput(output=output, metrics={"alerts": len(alerts), "agents_marked_offline": len(report.offline),
-                                                   "alerts_failed": len(failed)})
+        return AgentOutput(output=output, metrics={"alerts": len(alerts), "agents_marked_offline": len(report.offline)})
 
 
-def _unmark(ctx: AgentContext, offline: list[dict[str, Any]]) -> None:
-    from sqlalchemy import update
-
-    from chalicelib.db.models import Agent as AgentRow
-
-    ids = [uuid.UUID(a["agent_id"]) for a in offline]
-    ctx.session.execute(update(AgentRow).where(AgentRow.id.in_(ids), AgentRow.status == "offline")
-                        .values(status="active", updated_at=AgentRow.updated_at)
-                        .execution_options(synchronize_session=False))
-
-
-class AlertDeliveryError(AgentError):
-    code = "ALERT_DELIVERY_FAILED"
-
-
-class AlertNotDeliveredYet(RuntimeError):
-    """Not an AgentError on purpose: SQS redelivers the task and the offline marks roll back with it."""
+def _record(ctx: AgentContext, alert: Alert) -> dict[str, Any]:
+    """The alert as the task owner's audit row, in the task's transaction (no network, nothing to undo)."""
+    assert ctx.session is not None
+    audit.record(ctx.session, user_id=ctx.user_id, event_type=ALERT_EVENT, action=alert.kind,
+                 resource_type="task", resource_id=ctx.task_id,
+                 details={"severity": alert.severity, "summary": alert.summary, **alert.details})
+    return {"kind": alert.kind, "severity": alert.severity, "summary": alert.summary, "status": "recorded"}

@@ -11,7 +11,6 @@ the client IP).
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from functools import lru_cache
@@ -26,7 +25,7 @@ from chalicelib.api.identity import Verified
 from chalicelib.config import Settings
 from chalicelib.container import Container, get_container
 from chalicelib.observability import log_context, logger
-from chalicelib.ratelimit import LOGIN_ROUTE, Bucket, Buckets, Decision, LimiterUnavailable, RateLimiter, policy
+from chalicelib.ratelimit import Bucket, Buckets, Decision, LimiterUnavailable, RateLimiter, policy
 
 
 def http_middleware(request: Request, get_response: Callable[[Request], Response]) -> Response:
@@ -60,11 +59,9 @@ def _rate_limited(container: Container, request: Request, get_response: Callable
     limiter = container.rate_limiter
     if limiter is None:
         return get_response(request)
-    login = (request.method, route) == LOGIN_ROUTE
     buckets = _buckets(container.settings)
     checks = policy(buckets, request.method, route, user_id=str(verified.claims.user_id) if verified else None,
-                    client_ip=_client_ip(request),
-                    login_username=_login_username(request, container.settings.max_body_bytes) if login else None)
+                    client_ip=_client_ip(request))
     if not checks:
         return get_response(request)
     try:
@@ -82,10 +79,9 @@ def _rate_limited(container: Container, request: Request, get_response: Callable
         response.headers["Retry-After"] = str(max(1, round(limiter.breaker.seconds)))
         return response
     if decision.allowed:
+        # Sign-in's per-account budgets are the service's (chalicelib.services.login_throttle): they need the
+        # resolved account, and count failed guesses only.
         response = get_response(request)
-        if login and response.status_code == 200 and checks[0][0] == buckets.login_account:
-            # The account bucket counts failed guesses: a user signing in from several devices is not one.
-            limiter.refill(buckets.login_account, checks[0][1])
     else:
         response = to_response(errors.RateLimitedError(
             "too many requests; retry later", decision.retry_after,
@@ -121,15 +117,3 @@ def _client_ip(request: Request) -> str | None:
     caller = (request.context or {}).get("identity") or {}
     ip = caller.get("sourceIp")
     return str(ip) if ip else None
-
-
-def _login_username(request: Request, max_bytes: int) -> str | None:
-    raw = request.raw_body or b""
-    if not raw or len(raw) > max_bytes:
-        return None
-    try:
-        data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        return None
-    name = data.get("username") if isinstance(data, dict) else None
-    return name if isinstance(name, str) and name.strip() else None

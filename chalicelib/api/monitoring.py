@@ -1,4 +1,4 @@
-"""GET /metrics (Prometheus) and GET /status.
+"""GET /metrics (Prometheus) and GET /status (admins: platform-wide; users: their own agents).
 
 The service module (SQLAlchemy, SQS) is imported on first use through the
 container, not here: this blueprint is part of the API's cold start."""
@@ -12,7 +12,7 @@ from chalice.app import Request
 
 from chalicelib.api.http import endpoint, ok, principal
 from chalicelib.container import get_container
-from chalicelib.domain.rbac import Permission, require
+from chalicelib.domain.rbac import Permission, has_permission, require
 
 bp = Blueprint(__name__)
 
@@ -40,5 +40,6 @@ def metrics() -> Response:
 @bp.route("/status", methods=["GET"])
 @endpoint
 def status() -> Response:
-    principal(bp.current_request)
-    return ok(get_container().monitoring.status())
+    claims = principal(bp.current_request)
+    platform = has_permission(claims.role, Permission.METRICS_READ)  # admins: every agent and queue
+    return ok(get_container().monitoring.status(None if platform else claims.user_id))

@@ -34,7 +34,7 @@ from chalicelib.schemas.common import Page
 from chalicelib.schemas.feedback import FeedbackCreate, FeedbackCreated, FeedbackPublic
 from chalicelib.schemas.messages import MessageListQuery, MessagePublic
 from chalicelib.schemas.monitoring import StatusPublic
-from chalicelib.schemas.responses import AgentTypeList, HealthReport
+from chalicelib.schemas.responses import AgentTypeList, HealthReport, LivenessReport
 from chalicelib.schemas.tasks import TaskCreate, TaskListQuery, TaskPublic
 from chalicelib.schemas.users import (
     LoginRequest,
@@ -117,9 +117,10 @@ ROUTES: dict[tuple[str, str], RouteSpec] = {
         errors=(403, 409, 503), description="Returns a fresh token pair; every other session is revoked."),
     # --- agents -----------------------------------------------------------------------------------------------
     ("POST", "/agents"): RouteSpec(
-        "Create an agent", "agents", AgentCreated, 201, body=AgentCreate,
+        "Create an agent", "agents", AgentCreated, 201, body=AgentCreate, errors=(409,),
         description="`mode: external` creates a self-hosted agent: the answer carries its `api_key`, shown only "
-                    "this once (only its sha256 is stored)."),
+                    "this once (only its sha256 is stored). 409 QUOTA_EXCEEDED past the agents-per-user quota; "
+                    "422 FIELD_TOO_LARGE when `metadata` or `config` is over its size limit."),
     ("POST", "/agents/{agent_id}/api-key"): RouteSpec(
         "Rotate an external agent's API key", "agents", AgentKeyPublic, errors=(409,),
         description="The new key is shown once; the old one stops working at once. 409 for a managed agent."),
@@ -143,7 +144,8 @@ ROUTES: dict[tuple[str, str], RouteSpec] = {
         description="Send `agent_id` or only `agent_type` (exactly one; 422 otherwise): with a type, one of your "
                     "active agents of it with capacity is picked, best quality estimate first, then fewest tasks in "
                     "flight (409 NO_AGENT_AVAILABLE when none). 404 when the agent does not exist or is not yours; "
-                    "409 when it is not active; 422 when input_data does not match the agent type's input schema."),
+                    "409 when it is not active; 422 when input_data does not match the agent type's input schema; "
+                    "429 QUOTA_EXCEEDED when today's (UTC) task quota is spent."),
     ("GET", "/tasks"): RouteSpec("List your tasks", "tasks", Page[TaskPublic], query=TaskListQuery),
     ("GET", "/tasks/{task_id}"): RouteSpec("Read a task with its result", "tasks", TaskPublic),
     ("POST", "/tasks/{task_id}/cancel"): RouteSpec("Cancel a task", "tasks", TaskPublic, errors=(409,),
@@ -175,13 +177,21 @@ ROUTES: dict[tuple[str, str], RouteSpec] = {
         description="`retryable: true` requeues while attempts remain. Errors as for complete."),
     # --- platform ---------------------------------------------------------------------------------------------
     ("GET", "/health"): RouteSpec(
-        "Liveness and dependency checks", "platform", HealthReport, auth="none", responses={503: HealthReport},
-        description="503 (same body) when a required dependency is down."),
+        "Liveness: the API answers (no dependency is checked)", "platform", LivenessReport, auth="none",
+        description="No I/O and never rate limited: for load balancers and uptime checks."),
+    ("GET", "/health/ready"): RouteSpec(
+        "Readiness: each dependency with its latency", "platform", HealthReport, auth="none",
+        responses={503: HealthReport},
+        description="503 (same body) when a required dependency is down. Each container answers from its last "
+                    "check for YMERA_READINESS_CACHE_SECONDS (`age_seconds` says how old it is)."),
     ("GET", "/metrics"): RouteSpec(
         "Prometheus metrics (admin, or the scrape token)", "platform", TEXT, errors=(403,),
         media_types=("text/plain",),
         description="Prometheus text exposition. Bearer: an admin's access token or YMERA_METRICS_TOKEN."),
-    ("GET", "/status"): RouteSpec("Version, uptime, agent counts, queue depths", "platform", StatusPublic),
+    ("GET", "/status"): RouteSpec(
+        "Version, uptime, agent counts, queue depths", "platform", StatusPublic,
+        description="Admins: every agent and queue (`scope: platform`). Others: their own agents' counts and no "
+                    "queue depths (`scope: user`)."),
     ("POST", "/admin/cache/clear"): RouteSpec(
         "Clear cache namespaces (admin)", "admin", CacheClearResult, body=CacheClearRequest,
         body_required=False, errors=(403,), description="No body (or no `namespaces`) clears every namespace."),

@@ -75,11 +75,13 @@ def _token() -> bytes:
 class TwoLevelCache:
     def __init__(self, redis: Any | None, *, prefix: str, ttls: Mapping[str, int], l1_max_entries: int = 1024,
                  breaker_seconds: float = 5.0, immutable_recheck_seconds: float = 1.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, l1_max_bytes: int = 8 * 1024 * 1024,
+                 l1_max_entry_bytes: int = 256 * 1024) -> None:
         self._redis: Any = redis  # redis.Redis or None (no Redis configured: every read goes to the loader)
         self._prefix = f"{prefix}cache:"
         self.ttls = {str(name): ttl for name, ttl in ttls.items()}
-        self._l1 = LocalLRU(l1_max_entries, clock)
+        # Bounded in bytes of the entries' JSON too; an entry over l1_max_entry_bytes lives in L2 only.
+        self._l1 = LocalLRU(l1_max_entries, clock, max_bytes=l1_max_bytes, max_entry_bytes=l1_max_entry_bytes)
         self._breaker_seconds = breaker_seconds
         self._clock = clock
         self._down_until = 0.0
@@ -145,7 +147,8 @@ class TwoLevelCache:
         value = self._decode(raw, tag, model)
         if value is not None:
             self.stats.l2_hits += 1
-            self._l1.put(l1_key, tag, value[0], value[1], immutable=immutable is not None and immutable(value[0]))
+            self._l1.put(l1_key, tag, value[0], value[1], immutable=immutable is not None and immutable(value[0]),
+                         size=value[2])
             return value[0]
 
         self.stats.misses += 1
@@ -159,8 +162,8 @@ class TwoLevelCache:
         seen = self._ns_seen.get(namespace)
         return seen is not None and self._clock() - seen[1] < self._recheck and tag.startswith(seen[0] + b".")
 
-    def _decode(self, raw: bytes | None, tag: bytes, model: type[M]) -> tuple[M, float] | None:
-        """(value, seconds left) when `raw` was stored under `tag` and has not expired."""
+    def _decode(self, raw: bytes | None, tag: bytes, model: type[M]) -> tuple[M, float, int] | None:
+        """(value, seconds left, its JSON's size) when `raw` was stored under `tag` and has not expired."""
         if raw is None:
             return None
         head, _, rest = raw.partition(b"|")
@@ -172,18 +175,19 @@ class TwoLevelCache:
             value = model.model_validate_json(body)
         except (ValueError, PydanticValidationError):
             return None  # written by an incompatible deploy: a miss, not an error
-        return (value, left) if left > 0 else None
+        return (value, left, len(body)) if left > 0 else None
 
     def _store(self, l1_key: tuple[str, str], data_key: str, tag: bytes, value: BaseModel, ttl: int,
                immutable: bool) -> None:
         expiry_ms = int((time.time() + ttl) * 1000)
-        payload = b"%s|%d|%s" % (tag, expiry_ms, value.model_dump_json().encode())
+        body = value.model_dump_json().encode()
+        payload = b"%s|%d|%s" % (tag, expiry_ms, body)
         try:
             self._redis.set(data_key, payload, ex=ttl)
         except RedisError as exc:
             self._trip(exc)
             return
-        self._l1.put(l1_key, tag, value, ttl, immutable=immutable)
+        self._l1.put(l1_key, tag, value, ttl, immutable=immutable, size=len(body))
 
     def _init_tokens(self, ns_key: str, ver_key: str, data_key: str, ns_tok: bytes | None, ent_tok: bytes | None,
                      ttl: int) -> tuple[bytes | None, bytes | None, bytes | None]:

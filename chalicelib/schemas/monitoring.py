@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Literal
 
 from pydantic import BaseModel
 
@@ -20,7 +21,9 @@ class QueueDepthPublic(BaseModel):
 class StatusPublic(BaseModel):
     version: str
     stage: str
+    #: "platform" for admins (every agent, every queue); "user": the caller's own agents, no queue depths.
+    scope: Literal["platform", "user"]
     started_at: datetime  # when this container started
     uptime_seconds: float
-    agents: dict[str, int]  # platform-wide, by status (every status present, zeros included)
-    queues: list[QueueDepthPublic]
+    agents: dict[str, int]  # by status (every status present, zeros included), within `scope`
+    queues: list[QueueDepthPublic]  # empty for scope "user"

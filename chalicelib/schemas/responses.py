@@ -24,6 +24,13 @@ class HealthReport(BaseModel):
     version: str
     stage: str
     checks: dict[str, DependencyCheck]  # database, redis, queues
+    age_seconds: float = 0.0  # how old this container's cached check is (GET /health/ready)
+
+
+class LivenessReport(BaseModel):
+    status: Literal["ok"]
+    version: str
+    stage: str
 
 
 class AgentTypePublic(BaseModel):

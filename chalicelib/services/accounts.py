@@ -28,6 +28,7 @@ from chalicelib.errors import AuthorizationError, ConflictError, NotFoundError, 
 from chalicelib.schemas.users import PasswordChange, TokenPair
 from chalicelib.services import audit
 from chalicelib.services import refresh_tokens as store
+from chalicelib.services.login_throttle import LoginThrottle
 from chalicelib.services.meta import RequestMeta
 from chalicelib.services.pagination import after_cursor, encode_cursor
 
@@ -49,11 +50,13 @@ def _require_access(actor: Claims, user_id: uuid.UUID, permission: Permission) -
 
 
 class AccountService:
-    def __init__(self, db: Database, hasher: PasswordHasher, tokens: TokenService, guard: SessionGuard) -> None:
+    def __init__(self, db: Database, hasher: PasswordHasher, tokens: TokenService, guard: SessionGuard,
+                 throttle: LoginThrottle | None = None) -> None:
         self.db = db
         self.hasher = hasher
         self.tokens = tokens
         self.guard = guard
+        self.throttle = throttle
 
     def get(self, actor: Claims, user_id: uuid.UUID) -> User:
         _require_access(actor, user_id, Permission.USERS_READ_ANY)
@@ -153,15 +156,22 @@ class AccountService:
             user = session.get(User, user_id)
         if user is None:
             raise _not_found(user_id)
+        # The current password is a guess like a sign-in: same budgets (a stolen access token must not
+        # become an unthrottled password oracle).
+        attempt = self.throttle.begin(str(user_id), meta.client_ip) if self.throttle is not None else None
         # bcrypt (twice) outside any transaction: no row lock is held for ~0.4 s.
         ok = self.hasher.verify(req.current_password, user.password_hash)
         if not ok:
+            if attempt is not None:
+                attempt.failed()
             with self.db.transaction() as session:
                 audit.record(session, user_id=user_id, event_type="user.password_change_failed", action="update",
                              resource_type="user", resource_id=user_id, meta=meta)
             raise ValidationError("current password is incorrect", {"fields": ["current_password"]})
         if req.new_password == req.current_password:
             raise ValidationError("the new password must differ from the current one", {"fields": ["new_password"]})
+        if attempt is not None:
+            attempt.succeeded()
         new_hash = self.hasher.hash(req.new_password)
         parked = False
         try:

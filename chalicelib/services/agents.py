@@ -25,6 +25,7 @@ from chalicelib.services.pagination import after_cursor, encode_cursor
 
 if TYPE_CHECKING:
     from chalicelib.cache.twolevel import TwoLevelCache
+    from chalicelib.services.quotas import Quotas
 
 
 class AgentRecord(AgentPublic):
@@ -57,9 +58,10 @@ def get_owned_agent(session: Session, user_id: uuid.UUID, agent_id: uuid.UUID) -
 
 
 class AgentService:
-    def __init__(self, db: Database, cache: TwoLevelCache | None = None) -> None:
+    def __init__(self, db: Database, cache: TwoLevelCache | None = None, quotas: Quotas | None = None) -> None:
         self.db = db
         self.cache = cache
+        self.quotas = quotas
 
     def create(self, user_id: uuid.UUID, req: AgentCreate, meta: RequestMeta) -> Agent:
         return self.create_with_key(user_id, req, meta)[0]
@@ -71,9 +73,13 @@ class AgentService:
                 f"agent type {req.type!r} is not available yet",
                 {"field": "type", "available_types": list(registry.available_types())},
             )
+        if self.quotas is not None:
+            self.quotas.check_agent_json({"metadata": req.metadata, "config": req.config})
         registry.validate_config(req.type, req.config)
         api_key = agent_keys.new_key() if req.mode == AgentMode.EXTERNAL else None
         with self.db.transaction() as session:
+            if self.quotas is not None:
+                self.quotas.reserve_agent(session, user_id)
             agent = Agent(user_id=user_id, name=req.name, type=req.type, capabilities=req.capabilities,
                           meta=req.metadata, config=req.config, status="active", mode=req.mode,
                           max_concurrency=req.max_concurrency,
@@ -129,6 +135,8 @@ class AgentService:
         null_fields = [k for k, v in changes.items() if v is None]
         if null_fields:
             raise ValidationError("fields cannot be set to null", {"fields": null_fields})
+        if self.quotas is not None:
+            self.quotas.check_agent_json({k: changes[k] for k in ("metadata", "config") if k in changes})
         with self.db.transaction() as session:
             agent = get_owned_agent(session, user_id, agent_id)
             if "config" in changes:

@@ -11,6 +11,7 @@ fingerprint and are always sent — each transition happens once.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -18,6 +19,21 @@ from typing import Any
 from chalicelib.observability import logger
 
 SUBJECT_MAX = 100  # SNS limit for email subjects
+#: SNS refuses a Subject with anything but printable ASCII (no line breaks, no control characters).
+_NOT_PRINTABLE = re.compile(r"[^\x20-\x7e]+")
+
+
+def sanitize_subject(text: str) -> str:
+    """A Subject SNS accepts: printable ASCII, one line, at most 100 characters, never empty.
+
+    Summaries quote user-chosen names (an agent called "\\u0001x"); SNS answers InvalidParameter
+    to the whole Publish for one bad character, so the subject is cleaned here, at the publisher.
+    The message body (JSON, ASCII-escaped) keeps the exact text.
+    """
+    subject = " ".join(_NOT_PRINTABLE.sub("?", text).split())
+    if len(subject) > SUBJECT_MAX:
+        subject = subject[:SUBJECT_MAX - 3].rstrip() + "..."
+    return subject or "(no subject)"
 
 
 @dataclass(frozen=True)
@@ -72,7 +88,7 @@ class AlertPublisher:
         message = {"source": self.source, **asdict(alert), **(context or {})}
         try:
             response = self.sns.publish(
-                TopicArn=self.topic_arn(), Subject=f"[{alert.severity}] {alert.summary}"[:SUBJECT_MAX],
+                TopicArn=self.topic_arn(), Subject=sanitize_subject(f"[{alert.severity}] {alert.summary}"),
                 Message=json.dumps(message, default=str),
                 MessageAttributes={"kind": {"DataType": "String", "StringValue": alert.kind},
                                    "severity": {"DataType": "String", "StringValue": alert.severity}},

@@ -1,11 +1,17 @@
-"""Liveness plus a timed check of each dependency.
+"""Liveness (no I/O) and readiness: a timed check of each dependency.
 
 The database is required (503 without it). Redis and the queues degrade the
 service but lose nothing: tasks wait in the outbox until SQS is back.
+
+Readiness costs a database round trip, a Redis PING and one SQS call per agent
+queue, and `GET /health/ready` needs no auth: each container answers it from
+the last check for `readiness_cache_seconds`, and concurrent requests share one
+check, so no client can turn it into load on the dependencies.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -18,11 +24,32 @@ from chalicelib.messaging.sqs import SqsPublisher
 
 
 class HealthService:
-    def __init__(self, db: Database, redis_factory: Callable[[], Any], publisher: Any, settings: Settings) -> None:
+    def __init__(self, db: Database, redis_factory: Callable[[], Any], publisher: Any, settings: Settings,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.db = db
         self.redis_factory = redis_factory
         self.publisher = publisher
         self.settings = settings
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._ready: tuple[float, tuple[str, ...], tuple[bool, dict[str, Any]]] | None = None
+
+    def live(self) -> dict[str, Any]:
+        """The process answers: no I/O, nothing a dependency outage can slow down."""
+        return {"status": "ok", "version": self.settings.version, "stage": self.settings.stage}
+
+    def ready(self, queue_types: tuple[str, ...]) -> tuple[bool, dict[str, Any]]:
+        """`check`, answered from this container's last result while it is younger than the cache setting."""
+        ttl = self.settings.readiness_cache_seconds
+        with self._lock:  # one check at a time; the others wait for it and take its answer
+            cached = self._ready
+            now = self._clock()
+            if cached is not None and cached[1] == queue_types and now - cached[0] < ttl:
+                healthy, report = cached[2]
+                return healthy, {**report, "age_seconds": round(now - cached[0], 3)}
+            healthy, report = self.check(queue_types)
+            self._ready = (self._clock(), queue_types, (healthy, report))
+            return healthy, {**report, "age_seconds": 0.0}
 
     def check(self, queue_types: tuple[str, ...]) -> tuple[bool, dict[str, Any]]:
         checks = {

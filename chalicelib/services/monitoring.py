@@ -7,6 +7,7 @@ reported, and `ymera_scrape_error{source=...}` says which one is missing.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict
 from datetime import datetime, timezone
@@ -43,10 +44,11 @@ class MonitoringService:
                                                                                                 Task.status))
             return {(agent_type, status): int(n) for agent_type, status, n in rows}
 
-    def agent_counts(self) -> dict[str, int]:
-        """Live (not deleted) agents by status; every known status appears, zeros included."""
+    def agent_counts(self, user_id: uuid.UUID | None = None) -> dict[str, int]:
+        """Live (not deleted) agents by status (one user's, or everyone's); every status appears, zeros included."""
+        scope = [Agent.user_id == user_id] if user_id is not None else []
         with self.db.read() as session:
-            rows = session.execute(select(Agent.status, func.count()).where(Agent.deleted_at.is_(None))
+            rows = session.execute(select(Agent.status, func.count()).where(Agent.deleted_at.is_(None), *scope)
                                    .group_by(Agent.status))
             counts = {str(s): 0 for s in AgentStatus}
             counts.update({status: int(n) for status, n in rows})
@@ -57,11 +59,15 @@ class MonitoringService:
 
     # --- /status ----------------------------------------------------------------------------------------------
 
-    def status(self) -> StatusPublic:
+    def status(self, user_id: uuid.UUID | None) -> StatusPublic:
+        """Platform-wide (`user_id` None: admins) or one user's own agent counts, without queue depths:
+        those are platform-wide, and cost one SQS call per queue."""
+        platform = user_id is None
         return StatusPublic(
-            version=self.settings.version, stage=self.settings.stage,
+            version=self.settings.version, stage=self.settings.stage, scope="platform" if platform else "user",
             started_at=datetime.fromtimestamp(STARTED_AT, timezone.utc), uptime_seconds=round(uptime_seconds(), 3),
-            agents=self.agent_counts(), queues=[QueueDepthPublic(**asdict(d)) for d in self.queue_depths()],
+            agents=self.agent_counts(user_id),
+            queues=[QueueDepthPublic(**asdict(d)) for d in self.queue_depths()] if platform else [],
         )
 
     # --- /metrics ---------------------------------------------------------------------------------------------

@@ -29,6 +29,7 @@ from chalicelib.services.routing import route
 if TYPE_CHECKING:
     from chalicelib.cache.twolevel import TwoLevelCache
     from chalicelib.services.agents import AgentService
+    from chalicelib.services.quotas import Quotas
 
 #: Called after the create transaction commits, with the new outbox id (best-effort fast path).
 AfterCommit = Callable[[uuid.UUID], None]
@@ -92,11 +93,13 @@ class TaskRecord(TaskPublic):
 
 class TaskService:
     def __init__(self, db: Database, after_commit: AfterCommit | None = None, *,
-                 agents: AgentService | None = None, cache: TwoLevelCache | None = None) -> None:
+                 agents: AgentService | None = None, cache: TwoLevelCache | None = None,
+                 quotas: Quotas | None = None) -> None:
         self.db = db
         self.after_commit = after_commit
         self.agents = agents
         self.cache = cache
+        self.quotas = quotas
 
     def create(self, user_id: uuid.UUID, req: TaskCreate, meta: RequestMeta) -> Task:
         # The agent check uses the cached agent record (read before the transaction): one query fewer.
@@ -111,6 +114,8 @@ class TaskService:
             if agent.status != "active":
                 raise ConflictError("agent is not active", {"agent_id": str(agent.id), "status": agent.status})
             registry.validate_input(agent.type, req.input_data)
+            if self.quotas is not None:
+                self.quotas.check_tasks_today(session, user_id, utcnow())
             task = Task(user_id=user_id, agent_id=agent.id, agent_type=agent.type, title=req.title,
                         description=req.description, priority=req.priority, input_data=req.input_data,
                         status=initial_status(agent.mode))

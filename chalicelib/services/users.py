@@ -21,20 +21,24 @@ from chalicelib.db.session import Database
 from chalicelib.db.types import utcnow
 from chalicelib.domain.rbac import Role
 from chalicelib.errors import AuthenticationError, ConflictError
+from chalicelib.ratelimit import account_identity
 from chalicelib.schemas.users import LoginRequest, RegisterRequest, TokenPair
 from chalicelib.services import audit
 from chalicelib.services import refresh_tokens as store
+from chalicelib.services.login_throttle import LoginThrottle
 from chalicelib.services.meta import RequestMeta
 
 INVALID_CREDENTIALS = "invalid username or password"
 
 
 class UserService:
-    def __init__(self, db: Database, hasher: PasswordHasher, tokens: TokenService, guard: SessionGuard) -> None:
+    def __init__(self, db: Database, hasher: PasswordHasher, tokens: TokenService, guard: SessionGuard,
+                 throttle: LoginThrottle | None = None) -> None:
         self.db = db
         self.hasher = hasher
         self.tokens = tokens
         self.guard = guard
+        self.throttle = throttle
 
     def register(self, req: RegisterRequest, meta: RequestMeta, *, role: Role = Role.USER,
                  via: str = "api") -> User:
@@ -58,11 +62,14 @@ class UserService:
         return user
 
     def login(self, req: LoginRequest, meta: RequestMeta) -> TokenPair:
-        """Unknown user, wrong password and deactivated account: same 401, same bcrypt work."""
+        """Unknown user, wrong password and deactivated account: same 401, same bcrypt work, same budgets
+        (chalicelib.services.login_throttle: failures per account and per (account, address))."""
         with self.db.transaction() as session:
             user = session.scalar(
                 select(User).where(or_(User.username == req.username, User.email == req.username.lower()))
             )
+            account = str(user.id) if user is not None else f"name:{account_identity(req.username)}"
+            attempt = self.throttle.begin(account, meta.client_ip) if self.throttle is not None else None
             ok = self.hasher.verify(req.password, user.password_hash if user else None)
             if not ok or user is None or not user.is_active:
                 audit.record(session, user_id=user.id if user else None, event_type="auth.login_failed",
@@ -77,7 +84,11 @@ class UserService:
                              resource_type="user", resource_id=user.id, details={"family": str(family)},
                              meta=meta)
         if pair is None:
+            if attempt is not None:
+                attempt.failed()
             raise AuthenticationError(INVALID_CREDENTIALS)
+        if attempt is not None:
+            attempt.succeeded()
         return pair.public(self.tokens)
 
     def refresh(self, refresh_token: str, meta: RequestMeta) -> TokenPair:

@@ -31,6 +31,8 @@ if TYPE_CHECKING:
     from chalicelib.container import Container
 
 CHECKS = ("dependencies", "heartbeats", "dlq")
+#: audit `event_type` of the alerts a user's own checks raise (and of "your agents went offline").
+ALERT_EVENT = "alert"
 
 
 @dataclass
@@ -108,21 +110,36 @@ class Watchdog:
         return depths
 
 
-class OfflineAlertNotDelivered(RuntimeError):
-    """Raised inside the transaction so the offline marks roll back: the next run marks and alerts again."""
+def record_offline_for_owners(session: Session, offline: Sequence[dict[str, Any]], *,
+                              task_id: uuid.UUID | None = None) -> None:
+    """Each owner learns which of *their* agents went offline: one audit row per owner
+    (`GET /audit-logs?event_type=alert`), in the transaction that marked them — it cannot get lost."""
+    from chalicelib.services import audit
+
+    by_owner: dict[str, list[dict[str, Any]]] = {}
+    for agent in offline:
+        by_owner.setdefault(agent["user_id"], []).append(agent)
+    for owner, agents in by_owner.items():
+        audit.record(session, user_id=uuid.UUID(owner), event_type=ALERT_EVENT, action="agents_offline",
+                     resource_type="task" if task_id else None, resource_id=task_id,
+                     details={"severity": "warning", "summary": f"{len(agents)} agent(s) marked offline",
+                              "agents": agents})
 
 
 def check_platform(container: Container, now: datetime | None = None) -> dict[str, Any]:
-    """The scheduled check (functions/monitor.py): every agent, every check, alerts published."""
+    """The scheduled check (functions/monitor.py): every agent, every check, alerts to the operators.
+
+    The offline marks (and each owner's audit row) commit before anything is published: an alert
+    SNS refuses or cannot take is reported and logged, and never undoes another user's state.
+    """
     from chalicelib.db.types import utcnow
 
     now = now or utcnow()
     stale = container.settings.heartbeat_stale_seconds
     with container.db.transaction() as session:
         report = container.watchdog.run(session, now=now, stale_seconds=stale, user_id=None)
-        alerts = [container.alerts.publish(alert, {"scope": "platform"}) for alert in report.alerts]
-        if any(a["kind"] == "agents_offline" and a["status"] == "error" for a in alerts):
-            raise OfflineAlertNotDelivered(f"agents_offline alert not published: {alerts}")
+        record_offline_for_owners(session, report.offline)
+    alerts = [container.alerts.publish(alert, {"scope": "platform"}) for alert in report.alerts]
     return {"checked": report.checked, "healthy": not report.alerts,
             "dependencies": (report.dependencies or {}).get("status"), "agents_marked_offline": len(report.offline),
-            "alerts": alerts}
+            "alerts": alerts, "alerts_undelivered": sum(a["status"] == "error" for a in alerts)}

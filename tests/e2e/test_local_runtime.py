@@ -49,7 +49,7 @@ class Runtime:
             if self.proc.poll() is not None:
                 raise AssertionError(f"runtime exited early:\n{self.output()}")
             try:
-                if requests.get(f"{self.base}/health", timeout=2).status_code == 200:
+                if requests.get(f"{self.base}/health/ready", timeout=2).status_code == 200:
                     return
             except requests.RequestException:
                 pass

@@ -269,3 +269,26 @@ def test_l1_is_bounded_and_evicted_entries_come_back_from_l2(make_cache: Callabl
         read(cache, source, key)
     read(cache, source, "a1")  # evicted from L1, still in L2
     assert source.loads == 3 and cache.stats.l2_hits == 1
+
+
+class Big(PublicModel):
+    blob: str
+
+
+def test_a_value_over_the_l1_entry_limit_is_served_from_l2_and_never_held_in_process(
+        make_cache: Callable[..., TwoLevelCache]) -> None:
+    cache = make_cache(l1_max_entry_bytes=1024, l1_max_bytes=4096)
+    loads: list[int] = []
+
+    def load() -> Big:
+        loads.append(1)
+        return Big(blob="x" * 5000)
+
+    for _ in range(3):
+        assert cache.fetch("agents", "big", Big, load) is not None
+    assert len(loads) == 1  # cached: in L2
+    assert cache.stats.l1_hits == 0 and cache.stats.l2_hits == 2  # never from L1
+    assert cache._l1.bytes == 0
+    small = cache.fetch("agents", "small", Config, Source().load)
+    assert small is not None and cache.fetch("agents", "small", Config, Source().load) == small
+    assert cache.stats.l1_hits == 1 and 0 < cache._l1.bytes <= 1024

@@ -187,6 +187,12 @@ def test_consumers_only_consume_their_own_queue(template: dict[str, Any]) -> Non
                 assert statement["Resource"] == [own]
 
 
+def test_only_the_scheduled_monitor_may_publish_to_the_operators_alert_topic(template: dict[str, Any]) -> None:
+    publishers = {name for name, role in _resources(template, "AWS::IAM::Role").items()
+                  if any("sns:Publish" in _actions(s) for s in _statements(role))}
+    assert publishers == {logical_id("monitor", "Role")}  # a user's monitoring task cannot page the operators
+
+
 def test_relay_sends_only_to_agent_queues(template: dict[str, Any]) -> None:
     sqs = [s for s in _statements(template["Resources"]["OutboxRelayRole"]) if _actions(s)[0].startswith("sqs:")]
     assert len(sqs) == 1

@@ -94,6 +94,65 @@ def test_status_is_for_any_authenticated_user(api: Api) -> None:
     assert api.call("GET", "/status").status_code == 200
 
 
+def test_status_shows_platform_wide_counts_only_to_admins(api: Api, other_api: Api) -> None:
+    # GIVEN two users with agents of their own
+    api.signup()
+    api.agent()
+    api.agent("examination")
+    other_api.signup()
+    other_api.agent()
+    # WHEN a user asks, THEN they see their own agents and no queue depths (both are other tenants' business)
+    mine = other_api.call("GET", "/status").json_body
+    assert mine["scope"] == "user" and mine["agents"] == {"active": 1, "inactive": 0, "offline": 0}
+    assert mine["queues"] == []
+    # An admin sees the platform.
+    everyone = admin(api).call("GET", "/status").json_body
+    assert everyone["scope"] == "platform" and everyone["agents"] == {"active": 3, "inactive": 0, "offline": 0}
+    assert [q["agent_type"] for q in everyone["queues"]] == list(available_types())  # every agent queue, in order
+
+
+class CountingSqs:
+    """Counts the SQS calls made through a boto3 client (botocore's event hooks; the calls still reach moto)."""
+
+    def __init__(self, client: Any) -> None:
+        self.calls: list[str] = []
+        client.meta.events.register("before-call.sqs.*", self._count)
+
+    def _count(self, model: Any, **_: Any) -> None:
+        self.calls.append(model.name)
+
+
+def test_liveness_does_no_io_and_answers_while_the_database_is_down(api: Api, container: Container) -> None:
+    from chalicelib.db.session import Database, make_engine
+
+    sqs = CountingSqs(container.publisher.client)
+    container.__dict__["db"] = Database(make_engine("postgresql+psycopg://postgres@127.0.0.1:1/none"))
+    container.__dict__.pop("health", None)
+    r = api.call("GET", "/health")
+    assert r.status_code == 200 and r.json_body == {"status": "ok", "version": "0.1.0", "stage": "test"}
+    assert sqs.calls == []
+    ready = api.call("GET", "/health/ready")
+    assert ready.status_code == 503 and ready.json_body["checks"]["database"]["status"] == "down"
+
+
+def test_readiness_checks_dependencies_at_most_once_per_cache_period(api: Api, container: Container) -> None:
+    sqs = CountingSqs(container.publisher.client)
+    first = api.call("GET", "/health/ready")
+    assert first.status_code == 200 and first.json_body["status"] == "ok"
+    assert set(first.json_body["checks"]) == {"database", "redis", "queues"}
+    per_check = sqs.calls.count("GetQueueAttributes")
+    assert per_check == len(available_types())  # one per agent queue
+    for _ in range(20):
+        again = api.call("GET", "/health/ready")
+        assert again.status_code == 200 and again.json_body["age_seconds"] >= 0
+    assert sqs.calls.count("GetQueueAttributes") == per_check  # 21 requests within the cache period: one check
+    container.settings = container.settings.model_copy(update={"readiness_cache_seconds": 0})
+    container.__dict__.pop("health")  # built with the new setting: no cache
+    api.call("GET", "/health/ready")
+    api.call("GET", "/health/ready")
+    assert sqs.calls.count("GetQueueAttributes") == 3 * per_check
+
+
 # --- what they report -----------------------------------------------------------------------------------------
 
 
@@ -176,26 +235,19 @@ def test_queue_and_dlq_depths_in_metrics_and_status(api: Api, aws: Any, scrape_t
     assert value(samples, "ymera_queue_messages", agent_type="examination", queue=f"{PREFIX}-agent-examination") == 0
     assert value(samples, "ymera_scrape_error", source="sqs") == 0
 
-    api.signup()
-    status = api.call("GET", "/status").json_body
+    status = admin(api).call("GET", "/status").json_body
     queues = {q["agent_type"]: q for q in status["queues"]}
     assert queues["validation"] == {"agent_type": "validation", "queue": f"{PREFIX}-agent-validation",
                                     "messages": 3, "in_flight": 0, "dlq": f"{PREFIX}-agent-validation-dlq",
                                     "dlq_messages": 2, "error": None}
 
 
-def test_status_reports_version_stage_uptime_and_platform_agent_counts(api: Api, other_api: Api) -> None:
+def test_status_reports_version_stage_uptime(api: Api) -> None:
     api.signup()
-    api.agent()
-    api.agent("examination")
-    other_api.signup()
-    other_api.agent()
-    body = other_api.call("GET", "/status").json_body
+    body = api.call("GET", "/status").json_body
     assert body["version"] == "0.1.0" and body["stage"] == "test"
     assert body["uptime_seconds"] > 0
     assert datetime.fromisoformat(body["started_at"]) <= datetime.now(timezone.utc)
-    assert body["agents"] == {"active": 3, "inactive": 0, "offline": 0}
-    assert [q["agent_type"] for q in body["queues"]] == list(available_types())  # every agent queue, in order
 
 
 def test_a_broken_source_is_reported_and_the_rest_still_served(api: Api, container: Container, aws: Any,
@@ -213,7 +265,7 @@ def test_a_broken_source_is_reported_and_the_rest_still_served(api: Api, contain
     assert value(samples, "ymera_agents", status="active") == 1
     assert not any(name == "ymera_http_requests_total" for name, _ in samples)
 
-    queues = api.call("GET", "/status").json_body["queues"]
+    queues = admin(api).call("GET", "/status").json_body["queues"]
     assert {(q["messages"], q["error"]) for q in queues} == {(None, "QueueDoesNotExist")}
 
 

@@ -7,17 +7,20 @@ operator's subscription would receive them.
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from datetime import timedelta
 from typing import Any
 
 import boto3
 import pytest
-from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
+from botocore.exceptions import ClientError
 from sqlalchemy import update
 
 from chalicelib.db.models import Agent
 from chalicelib.db.types import utcnow
+from chalicelib.services.alerts import AlertPublisher
+from functions.monitor import AlertsNotDelivered
 from functions.monitor import handler as monitor_handler
 from infra.bootstrap import ensure_alert_topic
 from tests.integration.conftest import PREFIX, Api, FakeContext
@@ -70,7 +73,7 @@ def stale_fleet(api: Api, db: Any) -> dict[str, dict[str, Any]]:
     return fleet
 
 
-def test_stale_agents_go_offline_and_the_operators_are_alerted(api: Api, other_api: Api, db: Any,
+def test_stale_agents_go_offline_and_their_owner_is_alerted(api: Api, other_api: Api, db: Any,
                                                                alerts: Any) -> None:
     other_api.signup()
     theirs = other_api.agent("validation", name="theirs")
@@ -89,7 +92,7 @@ def test_stale_agents_go_offline_and_the_operators_are_alerted(api: Api, other_a
     assert [(a["name"], a["mode"]) for a in output["offline"]] == [("ghost", "external"), ("silent", "managed")]
     assert output["offline"][1]["silent_seconds"] >= 600
     [alert] = output["alerts"]
-    assert alert["kind"] == "agents_offline" and alert["status"] == "sent" and alert["message_id"]
+    assert alert["kind"] == "agents_offline" and alert["status"] == "recorded"
     assert output["healthy"] is False
 
     statuses = {name: api.call("GET", f"/agents/{a['id']}").json_body["status"] for name, a in fleet.items()}
@@ -97,37 +100,51 @@ def test_stale_agents_go_offline_and_the_operators_are_alerted(api: Api, other_a
                         "ghost": "offline"}
     assert other_api.call("GET", f"/agents/{theirs['id']}").json_body["status"] == "active"  # not my agent
 
-    [received] = alerts()
-    assert received["kind"] == "agents_offline" and received["severity"] == "warning"
-    assert received["subject"].startswith("[warning] 2 agent(s) marked offline")
-    assert {a["name"] for a in received["details"]["agents"]} == {"ghost", "silent"}
-    assert received["user_id"] and received["task_id"] == task_id
+    # A user's check alerts that user, not the operators.
+    assert alerts() == []
+    [row] = my_alerts(api)
+    assert row["action"] == "agents_offline" and row["resource_id"] == task_id
+    assert row["details"]["summary"].startswith("2 agent(s) marked offline")
+    assert {a["name"] for a in row["details"]["agents"]} == {"ghost", "silent"}
+    assert my_alerts(other_api) == []
 
     # A second check finds nothing new: no second alert for the same transition.
     _, again = check(api, mid="mon2")
     assert again == {"batchItemFailures": []}
-    assert alerts() == []
+    assert len(my_alerts(api)) == 1
 
 
-def test_a_missing_queue_and_a_non_empty_dlq_alert_once_per_cooldown(api: Api, aws: Any, alerts: Any) -> None:
+def my_alerts(api: Api) -> list[dict[str, Any]]:
+    r = api.call("GET", "/audit-logs?event_type=alert")
+    assert r.status_code == 200, r.json_body
+    return list(r.json_body["items"])
+
+
+def test_a_missing_queue_and_a_non_empty_dlq_are_the_users_alerts_and_the_operators_once(
+        api: Api, aws: Any, alerts: Any) -> None:
     aws.send_message(QueueUrl=aws.get_queue_url(QueueName=f"{PREFIX}-agent-llm-dlq")["QueueUrl"], MessageBody="x")
     aws.delete_queue(QueueUrl=aws.get_queue_url(QueueName=f"{PREFIX}-agent-security")["QueueUrl"])
     api.signup()
     task_id, _ = check(api, {"checks": ["dependencies", "dlq"]})
     output = api.call("GET", f"/tasks/{task_id}").json_body["result"]["output_data"]
     assert output["dependencies"]["checks"]["queues"]["status"] == "down"
-    assert {(a["kind"], a["status"]) for a in output["alerts"]} == {("dependency_down", "sent"),
-                                                                   ("dlq_not_empty", "sent")}
+    assert {(a["kind"], a["status"]) for a in output["alerts"]} == {("dependency_down", "recorded"),
+                                                                   ("dlq_not_empty", "recorded")}
     unreadable = [q for q in output["queues"] if q["error"]]
     assert [q["agent_type"] for q in unreadable] == ["security"]
+    mine = {a["action"]: a["details"] for a in my_alerts(api)}
+    assert mine["dlq_not_empty"]["dlq"] == f"{PREFIX}-agent-llm-dlq" and mine["dlq_not_empty"]["messages"] == 1
+    assert alerts() == []  # however often users ask, the operators hear it from the scheduled monitor only
+
+    # The operators: once per cooldown, from the scheduled monitor.
+    first = monitor_handler({}, FakeContext())
+    assert {a["status"] for a in first["alerts"]} == {"sent"}
     received = {a["kind"]: a for a in alerts()}
     assert received["dlq_not_empty"]["details"] == {"agent_type": "llm", "dlq": f"{PREFIX}-agent-llm-dlq",
                                                     "messages": 1}
     assert received["dependency_down"]["details"]["dependency"] == "queues"
-    # The same standing conditions a minute later: reported, not re-sent.
-    task_id, _ = check(api, {"checks": ["dependencies", "dlq"]}, mid="mon2")
-    again = api.call("GET", f"/tasks/{task_id}").json_body["result"]["output_data"]["alerts"]
-    assert {a["status"] for a in again} == {"suppressed"}
+    summary = monitor_handler({}, FakeContext())  # the same standing conditions five minutes later
+    assert {a["status"] for a in summary["alerts"]} == {"suppressed"}
     assert alerts() == []
 
 
@@ -147,20 +164,65 @@ def test_the_scheduled_monitor_covers_every_user(api: Api, other_api: Api, db: A
     assert monitor_handler({}, FakeContext())["agents_marked_offline"] == 0
 
 
-def test_without_a_reachable_topic_the_offline_marks_wait_for_an_alert(api: Api, aws: Any, db: Any) -> None:
+class AwsSubjectRules:
+    """moto's SNS with the real service's Subject rule (moto accepts anything under 100 characters):
+    printable ASCII only, no line breaks, at most 100 characters — else InvalidParameter for the whole Publish."""
+
+    def __init__(self, sns: Any) -> None:
+        self.sns = sns
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.sns, name)
+
+    def publish(self, **kwargs: Any) -> Any:
+        subject = kwargs.get("Subject")
+        if subject is not None and not re.fullmatch(r"[\x20-\x7e]{1,100}", subject):
+            raise ClientError({"Error": {"Code": "InvalidParameter", "Message": "Invalid parameter: Subject"}},
+                              "Publish")
+        return self.sns.publish(**kwargs)
+
+
+def test_an_agent_name_sns_refuses_does_not_stop_offline_detection(api: Api, other_api: Api, db: Any,
+                                                                   container: Any, alerts: Any) -> None:
+    # GIVEN a user whose agent is named with a control character (stored before names were checked)
+    container.alerts = AlertPublisher(lambda: AwsSubjectRules(boto3.client("sns", region_name="us-east-1")),
+                                      topic_name=f"{PREFIX}-alerts", redis=container.redis,
+                                      key_prefix=container.settings.redis_key_prefix)
+    api.signup()
+    odd = api.agent("validation", name="odd")
+    set_agent(db, odd["id"], name="\u0001x\nline", last_heartbeat=utcnow() - timedelta(minutes=30))
+    other_api.signup()
+    theirs = other_api.agent("validation", name="theirs")
+    set_agent(db, theirs["id"], last_heartbeat=utcnow() - timedelta(minutes=30))
+    # WHEN the scheduled monitor runs
+    summary = monitor_handler({}, FakeContext())
+    # THEN both go offline and the operators get one alert with a subject SNS accepts
+    assert summary["agents_marked_offline"] == 2 and summary["alerts_undelivered"] == 0
+    assert other_api.call("GET", f"/agents/{theirs['id']}").json_body["status"] == "offline"
+    [received] = alerts()
+    assert re.fullmatch(r"[\x20-\x7e]{1,100}", received["subject"]), received["subject"]
+    assert "\u0001x\nline" in {a["name"] for a in received["details"]["agents"]}  # the body keeps the exact name
+
+
+def test_an_alert_that_cannot_be_delivered_keeps_every_users_offline_marks(api: Api, other_api: Api,
+                                                                           db: Any) -> None:
     # No alert topic exists (nobody ran infra.bootstrap): nobody can be told.
     api.signup()
     silent = api.agent("validation", name="silent")
-    set_agent(db, silent["id"], last_heartbeat=utcnow() - timedelta(minutes=10))
-    with pytest.raises(BatchProcessingError):  # retried by SQS; the offline mark rolled back with it
-        check(api, {"checks": ["heartbeats"]}, mid="mon1")
-    assert api.call("GET", f"/agents/{silent['id']}").json_body["status"] == "active"
-    task_id, response = check(api, {"checks": ["heartbeats"]}, mid="mon2", receive_count=5)  # the last attempt
+    other_api.signup()
+    theirs = other_api.agent("validation", name="theirs")
+    for agent in (silent, theirs):
+        set_agent(db, agent["id"], last_heartbeat=utcnow() - timedelta(minutes=10))
+    with pytest.raises(AlertsNotDelivered):  # the function fails (its Errors alarm pages)...
+        monitor_handler({}, FakeContext())
+    for client, agent in ((api, silent), (other_api, theirs)):  # ...after the marks committed
+        assert client.call("GET", f"/agents/{agent['id']}").json_body["status"] == "offline"
+        [row] = my_alerts(client)  # and each owner has the record of it
+        assert row["action"] == "agents_offline"
+        assert [a["agent_id"] for a in row["details"]["agents"]] == [agent["id"]]
+    # A user's own check needs no topic at all.
+    _, response = check(api, {"checks": ["heartbeats"]}, mid="mon1")
     assert response == {"batchItemFailures": []}
-    failed = api.call("GET", f"/tasks/{task_id}").json_body
-    assert failed["status"] == "failed" and failed["error"]["code"] == "ALERT_DELIVERY_FAILED"
-    assert "ymera-test-alerts" in failed["error"]["details"]["alerts"][0]["error"]
-    assert api.call("GET", f"/agents/{silent['id']}").json_body["status"] == "active"
 
 
 def test_invalid_monitoring_input_is_422(api: Api) -> None:

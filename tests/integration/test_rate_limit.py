@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
+import jwt
 import pytest
 import redis
 
@@ -125,6 +126,7 @@ def test_unreachable_redis_raises_and_the_breaker_skips_redis_afterwards() -> No
 LIMITS = {"rate_limit_user_capacity": 3, "rate_limit_user_refill_per_second": 0.5,
           "rate_limit_ip_capacity": 1000, "rate_limit_ip_refill_per_second": 100.0,
           "rate_limit_login_account_capacity": 3, "rate_limit_login_account_refill_per_second": NEVER,
+          "rate_limit_login_account_ip_capacity": 2, "rate_limit_login_account_ip_refill_per_second": NEVER,
           "rate_limit_login_ip_capacity": 6, "rate_limit_login_ip_refill_per_second": NEVER}
 
 
@@ -143,14 +145,14 @@ def limited(settings: Settings, db: Database, aws: Any) -> Iterator[tuple[Api, A
 
 
 def lambda_call(app: Any, method: str, path: str, route: str, *, ip: str, body: Any = None,
-                token: str | None = None) -> dict[str, Any]:
+                token: str | None = None, path_params: dict[str, str] | None = None) -> dict[str, Any]:
     """Invoke the Lambda entry point directly with an API Gateway event from client `ip`."""
     headers = {"content-type": "application/json"}
     if token:
         headers["authorization"] = f"Bearer {token}"
     event = {"requestContext": {"httpMethod": method, "resourcePath": route, "path": path,
                                 "requestId": uuid.uuid4().hex, "identity": {"sourceIp": ip}},
-             "headers": headers, "pathParameters": {}, "stageVariables": {},
+             "headers": headers, "pathParameters": path_params or {}, "stageVariables": {},
              "multiValueQueryStringParameters": None, "body": json.dumps(body) if body is not None else None}
     response = app(event, FakeContext())
     response["json"] = json.loads(response["body"]) if response.get("body") else None
@@ -222,23 +224,65 @@ def test_an_invalid_token_is_limited_by_client_ip(limited: tuple[Api, Any, Conta
     assert r.headers["X-RateLimit-Limit"] == "1000"  # the IP bucket, not a user's
 
 
-def test_login_bucket_by_account_blocks_across_ips_and_case(limited: tuple[Api, Any, Container]) -> None:
+def test_guesses_from_one_address_do_not_lock_the_owner_out(limited: tuple[Api, Any, Container]) -> None:
     api, app, _ = limited
     user = api.signup(password="the right password")
     name = user["username"]
-    # GIVEN three wrong guesses at one account from different IPs (its successful signup login refunded)...
-    assert login(app, name, "wrong", "198.51.100.1")["statusCode"] == 401
-    assert login(app, name.upper(), "wrong", "198.51.100.2")["statusCode"] == 401
-    assert login(app, name, "wrong", "198.51.100.3")["statusCode"] == 401
-    # ...THEN even the right password, from a fresh IP, is refused: the account's bucket is empty.
-    blocked = login(app, name, "the right password", "203.0.113.9")
-    assert blocked["statusCode"] == 429
-    assert blocked["json"]["error"]["code"] == "RATE_LIMITED"
-    assert blocked["json"]["error"]["details"]["bucket"] == "login-account"
+    # GIVEN two wrong guesses at one account from one address (the per-(account, address) budget is 2)...
+    assert [login(app, name, "wrong", "198.51.100.1")["statusCode"] for _ in range(2)] == [401, 401]
+    # ...THEN that address is refused for that account, even with the right password...
+    blocked = login(app, name, "the right password", "198.51.100.1")
+    assert blocked["statusCode"] == 429 and blocked["json"]["error"]["code"] == "RATE_LIMITED"
+    assert blocked["json"]["error"]["details"]["bucket"] == "login-account-ip"
     assert int(blocked["headers"]["Retry-After"]) > 0
-    # Another account from the same IPs is unaffected.
+    # ...while the owner, from an address that has not been failing, signs in.
+    assert login(app, name, "the right password", "203.0.113.9")["statusCode"] == 200
+    # The guessing address may still try other accounts.
     other = Api(api.client).signup(password="other password")
     assert login(app, other["username"], "other password", "198.51.100.1")["statusCode"] == 200
+
+
+def test_username_and_email_share_one_budget(limited: tuple[Api, Any, Container]) -> None:
+    api, app, _ = limited
+    user = api.signup(password="the right password")
+    email = f"{user['username']}@example.com"
+    assert login(app, user["username"], "wrong", "198.51.100.1")["statusCode"] == 401
+    assert login(app, email.upper(), "wrong", "198.51.100.1")["statusCode"] == 401
+    for spelling in (user["username"], email):
+        refused = login(app, spelling, "the right password", "198.51.100.1")
+        assert refused["statusCode"] == 429 and refused["json"]["error"]["details"]["bucket"] == "login-account-ip"
+
+
+def test_a_distributed_guess_gets_one_try_per_address_and_the_owner_still_signs_in(
+        limited: tuple[Api, Any, Container]) -> None:
+    api, app, _ = limited
+    user = api.signup(password="the right password")
+    name = user["username"]
+    # GIVEN the account-wide budget (3) spent by three addresses...
+    assert [login(app, name, "wrong", f"198.51.100.{i}")["statusCode"] for i in (1, 2, 3)] == [401] * 3
+    # ...THEN a fresh address gets one guess, not its full budget of 2...
+    assert login(app, name, "wrong", "198.51.100.4")["statusCode"] == 401
+    assert login(app, name, "wrong", "198.51.100.4")["statusCode"] == 429
+    # ...and the owner's right password from their own address still succeeds.
+    assert login(app, name, "the right password", "203.0.113.9")["statusCode"] == 200
+
+
+def test_wrong_current_passwords_spend_the_same_budget(limited: tuple[Api, Any, Container]) -> None:
+    api, app, _ = limited
+    user = api.signup(password="the right password")
+    token = user["access_token"]
+    user_id = jwt.decode(token, options={"verify_signature": False})["sub"]
+
+    def change(current: str) -> dict[str, Any]:
+        return lambda_call(app, "PUT", f"/users/{user_id}/password", "/users/{user_id}/password",
+                           ip="198.51.100.1", token=token, path_params={"user_id": user_id},
+                           body={"current_password": current, "new_password": "a new long password"})
+
+    assert [change("wrong")["statusCode"] for _ in range(2)] == [422, 422]
+    refused = change("the right password")
+    assert refused["statusCode"] == 429 and refused["json"]["error"]["details"]["bucket"] == "login-account-ip"
+    assert login(app, user["username"], "the right password", "198.51.100.1")["statusCode"] == 429
+    assert login(app, user["username"], "the right password", "203.0.113.9")["statusCode"] == 200
 
 
 def test_successful_logins_do_not_use_up_the_account_bucket(limited: tuple[Api, Any, Container]) -> None:

@@ -118,3 +118,12 @@ def test_a_down_database_is_critical() -> None:
 def test_monitoring_input_is_checked(bad: dict[str, Any]) -> None:
     with pytest.raises(ValidationError):
         registry.validate_input("monitoring", bad)
+
+
+@pytest.mark.parametrize("summary", ["\u0001x", "two\nlines\r\n", "naïve ☃ " * 30, "", "\x00" * 5])
+def test_the_subject_is_one_line_of_printable_ascii_of_at_most_100_characters(summary: str) -> None:
+    sns = FakeSns()
+    assert publisher(sns).publish(Alert("agents_offline", "warning", summary))["status"] == "sent"
+    subject = sns.sent[0]["Subject"]
+    assert 1 <= len(subject) <= 100 and all(" " <= c <= "~" for c in subject), subject
+    assert json.loads(sns.sent[0]["Message"])["summary"] == summary  # the body keeps the exact text

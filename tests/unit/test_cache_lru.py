@@ -97,3 +97,24 @@ def test_unknown_namespace_is_a_programming_error() -> None:
         cache.fetch("nope", "k", Value, lambda: None)
     with pytest.raises(ValueError):
         cache.clear(["nope"])
+
+
+def test_an_entry_over_the_entry_limit_is_not_kept_and_its_stale_copy_goes() -> None:
+    lru = LocalLRU(max_entries=10, max_bytes=1000, max_entry_bytes=100)
+    lru.put("k", b"v1", "small", ttl=60, size=50)
+    lru.put("k", b"v2", "huge", ttl=60, size=101)
+    assert lru.get("k") is None and lru.skipped == 1 and lru.bytes == 0
+
+
+def test_the_total_size_is_bounded_least_recently_used_first() -> None:
+    lru = LocalLRU(max_entries=100, max_bytes=100, max_entry_bytes=100)
+    for key in "abc":
+        lru.put(key, b"t", key, ttl=60, size=30)
+    assert lru.get("a") is not None  # "b" is now the least recently used
+    lru.put("d", b"t", "d", ttl=60, size=30)
+    assert lru.get("b") is None and [k for k in "acd" if lru.get(k) is not None] == ["a", "c", "d"]
+    assert lru.bytes == 90 <= lru.max_bytes
+    lru.put("e", b"t", "e", ttl=60, size=100)  # one that fills it alone pushes everything else out
+    assert len(lru) == 1 and lru.bytes == 100
+    lru.discard("e")
+    assert lru.bytes == 0

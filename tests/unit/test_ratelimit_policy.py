@@ -6,7 +6,8 @@ from chalicelib.config import Settings
 from chalicelib.ratelimit import Bucket, Buckets, _decide, account_identity, policy
 
 BUCKETS = Buckets(user=Bucket("user", 120, 2.0, fail_open=True), ip=Bucket("ip", 60, 1.0, fail_open=True),
-                  login_account=Bucket("login-account", 5, 1 / 60, fail_open=False),
+                  login_account=Bucket("login-account", 20, 1 / 60, fail_open=False),
+                  login_account_ip=Bucket("login-account-ip", 5, 1 / 60, fail_open=False),
                   login_ip=Bucket("login-ip", 20, 0.2, fail_open=False))
 
 
@@ -20,20 +21,19 @@ def test_health_is_exempt() -> None:
     assert policy(BUCKETS, "GET", "/health", user_id=None, client_ip="10.0.0.1") == []
 
 
-def test_login_needs_the_account_and_the_ip_bucket_even_with_a_token() -> None:
-    checks = policy(BUCKETS, "POST", "/auth/login", user_id="u-1", client_ip="10.0.0.1", login_username=" Alice ")
-    assert checks == [(BUCKETS.login_account, account_identity("alice")), (BUCKETS.login_ip, "10.0.0.1")]
-    assert account_identity("ALICE") == account_identity("alice") != account_identity("alice2")
-    assert "alice" not in account_identity("alice")  # usernames do not appear in Redis keys
-    # No readable username: the IP bucket still applies (the login itself will be refused as malformed).
-    assert policy(BUCKETS, "POST", "/auth/login", user_id=None, client_ip="10.0.0.1") == [(BUCKETS.login_ip,
-                                                                                         "10.0.0.1")]
+def test_login_passes_the_ip_bucket_before_its_view_even_with_a_token() -> None:
+    # The per-account budgets need the resolved account: chalicelib.services.login_throttle spends them.
+    assert policy(BUCKETS, "POST", "/auth/login", user_id="u-1", client_ip="10.0.0.1") == [(BUCKETS.login_ip,
+                                                                                          "10.0.0.1")]
+    assert account_identity("ALICE ") == account_identity("alice") != account_identity("alice2")
+    assert "alice" not in account_identity("alice")  # names do not appear in Redis keys
 
 
 def test_only_the_login_buckets_fail_closed() -> None:
     buckets = Buckets.from_settings(Settings(database_url="sqlite://", jwt_secret="s" * 40))
     assert (buckets.user.fail_open, buckets.ip.fail_open) == (True, True)
-    assert (buckets.login_account.fail_open, buckets.login_ip.fail_open) == (False, False)
+    assert (buckets.login_account.fail_open, buckets.login_account_ip.fail_open, buckets.login_ip.fail_open) == (
+        False, False, False)
     assert buckets.login_account.capacity < buckets.ip.capacity
 
 
@@ -43,6 +43,6 @@ def test_headers_describe_the_tightest_bucket_when_allowed_and_the_refusing_one_
     allowed = _decide([account, ip], [1, 1, 240_000, 0, 19, 5_000, 0])
     assert (allowed.allowed, allowed.bucket, allowed.remaining, allowed.reset_seconds) == (True, "login-account", 1,
                                                                                           240)
-    assert allowed.headers() == {"X-RateLimit-Limit": "5", "X-RateLimit-Remaining": "1", "X-RateLimit-Reset": "240"}
+    assert allowed.headers() == {"X-RateLimit-Limit": "20", "X-RateLimit-Remaining": "1", "X-RateLimit-Reset": "240"}
     refused = _decide([account, ip], [0, 4, 60_000, 0, 0, 100_000, 4_500])
     assert (refused.allowed, refused.bucket, refused.retry_after) == (False, "login-ip", 5)
