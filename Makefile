@@ -64,6 +64,7 @@ admin: $(STAMP)
 		{ echo "usage: make admin ADMIN_USERNAME=name ADMIN_EMAIL=address"; exit 2; }
 	@if [ -z "$$DATABASE_URL" ]; then \
 		export DATABASE_URL="sqlite:///$(CURDIR)/.ymera/ymera.db"; \
+		export YMERA_STAGE="$${YMERA_STAGE:-development}"; \
 		export YMERA_JWT_SECRET="$${YMERA_JWT_SECRET:-$$($(PY) -c 'from infra.local.environment import *; \
 			print(load_or_create_jwt_secret(prepare_state_dir(".ymera")))')}"; \
 	fi; \

@@ -23,6 +23,8 @@ if str(ROOT) not in sys.path:
 TEST_SECRET = "test-secret-" + "x" * 40
 
 # Module-level so `import app` (which checks settings at cold start) works in tests.
+# An unset YMERA_STAGE is strict (production rules); the suite runs as the "test" stage, whatever the shell says.
+os.environ["YMERA_STAGE"] = "test"
 os.environ.setdefault("DATABASE_URL", "sqlite://")
 os.environ.setdefault("YMERA_JWT_SECRET", TEST_SECRET)
 for _var, _value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
