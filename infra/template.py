@@ -198,7 +198,8 @@ def _alert_topic() -> Json:
     """The alert topic, encrypted with a key of its own: CloudWatch alarms cannot publish to a topic under
     the AWS-managed alias/aws/sns (its key policy cannot name cloudwatch.amazonaws.com)."""
     account_root = {"Fn::Sub": "arn:${AWS::Partition}:iam::${AWS::AccountId}:root"}
-    alarms = {"Fn::Sub": "arn:${AWS::Partition}:cloudwatch:${AWS::Region}:${AWS::AccountId}:alarm:*"}
+    alarms = {"Fn::Sub": "arn:${AWS::Partition}:cloudwatch:${AWS::Region}:${AWS::AccountId}:alarm:"
+                         f"{APP}-${{Stage}}-*"}
     # In a key policy "Resource": "*" means this key. The account (IAM policies) administers and uses it,
     # with the actions listed rather than kms:*; CloudWatch may only encrypt alarm notifications with it.
     administer = ["kms:Create*", "kms:Describe*", "kms:Enable*", "kms:List*", "kms:Put*", "kms:Update*",
