@@ -70,3 +70,14 @@ def redis_url() -> Iterator[str]:
     for key in client.scan_iter(match=f"{REDIS_PREFIX}*", count=1000):
         client.delete(key)
     client.close()
+
+
+@pytest.fixture(autouse=True)
+def _environ_stays_put() -> Iterator[None]:
+    """chalice.test.Client swaps `os.environ` for a copy holding the stage's .chalice/config.json variables
+    during each request and swaps it back after; two requests on two threads can restore each other's copy,
+    leaving the stage's variables (YMERA_STAGE=dev, the secret names) in place for every later test."""
+    original = os.environ
+    yield
+    if os.environ is not original:
+        os.environ = original  # type: ignore[assignment]  # noqa: B003 - undoing chalice's own swap
