@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-unit test-integration test-e2e bench lint template build bootstrap migrate admin clean
+.PHONY: run test test-unit test-integration test-e2e bench lint template api-policy build bootstrap migrate admin clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] >= (3, 11) else "YMERA needs Python 3.11+")'
@@ -49,6 +49,12 @@ lint: $(STAMP)
 template: $(STAMP)
 	$(PY) -m infra.template --stage $(or $(STAGE),dev) --out infra/build/template.json
 
+## The API's IAM policy for one account and region -> .chalice/policy-<stage>.json (run before chalice deploy).
+## ACCOUNT defaults to the deploying credentials' account (STS), REGION to $$AWS_DEFAULT_REGION.
+api-policy: $(STAMP)
+	$(PY) -m infra.api_policy --stage $(or $(STAGE),dev) $(if $(REGION),--region $(REGION)) \
+		$(if $(ACCOUNT),--account $(ACCOUNT))
+
 ## The functions/ deployment bundle -> infra/build/functions.zip
 build: $(STAMP)
 	$(PY) -m infra.build
@@ -64,6 +70,7 @@ admin: $(STAMP)
 		{ echo "usage: make admin ADMIN_USERNAME=name ADMIN_EMAIL=address"; exit 2; }
 	@if [ -z "$$DATABASE_URL" ]; then \
 		export DATABASE_URL="sqlite:///$(CURDIR)/.ymera/ymera.db"; \
+		export YMERA_STAGE="$${YMERA_STAGE:-development}"; \
 		export YMERA_JWT_SECRET="$${YMERA_JWT_SECRET:-$$($(PY) -c 'from infra.local.environment import *; \
 			print(load_or_create_jwt_secret(prepare_state_dir(".ymera")))')}"; \
 	fi; \

@@ -13,8 +13,30 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+#: the only stages with relaxations (short secrets, no Redis for rate limits, plain-text database/Redis
+#: connections). `make run` (infra/local) sets "development" and the test suite "test"; anything else,
+#: including an unset YMERA_STAGE, is strict.
 DEV_STAGES = frozenset({"development", "local", "test"})
 MIN_SECRET_BYTES = 32
+#: libpq sslmodes that refuse a plain-text connection.
+TLS_SSLMODES = frozenset({"require", "verify-ca", "verify-full"})
+
+
+def check_data_store_tls(url: str, what: str) -> None:
+    """Outside development: Postgres only with sslmode=require/verify-ca/verify-full, Redis only as rediss://.
+    SQLite (a local file, no network) is allowed. Raises ValueError naming the setting, never the URL."""
+    from urllib.parse import parse_qs, urlsplit
+
+    scheme = urlsplit(url).scheme.lower()
+    if scheme.startswith("postgres"):
+        modes = parse_qs(urlsplit(url).query).get("sslmode", [])
+        if not modes or modes[-1] not in TLS_SSLMODES:
+            raise ValueError(f"{what} must set sslmode=require (or verify-ca/verify-full) outside development")
+    elif scheme.startswith("redis") or scheme == "unix":
+        if scheme != "rediss":
+            raise ValueError(f"{what} must use rediss:// (TLS) outside development")
+    elif not scheme.startswith("sqlite"):
+        raise ValueError(f"{what} has an unsupported scheme {scheme!r}")
 
 
 class ConfigError(RuntimeError):
@@ -24,10 +46,11 @@ class ConfigError(RuntimeError):
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="YMERA_", extra="ignore", frozen=True)
 
-    stage: str = "development"
+    #: unset = strict (see DEV_STAGES); reported as "unset" by /health.
+    stage: str = "unset"
     version: str = "0.1.0"
 
-    # Data stores. `database_url` is required; the local runtime fills it in.
+    # Data stores. `database_url` (or database_url_secret_arn) is required; the local runtime fills it in.
     database_url: str = Field(default="", validation_alias="DATABASE_URL")
     redis_url: str = Field(default="", validation_alias="REDIS_URL")
     #: every Redis key starts with this, so stages (and test sessions) can share a server.
@@ -60,6 +83,22 @@ class Settings(BaseSettings):
     jwt_secret_arn: str | None = None
     #: how long a user's state (active, role, token version) is cached in Redis for the per-request check.
     session_cache_ttl_seconds: int = Field(default=15 * 60, ge=1)
+
+    # Sessions (issue 7 §5): refresh retries and revocation without Redis.
+    #: a refresh token presented again this soon after its rotation, while its successor is unused, gets that
+    #: successor back (a client that lost the answer); later, or once the successor was used, it is reuse.
+    #: 0 = every second presentation is reuse.
+    refresh_reuse_grace_seconds: float = Field(default=10.0, ge=0, le=60)
+    #: a family's "not revoked" answer from Postgres is cached in Redis this long. It bounds how long a
+    #: revocation whose Redis write failed (refresh-token reuse is recorded best effort) can go unseen.
+    session_family_cache_ttl_seconds: int = Field(default=60, ge=1, le=3600)
+
+    # Data-store secrets (issue 7 §6). When set, the URL is read from Secrets Manager once per container
+    # (chalicelib.auth.secrets) instead of DATABASE_URL / REDIS_URL: a plain URL, JSON {"url": ...}, or (for
+    # the database) an RDS-managed secret {username, password, host, port, dbname}. Outside development the
+    # fetched URL must use TLS, like the environment's.
+    database_url_secret_arn: str | None = None
+    redis_url_secret_arn: str | None = None
 
     # API behaviour.
     page_size_default: int = 50
@@ -150,8 +189,14 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _check_secrets(self) -> Settings:
-        if not self.database_url:
-            raise ValueError("DATABASE_URL is required (postgresql+psycopg://... or sqlite:///...)")
+        if not self.database_url and not self.database_url_secret_arn:
+            raise ValueError("DATABASE_URL (or YMERA_DATABASE_URL_SECRET_ARN) is required "
+                             "(postgresql+psycopg://... or sqlite:///...)")
+        if not self.is_development:
+            if self.database_url and not self.database_url_secret_arn:
+                check_data_store_tls(self.database_url, "DATABASE_URL")
+            if self.redis_url and not self.redis_url_secret_arn:
+                check_data_store_tls(self.redis_url, "REDIS_URL")
         if self.jwt_secret_arn:  # length is checked when the secret is fetched (chalicelib.auth.secrets)
             return self
         # Consumers and scheduled functions never sign tokens, so an absent secret is fine here (the API
@@ -179,7 +224,22 @@ class Settings(BaseSettings):
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
+    from pydantic import ValidationError
+
     try:
         return Settings()
-    except ValueError as exc:  # pydantic.ValidationError is a ValueError
-        raise ConfigError(str(exc)) from exc
+    except ValidationError as exc:
+        # Not str(exc): pydantic prints the input (the whole environment's settings, URLs with passwords).
+        raise ConfigError(describe(exc)) from None
+
+
+def describe(exc: ValueError) -> str:
+    """A settings error without the input values (which can hold passwords and keys)."""
+    from pydantic import ValidationError
+
+    if not isinstance(exc, ValidationError):
+        return str(exc)
+    return "; ".join(
+        (".".join(str(p) for p in err["loc"]) + ": " if err["loc"] else "") + err["msg"]
+        for err in exc.errors(include_input=False, include_url=False)
+    )

@@ -64,10 +64,12 @@ class Container:
 
     @cached_property
     def db(self) -> Database:
+        from chalicelib.auth.secrets import load_database_url
         from chalicelib.db.session import Database, make_engine
 
         s = self.settings
-        db = Database(make_engine(s.database_url, pool_size=s.db_pool_size, max_overflow=s.db_max_overflow,
+        # From DATABASE_URL, or fetched from Secrets Manager once per container (YMERA_DATABASE_URL_SECRET_ARN).
+        db = Database(make_engine(load_database_url(s), pool_size=s.db_pool_size, max_overflow=s.db_max_overflow,
                                   pool_timeout=s.db_pool_timeout, pool_recycle=s.db_pool_recycle))
         self._track_agent_writes(db)
         return db
@@ -80,12 +82,14 @@ class Container:
 
     @cached_property
     def redis(self) -> Any:
-        """A Redis client, or None when REDIS_URL is unset (features that need it degrade)."""
-        if not self.settings.redis_url:
+        """A Redis client, or None when neither REDIS_URL nor its secret is set (features that need it degrade)."""
+        if not self.settings.redis_url and not self.settings.redis_url_secret_arn:
             return None
         import redis
 
-        return redis.Redis.from_url(self.settings.redis_url, socket_connect_timeout=1.0, socket_timeout=1.0)
+        from chalicelib.auth.secrets import load_redis_url
+
+        return redis.Redis.from_url(load_redis_url(self.settings), socket_connect_timeout=1.0, socket_timeout=1.0)
 
     @cached_property
     def publisher(self) -> Publisher:
@@ -122,7 +126,8 @@ class Container:
     def users(self) -> UserService:
         from chalicelib.services.users import UserService
 
-        return UserService(self.db, self.hasher, self.tokens, self.sessions, throttle=self.login_throttle)
+        return UserService(self.db, self.hasher, self.tokens, self.sessions, throttle=self.login_throttle,
+                           refresh_grace_seconds=self.settings.refresh_reuse_grace_seconds)
 
     @cached_property
     def sessions(self) -> SessionGuard:
@@ -131,7 +136,8 @@ class Container:
 
         s = self.settings
         return SessionGuard(self.db, self.redis, key_prefix=s.redis_key_prefix, state_ttl=s.session_cache_ttl_seconds,
-                            access_ttl=s.access_token_ttl_seconds, breaker_seconds=s.redis_breaker_seconds)
+                            access_ttl=s.access_token_ttl_seconds, breaker_seconds=s.redis_breaker_seconds,
+                            family_ttl=s.session_family_cache_ttl_seconds)
 
     @cached_property
     def accounts(self) -> AccountService:

@@ -10,6 +10,7 @@ Adding an agent type = one module in chalicelib/agents + one name in AGENT_CONSU
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 #: Agent types with a consumer (must match chalicelib.agents.registry.IMPLEMENTATIONS).
@@ -29,6 +30,17 @@ AGENT_NEEDS: dict[str, tuple[str, ...]] = {
 PROVIDER_CONSUMER_TIMEOUT_SECONDS = 300
 
 CONSUMER_TIMEOUT_SECONDS = 60
+#: At most this many instances of one consumer run at once (the event source's MaximumConcurrency, >= 2):
+#: a flood on one queue cannot take every Postgres connection from the others and the API.
+CONSUMER_MAX_CONCURRENCY = 5
+#: Provider-backed consumers wait on models, not Postgres, but hold a connection while they claim/store.
+PROVIDER_CONSUMER_MAX_CONCURRENCY = 3
+#: Connections one function instance may hold (the engine's pool opens them lazily; one invocation at a time
+#: uses one, a second only while the outbox or audit writes overlap).
+DB_CONNECTIONS_PER_INSTANCE = 2
+#: What all consumers together may hold at their maximum concurrency; the template refuses more. Sized for a
+#: small RDS instance (max_connections ~ 100-170) with room for the API, the schedules and migrations.
+DB_CONNECTION_BUDGET = 120
 #: AWS guidance for SQS event sources: visibility timeout >= 6x the function timeout.
 VISIBILITY_TIMEOUT_SECONDS = 6 * CONSUMER_TIMEOUT_SECONDS
 MAX_RECEIVE_COUNT = 5
@@ -63,11 +75,19 @@ class FunctionSpec:
     queue: QueueSpec | None = None
     batch_size: int = 10
     batching_window_seconds: int = 1
+    #: concurrent instances at most (event source ScalingConfig.MaximumConcurrency); consumers only.
+    max_concurrency: int = CONSUMER_MAX_CONCURRENCY
     schedule: str | None = None  # EventBridge schedule expression
     env: dict[str, str] = field(default_factory=dict)
     #: what the function may touch: "db", "sqs:send", "sqs:consume", "sqs:inspect" (read queue depths),
     #: "sns:alerts" (publish to the alert topic), "llm" (Bedrock + provider keys in Secrets Manager)
     needs: tuple[str, ...] = ("db",)
+
+
+def database_connections(specs: Iterable[FunctionSpec]) -> int:
+    """Postgres connections the queue consumers may hold at once, at their maximum concurrency."""
+    return sum(f.max_concurrency * DB_CONNECTIONS_PER_INSTANCE
+               for f in specs if f.queue is not None and "db" in f.needs)
 
 
 def consumer_timeout(agent_type: str) -> int:
@@ -90,6 +110,8 @@ def functions() -> list[FunctionSpec]:
             queue=agent_queue(agent_type),
             timeout=consumer_timeout(agent_type),
             batch_size=1 if agent_type in PROVIDER_BACKED else 10,
+            max_concurrency=PROVIDER_CONSUMER_MAX_CONCURRENCY if agent_type in PROVIDER_BACKED
+            else CONSUMER_MAX_CONCURRENCY,
             needs=("db", "sqs:consume", *AGENT_NEEDS.get(agent_type, ())),
         )
         for agent_type in AGENT_CONSUMERS

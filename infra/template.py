@@ -27,6 +27,12 @@ LOG_RETENTION_DAYS = 30
 MIN_VISIBILITY_FACTOR = 6
 MIN_RECEIVE_COUNT = 5
 KNOWN_NEEDS = frozenset({"db", "sqs:send", "sqs:consume", "sqs:inspect", "sns:alerts", "llm"})
+#: Lambda's floor for an SQS event source's MaximumConcurrency.
+MIN_MAX_CONCURRENCY = 2
+#: Secret names under ymera/<stage>/ (docs/deploy-security.md). Every function reads the data-store URLs;
+#: provider-backed ones also the provider keys (llm/*) and the key that encrypts users' own provider keys.
+DATA_STORE_SECRETS = {"YMERA_DATABASE_URL_SECRET_ARN": "database", "YMERA_REDIS_URL_SECRET_ARN": "redis"}
+PROVIDER_SECRETS = ("llm/*", "provider-key-encryption")
 
 Json = dict[str, Any]
 #: Queues hold undelivered work (DLQs hold the evidence): a stack delete must not drop them.
@@ -41,6 +47,19 @@ LLM_ENV: Json = {
     "YMERA_LLM_BASE_URL": {"Ref": "LlmBaseUrl"},
     "YMERA_LLM_API_KEY_SECRET_ARN": {"Ref": "LlmApiKeySecretArn"},
 }
+
+
+def _secret_arn(name: str) -> Json:
+    """A secret of this stage by name; Secrets Manager appends "-" and six characters to the ARN."""
+    suffix = "" if name.endswith("*") else "-??????"
+    return {"Fn::Sub": "arn:${AWS::Partition}:secretsmanager:${AWS::Region}:${AWS::AccountId}:secret:"
+                       f"{APP}/${{Stage}}/{name}{suffix}"}
+
+
+def _deny_plain_transport(actions: str, resources: list[Any]) -> Json:
+    """Resource policies refuse any request that did not come over TLS."""
+    return {"Sid": "DenyPlainTransport", "Effect": "Deny", "Principal": "*", "Action": actions,
+            "Resource": resources, "Condition": {"Bool": {"aws:SecureTransport": "false"}}}
 
 
 def logical_id(name: str, kind: str = "") -> str:
@@ -86,6 +105,13 @@ def check_specs(queue_specs: Sequence[QueueSpec], function_specs: Sequence[Funct
             )
         if f.queue.max_receive_count < MIN_RECEIVE_COUNT:
             raise ValueError(f"queue {f.queue.suffix}: max_receive_count < {MIN_RECEIVE_COUNT}")
+        if not MIN_MAX_CONCURRENCY <= f.max_concurrency <= 1000:
+            raise ValueError(f"function {f.name}: max_concurrency {f.max_concurrency} outside "
+                             f"[{MIN_MAX_CONCURRENCY}, 1000]")
+    connections = manifest.database_connections(function_specs)
+    if connections > manifest.DB_CONNECTION_BUDGET:
+        raise ValueError(f"consumers may open {connections} database connections at once, over the budget of "
+                         f"{manifest.DB_CONNECTION_BUDGET} (lower max_concurrency in infra/manifest.py)")
 
 
 def _parameters(stage: str) -> Json:
@@ -95,8 +121,6 @@ def _parameters(stage: str) -> Json:
         "ArtifactBucket": {"Type": "String", "Description": "S3 bucket holding functions.zip"},
         "ArtifactKey": {"Type": "String", "Description": "S3 key of the zip built by infra.build"},
         "Architecture": {"Type": "String", "Default": "x86_64", "AllowedValues": ["x86_64", "arm64"]},
-        "DatabaseUrl": {"Type": "String", "NoEcho": True},
-        "RedisUrl": {"Type": "String", "NoEcho": True},
         "SubnetIds": {**nested, "Description": "Private subnets; empty = no VPC"},
         "SecurityGroupIds": {**nested, "Description": "Security groups; empty = no VPC"},
         # The stage's language-model provider (agents may name their own); empty = none configured.
@@ -104,7 +128,9 @@ def _parameters(stage: str) -> Json:
         "LlmModel": {"Type": "String", "Default": ""},
         "LlmBaseUrl": {"Type": "String", "Default": ""},
         "LlmApiKeySecretArn": {"Type": "String", "Default": "",
-                               "Description": "Secrets Manager ARN under ymera/llm/ holding the API key"},
+                               "Description": "Secrets Manager ARN under ymera/<stage>/llm/ holding the API key"},
+        "BedrockModelArns": {**nested, "Description": "Model / inference-profile ARNs the provider-backed "
+                                                      "consumers may invoke; empty = no Bedrock permission"},
     }
 
 
@@ -112,7 +138,8 @@ def _conditions() -> Json:
     def given(param: str) -> Json:
         return {"Fn::Not": [{"Fn::Equals": [{"Fn::Join": ["", {"Ref": param}]}, ""]}]}
 
-    return {"InVpc": {"Fn::And": [given("SubnetIds"), given("SecurityGroupIds")]}}
+    return {"InVpc": {"Fn::And": [given("SubnetIds"), given("SecurityGroupIds")]},
+            "BedrockAllowed": given("BedrockModelArns")}
 
 
 def _queue_resources(q: QueueSpec) -> Json:
@@ -156,10 +183,73 @@ def _queue_resources(q: QueueSpec) -> Json:
                 "OKActions": [{"Ref": "AlertTopic"}],
             },
         },
+        logical_id(q.suffix, "QueuePolicy"): {
+            "Type": "AWS::SQS::QueuePolicy",
+            "Properties": {
+                "Queues": [{"Ref": qid}, {"Ref": did}],
+                "PolicyDocument": {"Version": "2012-10-17",
+                                   "Statement": [_deny_plain_transport("sqs:*", [_arn(qid), _arn(did)])]},
+            },
+        },
     }
 
 
-def _statement(sid: str, actions: list[str], resources: list[Any]) -> Json:
+def _alert_topic() -> Json:
+    """The alert topic, encrypted with a key of its own: CloudWatch alarms cannot publish to a topic under
+    the AWS-managed alias/aws/sns (its key policy cannot name cloudwatch.amazonaws.com)."""
+    account_root = {"Fn::Sub": "arn:${AWS::Partition}:iam::${AWS::AccountId}:root"}
+    alarms = {"Fn::Sub": "arn:${AWS::Partition}:cloudwatch:${AWS::Region}:${AWS::AccountId}:alarm:"
+                         f"{APP}-${{Stage}}-*"}
+    # In a key policy "Resource": "*" means this key. The account (IAM policies) administers and uses it,
+    # with the actions listed rather than kms:*; CloudWatch may only encrypt alarm notifications with it.
+    administer = ["kms:Create*", "kms:Describe*", "kms:Enable*", "kms:List*", "kms:Put*", "kms:Update*",
+                  "kms:Revoke*", "kms:Disable*", "kms:Get*", "kms:Delete*", "kms:TagResource", "kms:UntagResource",
+                  "kms:ScheduleKeyDeletion", "kms:CancelKeyDeletion"]
+    use = ["kms:Encrypt", "kms:Decrypt", "kms:ReEncrypt*", "kms:GenerateDataKey*"]
+    return {
+        "AlertTopicKey": {
+            "Type": "AWS::KMS::Key",
+            "DeletionPolicy": "Retain",
+            "UpdateReplacePolicy": "Retain",
+            "Properties": {
+                "Description": {"Fn::Sub": f"{APP}-${{Stage}} alert topic"},
+                "EnableKeyRotation": True,
+                "KeyPolicy": {"Version": "2012-10-17", "Statement": [
+                    {"Sid": "AccountAdministersAndUses", "Effect": "Allow", "Principal": {"AWS": account_root},
+                     "Action": administer + use, "Resource": "*"},
+                    {"Sid": "AlarmsEncryptNotifications", "Effect": "Allow",
+                     "Principal": {"Service": "cloudwatch.amazonaws.com"},
+                     "Action": ["kms:Decrypt", "kms:GenerateDataKey"], "Resource": "*",
+                     "Condition": {"StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}}},
+                ]},
+            },
+        },
+        "AlertTopicKeyAlias": {
+            "Type": "AWS::KMS::Alias",
+            "Properties": {"AliasName": {"Fn::Sub": f"alias/{APP}-${{Stage}}-alerts"},
+                           "TargetKeyId": {"Ref": "AlertTopicKey"}},
+        },
+        "AlertTopic": {
+            "Type": "AWS::SNS::Topic",
+            "Properties": {"TopicName": _sub("alerts"), "DisplayName": "YMERA alerts",
+                           "KmsMasterKeyId": {"Ref": "AlertTopicKey"}},
+        },
+        "AlertTopicPolicy": {
+            "Type": "AWS::SNS::TopicPolicy",
+            "Properties": {
+                "Topics": [{"Ref": "AlertTopic"}],
+                "PolicyDocument": {"Version": "2012-10-17", "Statement": [
+                    _deny_plain_transport("sns:Publish", [{"Ref": "AlertTopic"}]),
+                    {"Sid": "AlarmsPublish", "Effect": "Allow", "Principal": {"Service": "cloudwatch.amazonaws.com"},
+                     "Action": "sns:Publish", "Resource": {"Ref": "AlertTopic"},
+                     "Condition": {"ArnLike": {"aws:SourceArn": alarms}}},
+                ]},
+            },
+        },
+    }
+
+
+def _statement(sid: str, actions: list[str], resources: list[Any] | Json) -> Json:
     return {"Sid": sid, "Effect": "Allow", "Action": actions, "Resource": resources}
 
 
@@ -183,14 +273,17 @@ def _role(f: FunctionSpec, log_group: str, send_to: Sequence[QueueSpec]) -> Json
         statements.append(_statement("InspectQueues", inspect, watched))
     if "sns:alerts" in f.needs:
         statements.append(_statement("PublishAlerts", ["sns:Publish"], [{"Ref": "AlertTopic"}]))
+        # Publishing to the encrypted topic: SNS asks KMS on the publisher's behalf.
+        statements.append(_statement("EncryptAlerts", ["kms:GenerateDataKey", "kms:Decrypt"],
+                                     [_arn("AlertTopicKey")]))
+    statements.append(_statement("ReadDataStoreUrls", ["secretsmanager:GetSecretValue"],
+                                 [_secret_arn(name) for name in DATA_STORE_SECRETS.values()]))
     if "llm" in f.needs:
-        # Converse is authorised by bedrock:InvokeModel; keys only from the ymera/llm/ secret namespace.
-        models = [{"Fn::Sub": "arn:${AWS::Partition}:bedrock:${AWS::Region}::foundation-model/*"},
-                  {"Fn::Sub": "arn:${AWS::Partition}:bedrock:${AWS::Region}:${AWS::AccountId}:inference-profile/*"}]
-        statements.append(_statement("InvokeBedrockModels", ["bedrock:InvokeModel"], models))
-        secret_arn = "arn:${AWS::Partition}:secretsmanager:${AWS::Region}:${AWS::AccountId}:secret:ymera/llm/*"
-        secrets = [{"Fn::Sub": secret_arn}]
-        statements.append(_statement("ReadProviderKeys", ["secretsmanager:GetSecretValue"], secrets))
+        # Converse is authorised by bedrock:InvokeModel, and only on the models the operator lists.
+        bedrock = _statement("InvokeBedrockModels", ["bedrock:InvokeModel"], {"Ref": "BedrockModelArns"})
+        statements.append({"Fn::If": ["BedrockAllowed", bedrock, {"Ref": "AWS::NoValue"}]})
+        statements.append(_statement("ReadProviderKeys", ["secretsmanager:GetSecretValue"],
+                                     [_secret_arn(name) for name in PROVIDER_SECRETS]))
     vpc_policy = {"Fn::Sub": "arn:${AWS::Partition}:iam::aws:policy/service-role/AWSLambdaVPCAccessExecutionRole"}
     return {
         "Type": "AWS::IAM::Role",
@@ -217,8 +310,8 @@ def _function_resources(f: FunctionSpec, send_to: Sequence[QueueSpec]) -> Json:
     env = {
         "YMERA_STAGE": {"Ref": "Stage"},
         "YMERA_QUEUE_PREFIX": {"Fn::Sub": f"{APP}-${{Stage}}"},
-        "DATABASE_URL": {"Ref": "DatabaseUrl"},
-        "REDIS_URL": {"Ref": "RedisUrl"},
+        # Names of this stage's secrets (a name is a valid SecretId), read once per container.
+        **{var: {"Fn::Sub": f"{APP}/${{Stage}}/{name}"} for var, name in DATA_STORE_SECRETS.items()},
         # AWS_DEFAULT_REGION is reserved: the Lambda runtime sets it itself.
         **({"YMERA_ALERT_TOPIC_ARN": {"Ref": "AlertTopic"}} if "sns:alerts" in f.needs else {}),
         **(LLM_ENV if "llm" in f.needs else {}),
@@ -261,6 +354,8 @@ def _function_resources(f: FunctionSpec, send_to: Sequence[QueueSpec]) -> Json:
                 "BatchSize": f.batch_size,
                 "MaximumBatchingWindowInSeconds": f.batching_window_seconds,
                 "FunctionResponseTypes": ["ReportBatchItemFailures"],
+                # One queue's burst cannot take every Postgres connection (the manifest's budget).
+                "ScalingConfig": {"MaximumConcurrency": f.max_concurrency},
                 "Enabled": True,
             },
         }
@@ -282,6 +377,24 @@ def _function_resources(f: FunctionSpec, send_to: Sequence[QueueSpec]) -> Json:
                 "FunctionName": {"Ref": fid},
                 "Principal": "events.amazonaws.com",
                 "SourceArn": _arn(sid),
+            },
+        }
+        out[logical_id(f.name, "ErrorsAlarm")] = {
+            "Type": "AWS::CloudWatch::Alarm",
+            "Properties": {
+                "AlarmName": _sub(f"{f.name}-errors"),
+                "AlarmDescription": f"The scheduled function {f.name} failed",
+                "Namespace": "AWS/Lambda",
+                "MetricName": "Errors",
+                "Dimensions": [{"Name": "FunctionName", "Value": {"Ref": fid}}],
+                "Statistic": "Sum",
+                "Period": 300,
+                "EvaluationPeriods": 1,
+                "Threshold": 0,
+                "ComparisonOperator": "GreaterThanThreshold",
+                "TreatMissingData": "notBreaching",
+                "AlarmActions": [{"Ref": "AlertTopic"}],
+                "OKActions": [{"Ref": "AlertTopic"}],
             },
         }
     return out
@@ -311,12 +424,7 @@ def build_template(
     fs = list(manifest.functions() if function_specs is None else function_specs)
     check_specs(qs, fs)
     agent_queues = [q for q in qs if q.suffix.startswith("agent-")]
-    resources: Json = {
-        "AlertTopic": {
-            "Type": "AWS::SNS::Topic",
-            "Properties": {"TopicName": _sub("alerts"), "DisplayName": "YMERA alerts"},
-        }
-    }
+    resources: Json = _alert_topic()
     parts = [_queue_resources(q) for q in qs] + [_function_resources(f, agent_queues) for f in fs]
     for part in parts:
         clash = resources.keys() & part.keys()

@@ -23,6 +23,8 @@ if str(ROOT) not in sys.path:
 TEST_SECRET = "test-secret-" + "x" * 40
 
 # Module-level so `import app` (which checks settings at cold start) works in tests.
+# An unset YMERA_STAGE is strict (production rules); the suite runs as the "test" stage, whatever the shell says.
+os.environ["YMERA_STAGE"] = "test"
 os.environ.setdefault("DATABASE_URL", "sqlite://")
 os.environ.setdefault("YMERA_JWT_SECRET", TEST_SECRET)
 for _var, _value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
@@ -68,3 +70,14 @@ def redis_url() -> Iterator[str]:
     for key in client.scan_iter(match=f"{REDIS_PREFIX}*", count=1000):
         client.delete(key)
     client.close()
+
+
+@pytest.fixture(autouse=True)
+def _environ_stays_put() -> Iterator[None]:
+    """chalice.test.Client swaps `os.environ` for a copy holding the stage's .chalice/config.json variables
+    during each request and swaps it back after; two requests on two threads can restore each other's copy,
+    leaving the stage's variables (YMERA_STAGE=dev, the secret names) in place for every later test."""
+    original = os.environ
+    yield
+    if os.environ is not original:
+        os.environ = original  # type: ignore[assignment]  # noqa: B003 - undoing chalice's own swap

@@ -9,10 +9,19 @@ the cached user state), which the HTTP middleware has the rate limiter's script
 read when it can (`lookup_keys`/`interpret`, see chalicelib.api.identity): then
 the check itself costs no round trip of its own.
 A cache miss adds one Postgres read and a SET NX.
+
+The family key has three states: "1" revoked, "0" known live (Postgres said
+so, cached for `family_ttl`), absent. Absent is NOT "live": it is what Redis
+shows after a restart, a flush, an eviction or a failed revocation write, so
+the family's revocation is read from Postgres (the same query as the user's
+state) and the answer cached. Postgres is the record of every revoked family
+(logout and reuse revoke there; see refresh_tokens.lock_family for why no
+member is ever added to a revoked family), so losing Redis loses no revocation.
 Redis down (or the breaker open): the user's state AND the family's
-revocation are read from Postgres, so an outage never turns into a stale
-allow. Only a logged-out token whose family could not be recorded survives
-that way, and logout refuses (503) rather than let that happen.
+revocation are read from Postgres on every request, so an outage never turns
+into a stale allow. Only a token outside any family (minted by a tool, not by
+login) relies on its denylist key alone, and logout refuses (503) rather than
+go unrecorded.
 
 Cache coherence with writers (admin deactivates, password change): before
 committing, the writer parks a tombstone on the user's key (readers then go to
@@ -39,6 +48,8 @@ from chalicelib.observability import logger
 from chalicelib.ratelimit import Breaker
 
 TOMBSTONE = b"-"
+FAMILY_REVOKED = b"1"
+FAMILY_LIVE = b"0"
 
 
 @dataclass(frozen=True)
@@ -69,20 +80,22 @@ class UserState:
 class Lookup:
     """What Redis said about one token: read by `check`, or prefetched along with the rate limit."""
 
-    reachable: bool  # Redis answered: denylist and family keys are authoritative
+    reachable: bool  # Redis answered: present denylist/family keys are authoritative
     denied: bool = False
     state: UserState | None = None
     cacheable: bool = False  # a miss that may be filled (no writer's tombstone)
+    family_live: bool = False  # the family key said "live"; False: absent (or no family), ask Postgres
 
 
 class SessionGuard:
     def __init__(self, db: Database, redis: Any, *, key_prefix: str, state_ttl: int, access_ttl: int,
-                 breaker_seconds: float = 5.0) -> None:
+                 breaker_seconds: float = 5.0, family_ttl: int = 60) -> None:
         self.db = db
         self.redis = redis
         self.prefix = f"{key_prefix}auth:"
         self.state_ttl = state_ttl
         self.access_ttl = access_ttl
+        self.family_ttl = family_ttl
         self.breaker = Breaker(breaker_seconds)
 
     # --- keys -------------------------------------------------------------------------------------------------
@@ -107,12 +120,14 @@ class SessionGuard:
         if found.denied:
             raise AuthenticationError(INVALID_TOKEN)
         state = found.state
-        if state is None:
-            state, family_revoked = self._load(claims.user_id, None if found.reachable else claims.family)
+        family = claims.family if claims.family and not found.family_live else None
+        if state is None or family is not None:
+            loaded, family_revoked = self._load(claims.user_id, family)
+            if found.reachable:
+                self._remember(claims.user_id, loaded if found.cacheable else None, family, family_revoked)
             if family_revoked:
                 raise AuthenticationError(INVALID_TOKEN)
-            if state is not None and found.cacheable:
-                self._remember(claims.user_id, state)
+            state = loaded
         if state is None or not state.active or state.version != claims.version:
             raise AuthenticationError(INVALID_TOKEN)
         return claims if state.role == claims.role else replace(claims, role=state.role)
@@ -145,14 +160,15 @@ class SessionGuard:
 
     def interpret(self, values: Any) -> Lookup:
         """The values of `lookup_keys` (user state, then the revocation keys) as a lookup."""
-        raw_state, *revocations = values
-        if any(v is not None for v in revocations):
+        raw_state, denied, *family = values
+        family_live = bool(family) and family[0] == FAMILY_LIVE
+        if denied is not None or (family and family[0] is not None and not family_live):
             return Lookup(reachable=True, denied=True)
         if raw_state is None:
-            return Lookup(reachable=True, cacheable=True)
+            return Lookup(reachable=True, cacheable=True, family_live=family_live)
         if raw_state == TOMBSTONE:
-            return Lookup(reachable=True)
-        return Lookup(reachable=True, state=UserState.decode(raw_state))
+            return Lookup(reachable=True, family_live=family_live)
+        return Lookup(reachable=True, state=UserState.decode(raw_state), family_live=family_live)
 
     def _load(self, user_id: uuid.UUID, family: str | None) -> tuple[UserState | None, bool]:
         """The user's state from Postgres; with `family`, also whether that family is revoked (one query)."""
@@ -169,9 +185,21 @@ class SessionGuard:
             return None, False
         return UserState(bool(row[0]), str(row[1]), int(row[2])), bool(family is not None and row[3])
 
-    def _remember(self, user_id: uuid.UUID, state: UserState) -> None:
+    def _remember(self, user_id: uuid.UUID, state: UserState | None, family: str | None, revoked: bool) -> None:
+        """Fill the cache from what Postgres said (one round trip). NX for "alive"/"live" answers, so a
+        writer's tombstone or revocation set meanwhile is never overwritten by this older read."""
+        if state is None and family is None:
+            return
+        pipe = self.redis.pipeline(transaction=False)
+        if state is not None:
+            pipe.set(self.user_key(user_id), state.encode(), ex=self.state_ttl, nx=True)
+        if family is not None:
+            if revoked:
+                pipe.set(self.family_key(family), FAMILY_REVOKED, ex=self.access_ttl + 1)
+            else:
+                pipe.set(self.family_key(family), FAMILY_LIVE, ex=self.family_ttl, nx=True)
         try:
-            self.redis.set(self.user_key(user_id), state.encode(), ex=self.state_ttl, nx=True)
+            pipe.execute()
         except RedisError as exc:
             self.breaker.trip()
             logger.warning("could not cache session state", extra={"error": type(exc).__name__})
@@ -213,7 +241,7 @@ class SessionGuard:
             remaining = int((expires_at - datetime.now(timezone.utc)).total_seconds()) + 1
             pipe.set(self.deny_key(jti), b"1", ex=max(remaining, 1))
         for family in families:
-            pipe.set(self.family_key(family), b"1", ex=self.access_ttl + 1)
+            pipe.set(self.family_key(family), FAMILY_REVOKED, ex=self.access_ttl + 1)
         try:
             pipe.execute()
         except RedisError as exc:

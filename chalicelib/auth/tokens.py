@@ -76,24 +76,30 @@ class TokenService:
         """Issue a token and return its claims too (refresh tokens are recorded by jti)."""
         now = (now or datetime.now(timezone.utc)).replace(microsecond=0)
         ttl = self.access_ttl if token_type == ACCESS else self.refresh_ttl
-        expires = now + timedelta(seconds=ttl)
-        jti = uuid.uuid4().hex
+        return self.reissue(Claims(user_id=user_id, role=role, token_type=token_type, jti=uuid.uuid4().hex,
+                                   expires_at=now + timedelta(seconds=ttl), family=family, version=version,
+                                   issued_at=now))
+
+    def reissue(self, claims: Claims) -> IssuedToken:
+        """Encode exactly these claims. HS256 is deterministic: the same claims give the same token string,
+        which is how a retried refresh gets back the successor it did not receive (nothing secret is stored)."""
+        if claims.issued_at is None:
+            raise ValueError("a token needs its issue time")
         payload: dict[str, object] = {
             "iss": self.issuer,
             "aud": self.audience,
-            "sub": str(user_id),
-            "role": role,
-            "typ": token_type,
-            "jti": jti,
-            "iat": int(now.timestamp()),
-            "exp": int(expires.timestamp()),
-            "ver": version,
+            "sub": str(claims.user_id),
+            "role": claims.role,
+            "typ": claims.token_type,
+            "jti": claims.jti,
+            "iat": int(claims.issued_at.timestamp()),
+            "exp": int(claims.expires_at.timestamp()),
+            "ver": claims.version,
         }
-        if family:
-            payload["fam"] = family
+        if claims.family:
+            payload["fam"] = claims.family
         token = jwt.encode(payload, self._secret, algorithm=self.algorithm)
-        return IssuedToken(token, Claims(user_id=user_id, role=role, token_type=token_type, jti=jti,
-                                         expires_at=expires, family=family, version=version, issued_at=now))
+        return IssuedToken(token, claims)
 
     def verify(self, token: str, expected_type: str) -> Claims:
         """Decode and check a token. Every failure is the same generic 401."""

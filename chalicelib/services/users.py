@@ -1,7 +1,8 @@
 """Registration, login, refresh and logout.
 
 bcrypt runs here only on register and login (and in accounts.py on password
-change); refresh and logout are signature checks plus one conditional UPDATE.
+change); refresh and logout are signature checks plus one conditional UPDATE,
+under the family's lock (chalicelib.services.refresh_tokens).
 """
 
 from __future__ import annotations
@@ -33,12 +34,14 @@ INVALID_CREDENTIALS = "invalid username or password"
 
 class UserService:
     def __init__(self, db: Database, hasher: PasswordHasher, tokens: TokenService, guard: SessionGuard,
-                 throttle: LoginThrottle | None = None) -> None:
+                 throttle: LoginThrottle | None = None, *, refresh_grace_seconds: float = 10.0) -> None:
         self.db = db
         self.hasher = hasher
         self.tokens = tokens
         self.guard = guard
         self.throttle = throttle
+        #: a token rotated less than this long ago is a retry (its successor is returned), not a replay.
+        self.refresh_grace_seconds = refresh_grace_seconds
 
     def register(self, req: RegisterRequest, meta: RequestMeta, *, role: Role = Role.USER,
                  via: str = "api") -> User:
@@ -92,16 +95,21 @@ class UserService:
         return pair.public(self.tokens)
 
     def refresh(self, refresh_token: str, meta: RequestMeta) -> TokenPair:
-        """Rotate: a new pair for a live refresh token, which is retired. A retired one revokes its family."""
+        """Rotate: a new pair for a live refresh token, which is retired. A retired one revokes its family,
+        unless it was retired within the grace window and its successor is unused: then this is the client
+        retrying a refresh whose answer it lost, and it gets that successor again."""
         claims = self.tokens.verify(refresh_token, REFRESH)
         family = store.parse_family(claims.family)
         if family is None:
             raise AuthenticationError(INVALID_TOKEN)
-        now = utcnow()
         rotated: store.MintedPair | None = None
         reused = False
         with self.db.transaction() as session:
-            user = session.get(User, claims.user_id)
+            store.lock_family(session, family)
+            now = utcnow()  # after the lock: a waiter measures the grace window from when it got its turn
+            # FOR SHARE: a password change or deactivation (FOR UPDATE on the user) waits for this rotation to
+            # commit, so its revoke_user sees the new row, or this one waits and sees the new token version.
+            user = session.get(User, claims.user_id, with_for_update={"read": True})
             if user is None or not user.is_active or user.token_version != claims.version:
                 raise AuthenticationError(INVALID_TOKEN)
             pair = store.mint_pair(self.tokens, user, family)
@@ -110,6 +118,11 @@ class UserService:
                 audit.record(session, user_id=user.id, event_type="auth.refresh", action="refresh",
                              resource_type="user", resource_id=user.id, details={"family": str(family)}, meta=meta)
                 rotated = pair
+            elif (successor := store.grace_successor(session, claims, now, self.refresh_grace_seconds)) is not None:
+                rotated = store.reissue_pair(self.tokens, user, successor)
+                audit.record(session, user_id=user.id, event_type="auth.refresh_retried", action="refresh",
+                             resource_type="user", resource_id=user.id,
+                             details={"family": str(family), "successor": successor.jti}, meta=meta)
             else:
                 reused = self._detect_reuse(session, claims, family, now, meta)
         if reused:
@@ -148,6 +161,8 @@ class UserService:
                           families=tuple(str(f) for f in sorted(families)))
         now = utcnow()
         with self.db.transaction() as session:
+            for f in sorted(families):  # one order everywhere: two logouts cannot deadlock
+                store.lock_family(session, f)
             revoked = sum(store.revoke_family(session, f, now, user_id=claims.user_id) for f in families)
             audit.record(session, user_id=claims.user_id, event_type="auth.logout", action="logout",
                          resource_type="user", resource_id=claims.user_id,

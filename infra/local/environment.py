@@ -74,6 +74,10 @@ def apply_defaults(state_dir: Path) -> list[str]:
     return applied
 
 
+#: .chalice/config.json variables a local run never takes (see apply_chalice_config_env).
+DEPLOYED_ONLY_SUFFIX = "_SECRET_ARN"
+
+
 def apply_chalice_config_env(project_dir: Path, stage: str = "dev") -> list[str]:
     """Pick up non-secret knobs from .chalice/config.json, like `chalice local` does.
 
@@ -90,7 +94,8 @@ def apply_chalice_config_env(project_dir: Path, stage: str = "dev") -> list[str]
         return []
     env: dict[str, str] = dict(data.get("environment_variables") or {})
     env.update((data.get("stages", {}).get(stage) or {}).get("environment_variables") or {})
-    return [k for k, v in env.items() if _setdefault(k, str(v))]
+    # Names of the deployed stage's secrets: the local runtime has its own database, Redis and JWT secret.
+    return [k for k, v in env.items() if not k.endswith(DEPLOYED_ONLY_SUFFIX) and _setdefault(k, str(v))]
 
 
 def _setdefault(name: str, value: str) -> bool:

@@ -38,6 +38,20 @@ def refresh(api: Api, refresh_token: str) -> Any:
     return api.call("POST", "/auth/refresh", {"refresh_token": refresh_token}, token="")
 
 
+def backdate_use(db: Database, token: str, seconds: float) -> None:
+    """As if the refresh token had been rotated `seconds` earlier than it was."""
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    jti = jwt.decode(token, options={"verify_signature": False})["jti"]
+    with db.transaction() as session:
+        row = session.get(RefreshToken, jti)
+        assert row is not None and row.used_at is not None
+        session.execute(update(RefreshToken).where(RefreshToken.jti == jti)
+                        .values(used_at=row.used_at - timedelta(seconds=seconds)))
+
+
 def assert_dead(api: Api, access_token: str) -> None:
     error = assert_envelope(api.call("GET", "/agents", token=access_token), 401, "AUTHENTICATION_ERROR")
     assert error["message"] == "invalid or expired token"
@@ -158,6 +172,7 @@ def test_replaying_a_retired_refresh_token_revokes_the_whole_family(api: Api, db
     user = api.signup()
     other_session = login(api, user["username"])  # a second family, e.g. another device
     rotated = refresh(api, user["refresh_token"]).json_body
+    backdate_use(db, user["refresh_token"], 60)  # past the retry grace window (tests/integration/test_sessions.py)
 
     # An attacker replays the stolen, already-used token.
     error = assert_envelope(refresh(api, user["refresh_token"]), 401, "AUTHENTICATION_ERROR")
@@ -173,8 +188,12 @@ def test_replaying_a_retired_refresh_token_revokes_the_whole_family(api: Api, db
     assert "auth.refresh_reuse_detected" in events(db)
 
 
-def test_two_concurrent_refreshes_with_one_token_let_exactly_one_win(api: Api, container: Container,
-                                                                     db: Database) -> None:
+def test_without_a_grace_window_two_concurrent_refreshes_with_one_token_let_exactly_one_win(
+        api: Api, container: Container, db: Database) -> None:
+    from chalicelib.services.users import UserService
+
+    users = UserService(container.db, container.hasher, container.tokens, container.sessions,
+                        refresh_grace_seconds=0)
     user = api.signup()
     attempts = 8
     barrier = threading.Barrier(attempts)
@@ -184,7 +203,7 @@ def test_two_concurrent_refreshes_with_one_token_let_exactly_one_win(api: Api, c
     def attempt() -> None:
         barrier.wait()
         try:
-            container.users.refresh(user["refresh_token"], RequestMeta())
+            users.refresh(user["refresh_token"], RequestMeta())
             result = "ok"
         except AuthenticationError:
             result = "401"

@@ -39,7 +39,9 @@ def _resources(template: dict[str, Any], rtype: str) -> dict[str, dict[str, Any]
 
 
 def _statements(role: dict[str, Any]) -> list[dict[str, Any]]:
-    return [s for p in role["Properties"]["Policies"] for s in p["PolicyDocument"]["Statement"]]
+    """A role's statements; a conditional one ({"Fn::If": [cond, statement, NoValue]}) as if its condition held."""
+    out = [s for p in role["Properties"]["Policies"] for s in p["PolicyDocument"]["Statement"]]
+    return [s["Fn::If"][1] if "Fn::If" in s else s for s in out]
 
 
 def _actions(statement: dict[str, Any]) -> list[str]:
@@ -108,16 +110,15 @@ def test_every_consumer_has_a_partial_batch_event_source_and_safe_queue(template
 def test_functions_get_stage_env_but_no_jwt_secret(template: dict[str, Any]) -> None:
     for fn in _resources(template, "AWS::Lambda::Function").values():
         env = fn["Properties"]["Environment"]["Variables"]
-        assert {"YMERA_STAGE", "YMERA_QUEUE_PREFIX", "DATABASE_URL", "REDIS_URL"} <= env.keys()
-        assert "YMERA_JWT_SECRET" not in env
+        assert {"YMERA_STAGE", "YMERA_QUEUE_PREFIX"} <= env.keys()
+        assert "YMERA_JWT_SECRET" not in env and "YMERA_JWT_SECRET_ARN" not in env
         assert "VpcConfig" in fn["Properties"]  # conditional on SubnetIds/SecurityGroupIds
-    assert template["Parameters"]["DatabaseUrl"]["NoEcho"] is True
-    assert template["Parameters"]["RedisUrl"]["NoEcho"] is True
 
 
 def test_every_dlq_alarms_to_the_alerts_topic(template: dict[str, Any]) -> None:
     alarms = _resources(template, "AWS::CloudWatch::Alarm")
-    assert len(alarms) == len(manifest.queues())
+    scheduled = [f for f in manifest.functions() if f.schedule]
+    assert len(alarms) == len(manifest.queues()) + len(scheduled)
     for q in manifest.queues():
         alarm = alarms[logical_id(q.dlq_suffix, "Alarm")]["Properties"]
         assert alarm["MetricName"] == "ApproximateNumberOfMessagesVisible"
@@ -218,7 +219,8 @@ def test_provider_backed_consumers_take_one_slow_record_and_only_they_reach_bedr
         assert ("YMERA_LLM_PROVIDER" in fn["Environment"]["Variables"]) is slow
         actions = {a for st in _statements(roles[logical_id(name, "Role")]) for a in _actions(st)}
         assert ("bedrock:InvokeModel" in actions) is slow
-        assert ("secretsmanager:GetSecretValue" in actions) is slow
+        sids = {st["Sid"] for st in _statements(roles[logical_id(name, "Role")])}
+        assert ("ReadProviderKeys" in sids) is slow
 
 
 def test_vpc_access_policy_only_when_in_vpc(template: dict[str, Any]) -> None:
@@ -325,19 +327,19 @@ def test_chalice_config_has_stages_and_no_secrets() -> None:
     assert config["app_name"] == "ymera"
     assert {"dev", "prod"} <= config["stages"].keys()
     for key, value in _walk(config):
-        assert not re.search(r"SECRET|PASSWORD|DATABASE_URL", key, re.IGNORECASE), key
+        # Only the *names* of secrets (YMERA_..._SECRET_ARN = ymera/<stage>/...) may appear, never a value.
+        if not key.endswith("_SECRET_ARN"):
+            assert not re.search(r"SECRET|PASSWORD|DATABASE_URL", key, re.IGNORECASE), key
         if isinstance(value, str):
             assert not re.search(r"://[^/\s:@]*:[^/\s@]*@", value), f"{key} holds credentials"
     for stage in ("dev", "prod"):
         settings = config["stages"][stage]
         assert settings["autogen_policy"] is False
-        assert settings["environment_variables"] == {"YMERA_STAGE": stage, "YMERA_QUEUE_PREFIX": f"ymera-{stage}"}
-        policy = json.loads((ROOT / ".chalice" / settings["iam_policy_file"]).read_text())
-        for statement in policy["Statement"]:
-            resources = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
-            assert "*" not in resources
-            if any(a.startswith("sqs:") for a in _actions(statement)):
-                assert resources == [f"arn:aws:sqs:*:*:ymera-{stage}-agent-*"]
+        assert settings["iam_policy_file"] == f"policy-{stage}.json"  # rendered by `make api-policy`
+        assert settings["environment_variables"] == {
+            "YMERA_STAGE": stage, "YMERA_QUEUE_PREFIX": f"ymera-{stage}",
+            "YMERA_JWT_SECRET_ARN": f"ymera/{stage}/jwt", "YMERA_DATABASE_URL_SECRET_ARN": f"ymera/{stage}/database",
+            "YMERA_REDIS_URL_SECRET_ARN": f"ymera/{stage}/redis"}
 
 
 def test_localstack_dir_is_not_an_importable_package() -> None:
@@ -345,3 +347,209 @@ def test_localstack_dir_is_not_an_importable_package() -> None:
     hook = ROOT / "localstack" / "init" / "10-bootstrap.sh"
     assert os.access(hook, os.X_OK)
     assert "infra.bootstrap --prefix ymera-dev" in hook.read_text()
+
+
+# --- issue 7 §6: infrastructure hygiene ------------------------------------------------------------------------
+
+
+def test_data_store_urls_reach_the_functions_from_secrets_manager_not_parameters(template: dict[str, Any]) -> None:
+    assert not {"DatabaseUrl", "RedisUrl"} & template["Parameters"].keys()
+    for name, fn in _resources(template, "AWS::Lambda::Function").items():
+        env = fn["Properties"]["Environment"]["Variables"]
+        assert not {"DATABASE_URL", "REDIS_URL"} & env.keys()
+        assert env["YMERA_DATABASE_URL_SECRET_ARN"] == {"Fn::Sub": "ymera/${Stage}/database"}
+        assert env["YMERA_REDIS_URL_SECRET_ARN"] == {"Fn::Sub": "ymera/${Stage}/redis"}
+        role = template["Resources"][name.removesuffix("Function") + "Role"]
+        reads = [s for s in _statements(role) if s["Sid"] == "ReadDataStoreUrls"]
+        assert [r["Fn::Sub"].rsplit(":secret:", 1)[1] for r in reads[0]["Resource"]] == [
+            "ymera/${Stage}/database-??????", "ymera/${Stage}/redis-??????"]
+
+
+def test_only_provider_backed_functions_read_llm_secrets_and_bedrock_only_on_listed_models(
+        template: dict[str, Any]) -> None:
+    assert template["Parameters"]["BedrockModelArns"] == {
+        "Type": "CommaDelimitedList", "Default": "", "Description": template["Parameters"]["BedrockModelArns"][
+            "Description"]}
+    for spec in manifest.functions():
+        role = template["Resources"][logical_id(spec.name, "Role")]
+        raw = [s for p in role["Properties"]["Policies"] for s in p["PolicyDocument"]["Statement"]]
+        secrets = sorted(r["Fn::Sub"].rsplit(":secret:", 1)[1] for st in _statements(role)
+                         if "secretsmanager:GetSecretValue" in _actions(st) for r in st["Resource"])
+        bedrock = [s for s in raw if "Fn::If" in s]
+        if "llm" in spec.needs:
+            assert secrets == ["ymera/${Stage}/database-??????", "ymera/${Stage}/llm/*",
+                               "ymera/${Stage}/provider-key-encryption-??????", "ymera/${Stage}/redis-??????"]
+            # No model listed -> no statement at all (the condition's false branch is AWS::NoValue).
+            assert bedrock == [{"Fn::If": ["BedrockAllowed", bedrock[0]["Fn::If"][1], {"Ref": "AWS::NoValue"}]}]
+            assert bedrock[0]["Fn::If"][1]["Resource"] == {"Ref": "BedrockModelArns"}
+            assert _actions(bedrock[0]["Fn::If"][1]) == ["bedrock:InvokeModel"]
+        else:
+            assert secrets == ["ymera/${Stage}/database-??????", "ymera/${Stage}/redis-??????"]
+            assert bedrock == []
+    assert "BedrockAllowed" in template["Conditions"]
+
+
+def test_the_alert_topic_is_encrypted_with_a_key_alarms_and_publishers_may_use(template: dict[str, Any]) -> None:
+    topic = template["Resources"]["AlertTopic"]["Properties"]
+    assert topic["KmsMasterKeyId"] == {"Ref": "AlertTopicKey"}
+    key = template["Resources"]["AlertTopicKey"]["Properties"]
+    assert key["EnableKeyRotation"] is True
+    principals = {json.dumps(st["Principal"]) for st in key["KeyPolicy"]["Statement"]}
+    assert json.dumps({"Service": "cloudwatch.amazonaws.com"}) in principals
+    for spec in (f for f in manifest.functions() if "sns:alerts" in f.needs):
+        statements = _statements(template["Resources"][logical_id(spec.name, "Role")])
+        encrypt = [s for s in statements if "kms:GenerateDataKey" in _actions(s)]
+        assert encrypt and encrypt[0]["Resource"] == [{"Fn::GetAtt": ["AlertTopicKey", "Arn"]}]
+
+
+def _deny_plain_transport(policy: dict[str, Any]) -> list[Any]:
+    """The resources a policy document denies to requests that are not over TLS."""
+    out: list[Any] = []
+    for st in policy["Statement"]:
+        if st["Effect"] == "Deny" and st.get("Condition") == {"Bool": {"aws:SecureTransport": "false"}}:
+            assert st["Principal"] == "*"
+            out += st["Resource"] if isinstance(st["Resource"], list) else [st["Resource"]]
+    return out
+
+
+def test_every_queue_and_the_topic_refuse_plain_transport(template: dict[str, Any]) -> None:
+    denied = [r for p in _resources(template, "AWS::SQS::QueuePolicy").values()
+              for r in _deny_plain_transport(p["Properties"]["PolicyDocument"])]
+    queues = _resources(template, "AWS::SQS::Queue")
+    assert len(queues) == 2 * len(manifest.queues())
+    assert sorted(json.dumps(r) for r in denied) == sorted(json.dumps({"Fn::GetAtt": [q, "Arn"]}) for q in queues)
+    for policy in _resources(template, "AWS::SQS::QueuePolicy").values():
+        actions = [a for st in policy["Properties"]["PolicyDocument"]["Statement"] for a in _actions(st)]
+        assert actions == ["sqs:*"]  # a Deny: every action, over plain HTTP
+    topic_policy = template["Resources"]["AlertTopicPolicy"]["Properties"]
+    assert topic_policy["Topics"] == [{"Ref": "AlertTopic"}]
+    assert _deny_plain_transport(topic_policy["PolicyDocument"]) == [{"Ref": "AlertTopic"}]
+
+
+def test_every_scheduled_function_has_an_errors_alarm(template: dict[str, Any]) -> None:
+    scheduled = [f for f in manifest.functions() if f.schedule]
+    assert len(scheduled) == 4
+    for spec in scheduled:
+        alarm = template["Resources"][logical_id(spec.name, "ErrorsAlarm")]["Properties"]
+        assert (alarm["Namespace"], alarm["MetricName"], alarm["Statistic"]) == ("AWS/Lambda", "Errors", "Sum")
+        assert alarm["Dimensions"] == [{"Name": "FunctionName", "Value": {"Ref": logical_id(spec.name, "Function")}}]
+        assert (alarm["ComparisonOperator"], alarm["Threshold"]) == ("GreaterThanThreshold", 0)
+        assert alarm["AlarmActions"] == [{"Ref": "AlertTopic"}]
+
+
+def test_consumers_cap_their_concurrency_from_the_manifest(template: dict[str, Any]) -> None:
+    for spec in (f for f in manifest.functions() if f.queue is not None):
+        esm = template["Resources"][logical_id(spec.name, "EventSourceMapping")]["Properties"]
+        assert esm["ScalingConfig"] == {"MaximumConcurrency": spec.max_concurrency}
+        assert spec.max_concurrency >= 2
+    assert manifest.database_connections(manifest.functions()) <= manifest.DB_CONNECTION_BUDGET
+
+
+@pytest.mark.parametrize(("concurrency", "match"), [(1, "max_concurrency 1 outside"),
+                                                    (200, "database connections")])
+def test_build_refuses_a_concurrency_below_lambdas_floor_or_over_the_connection_budget(concurrency: int,
+                                                                                        match: str) -> None:
+    fn = replace(manifest.functions()[0], max_concurrency=concurrency)
+    with pytest.raises(ValueError, match=match):
+        build_template("dev", queue_specs=[manifest.agent_queue("validation")], function_specs=[fn])
+
+
+def _allow_statements(template: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    for resource in template["Resources"].values():
+        props = resource["Properties"]
+        documents = [p["PolicyDocument"] for p in props.get("Policies", [])]
+        documents += [props[k] for k in ("PolicyDocument", "KeyPolicy") if k in props]
+        for doc in documents:
+            for st in doc["Statement"]:
+                st = st["Fn::If"][1] if "Fn::If" in st else st
+                if st["Effect"] == "Allow":
+                    yield st
+
+
+def _is_wildcard_action(action: str) -> bool:
+    return action == "*" or action.endswith(":*")
+
+
+def test_no_policy_allows_a_wildcard_action_on_a_wildcard_resource(template: dict[str, Any]) -> None:
+    """Roles, key and resource policies of the template and the rendered API policy. A key policy's
+    "Resource": "*" means the key itself, so there the actions are listed one by one instead of kms:*."""
+    from infra.api_policy import render
+
+    statements = [*_allow_statements(template), *render("dev", "eu-west-1", "111122223333")["Statement"]]
+    assert len(statements) > 20
+    for st in statements:
+        resources = st["Resource"] if isinstance(st["Resource"], list) else [st["Resource"]]
+        assert not any(_is_wildcard_action(a) for a in _actions(st)), st
+        if "*" in resources:
+            assert all(a.startswith("kms:") for a in _actions(st)) and "Principal" in st, st
+
+
+# --- the API's policy, rendered per account and region ----------------------------------------------------------
+
+
+def _arns(statement: dict[str, Any]) -> list[str]:
+    resources = statement["Resource"]
+    return resources if isinstance(resources, list) else [resources]
+
+
+@pytest.mark.parametrize("stage", ["dev", "prod"])
+def test_the_api_policy_names_its_account_and_region_and_only_its_own_resources(stage: str) -> None:
+    from infra.api_policy import render
+
+    policy = render(stage, "eu-west-1", "111122223333")
+    by_sid = {st["Sid"]: st for st in policy["Statement"]}
+    for st in policy["Statement"]:
+        for arn in _arns(st):
+            assert arn.split(":")[3:5] == ["eu-west-1", "111122223333"], arn
+    # Only the API's own log group (Chalice names the function ymera-<stage>), not every ymera-<stage>-* group.
+    assert _arns(by_sid["WriteOwnLogs"]) == [
+        f"arn:aws:logs:eu-west-1:111122223333:log-group:/aws/lambda/ymera-{stage}",
+        f"arn:aws:logs:eu-west-1:111122223333:log-group:/aws/lambda/ymera-{stage}:*"]
+    sends = [st for st in policy["Statement"] if "sqs:SendMessage" in _actions(st)]
+    assert len(sends) == 1
+    assert _arns(sends[0]) == [f"arn:aws:sqs:eu-west-1:111122223333:ymera-{stage}-agent-{t}"
+                               for t in manifest.AGENT_CONSUMERS]
+    assert not any(arn.endswith("-dlq") for arn in _arns(sends[0]))
+    assert all(arn.endswith("-dlq") for arn in _arns(by_sid["ReadDeadLetterDepths"]))
+    assert set(_actions(by_sid["ReadDeadLetterDepths"])) == {"sqs:GetQueueUrl", "sqs:GetQueueAttributes"}
+    secrets = [arn.split(":secret:", 1)[1] for arn in _arns(by_sid["ReadStageSecrets"])]
+    assert secrets == [f"ymera/{stage}/{n}" for n in ("jwt-??????", "database-??????", "redis-??????",
+                                                      "provider-key-encryption-??????", "llm/*")]
+
+
+def test_the_api_policy_refuses_a_malformed_account_or_region() -> None:
+    from infra.api_policy import render
+
+    with pytest.raises(ValueError, match="12 digits"):
+        render("dev", "us-east-1", "*")
+    with pytest.raises(ValueError, match="region"):
+        render("dev", "*", "111122223333")
+
+
+def test_the_api_policy_cli_writes_the_file_chalice_reads(tmp_path: Path) -> None:
+    from infra.api_policy import render
+
+    out = tmp_path / "policy-dev.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "infra.api_policy", "--stage", "dev", "--region", "us-west-2",
+         "--account", "123456789012", "--out", str(out)],
+        cwd=ROOT, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert json.loads(out.read_text()) == render("dev", "us-west-2", "123456789012")
+    # The committed tree holds no policy with a wildcard account/region: the files are generated.
+    tracked = subprocess.run(["git", "ls-files", ".chalice"], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert not [f for f in tracked.stdout.split() if "policy-" in f]
+
+
+def test_a_local_run_never_takes_the_deployed_stages_secret_names(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from infra.local.environment import apply_chalice_config_env
+
+    for var in ("YMERA_JWT_SECRET_ARN", "YMERA_DATABASE_URL_SECRET_ARN", "YMERA_REDIS_URL_SECRET_ARN",
+                "YMERA_QUEUE_PREFIX"):
+        monkeypatch.delenv(var, raising=False)
+    applied = apply_chalice_config_env(ROOT)
+    assert "YMERA_QUEUE_PREFIX" in applied
+    assert not [name for name in applied if name.endswith("_SECRET_ARN")]
+    assert "YMERA_DATABASE_URL_SECRET_ARN" not in os.environ

@@ -40,7 +40,7 @@ def test_a_short_scrape_token_is_refused_outside_development() -> None:
 
     from chalicelib.config import Settings
 
-    base = {"database_url": "postgresql://db/ymera", "jwt_secret": "j" * 40}
+    base = {"database_url": "postgresql://db/ymera?sslmode=require", "jwt_secret": "j" * 40}
     with pytest.raises(ValidationError, match="YMERA_METRICS_TOKEN"):
         Settings(stage="prod", metrics_token="guessable", **base)
     assert Settings(stage="prod", metrics_token="t" * 32, **base).metrics_token == "t" * 32

@@ -1,0 +1,106 @@
+"""Render the Chalice API's IAM policy (`.chalice/policy-<stage>.json`) for one account and region.
+
+Chalice reads `iam_policy_file` verbatim (no parameters, no substitution), so a committed file can only
+name its resources with `*` for the region and the account, and a pattern like `ymera-dev-agent-*` also
+matches the DLQs. Instead the file is generated at deploy time, from the same manifest as the
+CloudFormation template, with every ARN fully qualified:
+
+    python -m infra.api_policy --stage dev [--region us-east-1] [--account 123456789012]
+    make api-policy STAGE=dev          # the same; then `chalice deploy --stage dev`
+
+Without --account the caller's account is asked from STS (the credentials that will deploy); without
+--region, AWS_DEFAULT_REGION. The generated files are not committed (.gitignore).
+
+Secret names the API may read (`ymera/<stage>/...`, Secrets Manager appends `-XXXXXX` to each ARN):
+`jwt`, `database`, `redis`, `provider-key-encryption` and everything under `llm/` (the endpoint catalog
+and the stage's provider keys).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from infra import manifest
+
+APP = "ymera"
+PARTITION = "aws"
+ROOT = Path(__file__).resolve().parents[1]
+#: Secrets Manager suffixes every secret's ARN with "-" and six random characters.
+SUFFIX = "-??????"
+#: the stage's own secrets, by name under ymera/<stage>/ (see docs/deploy-security.md).
+STAGE_SECRETS: tuple[str, ...] = ("jwt", "database", "redis", "provider-key-encryption")
+LLM_SECRETS = "llm/*"
+
+Json = dict[str, Any]
+
+
+def secret_arns(region: str, account: str, stage: str, names: Sequence[str]) -> list[str]:
+    base = f"arn:{PARTITION}:secretsmanager:{region}:{account}:secret:{APP}/{stage}/"
+    return [base + (name if name.endswith("*") else name + SUFFIX) for name in names]
+
+
+def render(stage: str, region: str, account: str) -> Json:
+    """The API's policy: its own log group, send to the agent queues (never a DLQ), read queue depths,
+    and read the stage's own secrets."""
+    if not re.fullmatch(r"[a-z][a-z0-9-]{0,19}", stage):
+        raise ValueError(f"stage {stage!r} must match [a-z][a-z0-9-]{{0,19}}")
+    if not re.fullmatch(r"[a-z]{2}(-gov)?-[a-z]+-\d", region):
+        raise ValueError(f"region {region!r} is not an AWS region name")
+    if not re.fullmatch(r"\d{12}", account):
+        raise ValueError("the account id must be 12 digits")
+    prefix = f"{APP}-{stage}"
+    function = prefix  # Chalice names the API function <app_name>-<stage>
+    log_group = f"arn:{PARTITION}:logs:{region}:{account}:log-group:/aws/lambda/{function}"
+    sqs = f"arn:{PARTITION}:sqs:{region}:{account}:"
+    queues = [sqs + q.name(prefix) for q in manifest.queues()]
+    dlqs = [sqs + q.dlq_name(prefix) for q in manifest.queues()]
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Sid": "WriteOwnLogs", "Effect": "Allow",
+             "Action": ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"],
+             "Resource": [log_group, f"{log_group}:*"]},
+            {"Sid": "SendTasksToAgentQueues", "Effect": "Allow",
+             "Action": ["sqs:SendMessage", "sqs:GetQueueUrl", "sqs:GetQueueAttributes"],
+             "Resource": queues},
+            {"Sid": "ReadDeadLetterDepths", "Effect": "Allow",
+             "Action": ["sqs:GetQueueUrl", "sqs:GetQueueAttributes"],
+             "Resource": dlqs},
+            {"Sid": "ReadStageSecrets", "Effect": "Allow",
+             "Action": ["secretsmanager:GetSecretValue"],
+             "Resource": secret_arns(region, account, stage, (*STAGE_SECRETS, LLM_SECRETS))},
+        ],
+    }
+
+
+def _caller_account() -> str:
+    import boto3
+
+    return str(boto3.client("sts").get_caller_identity()["Account"])
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m infra.api_policy", description=__doc__.splitlines()[0])
+    parser.add_argument("--stage", default="dev")
+    parser.add_argument("--region", default=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION"))
+    parser.add_argument("--account", help="12-digit account id (default: ask STS)")
+    parser.add_argument("--out", type=Path, help="default: .chalice/policy-<stage>.json")
+    args = parser.parse_args(argv)
+    if not args.region:
+        parser.error("--region (or AWS_DEFAULT_REGION) is required")
+    policy = render(args.stage, args.region, args.account or _caller_account())
+    out = args.out or ROOT / ".chalice" / f"policy-{args.stage}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(policy, indent=2) + "\n", encoding="utf-8")
+    print(f"wrote {out} (stage {args.stage}, region {args.region})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
