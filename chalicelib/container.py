@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from chalicelib.services.monitoring import MonitoringService
     from chalicelib.services.outbox import OutboxRelay
     from chalicelib.services.processing import TaskProcessor
+    from chalicelib.services.provider_keys import ProviderKeyService
     from chalicelib.services.request_metrics import RequestMetrics
     from chalicelib.services.tasks import TaskService
     from chalicelib.services.users import UserService
@@ -57,8 +58,11 @@ class Container:
     def providers(self) -> Providers:
         """Language-model providers for provider-backed agents (breakers and key cache live here)."""
         from chalicelib.providers.registry import Providers
+        from chalicelib.providers.usage import UsageLedger
+        from chalicelib.providers.user_keys import KeyCipher, UserKeyStore
 
-        return Providers(self.settings)
+        return Providers(self.settings, usage=UsageLedger(self.db),
+                         user_keys=UserKeyStore(self.db, lambda: KeyCipher.from_settings(self.settings)))
 
     @cached_property
     def db(self) -> Database:
@@ -245,6 +249,13 @@ class Container:
         from chalicelib.services.feedback import FeedbackService
 
         return FeedbackService(self.db, after_commit=self.relay.publish_one)
+
+    @cached_property
+    def provider_keys(self) -> ProviderKeyService:
+        from chalicelib.providers.user_keys import KeyCipher
+        from chalicelib.services.provider_keys import ProviderKeyService
+
+        return ProviderKeyService(self.db, lambda: KeyCipher.from_settings(self.settings))
 
     @cached_property
     def messages(self) -> MessageService:
