@@ -20,9 +20,9 @@ REMOVED_KEYS = {
     "api_key_env": "environment variables are the operator's",
     "api_key_secret_arn": "secrets are the operator's",
 }
-REMOVED_HINT = ("pick one of the operator's endpoints with config.endpoint (GET /agent-types lists the aliases), "
-                "or bring your own endpoint with config.base_url and store its key with PUT /provider-keys/{name}, "
-                "then set config.key to that name")
+REMOVED_HINT = ("pick one of the operator's endpoints with config.endpoint (an unknown alias is answered with "
+                "the list), or bring your own endpoint with config.base_url and store its key with "
+                "PUT /provider-keys/{name}, then set config.key to that name")
 
 
 class ProviderConfig(BaseModel):

@@ -241,3 +241,17 @@ def test_a_provider_check_that_does_not_match_the_endpoint_is_refused(server: LL
     settings = llm_settings(llm_provider="bedrock", llm_model="anthropic.claude-3-haiku-20240307-v1:0")
     exc = error_of(lambda: Providers(settings, environ={}).session(ProviderConfig(provider="openai")))
     assert exc.code == "PROVIDER_NOT_CONFIGURED" and "is bedrock, not openai" in exc.message
+
+
+def test_an_invalid_catalog_fails_tasks_cleanly_without_showing_the_reason() -> None:
+    import uuid
+    from datetime import UTC, datetime
+
+    from chalicelib.agents.base import AgentContext
+    from chalicelib.container import Container
+
+    settings = llm_settings(llm_endpoints='{"x": {"provider": "openai", "api_key": "sk-inline-secret"}}')
+    ctx = AgentContext(task_id=uuid.uuid4(), agent_id=uuid.uuid4(), user_id=uuid.uuid4(), agent_type="llm",
+                       session=None, container=Container(settings), now=datetime.now(UTC))  # type: ignore[arg-type]
+    exc = error_of(lambda: LLMAgent().run(LLMInput(prompt="hi"), {"endpoint": "x"}, ctx))
+    assert exc.code == "PROVIDER_NOT_CONFIGURED" and "sk-inline" not in exc.message + json.dumps(exc.details)
