@@ -129,6 +129,9 @@ class Settings(BaseSettings):
     #: AES-256-GCM key (base64 of 32 bytes) for users' stored provider keys. Required outside development;
     #: development derives one from the JWT secret (HKDF).
     provider_key_encryption_key: str = Field(default="", repr=False)
+    #: or a Secrets Manager secret holding that base64 (read once per container); under ymera/<stage>/llm/
+    #: so both the API and the provider-backed consumers may read it.
+    provider_key_encryption_key_secret_arn: str | None = None
     #: user-chosen endpoints may resolve to loopback/private/link-local/CGNAT addresses (self-hosted models).
     #: Unset = allowed only in development stages. Metadata and reserved ranges are never allowed.
     outbound_allow_private: bool | None = None

@@ -1,6 +1,7 @@
 """Users' own provider keys: AES-256-GCM at rest, bound to their owner and name, never returned.
 
-The encryption key is YMERA_PROVIDER_KEY_ENCRYPTION_KEY (base64, 32 bytes). Development stages
+The encryption key is YMERA_PROVIDER_KEY_ENCRYPTION_KEY (base64, 32 bytes), or the Secrets Manager
+secret YMERA_PROVIDER_KEY_ENCRYPTION_KEY_SECRET_ARN holding the same base64. Development stages
 without one derive it from the JWT secret with HKDF-SHA256 (so `make run` needs no extra step);
 any other stage without one refuses to store or read keys. The user id and key name are the
 cipher's associated data: a row copied to another user or renamed does not decrypt.
@@ -12,7 +13,7 @@ import base64
 import os
 import uuid
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
@@ -38,9 +39,11 @@ class KeyCipher:
         self._aead = AESGCM(key)
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> KeyCipher:
+    def from_settings(cls, settings: Settings, client: Any = None) -> KeyCipher:
         if settings.provider_key_encryption_key:
             return cls(base64.b64decode(settings.provider_key_encryption_key))
+        if settings.provider_key_encryption_key_secret_arn:
+            return cls(_fetch_key(settings, client))
         if settings.is_development and settings.jwt_secret:
             from cryptography.hazmat.primitives import hashes
             from cryptography.hazmat.primitives.kdf.hkdf import HKDF
@@ -48,7 +51,7 @@ class KeyCipher:
             derived = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=HKDF_INFO).derive(
                 settings.jwt_secret.encode())
             return cls(derived)
-        raise ConfigError("YMERA_PROVIDER_KEY_ENCRYPTION_KEY is required to store users' provider keys "
+        raise ConfigError("YMERA_PROVIDER_KEY_ENCRYPTION_KEY(_SECRET_ARN) is required for users' provider keys "
                           f"(stage={settings.stage!r}; only development stages derive one from the JWT secret)")
 
     def encrypt(self, plaintext: str, user_id: uuid.UUID, name: str) -> bytes:
@@ -66,6 +69,28 @@ class KeyCipher:
             return self._aead.decrypt(nonce, data, _aad(user_id, name)).decode()
         except InvalidTag:
             return None
+
+
+def _fetch_key(settings: Settings, client: Any) -> bytes:
+    """The base64 key from Secrets Manager (once per container: the Container caches the cipher)."""
+    import binascii
+
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    if client is None:
+        import boto3
+
+        client = boto3.client("secretsmanager", region_name=settings.aws_region,
+                              endpoint_url=settings.aws_endpoint_url)
+    try:
+        raw = client.get_secret_value(SecretId=settings.provider_key_encryption_key_secret_arn).get("SecretString")
+    except (BotoCoreError, ClientError) as exc:
+        raise ConfigError(f"cannot read the provider-key encryption key ({type(exc).__name__})") from exc
+    try:
+        key = base64.b64decode(str(raw or "").strip(), validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ConfigError("the provider-key encryption key secret must hold base64") from exc
+    return key
 
 
 def _aad(user_id: uuid.UUID, name: str) -> bytes:

@@ -42,3 +42,20 @@ def test_development_derives_a_stable_key_from_the_jwt_secret() -> None:
 def test_a_malformed_encryption_key_fails_settings(bad: str) -> None:
     with pytest.raises(ValueError):
         llm_settings(provider_key_encryption_key=bad)
+
+
+def test_the_encryption_key_can_come_from_secrets_manager() -> None:
+    import boto3
+    from moto import mock_aws
+
+    with mock_aws():
+        client = boto3.client("secretsmanager", region_name="us-east-1")
+        raw = os.urandom(32)
+        arn = client.create_secret(Name="ymera/prod/llm/provider-key-encryption",
+                                   SecretString=base64.b64encode(raw).decode())["ARN"]
+        settings = llm_settings(stage="production", jwt_secret="x" * 40, provider_key_encryption_key_secret_arn=arn)
+        blob = KeyCipher.from_settings(settings, client).encrypt("sk", OWNER, "n")
+        assert KeyCipher(raw).decrypt(blob, OWNER, "n") == "sk"
+        client.put_secret_value(SecretId=arn, SecretString="not base64!")
+        with pytest.raises(ConfigError):
+            KeyCipher.from_settings(settings, client)
