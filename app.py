@@ -16,6 +16,7 @@ from chalicelib.api import (
     messages,
     middleware,
     monitoring,
+    provider_keys,
     tasks,
     users,
     workers,
@@ -40,6 +41,7 @@ app.register_blueprint(health.bp)
 app.register_blueprint(monitoring.bp)
 app.register_blueprint(admin.bp)
 app.register_blueprint(audit.bp)
+app.register_blueprint(provider_keys.bp)  # PUT/GET/DELETE /provider-keys: users' own keys for their own endpoints
 app.register_blueprint(workers.bp)  # external agents: lease, heartbeat, complete/fail; agent status
 app.register_blueprint(docs.bp)  # GET /openapi.json, /docs (routes documented in chalicelib/api/spec.py)
 # Log context, rate limiting (X-RateLimit-* / 429) and request metrics around every route.

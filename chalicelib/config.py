@@ -151,6 +151,53 @@ class Settings(BaseSettings):
     llm_breaker_failure_threshold: int = Field(default=5, ge=1)
     llm_breaker_reset_seconds: float = Field(default=30.0, gt=0)
 
+    # --- Provider endpoints, user keys, outbound requests, cost caps (issue 7 §1; docs/providers.md) ---
+    #: the operator's endpoint catalog, JSON {alias: {provider, base_url, api_key_env | api_key_secret,
+    #: models, max_tokens_per_task, timeout_seconds}}; the stage's llm_* above are the implicit "default".
+    llm_endpoints: str = ""
+    #: the same document in Secrets Manager (read once per container, cached 5 min); entries may hold api_key.
+    llm_endpoints_secret_arn: str | None = None
+    #: models the implicit "default" endpoint allows besides llm_model (comma-separated).
+    llm_allowed_models: str = ""
+    #: the "default" endpoint's hard per-task token ceiling and its (the operator's) attempt timeout.
+    llm_max_tokens_per_task: int = Field(default=20_000, ge=1)
+    llm_timeout_seconds: float = Field(default=30.0, gt=0, le=300)
+    #: an agent's timeout_seconds on an operator endpoint is raised to at least this.
+    llm_min_timeout_seconds: float = Field(default=5.0, gt=0, le=300)
+    #: tokens one user may spend per UTC day on operator endpoints, across tasks; 0 = unlimited.
+    llm_daily_token_budget_per_user: int = Field(default=0, ge=0)
+    #: AES-256-GCM key (base64 of 32 bytes) for users' stored provider keys. Required outside development;
+    #: development derives one from the JWT secret (HKDF).
+    provider_key_encryption_key: str = Field(default="", repr=False)
+    #: or a Secrets Manager secret holding that base64 (read once per container); under ymera/<stage>/llm/
+    #: so both the API and the provider-backed consumers may read it.
+    provider_key_encryption_key_secret_arn: str | None = None
+    #: user-chosen endpoints may resolve to loopback/private/link-local/CGNAT addresses (self-hosted models).
+    #: Unset = allowed only in development stages. Metadata and reserved ranges are never allowed.
+    outbound_allow_private: bool | None = None
+    #: the timeout of the function that runs provider-backed agents (set per function by the template and
+    #: the local runtime; default = infra.manifest.PROVIDER_CONSUMER_TIMEOUT_SECONDS). Caps max_wall_seconds.
+    function_timeout_seconds: int = Field(default=300, ge=1, le=900)
+
+    @property
+    def outbound_private_allowed(self) -> bool:
+        return self.is_development if self.outbound_allow_private is None else self.outbound_allow_private
+
+    @field_validator("provider_key_encryption_key")
+    @classmethod
+    def _encryption_key_size(cls, value: str) -> str:
+        if value:
+            import base64
+            import binascii
+
+            try:
+                raw = base64.b64decode(value, validate=True)
+            except (binascii.Error, ValueError) as exc:
+                raise ValueError("YMERA_PROVIDER_KEY_ENCRYPTION_KEY must be base64") from exc
+            if len(raw) != 32:
+                raise ValueError("YMERA_PROVIDER_KEY_ENCRYPTION_KEY must decode to 32 bytes (AES-256)")
+        return value
+
     # Learning, heartbeats and alerts (agent types learning / monitoring, functions/monitor.py).
     #: feedback older than this counts half as much in an agent's quality estimate.
     quality_half_life_days: float = Field(default=30.0, gt=0)

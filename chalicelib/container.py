@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from chalicelib.messaging.inspection import QueueInspector
     from chalicelib.messaging.sqs import Publisher
     from chalicelib.providers.registry import Providers
+    from chalicelib.providers.user_keys import KeyCipher
     from chalicelib.ratelimit import RateLimiter
     from chalicelib.services.accounts import AccountService
     from chalicelib.services.agents import AgentService
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
     from chalicelib.services.monitoring import MonitoringService
     from chalicelib.services.outbox import OutboxRelay
     from chalicelib.services.processing import TaskProcessor
+    from chalicelib.services.provider_keys import ProviderKeyService
     from chalicelib.services.quotas import Quotas
     from chalicelib.services.request_metrics import RequestMetrics
     from chalicelib.services.tasks import TaskService
@@ -59,8 +61,11 @@ class Container:
     def providers(self) -> Providers:
         """Language-model providers for provider-backed agents (breakers and key cache live here)."""
         from chalicelib.providers.registry import Providers
+        from chalicelib.providers.usage import UsageLedger
+        from chalicelib.providers.user_keys import UserKeyStore
 
-        return Providers(self.settings)
+        return Providers(self.settings, usage=UsageLedger(self.db),
+                         user_keys=UserKeyStore(self.db, lambda: self.provider_key_cipher))
 
     @cached_property
     def db(self) -> Database:
@@ -270,6 +275,19 @@ class Container:
         from chalicelib.services.feedback import FeedbackService
 
         return FeedbackService(self.db, after_commit=self.relay.publish_one)
+
+    @cached_property
+    def provider_key_cipher(self) -> KeyCipher:
+        """Users' provider keys' cipher; raises ConfigError (not cached) when the stage has no key."""
+        from chalicelib.providers.user_keys import KeyCipher
+
+        return KeyCipher.from_settings(self.settings)
+
+    @cached_property
+    def provider_keys(self) -> ProviderKeyService:
+        from chalicelib.services.provider_keys import ProviderKeyService
+
+        return ProviderKeyService(self.db, lambda: self.provider_key_cipher)
 
     @cached_property
     def messages(self) -> MessageService:

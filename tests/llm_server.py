@@ -147,10 +147,12 @@ def llm_settings(**overrides: Any) -> Any:
     """Settings for provider tests: no stage provider unless given, instant-ish retries."""
     from chalicelib.config import Settings
 
-    values: dict[str, Any] = {"llm_provider": "", "llm_model": "", "llm_base_url": "", "llm_api_key": "",
+    # pinned: other tests may leave YMERA_STAGE set, and a non-development stage refuses http and loopback
+    values: dict[str, Any] = {"stage": "development", "llm_provider": "", "llm_model": "", "llm_base_url": "", "llm_api_key": "",
                               "llm_api_key_secret_arn": None, "llm_max_attempts": 3, "llm_retry_base_seconds": 0.5,
                               "llm_retry_max_seconds": 8.0, "llm_breaker_failure_threshold": 5,
-                              "llm_breaker_reset_seconds": 30.0, **overrides}
+                              "llm_breaker_reset_seconds": 30.0, "llm_endpoints": "", "llm_min_timeout_seconds": 0.01,
+                              "llm_daily_token_budget_per_user": 0, **overrides}
     return Settings(**values)
 
 
@@ -168,6 +170,11 @@ def agent_context(providers: Any, agent_type: str) -> Any:
 
 
 def openai_config(server: LLMServer, **extra: Any) -> dict[str, Any]:
-    """An agent config pointing at the test server, its key in YMERA_LLM_KEY_TEST."""
-    return {"provider": "openai", "model": "test-model", "base_url": server.url, "api_key_env": "YMERA_LLM_KEY_TEST",
-            **extra}
+    """An agent config pointing at the test server as the user's own (keyless) endpoint (loopback: development)."""
+    return {"provider": "openai", "model": "test-model", "base_url": server.url, **extra}
+
+
+def catalog(server: LLMServer, alias: str = "test", **entry: Any) -> str:
+    """YMERA_LLM_ENDPOINTS with the test server as `alias`, its key in YMERA_LLM_KEY_TEST."""
+    return json.dumps({alias: {"provider": "openai", "base_url": server.url, "api_key_env": "YMERA_LLM_KEY_TEST",
+                               "models": ["test-model", "gpt-4o-mini"], "timeout_seconds": 30, **entry}})

@@ -17,6 +17,7 @@ from chalicelib.providers.registry import AGENT_KEYS, NOT_CONFIGURED, STAGE_KEYS
 if TYPE_CHECKING:
     from chalicelib.agents.base import AgentContext
     from chalicelib.providers.config import ProviderConfig
+    from chalicelib.providers.registry import Providers
     from chalicelib.providers.session import LLMSession
 
 ConfigT = TypeVar("ConfigT", bound=BaseModel)
@@ -42,17 +43,30 @@ def load_config(model: type[ConfigT], config: Mapping[str, Any]) -> ConfigT:
                                {"errors": pydantic_errors(exc, prefix=("config",))}) from exc
 
 
+def _providers(ctx: AgentContext) -> Providers:
+    """The container's providers; an operator's invalid catalog is a task error, not a crash (and not shown)."""
+    from chalicelib.config import ConfigError
+    from chalicelib.observability import logger
+
+    try:
+        return ctx.container.providers
+    except ConfigError as exc:
+        logger.error("the language-model endpoint configuration is invalid", extra={"reason": str(exc)})
+        raise ProviderNotConfiguredError("the platform's language-model endpoints are misconfigured; the operator "
+                                         "has been told", {}) from None
+
+
 def open_session(config: ProviderConfig, ctx: AgentContext | None) -> LLMSession:
     if ctx is None or ctx.container is None:
         raise ProviderNotConfiguredError(NOT_CONFIGURED, {"agent_config_keys": AGENT_KEYS, "environment": STAGE_KEYS})
-    return ctx.container.providers.session(config)
+    return _providers(ctx).session(config, user_id=ctx.user_id, task_id=ctx.task_id)
 
 
 def optional_session(config: ProviderConfig, ctx: AgentContext | None) -> LLMSession | None:
     """A session when a provider is named somewhere; None when none is (misconfiguration still raises)."""
-    if ctx is None or ctx.container is None or not ctx.container.providers.is_configured(config):
+    if ctx is None or ctx.container is None or not _providers(ctx).is_configured(config):
         return None
-    return ctx.container.providers.session(config)
+    return _providers(ctx).session(config, user_id=ctx.user_id, task_id=ctx.task_id)
 
 
 def extract_json(text: str) -> Any:

@@ -34,6 +34,7 @@ from chalicelib.schemas.common import Page
 from chalicelib.schemas.feedback import FeedbackCreate, FeedbackCreated, FeedbackPublic
 from chalicelib.schemas.messages import MessageListQuery, MessagePublic
 from chalicelib.schemas.monitoring import StatusPublic
+from chalicelib.schemas.provider_keys import ProviderKeyList, ProviderKeyPublic, ProviderKeyPut
 from chalicelib.schemas.responses import AgentTypeList, HealthReport, LivenessReport
 from chalicelib.schemas.tasks import TaskCreate, TaskListQuery, TaskPublic
 from chalicelib.schemas.users import (
@@ -131,6 +132,17 @@ ROUTES: dict[tuple[str, str], RouteSpec] = {
     ("GET", "/agents/{agent_id}"): RouteSpec("Read an agent", "agents", AgentPublic),
     ("PUT", "/agents/{agent_id}"): RouteSpec("Update an agent", "agents", AgentPublic, body=AgentUpdate),
     ("DELETE", "/agents/{agent_id}"): RouteSpec("Delete an agent", "agents", None, 204),
+    # --- provider keys ----------------------------------------------------------------------------------------
+    ("GET", "/provider-keys"): RouteSpec(
+        "List your stored provider keys (names only)", "provider-keys", ProviderKeyList,
+        description="Keys are never returned, only their names and dates."),
+    ("PUT", "/provider-keys/{name}"): RouteSpec(
+        "Store (or replace) a provider key for your own endpoint", "provider-keys", ProviderKeyPublic,
+        body=ProviderKeyPut, errors=(503,), responses={201: ProviderKeyPublic},
+        description="An agent with `config.base_url` (your own endpoint) and `config.key` = this name sends it "
+                    "as a Bearer token to that endpoint only. Encrypted at rest (AES-256-GCM); never returned. "
+                    "201 when created, 200 when replaced; 503 when the stage has no encryption key."),
+    ("DELETE", "/provider-keys/{name}"): RouteSpec("Delete a stored provider key", "provider-keys", None, 204),
     ("GET", "/agents/{agent_id}/messages"): RouteSpec(
         "An agent's inbox (newest first)", "agents", Page[MessagePublic], query=MessageListQuery,
         description="Messages other agents sent it (communication agent). `unread=true`: only unread ones."),

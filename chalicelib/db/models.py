@@ -17,6 +17,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -276,3 +277,36 @@ class OutboxMessage(Base):
     last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
 
     __table_args__ = (Index("ix_outbox_published_at_created_at", "published_at", "created_at"),)
+
+
+class ProviderKey(Base):
+    """A user's own API key for an endpoint they bring, AES-GCM encrypted (chalicelib.providers.user_keys)."""
+
+    __tablename__ = "provider_keys"
+
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), nullable=False)
+    name: Mapped[str] = mapped_column(String(64), nullable=False)
+    #: version byte + 12-byte nonce + ciphertext and tag; the user id and name are its associated data.
+    ciphertext: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+    created_at: Mapped[datetime] = _created()
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+
+    __table_args__ = (UniqueConstraint("user_id", "name", name="uq_provider_keys_user_id_name"),)
+
+
+class ProviderUsage(Base):
+    """Tokens a user spent on the operator's endpoints, one row per model call (the daily budget sums them)."""
+
+    __tablename__ = "provider_usage"
+
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), nullable=False)
+    task_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, nullable=True)
+    endpoint: Mapped[str] = mapped_column(String(64), nullable=False)
+    tokens: Mapped[int] = mapped_column(Integer, nullable=False)
+    created_at: Mapped[datetime] = _created()
+
+    # The budget check is one index-only range scan: (user_id, created_at) carrying tokens.
+    __table_args__ = (Index("ix_provider_usage_user_id_created_at", "user_id", "created_at",
+                            postgresql_include=["tokens"]),)

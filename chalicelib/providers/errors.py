@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from chalicelib.errors import AgentError
+from chalicelib.errors import AgentError, DependencyUnavailableError
 
 
 class ProviderError(AgentError):
@@ -29,6 +29,18 @@ class ProviderNotConfiguredError(ProviderError):
     """No provider (or no model, or no key) for this agent: the message names what to set."""
 
     code = "PROVIDER_NOT_CONFIGURED"
+
+
+class ProviderEndpointRefusedError(ProviderNotConfiguredError):
+    """A user's own endpoint is not one we connect to (plain http outside development, a private address...)."""
+
+    code = "PROVIDER_ENDPOINT_REFUSED"
+
+
+class BudgetExceededError(AgentError):
+    """The user's daily token budget on the operator's endpoints is spent (YMERA_LLM_DAILY_TOKEN_BUDGET_PER_USER)."""
+
+    code = "BUDGET_EXCEEDED"
 
 
 class ProviderUnavailableError(ProviderError):
@@ -78,3 +90,9 @@ class TokenLimitExceededError(AgentError):
 
 class TimeLimitExceededError(AgentError):
     code = "TIME_LIMIT_EXCEEDED"
+
+
+class KeyStorageUnavailableError(DependencyUnavailableError):
+    """Users' provider keys cannot be stored or read: no YMERA_PROVIDER_KEY_ENCRYPTION_KEY outside development."""
+
+    code = "PROVIDER_KEY_STORAGE_UNAVAILABLE"

@@ -12,7 +12,9 @@ closed --N consecutive outage failures--> open --reset_timeout--> half-open,
 which lets exactly one trial call through: success closes it, failure
 re-opens it for another reset_timeout. While open, calls fail at once with
 PROVIDER_UNAVAILABLE instead of waiting on a dead endpoint. Only outages
-count: an endpoint that answers 400 is up.
+count: an endpoint that answers 400 is up. And only the operator's idea of a timeout counts: a timeout
+of an attempt that was given less than `breaker_timeout_floor` seconds (a user's short timeout_seconds,
+or an attempt cut short by the task's deadline) says nothing about a shared endpoint's health.
 """
 
 from __future__ import annotations
@@ -24,7 +26,12 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from chalicelib.providers.base import Completion, CompletionRequest, Provider
-from chalicelib.providers.errors import CircuitOpenError, ProviderError, TimeLimitExceededError
+from chalicelib.providers.errors import (
+    CircuitOpenError,
+    ProviderError,
+    ProviderTimeoutError,
+    TimeLimitExceededError,
+)
 
 Clock = Callable[[], float]
 
@@ -82,6 +89,11 @@ class CircuitBreaker:
                 self._state = OPEN
                 self._opened_at = self._clock()
 
+    def release(self) -> None:
+        """The call says nothing about the endpoint's health: let the next call be the trial, change nothing else."""
+        with self._lock:
+            self._trial_in_flight = False
+
     def snapshot(self) -> dict[str, Any]:
         with self._lock:
             return {"name": self.name, "state": self._state, "consecutive_failures": self._failures}
@@ -105,7 +117,7 @@ class RetryPolicy:
 def call_with_retries(provider: Provider, request: CompletionRequest, *, breaker: CircuitBreaker,
                       policy: RetryPolicy, deadline: float, clock: Clock = time.monotonic,
                       sleep: Callable[[float], None] = time.sleep,
-                      rng: Callable[[], float] | None = None) -> Completion:
+                      rng: Callable[[], float] | None = None, breaker_timeout_floor: float = 0.0) -> Completion:
     import random
 
     jitter = rng or random.random
@@ -116,11 +128,17 @@ def call_with_retries(provider: Provider, request: CompletionRequest, *, breaker
         if remaining <= 0:
             raise _time_limit(attempt - 1)
         breaker.before_call()
+        attempt_timeout = min(request.timeout, remaining)
         try:
-            completion = provider.complete(replace(request, timeout=min(request.timeout, remaining)))
+            completion = provider.complete(replace(request, timeout=attempt_timeout))
         except ProviderError as exc:
             # An endpoint that answers "bad request" is alive: only outages move the breaker.
-            breaker.record_failure() if exc.retryable else breaker.record_success()
+            if not exc.retryable:
+                breaker.record_success()
+            elif isinstance(exc, ProviderTimeoutError) and attempt_timeout < breaker_timeout_floor:
+                breaker.release()
+            else:
+                breaker.record_failure()
             exc.details.setdefault("attempts", attempt)
             if not exc.retryable or attempt >= policy.max_attempts:
                 raise

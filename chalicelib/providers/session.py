@@ -6,6 +6,10 @@ the tokens left; after it, a task over `max_total_tokens` fails with
 TOKEN_LIMIT_EXCEEDED (the answer is discarded: the limit is a promise to
 whoever pays for it). Running out of `max_wall_seconds` fails it with
 TIME_LIMIT_EXCEEDED.
+
+The endpoint carries the operator's limits (chalicelib.providers.registry): its per-task token ceiling
+(the config can only lower it), the attempt timeout actually used, and — for operator endpoints — the
+user's daily budget, checked before every call (BUDGET_EXCEEDED) and charged after it.
 """
 
 from __future__ import annotations
@@ -13,12 +17,22 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from chalicelib.providers.base import Completion, CompletionRequest, Message, Provider, Usage, estimate_tokens
 from chalicelib.providers.config import ProviderConfig
-from chalicelib.providers.errors import TimeLimitExceededError, TokenLimitExceededError
+from chalicelib.providers.errors import BudgetExceededError, TimeLimitExceededError, TokenLimitExceededError
 from chalicelib.providers.resilience import CircuitBreaker, RetryPolicy, call_with_retries
+
+
+class Budget(Protocol):
+    """A user's daily token allowance on operator endpoints (chalicelib.providers.usage)."""
+
+    limit: int
+
+    def remaining(self) -> int: ...
+
+    def charge(self, tokens: int) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -28,19 +42,27 @@ class Endpoint:
     provider: Provider
     model: str
     breaker: CircuitBreaker
-    base_url: str | None = None
+    #: the catalog alias, or None for the user's own endpoint.
+    alias: str | None = None
+    #: the per-task token ceiling (None = none).
+    max_total_tokens: int | None = None
+    #: one attempt's timeout.
+    timeout: float = 30.0
+    #: only timeouts of attempts given at least this long count towards the breaker.
+    breaker_timeout_floor: float = 0.0
+    #: the user's daily budget, for operator endpoints (None = not metered).
+    budget: Budget | None = None
 
     def describe(self) -> dict[str, Any]:
         info: dict[str, Any] = {"name": self.provider.name, "model": self.model}
-        if self.base_url:
-            info["base_url"] = self.base_url
+        info["endpoint"] = self.alias if self.alias else "own"
         return info
 
 
 class LLMSession:
     def __init__(self, endpoint: Endpoint, config: ProviderConfig, *, policy: RetryPolicy,
                  clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep,
-                 rng: Callable[[], float] | None = None) -> None:
+                 rng: Callable[[], float] | None = None, max_wall_seconds: float | None = None) -> None:
         self.endpoint = endpoint
         self.config = config
         self._policy = policy
@@ -48,7 +70,9 @@ class LLMSession:
         self._sleep = sleep
         self._rng = rng
         self.started = clock()
-        self.deadline = self.started + config.max_wall_seconds
+        #: the config's budget, capped by the registry below the function timeout.
+        self.max_wall_seconds = max_wall_seconds if max_wall_seconds is not None else config.max_wall_seconds
+        self.deadline = self.started + self.max_wall_seconds
         self.usage = Usage()
         self.calls = 0
         self.attempts = 0
@@ -58,44 +82,58 @@ class LLMSession:
                  max_tokens: int | None = None) -> Completion:
         if isinstance(messages, str):
             messages = (Message("user", messages),)
-        limit = self.config.max_total_tokens
+        limit = self.endpoint.max_total_tokens
         out_tokens = max_tokens or self.config.max_tokens
+        prompt = estimate_tokens((system or "") + "".join(m.content for m in messages))
         if limit is not None:
             # A prompt that alone would blow the budget is refused before it is paid for.
-            prompt = estimate_tokens((system or "") + "".join(m.content for m in messages))
             if self.usage.total_tokens + prompt >= limit:
                 raise self._token_error(prompt)
             out_tokens = min(out_tokens, limit - self.usage.total_tokens - prompt)
+        budget = self.endpoint.budget
+        if budget is not None:
+            left = budget.remaining()
+            if prompt >= left:
+                raise BudgetExceededError(
+                    f"your daily token budget on the platform's endpoints is spent ({budget.limit} tokens a day, "
+                    f"{max(0, left)} left; the next call needs about {prompt}): it resets at 00:00 UTC",
+                    {"limit": budget.limit, "remaining": max(0, left), "estimated_prompt_tokens": prompt})
+            out_tokens = min(out_tokens, left - prompt)
         request = CompletionRequest(messages=tuple(messages), model=self.endpoint.model, system=system,
                                     max_tokens=out_tokens, temperature=self.config.temperature,
-                                    timeout=self.config.timeout_seconds)
+                                    timeout=self.endpoint.timeout)
         try:
             completion = call_with_retries(self.endpoint.provider, request, breaker=self.endpoint.breaker,
                                            policy=self._policy, deadline=self.deadline, clock=self._clock,
-                                           sleep=self._sleep, rng=self._rng)
+                                           sleep=self._sleep, rng=self._rng,
+                                           breaker_timeout_floor=self.endpoint.breaker_timeout_floor)
         except TimeLimitExceededError as exc:
-            exc.details.update(limit_seconds=self.config.max_wall_seconds,
+            exc.details.update(limit_seconds=self.max_wall_seconds,
                                elapsed_seconds=round(self._clock() - self.started, 3), usage=self.usage.as_dict())
             raise
         self.calls += 1
         self.attempts += completion.attempts
         self.usage = self.usage + completion.usage
+        if budget is not None:
+            budget.charge(completion.usage.total_tokens)
         self.latency_ms = round(self.latency_ms + completion.latency_ms, 3)
         if limit is not None and self.usage.total_tokens > limit:
             raise self._token_error()
         return completion
 
     def _token_error(self, next_prompt: int | None = None) -> TokenLimitExceededError:
-        limit = self.config.max_total_tokens or 0  # only called when there is a limit
+        limit = self.endpoint.max_total_tokens or 0  # only called when there is a limit
         details = {"limit": limit, "usage": self.usage.as_dict(), "provider": self.endpoint.provider.name,
                    "model": self.endpoint.model}
         if next_prompt is not None:
             details["estimated_prompt_tokens"] = next_prompt
             return TokenLimitExceededError(
                 f"the next model call needs about {next_prompt} prompt tokens, and the task has "
-                f"{limit - self.usage.total_tokens} left of its limit of {limit} (config.max_total_tokens)", details)
+                f"{limit - self.usage.total_tokens} left of its limit of {limit} (config.max_total_tokens, capped by "
+                f"the endpoint's max_tokens_per_task)", details)
         return TokenLimitExceededError(
-            f"the task used {self.usage.total_tokens} tokens, over its limit of {limit} (config.max_total_tokens)",
+            f"the task used {self.usage.total_tokens} tokens, over its limit of {limit} (config.max_total_tokens, "
+            "capped by the endpoint's max_tokens_per_task)",
             details)
 
     def metrics(self) -> dict[str, Any]:

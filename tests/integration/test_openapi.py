@@ -254,6 +254,14 @@ def test_main_flows_answer_with_documented_shapes(api: Api, check: Checker) -> N
     check.call("POST", "/agents/{agent_id}/api-key", agent_id=ext["id"], expect=200)
     check.call("POST", "/agents/{agent_id}/api-key", agent_id=agent["id"], expect=409)
 
+    # the user's own provider keys (names only, ever)
+    check.call("PUT", "/provider-keys/{name}", {"api_key": "sk-own"}, name="own", expect=201)
+    check.call("PUT", "/provider-keys/{name}", {"api_key": "sk-own-2"}, name="own", expect=200)
+    check.call("PUT", "/provider-keys/{name}", {"api_key": ""}, name="own", expect=422)
+    check.call("GET", "/provider-keys", expect=200)
+    check.call("DELETE", "/provider-keys/{name}", name="own", expect=204)
+    check.call("DELETE", "/provider-keys/{name}", name="own", expect=404)
+
     # users, audit, admin, platform
     check.call("GET", "/users/{user_id}", user_id=user["id"], expect=200)
     check.call("PUT", "/users/{user_id}", {"role": "admin"}, user_id=user["id"], expect=422)

@@ -190,7 +190,7 @@ def test_bad_plans_are_422_and_no_plan_without_a_provider_says_what_to_set(api: 
     relay_and_consume(container, aws)
     failed = get(api, parent["id"])
     assert failed["status"] == "failed" and failed["error"]["code"] == "PROVIDER_NOT_CONFIGURED"
-    assert "input_data.plan" in failed["error"]["message"] and "config.provider" in failed["error"]["message"]
+    assert "input_data.plan" in failed["error"]["message"] and "config.endpoint" in failed["error"]["message"]
 
 
 @pytest.fixture

@@ -2,7 +2,7 @@
 
 The model is a real HTTP server in this process speaking the OpenAI protocol
 (tests/llm_server.py); each agent is configured to use it the way a user
-would, with its key in an environment variable named by the agent's config.
+would: as their own (keyless, loopback: development) endpoint, or one with a stored key.
 """
 
 from __future__ import annotations
@@ -46,9 +46,11 @@ def agent(api: Api, agent_type: str, config: dict[str, Any]) -> dict[str, Any]:
     return dict(r.json_body)
 
 
-def process(api: Api, agent_type: str, config: dict[str, Any], input_data: dict[str, Any]) -> dict[str, Any]:
+def process(api: Api, agent_type: str, config: dict[str, Any], input_data: dict[str, Any], *,
+            signup: bool = True) -> dict[str, Any]:
     """Create an agent and a task, run the consumer once, and return the task as the API shows it."""
-    api.signup()
+    if signup:
+        api.signup()
     created = create_task(api, agent(api, agent_type, config)["id"], input_data=input_data)
     assert created.status_code == 202, created.json_body
     task_id = created.json_body["id"]
@@ -61,8 +63,10 @@ def process(api: Api, agent_type: str, config: dict[str, Any], input_data: dict[
 
 def test_llm_task_completes_with_text_usage_and_latency_recorded(api: Api, server: LLMServer) -> None:
     server.script(completion("After maxReceiveCount receives: 5 here.", prompt_tokens=52, completion_tokens=11))
-    task = process(api, "llm", openai_config(server, system_prompt="Answer briefly."),
-                   {"prompt": "When does SQS move a message to the DLQ?"})
+    api.signup()
+    assert api.call("PUT", "/provider-keys/test", {"api_key": "sk-integration"}).status_code == 201
+    task = process(api, "llm", openai_config(server, system_prompt="Answer briefly.", key="test"),
+                   {"prompt": "When does SQS move a message to the DLQ?"}, signup=False)
     assert task["status"] == "completed", task["error"]
     output, metrics = task["result"]["output_data"], task["result"]["metrics"]
     assert output["text"] == "After maxReceiveCount receives: 5 here." and output["model"] == "test-model"
@@ -143,7 +147,7 @@ def test_llm_without_a_provider_fails_naming_what_to_configure(api: Api) -> None
     task = process(api, "llm", {}, {"prompt": "hi"})
     assert task["status"] == "failed" and task["result"]["output_data"] == {}
     assert task["error"]["code"] == "PROVIDER_NOT_CONFIGURED"
-    assert "config.provider" in task["error"]["message"] and "YMERA_LLM_PROVIDER" in task["error"]["message"]
+    assert "config.endpoint" in task["error"]["message"] and "YMERA_LLM_PROVIDER" in task["error"]["message"]
 
 
 def test_drafting_fails_on_an_answer_that_is_not_a_draft(api: Api, server: LLMServer) -> None:
@@ -162,10 +166,10 @@ def test_editing_over_its_token_limit_fails_with_the_usage(api: Api, server: LLM
 
 def test_enhancement_with_a_missing_key_fails_instead_of_quietly_skipping_the_model(api: Api,
                                                                                    server: LLMServer) -> None:
-    task = process(api, "enhancement", openai_config(server, api_key_env="YMERA_LLM_KEY_NOT_SET"),
+    task = process(api, "enhancement", openai_config(server, key="never-stored"),
                    {"kind": "document", "content": "Fine text."})
     assert task["status"] == "failed" and task["error"]["code"] == "PROVIDER_NOT_CONFIGURED"
-    assert "YMERA_LLM_KEY_NOT_SET" in task["error"]["message"] and server.calls == 0
+    assert "not available" in task["error"]["message"] and server.calls == 0
 
 
 def test_an_outage_opens_the_circuit_and_later_tasks_fail_fast(api: Api, server: LLMServer) -> None:
@@ -203,11 +207,12 @@ def test_an_api_key_in_clear_is_refused_and_only_references_are_stored(api: Api,
                                                                              "api_key": "sk-live-secret"}})
     assert assert_envelope(r, 422, "VALIDATION_ERROR")["details"]["errors"][0]["loc"] == ["config", "api_key"]
     r = api.call("POST", "/agents", {"name": "x", "type": "llm",
-                                     "config": {**openai_config(server), "api_key_env": "YMERA_JWT_SECRET"}})
-    assert_envelope(r, 422, "VALIDATION_ERROR")
-    created = agent(api, "llm", openai_config(server))
+                                     "config": {**openai_config(server), "api_key_env": "YMERA_LLM_KEY_TEST"}})
+    error_body = assert_envelope(r, 422, "VALIDATION_ERROR")
+    assert "no longer supported" in json.dumps(error_body) and "config.endpoint" in json.dumps(error_body)
+    created = agent(api, "llm", openai_config(server, key="mine"))
     shown = api.call("GET", f"/agents/{created['id']}").json_body
-    assert shown["config"]["api_key_env"] == "YMERA_LLM_KEY_TEST" and "sk-integration" not in json.dumps(shown)
+    assert shown["config"]["key"] == "mine" and "sk-integration" not in json.dumps(shown)
 
 
 def test_agent_types_lists_the_provider_backed_types_with_their_config_schema(api: Api) -> None:
@@ -216,6 +221,7 @@ def test_agent_types_lists_the_provider_backed_types_with_their_config_schema(ap
     for agent_type in PROVIDER_TYPES:
         assert items[agent_type]["provider_backed"] is True
         properties = items[agent_type]["config_schema"]["properties"]
-        assert {"provider", "model", "base_url", "api_key_env", "api_key_secret_arn", "max_total_tokens",
+        assert {"endpoint", "provider", "model", "base_url", "key", "max_total_tokens",
                 "max_wall_seconds"} <= set(properties)
+        assert not {"api_key_env", "api_key_secret_arn"} & set(properties)
         assert items[agent_type]["default_config"]["max_wall_seconds"] == 50.0

@@ -156,10 +156,11 @@ def test_an_unreadable_model_answer_is_reported_not_invented(server: LLMServer) 
 
 
 def test_a_misconfigured_provider_fails_the_task(server: LLMServer) -> None:
-    config = {**openai_config(server), "api_key_env": "YMERA_LLM_KEY_MISSING"}
+    config = {**openai_config(server), "key": "never-stored"}
     with pytest.raises(AgentError) as caught:
         enhance("document", DOCUMENT, config=config, providers=with_server(server))
-    assert caught.value.code == "PROVIDER_NOT_CONFIGURED" and "YMERA_LLM_KEY_MISSING" in caught.value.message
+    assert caught.value.code == "PROVIDER_NOT_CONFIGURED" and "not available" in caught.value.message
+    assert server.calls == 0
 
 
 def test_max_suggestions_truncates_after_ranking() -> None:

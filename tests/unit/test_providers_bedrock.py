@@ -32,6 +32,7 @@ def stubbed() -> Any:
 
 def providers(client: Any, clock: FakeClock | None = None, **settings: Any) -> Providers:
     clock = clock or FakeClock()
+    settings = {"llm_provider": "bedrock", "llm_model": MODEL, **settings}  # the stage's "default" endpoint
     return Providers(llm_settings(**settings), environ={}, clock=clock, sleep=clock.sleep, rng=lambda: 1.0,
                      bedrock_client_factory=lambda timeout: client)
 
@@ -89,7 +90,7 @@ def test_the_stage_can_name_bedrock_and_the_client_honours_aws_endpoint_url() ->
     p = Providers(llm_settings(llm_provider="bedrock", llm_model=MODEL, AWS_ENDPOINT_URL="http://localhost:4566"),
                   environ={})
     endpoint = p.resolve(ProviderConfig())
-    assert endpoint.describe() == {"name": "bedrock", "model": MODEL}
+    assert endpoint.describe() == {"name": "bedrock", "model": MODEL, "endpoint": "default"}
     client = p._bedrock_client(12.5)
     assert client.meta.endpoint_url == "http://localhost:4566"
     assert client.meta.config.read_timeout == 13 and client.meta.config.retries["total_max_attempts"] == 1

@@ -43,7 +43,7 @@ def test_circuit_opens_after_n_failures_fails_fast_then_half_opens_and_closes(se
     server.script(error(500), error(502), error(503))
     for _ in range(3):  # three tasks, each failing once
         assert code_of(lambda: p.session(config(server)).complete("hi")) == "PROVIDER_UNAVAILABLE"
-    breaker = p.breaker(f"openai at {server.url}")
+    breaker = p.breaker(f"openai at {server.url} for anonymous")
     assert breaker.state == OPEN and server.calls == 3
 
     # Open: fails at once, without touching the endpoint.
@@ -94,7 +94,7 @@ def test_client_errors_do_not_open_the_circuit(server: LLMServer) -> None:
     server.script(*(error(400) for _ in range(4)))
     for _ in range(4):
         assert code_of(lambda: p.session(config(server)).complete("hi")) == "PROVIDER_REJECTED"
-    assert p.breaker(f"openai at {server.url}").state == CLOSED and server.calls == 4
+    assert p.breaker(f"openai at {server.url} for anonymous").state == CLOSED and server.calls == 4
 
 
 def test_breakers_are_per_endpoint(server: LLMServer) -> None:

@@ -1,0 +1,1 @@
+"""Network adapters shared by features that talk to hosts outside the platform."""
