@@ -148,7 +148,8 @@ def llm_settings(**overrides: Any) -> Any:
     from chalicelib.config import Settings
 
     # pinned: other tests may leave YMERA_STAGE set, and a non-development stage refuses http and loopback
-    values: dict[str, Any] = {"stage": "development", "llm_provider": "", "llm_model": "", "llm_base_url": "", "llm_api_key": "",
+    values: dict[str, Any] = {"stage": "development", "llm_provider": "", "llm_model": "", "llm_base_url": "",
+                              "llm_api_key": "",
                               "llm_api_key_secret_arn": None, "llm_max_attempts": 3, "llm_retry_base_seconds": 0.5,
                               "llm_retry_max_seconds": 8.0, "llm_breaker_failure_threshold": 5,
                               "llm_breaker_reset_seconds": 30.0, "llm_endpoints": "", "llm_min_timeout_seconds": 0.01,
