@@ -46,6 +46,11 @@ LLM_ENV: Json = {
     "YMERA_LLM_MODEL": {"Ref": "LlmModel"},
     "YMERA_LLM_BASE_URL": {"Ref": "LlmBaseUrl"},
     "YMERA_LLM_API_KEY_SECRET_ARN": {"Ref": "LlmApiKeySecretArn"},
+    # The operator's endpoint catalog (docs/providers.md), when kept as a secret document; empty = none.
+    "YMERA_LLM_ENDPOINTS_SECRET_ARN": {"Ref": "LlmEndpointsSecretArn"},
+    "YMERA_LLM_DAILY_TOKEN_BUDGET_PER_USER": {"Ref": "LlmDailyTokenBudgetPerUser"},
+    # Decrypts users' own provider keys; the secret exists only once someone stores a key (make deploy creates it).
+    "YMERA_PROVIDER_KEY_ENCRYPTION_KEY_SECRET_ARN": {"Fn::Sub": f"{APP}/${{Stage}}/provider-key-encryption"},
 }
 
 
@@ -129,6 +134,10 @@ def _parameters(stage: str) -> Json:
         "LlmBaseUrl": {"Type": "String", "Default": ""},
         "LlmApiKeySecretArn": {"Type": "String", "Default": "",
                                "Description": "Secrets Manager ARN under ymera/<stage>/llm/ holding the API key"},
+        "LlmEndpointsSecretArn": {"Type": "String", "Default": "",
+                                  "Description": "Secret under ymera/<stage>/llm/ holding the endpoint catalog (JSON)"},
+        "LlmDailyTokenBudgetPerUser": {"Type": "Number", "Default": 0, "MinValue": 0,
+                                       "Description": "Tokens per user per UTC day across tasks; 0 = unlimited"},
         "BedrockModelArns": {**nested, "Description": "Model / inference-profile ARNs the provider-backed "
                                                       "consumers may invoke; empty = no Bedrock permission"},
     }
@@ -310,6 +319,8 @@ def _function_resources(f: FunctionSpec, send_to: Sequence[QueueSpec]) -> Json:
     env = {
         "YMERA_STAGE": {"Ref": "Stage"},
         "YMERA_QUEUE_PREFIX": {"Fn::Sub": f"{APP}-${{Stage}}"},
+        # Bounds the agents' own wall-time budgets below the Lambda's (chalicelib.providers, agents.sandbox).
+        "YMERA_FUNCTION_TIMEOUT_SECONDS": str(f.timeout),
         # Names of this stage's secrets (a name is a valid SecretId), read once per container.
         **{var: {"Fn::Sub": f"{APP}/${{Stage}}/{name}"} for var, name in DATA_STORE_SECRETS.items()},
         # AWS_DEFAULT_REGION is reserved: the Lambda runtime sets it itself.

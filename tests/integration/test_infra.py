@@ -113,6 +113,8 @@ def test_functions_get_stage_env_but_no_jwt_secret(template: dict[str, Any]) -> 
         assert {"YMERA_STAGE", "YMERA_QUEUE_PREFIX"} <= env.keys()
         assert "YMERA_JWT_SECRET" not in env and "YMERA_JWT_SECRET_ARN" not in env
         assert "VpcConfig" in fn["Properties"]  # conditional on SubnetIds/SecurityGroupIds
+        # agents' wall budgets are capped below the function's own timeout, so each function must know it
+        assert env["YMERA_FUNCTION_TIMEOUT_SECONDS"] == str(fn["Properties"]["Timeout"])
 
 
 def test_every_dlq_alarms_to_the_alerts_topic(template: dict[str, Any]) -> None:
@@ -339,7 +341,8 @@ def test_chalice_config_has_stages_and_no_secrets() -> None:
         assert settings["environment_variables"] == {
             "YMERA_STAGE": stage, "YMERA_QUEUE_PREFIX": f"ymera-{stage}",
             "YMERA_JWT_SECRET_ARN": f"ymera/{stage}/jwt", "YMERA_DATABASE_URL_SECRET_ARN": f"ymera/{stage}/database",
-            "YMERA_REDIS_URL_SECRET_ARN": f"ymera/{stage}/redis"}
+            "YMERA_REDIS_URL_SECRET_ARN": f"ymera/{stage}/redis",
+            "YMERA_PROVIDER_KEY_ENCRYPTION_KEY_SECRET_ARN": f"ymera/{stage}/provider-key-encryption"}
 
 
 def test_localstack_dir_is_not_an_importable_package() -> None:
