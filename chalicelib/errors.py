@@ -91,3 +91,15 @@ class AgentError(AppError):
 
 class AgentInputError(AgentError):
     code = "AGENT_INPUT_INVALID"
+
+
+class TimeLimitExceededError(AgentError):
+    """The agent ran past its wall-clock budget (chalicelib.agents.sandbox) and was stopped."""
+
+    code = "TIME_LIMIT_EXCEEDED"
+
+
+class MemoryLimitExceededError(AgentError):
+    """The agent needed more memory than its budget (chalicelib.agents.sandbox) and was stopped."""
+
+    code = "MEMORY_LIMIT_EXCEEDED"

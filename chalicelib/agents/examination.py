@@ -40,6 +40,7 @@ class ExaminationInput(BaseModel):
 class ExaminationAgent(Agent):
     type = "examination"
     Input = ExaminationInput
+    isolated = True
     description = ("Examines Python source: syntax, cyclomatic complexity, lint findings and maintainability; lists "
                    "the worst functions and grades the file A-F with the rule that set the grade.")
     example_input = {

@@ -126,6 +126,10 @@ class SecurityAgent(Agent):
                    "def deploy(target):\n    subprocess.call(\"rsync -a build/ \" + target, shell=True)\n",
     }
 
+    def runs_isolated(self, data: BaseModel) -> bool:
+        # Scanning content is pure CPU work; the audit_log mode reads the database through the task's session.
+        return isinstance(data, SecurityInput) and not isinstance(data.root, AuditLogScan)
+
     def run(self, data: BaseModel, config: Mapping[str, Any], ctx: AgentContext | None = None) -> AgentOutput:
         assert isinstance(data, SecurityInput)
         started = time.perf_counter()
