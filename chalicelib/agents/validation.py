@@ -79,6 +79,9 @@ class JsonSchemaCheck(BaseModel):
 
 
 FieldPath = Annotated[str, Field(min_length=1, max_length=200)]
+#: data-quality work is records x fields read per record (about 1-2 million reads a second, measured).
+MAX_FIELD_READS_PER_RECORD = 200
+MAX_FIELD_READS = 2_000_000
 FieldType = Literal["string", "integer", "number", "boolean", "object", "array", "null"]
 Bound = int | float | str | None
 
@@ -123,7 +126,15 @@ class DataQualityRules(BaseModel):
     def _at_least_one_rule(self) -> DataQualityRules:
         if not (self.required or self.types or self.ranges or self.unique or self.max_null_ratio):
             raise ValueError("rules must name at least one of required, types, ranges, unique, max_null_ratio")
+        if self.field_reads() > MAX_FIELD_READS_PER_RECORD:
+            raise ValueError(f"rules read {self.field_reads()} fields of each record; at most "
+                             f"{MAX_FIELD_READS_PER_RECORD} are accepted")
         return self
+
+    def field_reads(self) -> int:
+        """Fields read per record: the work is records x this (a tuple key reads each of its fields)."""
+        unique = sum(1 if isinstance(key, str) else len(key) for key in self.unique)
+        return len(self.required) + len(self.types) + len(self.ranges) + unique + len(self.max_null_ratio)
 
 
 #: The data-quality shape's example, carried by its JSON Schema (`example_input` shows the JSON Schema shape).
@@ -138,8 +149,17 @@ DATA_QUALITY_EXAMPLE: dict[str, Any] = {
 class DataQualityCheck(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [DATA_QUALITY_EXAMPLE]})
 
-    records: list[dict[str, Any]] = Field(min_length=1, max_length=100_000, description="The records to check.")
-    rules: DataQualityRules
+    records: list[dict[str, Any]] = Field(min_length=1, max_length=100_000, description=(
+        f"The records to check; records x fields the rules read must stay under {MAX_FIELD_READS}."))
+    rules: DataQualityRules = Field(description=f"At most {MAX_FIELD_READS_PER_RECORD} field reads per record.")
+
+    @model_validator(mode="after")
+    def _bounded(self) -> DataQualityCheck:
+        reads = len(self.records) * self.rules.field_reads()
+        if reads > MAX_FIELD_READS:
+            raise ValueError(f"{len(self.records)} records x {self.rules.field_reads()} fields per record is "
+                             f"{reads} field reads; at most {MAX_FIELD_READS} are accepted (split the records)")
+        return self
 
 
 def _pick_shape(value: Any) -> str:
