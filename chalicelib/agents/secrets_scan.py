@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import math
 import re
+from bisect import bisect_left
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -171,12 +172,12 @@ def scan_secrets(content: str, *, code: bool, limits: EntropyLimits | None = Non
     for index, line in enumerate(lines):
         if index in skip_lines:
             continue
-        claimed: list[tuple[int, int]] = []
+        claimed = _Spans()
         # Most specific first: a span a rule has reported is not reported again by a vaguer one.
         for hit in (*_pattern_hits(line), *_assignment_hits(line, code), *_entropy_hits(line, limits)):
-            if any(hit.start < end and start < hit.end for start, end in claimed):
+            if claimed.overlaps(hit.start, hit.end):
                 continue
-            claimed.append((hit.start, hit.end))
+            claimed.add(hit.start, hit.end)
             secret = line[hit.start:hit.end]
             scan.values.add(secret)
             scan.findings.append({
@@ -209,11 +210,33 @@ def _assignment_hits(line: str, code: bool) -> Iterator[Hit]:
             yield Hit(start, end, "secret-assignment", "high", f"hard-coded secret in {name!r}", confidence="medium")
 
 
+class _Spans:
+    """Disjoint [start, end) spans of one line, sorted: an overlap test is a binary search, not a scan of all."""
+
+    def __init__(self, spans: Iterable[tuple[int, int]] = ()) -> None:
+        self.starts: list[int] = []
+        self.ends: list[int] = []
+        for start, end in spans:
+            self.add(start, end)
+
+    def overlaps(self, start: int, end: int) -> bool:
+        i = bisect_left(self.starts, end)  # spans starting before `end`; the last of them is the only candidate
+        return i > 0 and self.ends[i - 1] > start
+
+    def contains(self, offset: int) -> bool:
+        return self.overlaps(offset, offset + 1)
+
+    def add(self, start: int, end: int) -> None:
+        i = bisect_left(self.starts, start)
+        self.starts.insert(i, start)
+        self.ends.insert(i, end)
+
+
 def _entropy_hits(line: str, limits: EntropyLimits) -> Iterator[Hit]:
-    urls = [m.span() for m in _URL.finditer(line)]
+    urls = _Spans(m.span() for m in _URL.finditer(line))
     for m in _CANDIDATE.finditer(line):
         value = m.group(0)
-        if len(value) < limits.min_length or any(start <= m.start() < end for start, end in urls):
+        if len(value) < limits.min_length or urls.contains(m.start()):
             continue  # short, or part of a link (credentials in URLs have their own rules)
         limit = _entropy_limit(value, line, limits)
         bits = shannon_entropy(value)
