@@ -93,8 +93,12 @@ class AgentInputError(AgentError):
     code = "AGENT_INPUT_INVALID"
 
 
-class TimeLimitExceededError(AgentError):
-    """The agent ran past its wall-clock budget (chalicelib.agents.sandbox) and was stopped."""
+class WallClockExceededError(AgentError):
+    """The agent ran past its wall-clock budget (chalicelib.agents.sandbox) and was stopped.
+
+    The same code as a provider call over `max_wall_seconds` (chalicelib.providers.errors.TimeLimitExceededError):
+    to the user both say the task ran out of time.
+    """
 
     code = "TIME_LIMIT_EXCEEDED"
 

@@ -33,7 +33,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from chalicelib.errors import AgentError, MemoryLimitExceededError, TimeLimitExceededError
+from chalicelib.errors import AgentError, MemoryLimitExceededError, WallClockExceededError
 
 if TYPE_CHECKING:
     from types import FrameType
@@ -87,7 +87,7 @@ def run_task_agent(agent: Agent, data: BaseModel, config: Mapping[str, Any], ctx
 
 def run_bounded(agent: Agent, data: BaseModel, config: Mapping[str, Any], ctx: AgentContext | None,
                 wall_seconds: float, memory_bytes: int, *, isolate: bool | None = None) -> AgentOutput:
-    """Run `agent` within the budget; raise TimeLimitExceededError / MemoryLimitExceededError past it."""
+    """Run `agent` within the budget; raise WallClockExceededError / MemoryLimitExceededError past it."""
     if isolate is None:
         isolate = agent.runs_isolated(data)
     if isolate and hasattr(os, "fork"):
@@ -204,7 +204,7 @@ def _read_until(fd: int, pid: int, deadline: float, wall_seconds: float) -> byte
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             _kill(pid)
-            raise TimeLimitExceededError(
+            raise WallClockExceededError(
                 f"the agent ran longer than its {wall_seconds:g} s budget and was stopped",
                 {"wall_seconds": wall_seconds})
         ready, _, _ = select.select([fd], [], [], remaining)
@@ -292,7 +292,7 @@ def _alarm(wall_seconds: float) -> Iterator[None]:
         return
 
     def expired(signum: int, frame: FrameType | None) -> None:
-        raise TimeLimitExceededError(f"the agent ran longer than its {wall_seconds:g} s budget and was stopped",
+        raise WallClockExceededError(f"the agent ran longer than its {wall_seconds:g} s budget and was stopped",
                                      {"wall_seconds": wall_seconds})
 
     previous = signal.signal(signal.SIGALRM, expired)
