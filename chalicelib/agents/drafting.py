@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -62,7 +62,8 @@ class DraftingInput(BaseModel):
     topic: str = Field(min_length=1, max_length=1000, description="What the draft is about.")
     audience: str = Field(min_length=1, max_length=300, description="Who will read it.")
     tone: str = Field(default="neutral", min_length=1, max_length=100, description="e.g. formal, friendly.")
-    outline: list[str] = Field(min_length=1, max_length=30, description="Section titles, in order.")
+    outline: list[Annotated[str, Field(min_length=1, max_length=200)]] = Field(
+        min_length=1, max_length=30, description="Section titles (up to 200 characters each), in order.")
     target_length: int = Field(ge=30, le=20_000, description="Target length of the section bodies, in words.")
 
 

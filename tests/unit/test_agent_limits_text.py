@@ -111,3 +111,13 @@ def test_many_findings_on_long_lines_are_near_linear() -> None:
     line = "x://a aB3dEf9hIjKlMnOpQr5ZZ " * (MAX_LINE_CHARS // 28)
     found = fast(lambda: secrets_scan.scan_secrets("\n".join([line] * 5), code=False), seconds=1.5)
     assert len(found.findings) == 5 * (MAX_LINE_CHARS // 28)
+
+
+def test_outline_matching_against_long_headings_is_bounded() -> None:
+    from chalicelib.agents.drafting_checks import check_outline
+
+    # 30 long outline items against 50 long headings from the model took 17 s (SequenceMatcher is quadratic).
+    report = fast(lambda: check_outline(["a b c d e " * 20] * 30, ["a b c d f " * 3000] * 50), seconds=3)
+    assert report["matched"] == 30
+    with pytest.raises(ValidationError):
+        validate_input("drafting", {"topic": "t", "audience": "a", "outline": ["x" * 201], "target_length": 100})
