@@ -108,3 +108,14 @@ def test_large_output_is_truncated_with_a_marker() -> None:
     assert 0 < body["omitted"]["errors"]["kept"] == len(body["errors"]) < 5000
     assert body["omitted"]["errors"]["total"] == 5000 and "blob" not in body and body["omitted"]["blob"]["bytes"]
     assert capped.metrics["output_truncated"] is True
+
+
+def test_default_budgets_stay_below_the_consumer_timeouts() -> None:
+    from chalicelib.config import Settings
+    from infra.manifest import CONSUMER_TIMEOUT_SECONDS, PROVIDER_CONSUMER_TIMEOUT_SECONDS
+
+    fields = Settings.model_fields
+    for name, timeout in (("agent_wall_seconds", CONSUMER_TIMEOUT_SECONDS),
+                          ("agent_provider_wall_seconds", PROVIDER_CONSUMER_TIMEOUT_SECONDS)):
+        ceiling = next(m.le for m in fields[name].metadata if getattr(m, "le", None) is not None)
+        assert fields[name].default < ceiling < timeout, name
