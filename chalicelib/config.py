@@ -225,6 +225,18 @@ class Settings(BaseSettings):
     cache_l1_max_bytes: int = Field(default=8 * 1024 * 1024, ge=1)
     cache_l1_max_entry_bytes: int = Field(default=256 * 1024, ge=1)
 
+    # Agent run limits (chalicelib.agents.sandbox; docs/limits.md). A run past its budget fails its task with
+    # TIME_LIMIT_EXCEEDED / MEMORY_LIMIT_EXCEEDED. The wall budgets stay below the consumers' timeouts
+    # (infra/manifest.py: 60 s, 300 s for provider-backed types) with room for the rest of the batch.
+    agent_wall_seconds: float = Field(default=15.0, gt=0, le=50)
+    agent_provider_wall_seconds: float = Field(default=240.0, gt=0, le=290)
+    #: memory an isolated (forked) run may map beyond what the consumer already maps.
+    agent_memory_bytes: int = Field(default=256 * 1024 * 1024, ge=16 * 1024 * 1024)
+    #: a task's output_data larger than this (as JSON) is stored truncated, with a marker.
+    agent_output_max_bytes: int = Field(default=256 * 1024, ge=1024, le=4 * 1024 * 1024)
+    #: isolated agents run in-process below this input size (a fork costs more than the capped run).
+    agent_isolate_min_bytes: int = Field(default=16 * 1024, ge=0)
+
     @field_validator("stage")
     @classmethod
     def _stage_lower(cls, value: str) -> str:

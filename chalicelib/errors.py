@@ -112,3 +112,19 @@ class FieldTooLargeError(ValidationError):
     """A JSON field over its size limit (an agent's metadata or config): 422."""
 
     code = "FIELD_TOO_LARGE"
+
+
+class WallClockExceededError(AgentError):
+    """The agent ran past its wall-clock budget (chalicelib.agents.sandbox) and was stopped.
+
+    The same code as a provider call over `max_wall_seconds` (chalicelib.providers.errors.TimeLimitExceededError):
+    to the user both say the task ran out of time.
+    """
+
+    code = "TIME_LIMIT_EXCEEDED"
+
+
+class MemoryLimitExceededError(AgentError):
+    """The agent needed more memory than its budget (chalicelib.agents.sandbox) and was stopped."""
+
+    code = "MEMORY_LIMIT_EXCEEDED"

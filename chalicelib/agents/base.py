@@ -75,6 +75,13 @@ class Agent(ABC):
     example_input: ClassVar[dict[str, Any]] = {}
     #: True when the type needs a language-model provider to do its work.
     provider_backed: ClassVar[bool] = False
+    #: True for CPU-bound pure types (no database, no provider): runs in a forked child with a memory limit
+    #: and a hard deadline (chalicelib.agents.sandbox), so a C-level loop cannot outlive its budget.
+    isolated: ClassVar[bool] = False
+
+    def runs_isolated(self, data: BaseModel) -> bool:
+        """Whether this input runs in the sandbox's child process (a type with a DB mode says no for it)."""
+        return self.isolated
 
     @abstractmethod
     def run(self, data: BaseModel, config: Mapping[str, Any], ctx: AgentContext | None = None) -> AgentOutput:

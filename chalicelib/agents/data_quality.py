@@ -126,9 +126,14 @@ def _ranges(records: list[dict[str, Any]], rules: Any) -> Iterator[dict[str, Any
 
 
 def _unique(records: list[dict[str, Any]], rules: Any) -> Iterator[dict[str, Any]]:
+    # Each field's values are serialised once, however many keys name it: the work stays linear in the records.
+    columns: dict[str, list[str | None]] = {}
     for key in rules.unique:
         fields = [key] if isinstance(key, str) else list(key)
-        yield _report("unique", fields, None, _duplicates(records, fields), len(records))
+        for f in fields:
+            if f not in columns:
+                columns[f] = [None if _absent(v := lookup(r, f)) else _canonical(v) for r in records]
+        yield _report("unique", fields, None, _duplicates([columns[f] for f in fields]), len(records))
 
 
 def _null_ratios(records: list[dict[str, Any]], rules: Any) -> Iterator[dict[str, Any]]:
@@ -138,13 +143,11 @@ def _null_ratios(records: list[dict[str, Any]], rules: Any) -> Iterator[dict[str
         yield _report("max_null_ratio", [field], bound, nulls, len(records), passed=ratio <= bound)
 
 
-def _duplicates(records: list[dict[str, Any]], fields: list[str]) -> Iterable[int]:
-    seen: set[tuple[str, ...]] = set()
-    for index, record in enumerate(records):
-        values = [lookup(record, f) for f in fields]
-        if any(_absent(v) for v in values):
+def _duplicates(columns: list[list[str | None]]) -> Iterable[int]:
+    seen: set[tuple[str | None, ...]] = set()
+    for index, key in enumerate(zip(*columns, strict=True)):
+        if None in key:
             continue
-        key = tuple(_canonical(v) for v in values)
         if key in seen:
             yield index
         else:

@@ -14,6 +14,8 @@ from chalicelib.agents.textstats import words
 NUMBERING = re.compile(r"^\s*(?:section\s+)?(?:\d+(?:\.\d+)*|[ivxlc]+)[.):\s-]+\s*", re.IGNORECASE)
 #: how alike two headings must be to count as the same section ("What we changed" ~ "What We Have Changed").
 SIMILAR = 0.85
+#: characters of a heading compared for similarity (exact matches compare the whole heading).
+MAX_COMPARED = 80
 
 
 def normalize(heading: str) -> str:
@@ -51,9 +53,18 @@ def _match(heading: str, wanted: list[str], taken: set[int]) -> int | None:
         if i not in taken and item == heading:
             return i
     best, best_ratio = None, SIMILAR
+    # SequenceMatcher is quadratic in the lengths: compare bounded prefixes, and only after the linear
+    # upper bound (quick_ratio) says the pair could reach the threshold. 30 long outline items against 50
+    # long model headings took 17 s.
+    heading = heading[:MAX_COMPARED]
     for i, item in enumerate(wanted):
-        ratio = difflib.SequenceMatcher(None, item, heading).ratio()
-        if i not in taken and ratio >= best_ratio:
+        if i in taken:
+            continue
+        matcher = difflib.SequenceMatcher(None, item[:MAX_COMPARED], heading)
+        if matcher.real_quick_ratio() < best_ratio or matcher.quick_ratio() < best_ratio:
+            continue
+        ratio = matcher.ratio()
+        if ratio >= best_ratio:
             best, best_ratio = i, ratio
     return best
 

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Mapping
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from chalicelib.agents.base import Agent, AgentContext, AgentOutput
+from chalicelib.agents.input_limits import MAX_LINE_CHARS, line_schema, lines_within
 from chalicelib.agents.provider_support import FENCE, load_config, open_session
 from chalicelib.agents.textstats import diagnose
 from chalicelib.providers.config import ProviderConfig
@@ -35,7 +36,9 @@ COUNTED = ("long_sentences", "passive_voice", "repeated_words", "overused_words"
 class EditingInput(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    text: str = Field(min_length=1, max_length=100_000, description="The text to edit.")
+    text: Annotated[str, lines_within()] = Field(
+        min_length=1, max_length=100_000, json_schema_extra=line_schema(),
+        description=f"The text to edit: up to 100,000 characters, lines up to {MAX_LINE_CHARS}.")
     instructions: str | None = Field(default=None, max_length=5000,
                                      description=f"How to edit it; default: {DEFAULT_INSTRUCTIONS!r}")
 

@@ -18,16 +18,19 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from chalicelib.agents.base import Agent, AgentContext, AgentOutput
+from chalicelib.agents.input_limits import MAX_LINE_CHARS, line_schema, lines_within
 from chalicelib.agents.provider_support import extract_json, load_config, optional_session
 from chalicelib.providers.config import ProviderConfig
 from chalicelib.providers.errors import ProviderBadResponseError, ProviderError
 from chalicelib.providers.session import LLMSession
 
+#: the code analysis (radon, pyflakes) takes ~1 s per 100 KB on one core (measured).
+MAX_CONTENT = 200_000
 SEVERITIES = ("critical", "high", "medium", "low")
 #: two suggestions on one line sharing this fraction of their words say the same thing.
 SAME_WORDS = 0.5
@@ -40,7 +43,9 @@ class EnhancementInput(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     kind: Literal["code", "document", "config"] = Field(description="What `content` is.")
-    content: str = Field(min_length=1, max_length=500_000)
+    content: Annotated[str, lines_within()] = Field(
+        min_length=1, max_length=MAX_CONTENT, json_schema_extra=line_schema(),
+        description=f"Up to {MAX_CONTENT:,} characters, lines up to {MAX_LINE_CHARS:,}.")
     filename: str | None = Field(default=None, min_length=1, max_length=255,
                                  description="Code is analysed as Python unless the name says otherwise.")
     focus: str | None = Field(default=None, max_length=2000, description="What the model should look at.")

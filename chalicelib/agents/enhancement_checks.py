@@ -19,6 +19,7 @@ from typing import Any
 
 from chalicelib.agents import textstats
 from chalicelib.agents.examination import HIGH_COMPLEXITY, examine
+from chalicelib.errors import AgentInputError
 
 VERY_HIGH_COMPLEXITY = 20
 LINT_SEVERITY = {"UndefinedName": "high", "UndefinedLocal": "high", "UndefinedExport": "high",
@@ -34,6 +35,10 @@ SECRET_VALUE = re.compile(r"AKIA[0-9A-Z]{16}|ASIA[0-9A-Z]{16}|-----BEGIN [A-Z ]*
 KEY_LINE = re.compile(r"^(?P<indent>[ \t]*)(?P<item>-\s+)?(?:export\s+)?"
                       r"(?P<key>[A-Za-z0-9_.\-/]+|\"[^\"]+\"|'[^']+')\s*(?::(?=\s|$)|=)\s*(?P<value>.*)$")
 BLOCK_SCALAR = re.compile(r"^[|>][+-]?\d*$")
+JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+#: `str.lstrip()` then ':' (\s is str.isspace's whitespace, as lstrip's is).
+KEY_COLON = re.compile(r"\s*:")
+MAX_JSON_DEPTH = 64
 
 
 def suggestion(severity: str, category: str, rule: str, message: str, line: int | None = None,
@@ -101,6 +106,14 @@ def _json_checks(text: str) -> list[dict[str, Any]]:
     except json.JSONDecodeError as exc:
         return [suggestion("critical", "correctness", "invalid-json", f"fix the JSON: {exc.msg}", exc.lineno,
                            column=exc.colno)]
+    except RecursionError:
+        value = too_deep = True  # about 1,000 levels: deeper than the check below allows anyway
+    else:
+        too_deep = _too_deep(value)
+    if too_deep:
+        # The walk below recurses per level; a deep document would exhaust the stack (RecursionError).
+        raise AgentInputError(f"the JSON is nested more than {MAX_JSON_DEPTH} levels deep; not analysed",
+                              {"max_depth": MAX_JSON_DEPTH})
     key_lines = _json_key_lines(text)
     found: list[dict[str, Any]] = []
     _walk(value, "", key_lines, found)
@@ -109,9 +122,27 @@ def _json_checks(text: str) -> list[dict[str, Any]]:
 
 def _json_key_lines(text: str) -> Iterator[int]:
     # Strings never overlap and valid JSON has no quote outside them: in order, a string followed by ':' is a key.
-    for match in re.finditer(r'"(?:[^"\\]|\\.)*"', text):
-        if text[match.end():].lstrip()[:1] == ":":
-            yield textstats.line_of(text, match.start())
+    # The colon is matched in place and lines are counted as the matches advance: slicing the rest of the text
+    # and counting from the start for every string made this quadratic.
+    line, counted = 1, 0
+    for match in JSON_STRING.finditer(text):
+        if KEY_COLON.match(text, match.end()):
+            line += text.count("\n", counted, match.start())
+            counted = match.start()
+            yield line
+
+
+def _too_deep(value: Any) -> bool:
+    """Whether arrays/objects nest deeper than MAX_JSON_DEPTH, found without recursion."""
+    stack = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, _Pairs | list):
+            if depth > MAX_JSON_DEPTH:
+                return True
+            children = (child for _, child in node) if isinstance(node, _Pairs) else node
+            stack.extend((child, depth + 1) for child in children)
+    return False
 
 
 def _walk(value: Any, pointer: str, key_lines: Iterator[int], found: list[dict[str, Any]]) -> None:

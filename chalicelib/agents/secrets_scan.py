@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import math
 import re
+from bisect import bisect_left
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
+
+from chalicelib.agents.user_regex import compile_linear
 
 MAX_SNIPPET = 200
 #: CWE-798, Use of Hard-coded Credentials (private keys get CWE-321, Use of Hard-coded Cryptographic Key).
@@ -27,7 +30,7 @@ MASK = "****"
 class PatternRule:
     rule: str
     severity: str
-    pattern: re.Pattern[str]
+    pattern: Any  # re.Pattern, or an RE2 pattern for the rules that would backtrack
     message: str
     remediation: str
     #: regex group holding the secret itself (the rest of the match is context).
@@ -57,7 +60,8 @@ PATTERN_RULES: tuple[PatternRule, ...] = (
     PatternRule("stripe-test-key", "low", re.compile(r"\b((?:sk|rk)_test_[A-Za-z0-9]{16,})\b"),
                 "Stripe test-mode secret key", "Test keys cannot move money, but rotate it and keep it out of "
                 "source anyway: " + ROTATE, 1),
-    PatternRule("jwt", "medium", re.compile(r"\b(eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,})"),
+    # RE2: on Python's engine every `eyJ` after a `-` rescanned the rest of the run (quadratic in the line).
+    PatternRule("jwt", "medium", compile_linear(r"\b(eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,})"),
                 "JSON Web Token", "A token works until it expires: revoke it if it is live, and never commit tokens "
                 "(fixtures can mint their own at test time).", 1),
 )
@@ -66,11 +70,19 @@ _PRIVATE_KEY_BEGIN = re.compile(r"-----BEGIN ((?:[A-Z0-9]+ )*)PRIVATE KEY(?: BLO
 _PRIVATE_KEY_END = re.compile(r"-----END ((?:[A-Z0-9]+ )*)PRIVATE KEY(?: BLOCK)?-----")
 
 _SECRET_NAME = r"[A-Za-z_][A-Za-z0-9_.-]*"
+#: Python's `\s` and `\w` (Unicode) spelled for RE2, whose own `\s` and `\w` are ASCII only.
+_SPACE_CHARS = r"\t\n\v\f\r\x1c-\x1f \x85\xa0\x{1680}\x{2000}-\x{200a}\x{2028}\x{2029}\x{202f}\x{205f}\x{3000}"
+_S = f"[{_SPACE_CHARS}]"
+_WORD_CHARS = r"\p{L}\p{N}_"
 #: `password = "…"`, `"api_key": "…"`, `token: '…'` — a quoted literal assigned to a secret-sounding name.
-_QUOTED_ASSIGNMENT = re.compile(rf"(?P<name>{_SECRET_NAME})[\"']?(?:\s*:\s*[A-Za-z_][\w\[\]., |]*?)?"
-                                rf"\s*(?::=|=|:)\s*(?P<q>[\"'])(?P<value>[^\"'\s]+)(?P=q)")
+#: On RE2 (linear time): on Python's engine one 20 KB line of name characters took 98 s. The quote pair is two
+#: alternatives because RE2 has no backreferences; the value is group `dq` or `sq`.
+_QUOTED_ASSIGNMENT = compile_linear(
+    rf"(?P<name>{_SECRET_NAME})[\"']?(?:{_S}*:{_S}*[A-Za-z_][{_WORD_CHARS}\[\]., |]*?)?"
+    rf"{_S}*(?::=|=|:){_S}*(?:\"(?P<dq>[^\"'{_SPACE_CHARS}]+)\"|'(?P<sq>[^\"'{_SPACE_CHARS}]+)')")
 #: `PASSWORD=hunter2` / `password: hunter2` on a line of its own (.env, YAML, properties). Text only: in code an
 #: unquoted right-hand side is an expression, not a literal.
+_NAME, _DQ, _SQ = (_QUOTED_ASSIGNMENT.groupindex[g] for g in ("name", "dq", "sq"))
 _BARE_ASSIGNMENT = re.compile(rf"^\s*(?:export\s+)?(?P<name>{_SECRET_NAME})\s*[:=]\s*(?P<value>[^\s\"'#]+)\s*$")
 _PASSWORD_NAME = re.compile(r"(?i)(passw(?:or)?d|passwd|pwd|passphrase)")
 #: Values that name something rather than being a secret: CONSTANT_CASE, snake_case words, or any value that
@@ -87,7 +99,7 @@ _CANDIDATE = re.compile(r"[A-Za-z0-9+/_\-]{16,}={0,2}")
 #: Line breaks as Python (and so bandit) counts them; str.splitlines also splits on \\f and friends.
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 _HEX = re.compile(r"^[0-9a-fA-F]+$")
-_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://\S+")
+_URL = compile_linear(rf"[A-Za-z][A-Za-z0-9+.-]*://[^{_SPACE_CHARS}]+")
 #: see `_looks_like_words`.
 MIN_SWITCH_RATE = 0.35
 WORDS_SHARE = 0.5
@@ -160,12 +172,12 @@ def scan_secrets(content: str, *, code: bool, limits: EntropyLimits | None = Non
     for index, line in enumerate(lines):
         if index in skip_lines:
             continue
-        claimed: list[tuple[int, int]] = []
+        claimed = _Spans()
         # Most specific first: a span a rule has reported is not reported again by a vaguer one.
         for hit in (*_pattern_hits(line), *_assignment_hits(line, code), *_entropy_hits(line, limits)):
-            if any(hit.start < end and start < hit.end for start, end in claimed):
+            if claimed.overlaps(hit.start, hit.end):
                 continue
-            claimed.append((hit.start, hit.end))
+            claimed.add(hit.start, hit.end)
             secret = line[hit.start:hit.end]
             scan.values.add(secret)
             scan.findings.append({
@@ -198,11 +210,33 @@ def _assignment_hits(line: str, code: bool) -> Iterator[Hit]:
             yield Hit(start, end, "secret-assignment", "high", f"hard-coded secret in {name!r}", confidence="medium")
 
 
+class _Spans:
+    """Disjoint [start, end) spans of one line, sorted: an overlap test is a binary search, not a scan of all."""
+
+    def __init__(self, spans: Iterable[tuple[int, int]] = ()) -> None:
+        self.starts: list[int] = []
+        self.ends: list[int] = []
+        for start, end in spans:
+            self.add(start, end)
+
+    def overlaps(self, start: int, end: int) -> bool:
+        i = bisect_left(self.starts, end)  # spans starting before `end`; the last of them is the only candidate
+        return i > 0 and self.ends[i - 1] > start
+
+    def contains(self, offset: int) -> bool:
+        return self.overlaps(offset, offset + 1)
+
+    def add(self, start: int, end: int) -> None:
+        i = bisect_left(self.starts, start)
+        self.starts.insert(i, start)
+        self.ends.insert(i, end)
+
+
 def _entropy_hits(line: str, limits: EntropyLimits) -> Iterator[Hit]:
-    urls = [m.span() for m in _URL.finditer(line)]
+    urls = _Spans(m.span() for m in _URL.finditer(line))
     for m in _CANDIDATE.finditer(line):
         value = m.group(0)
-        if len(value) < limits.min_length or any(start <= m.start() < end for start, end in urls):
+        if len(value) < limits.min_length or urls.contains(m.start()):
             continue  # short, or part of a link (credentials in URLs have their own rules)
         limit = _entropy_limit(value, line, limits)
         bits = shannon_entropy(value)
@@ -275,8 +309,10 @@ def _private_key_finding(index: int, begin: re.Match[str], body: list[str], clos
 def _assignments(line: str, code: bool) -> Iterator[tuple[str, int, int]]:
     """(name, value start, value end) of literal values assigned on this line."""
     for m in _QUOTED_ASSIGNMENT.finditer(line):
-        if not _PLACEHOLDER.match(m.group("value")) and len(m.group("value")) >= 4:
-            yield m.group("name"), m.start("value"), m.end("value")
+        group = _DQ if m.group(_DQ) is not None else _SQ
+        value = m.group(group)
+        if not _PLACEHOLDER.match(value) and len(value) >= 4:
+            yield m.group(_NAME), m.start(group), m.end(group)
     if not code:
         bare = _BARE_ASSIGNMENT.match(line)
         if bare and not _PLACEHOLDER.match(bare.group("value")) and len(bare.group("value")) >= 4:

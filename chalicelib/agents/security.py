@@ -22,6 +22,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Discriminator, Field, Tag
 
 from chalicelib.agents.base import Agent, AgentContext, AgentOutput
+from chalicelib.agents.input_limits import line_schema, lines_within
 from chalicelib.agents.modes import ModeInput
 from chalicelib.errors import AgentError
 
@@ -38,7 +39,8 @@ def _no_nul(value: str) -> str:
     return value
 
 
-Content = Annotated[str, Field(min_length=1, max_length=MAX_CONTENT), AfterValidator(_no_nul)]
+Content = Annotated[str, Field(min_length=1, max_length=MAX_CONTENT, json_schema_extra=line_schema()),
+                    lines_within(), AfterValidator(_no_nul)]
 
 
 class CodeScan(BaseModel):
@@ -125,6 +127,10 @@ class SecurityAgent(Agent):
         "content": "import subprocess\n\nAWS_ACCESS_KEY_ID = \"AKIAZ7VRSQ4TLMPQX2WD\"\n\n\n"
                    "def deploy(target):\n    subprocess.call(\"rsync -a build/ \" + target, shell=True)\n",
     }
+
+    def runs_isolated(self, data: BaseModel) -> bool:
+        # Scanning content is pure CPU work; the audit_log mode reads the database through the task's session.
+        return isinstance(data, SecurityInput) and not isinstance(data.root, AuditLogScan)
 
     def run(self, data: BaseModel, config: Mapping[str, Any], ctx: AgentContext | None = None) -> AgentOutput:
         assert isinstance(data, SecurityInput)

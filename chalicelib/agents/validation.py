@@ -19,6 +19,20 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_val
 
 from chalicelib.agents.base import Agent, AgentContext, AgentOutput
 from chalicelib.agents.modes import ModeInput
+from chalicelib.agents.schema_limits import (
+    MAX_DEPTH,
+    MAX_ERRORS,
+    MAX_EXPANDED_SUBSCHEMAS,
+    MAX_MESSAGE,
+    MAX_PAYLOAD_BYTES,
+    MAX_REF_DEPTH,
+    MAX_REFS,
+    MAX_SCHEMA_BYTES,
+    MAX_STEPS,
+    SchemaLimitError,
+    StepBudgetExceeded,
+    check_schema_input,
+)
 from chalicelib.errors import AgentInputError
 
 if TYPE_CHECKING:
@@ -44,12 +58,30 @@ class JsonSchemaCheck(BaseModel):
     # keeps `validate_input`'s normalised input_data readable by this model.
     model_config = ConfigDict(extra="forbid", validate_by_name=True, validate_by_alias=True, serialize_by_alias=True)
 
-    json_schema: dict[str, Any] = Field(alias="schema", description="The JSON Schema to validate against.")
+    json_schema: dict[str, Any] = Field(
+        alias="schema", description=f"The JSON Schema to validate against: at most {MAX_SCHEMA_BYTES} bytes of JSON, "
+        f"{MAX_DEPTH} levels deep, {MAX_REFS} $refs, $ref chains {MAX_REF_DEPTH} deep and "
+        f"{MAX_EXPANDED_SUBSCHEMAS} subschemas with local $refs expanded; `pattern`s must compile on RE2.",
+        json_schema_extra={"x-max-bytes": MAX_SCHEMA_BYTES, "x-max-depth": MAX_DEPTH})
     # `Field(...)` makes the key required while still accepting JSON `null`.
-    payload: Any = Field(..., description="The JSON value to validate.")
+    payload: Any = Field(..., description=f"The JSON value to validate: at most {MAX_PAYLOAD_BYTES} bytes of JSON, "
+                         f"{MAX_DEPTH} levels deep.",
+                         json_schema_extra={"x-max-bytes": MAX_PAYLOAD_BYTES, "x-max-depth": MAX_DEPTH})
+
+    @model_validator(mode="after")
+    def _bounded(self) -> JsonSchemaCheck:
+        try:
+            check_schema_input(self.json_schema, self.payload)
+        except SchemaLimitError as exc:
+            where = f" (at {exc.pointer})" if exc.pointer is not None else ""
+            raise ValueError(f"{exc}{where}") from exc
+        return self
 
 
 FieldPath = Annotated[str, Field(min_length=1, max_length=200)]
+#: data-quality work is records x fields read per record (about 1-2 million reads a second, measured).
+MAX_FIELD_READS_PER_RECORD = 200
+MAX_FIELD_READS = 2_000_000
 FieldType = Literal["string", "integer", "number", "boolean", "object", "array", "null"]
 Bound = int | float | str | None
 
@@ -94,7 +126,15 @@ class DataQualityRules(BaseModel):
     def _at_least_one_rule(self) -> DataQualityRules:
         if not (self.required or self.types or self.ranges or self.unique or self.max_null_ratio):
             raise ValueError("rules must name at least one of required, types, ranges, unique, max_null_ratio")
+        if self.field_reads() > MAX_FIELD_READS_PER_RECORD:
+            raise ValueError(f"rules read {self.field_reads()} fields of each record; at most "
+                             f"{MAX_FIELD_READS_PER_RECORD} are accepted")
         return self
+
+    def field_reads(self) -> int:
+        """Fields read per record: the work is records x this (a tuple key reads each of its fields)."""
+        unique = sum(1 if isinstance(key, str) else len(key) for key in self.unique)
+        return len(self.required) + len(self.types) + len(self.ranges) + unique + len(self.max_null_ratio)
 
 
 #: The data-quality shape's example, carried by its JSON Schema (`example_input` shows the JSON Schema shape).
@@ -109,8 +149,17 @@ DATA_QUALITY_EXAMPLE: dict[str, Any] = {
 class DataQualityCheck(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [DATA_QUALITY_EXAMPLE]})
 
-    records: list[dict[str, Any]] = Field(min_length=1, max_length=100_000, description="The records to check.")
-    rules: DataQualityRules
+    records: list[dict[str, Any]] = Field(min_length=1, max_length=100_000, description=(
+        f"The records to check; records x fields the rules read must stay under {MAX_FIELD_READS}."))
+    rules: DataQualityRules = Field(description=f"At most {MAX_FIELD_READS_PER_RECORD} field reads per record.")
+
+    @model_validator(mode="after")
+    def _bounded(self) -> DataQualityCheck:
+        reads = len(self.records) * self.rules.field_reads()
+        if reads > MAX_FIELD_READS:
+            raise ValueError(f"{len(self.records)} records x {self.rules.field_reads()} fields per record is "
+                             f"{reads} field reads; at most {MAX_FIELD_READS} are accepted (split the records)")
+        return self
 
 
 def _pick_shape(value: Any) -> str:
@@ -126,9 +175,19 @@ class ValidationInput(ModeInput[Annotated[
     """`{"schema", "payload"}` or `{"records", "rules"}`; a mix of the two is refused as unknown keys."""
 
 
+class ValidationConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    max_steps: int = Field(default=MAX_STEPS, ge=1000, le=MAX_STEPS,
+                           description="Keyword applications one validation may take (the platform's cap is "
+                                       "the default); past it the task fails with AGENT_INPUT_INVALID.")
+
+
 class ValidationAgent(Agent):
     type = "validation"
     Input = ValidationInput
+    Config = ValidationConfig
+    isolated = True
     description = ("Validates a JSON payload against a JSON Schema and reports every violation, or checks a list of "
                    "records against data-quality rules (required, types, ranges, unique, null ratios) and scores it.")
     example_input = {
@@ -147,13 +206,15 @@ class ValidationAgent(Agent):
         assert isinstance(check, JsonSchemaCheck)
         started = time.perf_counter()
         validator = _build_validator(check.json_schema)
-        errors = _collect_errors(validator, check.payload)
+        errors, truncated = _collect_errors(validator, check.payload, ValidationConfig.model_validate(config).max_steps)
         duration_ms = round((time.perf_counter() - started) * 1000, 3)
         return AgentOutput(
             output={
                 "valid": not errors,
                 "error_count": len(errors),
                 "errors": errors,
+                # True when more than MAX_ERRORS violations exist: `errors` holds the first ones found, sorted.
+                "errors_truncated": truncated,
                 "validator": type(validator).__name__,
             },
             metrics={"duration_ms": duration_ms, "violations": len(errors)},
@@ -193,9 +254,12 @@ def _build_validator(schema: dict[str, Any]) -> Validator:
     import referencing
     from jsonschema.exceptions import SchemaError
 
-    cls = _validator_class(schema)
+    from chalicelib.agents.schema_limits import bounded_validator_class, format_checker
+
+    draft: Any = _validator_class(schema)
+    cls = bounded_validator_class(draft)
     try:
-        cls.check_schema(schema)
+        cls.check_schema(schema, format_checker=format_checker(draft))
     except SchemaError as exc:
         raise AgentInputError(
             f"the schema is not a valid {cls.__name__.removesuffix('Validator')} JSON Schema: {exc.message}",
@@ -205,14 +269,25 @@ def _build_validator(schema: dict[str, Any]) -> Validator:
         ) from exc
     # An empty registry (combined by jsonschema with the bundled meta-schemas)
     # means a remote `$ref` is unresolvable instead of fetched over the network.
-    return cls(schema, registry=referencing.Registry(), format_checker=cls.FORMAT_CHECKER)
+    return cls(schema, registry=referencing.Registry(), format_checker=format_checker(draft))
 
 
-def _collect_errors(validator: Validator, payload: Any) -> list[dict[str, Any]]:
+def _collect_errors(validator: Validator, payload: Any, max_steps: int) -> tuple[list[dict[str, Any]], bool]:
+    """The first MAX_ERRORS violations (sorted) and whether there were more; the step budget bounds the work."""
+    from itertools import islice
+
     from referencing.exceptions import Unresolvable
 
+    from chalicelib.agents.schema_limits import end_budget, start_budget
+
+    token = start_budget(max_steps)
     try:
-        found = list(validator.iter_errors(payload))
+        found = list(islice(validator.iter_errors(payload), MAX_ERRORS + 1))
+    except StepBudgetExceeded as exc:
+        raise AgentInputError(
+            f"validating this payload against this schema takes more than {max_steps} keyword applications",
+            {"schema_path": None, "reason": "step budget exceeded", "max_steps": max_steps},
+        ) from exc
     except Unresolvable as exc:
         raise AgentInputError(
             "the schema contains a $ref that cannot be resolved (remote references are not fetched)",
@@ -223,16 +298,19 @@ def _collect_errors(validator: Validator, payload: Any) -> list[dict[str, Any]]:
             "the schema recurses without bound (e.g. a $ref to itself with no keyword in between)",
             {"schema_path": None, "reason": "maximum recursion depth exceeded"},
         ) from exc
-    found.sort(key=_error_sort_key)
+    finally:
+        end_budget(token)
+    truncated = len(found) > MAX_ERRORS
+    found = sorted(found[:MAX_ERRORS], key=_error_sort_key)
     return [
         {
             "path": json_pointer(err.absolute_path),
-            "message": err.message,
+            "message": err.message if len(err.message) <= MAX_MESSAGE else err.message[:MAX_MESSAGE] + "...",
             "validator": str(err.validator),
             "schema_path": json_pointer(err.absolute_schema_path),
         }
         for err in found
-    ]
+    ], truncated
 
 
 def _error_sort_key(err: SchemaViolation) -> tuple[Any, ...]:

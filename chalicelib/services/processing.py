@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 from chalicelib.agents.base import Agent as AgentImpl
 from chalicelib.agents.base import AgentContext
 from chalicelib.agents.registry import get_agent, pydantic_errors
+from chalicelib.agents.sandbox import run_task_agent
 from chalicelib.db.models import Agent, Task
 from chalicelib.db.types import utcnow
 from chalicelib.domain.tasks import CLAIMABLE, TaskStatus
@@ -132,7 +133,7 @@ class TaskProcessor:
         try:
             agent = self.agent_loader(task.agent_type)
             data = agent.Input.model_validate(task.input_data)
-            result = agent.run(data, config, ctx)
+            result = run_task_agent(agent, data, config, ctx)  # budgets and output cap: agents/sandbox.py
         except AgentError as exc:
             return failed(exc.code, exc.message, exc.details)
         except PydanticValidationError as exc:

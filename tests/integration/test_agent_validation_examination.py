@@ -85,7 +85,7 @@ def test_examination_task_carries_grade_rule_and_worst_functions(api: Api) -> No
 def test_examination_of_unanalysable_source_fails_the_task(api: Api) -> None:
     api.signup()
 
-    task = run_task(api, "examination", {"source": "x = " + "+".join(["1"] * 100_000) + "\n"})
+    task = run_task(api, "examination", {"source": "x = (\n" + "+\n".join(["1"] * 30_000) + ")\n"})
 
     assert task["status"] == "failed" and task["error"]["code"] == "AGENT_INPUT_INVALID"
 

@@ -193,7 +193,7 @@ def test_parse_time_warnings_do_not_escape() -> None:
 
 def test_too_deeply_nested_source_is_an_input_error() -> None:
     with pytest.raises(AgentInputError, match="nested too deeply"):
-        run("x = " + "+".join(["1"] * 100_000) + "\n")
+        run("x = (\n" + "+\n".join(["1"] * 30_000) + ")\n")
 
 
 def test_output_is_json_serialisable() -> None:

@@ -84,7 +84,8 @@ def test_reports_every_violation_with_exact_paths() -> None:
 def test_valid_payload() -> None:
     result = run(ORDER_SCHEMA, {"id": 7, "email": "ops@example.com", "items": [{"sku": "a", "qty": 1}]})
 
-    assert result.output == {"valid": True, "error_count": 0, "errors": [], "validator": "Draft202012Validator"}
+    assert result.output == {"valid": True, "error_count": 0, "errors": [], "errors_truncated": False,
+                             "validator": "Draft202012Validator"}
     assert result.metrics["violations"] == 0
 
 
