@@ -129,7 +129,7 @@ def _login_username(request: Request, max_bytes: int) -> str | None:
         return None
     try:
         data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # the view answers a body it cannot read
         return None
     name = data.get("username") if isinstance(data, dict) else None
     return name if isinstance(name, str) and name.strip() else None
