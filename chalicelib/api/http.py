@@ -202,7 +202,8 @@ def envelope_middleware(request: Request, get_response: Callable[[Request], Resp
 def _from_chalice(request: Request, response: Response) -> Response:
     status = response.status_code
     cls = _CHALICE_ANSWERS.get(status)
-    headers = {k: v for k, v in (response.headers or {}).items() if k.lower() != "content-type"}
+    headers = {k: v if isinstance(v, str) else ", ".join(v)
+               for k, v in (response.headers or {}).items() if k.lower() != "content-type"}
     if cls is None:  # Chalice's generic 500 (e.g. an exception in a view it ran without `endpoint`)
         return error_response("INTERNAL_ERROR", "internal error", 500, headers=headers)
     details: dict[str, Any] = {}
@@ -215,5 +216,5 @@ def _from_chalice(request: Request, response: Response) -> Response:
         details = {"content_type": str((request.headers or {}).get("content-type", ""))[:100],
                    "supported": ["application/json"]}
     else:
-        message = str(response.body.get("Message", "bad request"))[:500]
+        message = str(response.body["Message"])[:500]
     return error_response(cls.code, message, status, details, headers)
