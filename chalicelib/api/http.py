@@ -213,7 +213,7 @@ def _from_chalice(request: Request, response: Response) -> Response:
                    "allowed": [m.strip() for m in str(headers.get("Allow", "")).split(",") if m.strip()]}
     elif cls is errors.UnsupportedMediaTypeError:
         message = "unsupported media type; send application/json"
-        details = {"content_type": str((request.headers or {}).get("content-type", ""))[:100],
+        details = {"content_type": str(request.headers.get("content-type", ""))[:100],
                    "supported": ["application/json"]}
     else:
         message = str(response.body["Message"])[:500]
