@@ -27,6 +27,7 @@ from chalicelib.config import Settings
 from chalicelib.container import Container, get_container
 from chalicelib.observability import log_context, logger
 from chalicelib.ratelimit import LOGIN_ROUTE, Bucket, Buckets, Decision, LimiterUnavailable, RateLimiter, policy
+from chalicelib.schemas.common import is_name
 
 
 def http_middleware(request: Request, get_response: Callable[[Request], Response]) -> Response:
@@ -132,4 +133,5 @@ def _login_username(request: Request, max_bytes: int) -> str | None:
     except (ValueError, UnicodeDecodeError, RecursionError):  # the view answers a body it cannot read
         return None
     name = data.get("username") if isinstance(data, dict) else None
-    return name if isinstance(name, str) and name.strip() else None
+    # A name the view will refuse (422) keys no bucket: a lone surrogate cannot even be a Redis key.
+    return name if isinstance(name, str) and name.strip() and is_name(name) else None

@@ -56,6 +56,11 @@ def check_text(value: str) -> str:
     return value
 
 
+def is_name(value: str) -> bool:
+    """True when `value` passes `Name` (for code that must decide before a model validates it)."""
+    return _NAME_FORBIDDEN.search(value) is None
+
+
 def check_name(value: str) -> str:
     error = _text_error(value, _NAME_FORBIDDEN)
     if error is not None:

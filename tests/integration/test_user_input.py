@@ -166,3 +166,10 @@ def test_a_cursor_with_bad_values_is_422(api: Api, payload: Any) -> None:
     api.signup()
     cursor = base64.urlsafe_b64encode(json.dumps(payload).encode()).decode().rstrip("=")
     assert_envelope(api.call("GET", f"/tasks?cursor={cursor}"), 422, "VALIDATION_ERROR")
+
+
+def test_login_with_a_lone_surrogate_username_or_password_is_422_not_500(api: Api) -> None:
+    # The login rate limiter keys a bucket on the username before the view validates it.
+    for body in ('{"username": "\\ud800", "password": "x"}', '{"username": "bob", "password": "\\udfff"}'):
+        r = api.call("POST", "/auth/login", raw=body)
+        assert_envelope(r, 422, "VALIDATION_ERROR")
