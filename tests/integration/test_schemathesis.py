@@ -23,7 +23,7 @@ from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import response_schema_conformance
 
-SCHEMATHESIS_EXAMPLES = int(os.environ.get("YMERA_FUZZ_EXAMPLES", "8"))
+SCHEMATHESIS_EXAMPLES = int(os.environ.get("YMERA_FUZZ_EXAMPLES", "6"))
 
 
 @pytest.fixture(autouse=True)
