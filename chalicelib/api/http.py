@@ -115,17 +115,13 @@ def _too_deep() -> errors.BadRequestError:
 
 
 def json_depth(value: Any) -> int:
-    """Nesting depth of parsed JSON (a scalar is 0, `[]` is 1); iterative, stops once past the limit."""
-    deepest, stack = 0, [(value, 1)]
-    while stack:
-        node, depth = stack.pop()
-        if isinstance(node, dict | list):
-            deepest = max(deepest, depth)
-            if deepest > MAX_JSON_DEPTH:
-                return deepest
-            children = node.values() if isinstance(node, dict) else node
-            stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
-    return deepest
+    """Nesting depth of parsed JSON (a scalar is 0, `[]` is 1): level by level, stopping once past the limit."""
+    depth, level = 0, [value] if isinstance(value, dict | list) else []
+    while level and depth <= MAX_JSON_DEPTH:
+        depth += 1
+        level = [child for node in level for child in (node.values() if isinstance(node, dict) else node)
+                 if isinstance(child, dict | list)]
+    return depth
 
 
 def json_body(request: Request, model: type[M]) -> M:
