@@ -21,6 +21,7 @@ from chalicelib.api import (
     users,
     workers,
 )
+from chalicelib.api.http import envelope_middleware
 from chalicelib.config import get_settings
 
 # Fail the cold start, not the first request, when the environment is wrong. Only in a
@@ -44,5 +45,7 @@ app.register_blueprint(audit.bp)
 app.register_blueprint(provider_keys.bp)  # PUT/GET/DELETE /provider-keys: users' own keys for their own endpoints
 app.register_blueprint(workers.bp)  # external agents: lease, heartbeat, complete/fail; agent status
 app.register_blueprint(docs.bp)  # GET /openapi.json, /docs (routes documented in chalicelib/api/spec.py)
+# Outermost: Chalice's own answers (405, 415) and anything raised outside a view use the error envelope.
+app.register_middleware(envelope_middleware, "http")
 # Log context, rate limiting (X-RateLimit-* / 429) and request metrics around every route.
 app.register_middleware(middleware.http_middleware, "http")

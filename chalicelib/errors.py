@@ -54,6 +54,18 @@ class RateLimitedError(AppError):
         self.retry_after = retry_after
 
 
+class MethodNotAllowedError(AppError):
+    """The path exists but not with this method (`details.allowed` lists the ones it has)."""
+
+    code = "METHOD_NOT_ALLOWED"
+
+
+class UnsupportedMediaTypeError(AppError):
+    """The request's Content-Type is not one the route reads."""
+
+    code = "UNSUPPORTED_MEDIA_TYPE"
+
+
 class DependencyUnavailableError(AppError):
     code = "DEPENDENCY_UNAVAILABLE"
 

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from chalice import Blueprint, Response
-from pydantic import Field
+from pydantic import Field, StringConstraints
 
 from chalicelib.api.http import endpoint, json_body, ok, principal, request_meta
 from chalicelib.container import get_container
-from chalicelib.schemas.common import PublicModel, StrictModel
+from chalicelib.schemas.common import NAME_CHARS, PublicModel, StrictModel
 
 bp = Blueprint(__name__)
 
 
+Namespace = Annotated[str, StringConstraints(max_length=64), NAME_CHARS]
+
+
 class CacheClearRequest(StrictModel):
-    namespaces: list[str] | None = Field(default=None, max_length=20)
+    namespaces: list[Namespace] | None = Field(default=None, max_length=20)
 
 
 class CacheClearResult(PublicModel):

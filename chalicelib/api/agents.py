@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+from typing import Annotated
+
 from chalice import Blueprint, Response
 
 from chalicelib.api.http import endpoint, json_body, ok, path_uuid, principal, request_meta, validate
 from chalicelib.container import get_container
 from chalicelib.schemas.agents import AgentCreate, AgentPublic, AgentUpdate
-from chalicelib.schemas.common import Page, StrictModel
+from chalicelib.schemas.common import TEXT_CHARS, Page, StrictModel
 from chalicelib.schemas.workers import AgentCreated
 
 bp = Blueprint(__name__)
@@ -13,7 +15,7 @@ bp = Blueprint(__name__)
 
 class AgentListQuery(StrictModel):
     limit: int | None = None
-    cursor: str | None = None
+    cursor: Annotated[str, TEXT_CHARS] | None = None
 
 
 @bp.route("/agents", methods=["POST"])

@@ -24,6 +24,7 @@ from chalicelib.api import identity
 from chalicelib.auth.tokens import ACCESS, Claims
 from chalicelib.container import get_container
 from chalicelib.observability import logger
+from chalicelib.schemas.common import MAX_JSON_DEPTH
 from chalicelib.services.meta import RequestMeta
 
 M = TypeVar("M", bound=BaseModel)
@@ -34,17 +35,23 @@ STATUS: dict[type[errors.AppError], int] = {
     errors.AuthenticationError: 401,
     errors.AuthorizationError: 403,
     errors.NotFoundError: 404,
+    errors.MethodNotAllowedError: 405,
     errors.ConflictError: 409,
+    errors.UnsupportedMediaTypeError: 415,
     errors.RateLimitedError: 429,
     errors.DependencyUnavailableError: 503,
 }
 
 
+def envelope(code: str, message: str, details: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message, "details": details or {},
+                      "timestamp": datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")}}
+
+
 def error_response(code: str, message: str, status: int, details: dict[str, Any] | None = None,
                    headers: dict[str, str] | None = None) -> Response:
-    body = {"error": {"code": code, "message": message, "details": details or {},
-                      "timestamp": datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")}}
-    return Response(body=body, status_code=status, headers={"Content-Type": "application/json", **(headers or {})})
+    return Response(body=envelope(code, message, details), status_code=status,
+                    headers={"Content-Type": "application/json", **(headers or {})})
 
 
 def _status_for(exc: errors.AppError) -> int:
@@ -85,15 +92,44 @@ def endpoint(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def parse_json(raw: bytes | str) -> Any:
+    """JSON text to Python, refusing nesting deeper than MAX_JSON_DEPTH (400) before anything walks it.
+
+    NaN and Infinity parse (Python's json accepts them, and 1e999 overflows to inf anyway); the schema types
+    refuse them with the field's path (chalicelib.schemas.common.JsonObject).
+    """
+    try:
+        data = json.loads(raw)
+    except RecursionError as exc:  # deeper than the interpreter's stack: certainly deeper than the limit
+        raise _too_deep() from exc
+    except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError, and ints over 4300 digits
+        raise errors.BadRequestError("request body is not valid JSON", {"reason": str(exc)[:200]}) from exc
+    if json_depth(data) > MAX_JSON_DEPTH:
+        raise _too_deep()
+    return data
+
+
+def _too_deep() -> errors.BadRequestError:
+    return errors.BadRequestError(f"request body is nested more than {MAX_JSON_DEPTH} levels deep",
+                                  {"max_depth": MAX_JSON_DEPTH})
+
+
+def json_depth(value: Any) -> int:
+    """Nesting depth of parsed JSON (a scalar is 0, `[]` is 1): level by level, stopping once past the limit."""
+    depth, level = 0, [value] if isinstance(value, dict | list) else []
+    while level and depth <= MAX_JSON_DEPTH:
+        depth += 1
+        level = [child for node in level for child in (node.values() if isinstance(node, dict) else node)
+                 if isinstance(child, dict | list)]
+    return depth
+
+
 def json_body(request: Request, model: type[M]) -> M:
-    """Parse a JSON body: malformed is 400, wrong shape or unknown fields are 422."""
+    """Parse a JSON body: malformed or too deep is 400, wrong shape or unknown fields are 422."""
     raw = request.raw_body or b""
     if len(raw) > get_container().settings.max_body_bytes:
         raise errors.BadRequestError("request body is too large")
-    try:
-        data = json.loads(raw) if raw.strip() else None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise errors.BadRequestError("request body is not valid JSON", {"reason": str(exc)}) from exc
+    data = parse_json(raw) if raw.strip() else None
     if not isinstance(data, dict):
         raise errors.BadRequestError("request body must be a JSON object")
     return validate(model, data)
@@ -137,3 +173,44 @@ def request_meta(request: Request) -> RequestMeta:
 def ok(model: BaseModel | dict[str, Any], status: int = 200, headers: dict[str, str] | None = None) -> Response:
     body = model.model_dump(mode="json") if isinstance(model, BaseModel) else model
     return Response(body=body, status_code=status, headers={"Content-Type": "application/json", **(headers or {})})
+
+
+#: Chalice answers some requests itself, before or around a view, with a `{"Code", "Message"}` body.
+_CHALICE_ANSWERS: dict[int, type[errors.AppError]] = {
+    400: errors.BadRequestError, 405: errors.MethodNotAllowedError, 415: errors.UnsupportedMediaTypeError}
+
+
+def envelope_middleware(request: Request, get_response: Callable[[Request], Response]) -> Response:
+    """The outermost HTTP middleware: Chalice's own answers (405, 415, a 500 from a failing middleware)
+    use the error envelope too. Without it, anything raised outside a view — where `endpoint` cannot
+    see it — reached the client as Chalice's raw `{"Code": "InternalServerError", ...}`."""
+    try:
+        response = get_response(request)
+    except Exception:  # noqa: BLE001 - the last line of defence: a logged, generic 500 in the envelope
+        logger.exception("unhandled error outside a view", extra={"path": getattr(request, "path", None)})
+        return error_response("INTERNAL_ERROR", "internal error", 500)
+    body = response.body
+    if isinstance(body, dict) and set(body) == {"Code", "Message"}:
+        return _from_chalice(request, response)
+    return response
+
+
+def _from_chalice(request: Request, response: Response) -> Response:
+    status = response.status_code
+    cls = _CHALICE_ANSWERS.get(status)
+    headers = {k: v if isinstance(v, str) else ", ".join(v)
+               for k, v in (response.headers or {}).items() if k.lower() != "content-type"}
+    if cls is None:  # Chalice's generic 500 (e.g. an exception in a view it ran without `endpoint`)
+        return error_response("INTERNAL_ERROR", "internal error", 500, headers=headers)
+    details: dict[str, Any] = {}
+    if cls is errors.MethodNotAllowedError:
+        message = f"method {request.method} is not allowed on this path"
+        details = {"method": request.method,
+                   "allowed": [m.strip() for m in str(headers.get("Allow", "")).split(",") if m.strip()]}
+    elif cls is errors.UnsupportedMediaTypeError:
+        message = "unsupported media type; send application/json"
+        details = {"content_type": str(request.headers.get("content-type", ""))[:100],
+                   "supported": ["application/json"]}
+    else:
+        message = str(response.body["Message"])[:500]
+    return error_response(cls.code, message, status, details, headers)

@@ -27,11 +27,13 @@ REF = "#/components/schemas/{model}"
 _PATH_PARAM = re.compile(r"{(\w+)}")
 
 ERROR_DESCRIPTIONS = {
-    400: "The request body could not be read: not JSON, not a JSON object, or too large.",
+    400: "The request body could not be read: not JSON, not a JSON object, too large, or nested too deeply.",
     401: "Missing, invalid, expired or revoked credentials. Always the same generic answer.",
     403: "Authenticated, but the caller's role lacks the permission.",
     404: "No such resource, or it belongs to someone else (the two are indistinguishable).",
+    405: "The path exists, but not with this method (`Allow` lists the methods it has).",
     409: "The request conflicts with the resource's current state.",
+    415: "The body's Content-Type is not application/json.",
     422: "The request failed validation; `details.errors` lists every problem as {loc, msg, type}.",
     429: "Rate limited. Retry after the `Retry-After` seconds.",
     500: "An unexpected error; the request id in the logs has the details.",

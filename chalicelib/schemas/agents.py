@@ -7,10 +7,10 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, StringConstraints, field_validator
 
 from chalicelib.domain.agents import AGENT_TYPES
-from chalicelib.schemas.common import PublicModel, StrictModel
+from chalicelib.schemas.common import NAME_CHARS, JsonObject, PublicModel, StrictModel
 
-AgentName = Annotated[str, StringConstraints(min_length=1, max_length=100)]
-Capability = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+AgentName = Annotated[str, StringConstraints(min_length=1, max_length=100), NAME_CHARS]
+Capability = Annotated[str, StringConstraints(min_length=1, max_length=64), NAME_CHARS]
 
 
 def _known_type(value: str) -> str:
@@ -23,8 +23,8 @@ class AgentCreate(StrictModel):
     name: AgentName
     type: str
     capabilities: list[Capability] = Field(default_factory=list, max_length=50)
-    metadata: dict[str, Any] = Field(default_factory=dict)
-    config: dict[str, Any] = Field(default_factory=dict)
+    metadata: JsonObject = Field(default_factory=dict)
+    config: JsonObject = Field(default_factory=dict)
     #: managed: runs in the type's consumer; external: a worker you run leases its tasks with an API key.
     mode: Literal["managed", "external"] = "managed"
     #: tasks it may hold at once (routing and leases respect it).
@@ -37,8 +37,8 @@ class AgentUpdate(StrictModel):
     name: AgentName | None = None
     status: Literal["active", "inactive"] | None = None
     capabilities: list[Capability] | None = Field(default=None, max_length=50)
-    metadata: dict[str, Any] | None = None
-    config: dict[str, Any] | None = None
+    metadata: JsonObject | None = None
+    config: JsonObject | None = None
     max_concurrency: int | None = Field(default=None, ge=1, le=1000)
 
 

@@ -6,20 +6,20 @@ from typing import Annotated, Any
 
 from pydantic import Field, StringConstraints
 
-from chalicelib.schemas.common import PublicModel, StrictModel
+from chalicelib.schemas.common import NAME_CHARS, TEXT_CHARS, FilterDatetime, PublicModel, StrictModel
 
 
 class AuditLogQuery(StrictModel):
     """GET /audit-logs filters. `after` is inclusive, `before` exclusive; both need a timezone."""
 
     user_id: uuid.UUID | None = None
-    event_type: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = None
-    resource_type: Annotated[str, StringConstraints(min_length=1, max_length=32)] | None = None
-    resource_id: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = None
-    after: datetime | None = None
-    before: datetime | None = None
+    event_type: Annotated[str, StringConstraints(min_length=1, max_length=64), NAME_CHARS] | None = None
+    resource_type: Annotated[str, StringConstraints(min_length=1, max_length=32), NAME_CHARS] | None = None
+    resource_id: Annotated[str, StringConstraints(min_length=1, max_length=64), NAME_CHARS] | None = None
+    after: FilterDatetime | None = None
+    before: FilterDatetime | None = None
     limit: int | None = Field(default=None, ge=1)
-    cursor: str | None = None
+    cursor: Annotated[str, TEXT_CHARS] | None = None
 
 
 class AuditLogPublic(PublicModel):

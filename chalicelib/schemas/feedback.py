@@ -6,13 +6,13 @@ from typing import Annotated
 
 from pydantic import Field, StrictInt, StringConstraints
 
-from chalicelib.schemas.common import PublicModel, StrictModel
+from chalicelib.schemas.common import TEXT_CHARS, PublicModel, StrictModel
 
 
 class FeedbackCreate(StrictModel):
     #: 1 (useless) .. 5 (excellent); strict so `true` or "5" are refused, not coerced.
     rating: Annotated[StrictInt, Field(ge=1, le=5)]
-    comment: Annotated[str, StringConstraints(max_length=2000)] | None = None
+    comment: Annotated[str, StringConstraints(max_length=2000), TEXT_CHARS] | None = None
 
 
 class FeedbackPublic(PublicModel):

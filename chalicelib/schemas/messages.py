@@ -2,18 +2,18 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import Field
 
-from chalicelib.schemas.common import PublicModel, StrictModel
+from chalicelib.schemas.common import TEXT_CHARS, PublicModel, StrictModel
 
 
 class MessageListQuery(StrictModel):
     #: true: only messages not marked read yet.
     unread: bool = False
     limit: int | None = Field(default=None, ge=1)
-    cursor: str | None = None
+    cursor: Annotated[str, TEXT_CHARS] | None = None
 
 
 class MessagePublic(PublicModel):

@@ -14,6 +14,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from chalicelib.domain.agents import AGENT_TYPES
+from chalicelib.schemas.common import NAME_CHARS, JsonObject
 
 StepId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
 MAX_STEPS = 50
@@ -25,8 +26,8 @@ class PlanStep(BaseModel):
     step_id: StepId
     agent_id: uuid.UUID | None = Field(default=None, description="Run this step on one of your agents...")
     agent_type: str | None = Field(default=None, description="...or on your best available agent of this type.")
-    title: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = None
-    input_data: dict[str, Any] = Field(default_factory=dict)
+    title: Annotated[str, StringConstraints(min_length=1, max_length=200), NAME_CHARS] | None = None
+    input_data: JsonObject = Field(default_factory=dict)
     depends_on: list[StepId] = Field(default_factory=list, max_length=MAX_STEPS,
                                      description="Steps that must complete before this one starts.")
 

@@ -8,17 +8,17 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_vali
 
 from chalicelib.domain.agents import AGENT_TYPES
 from chalicelib.domain.tasks import TaskPriority, TaskStatus
-from chalicelib.schemas.common import PublicModel, StrictModel
+from chalicelib.schemas.common import NAME_CHARS, TEXT_CHARS, FilterDatetime, JsonObject, PublicModel, StrictModel
 
 
 class TaskCreate(StrictModel):
     #: exactly one of the two: a named agent, or an agent type to route to (chalicelib.domain.routing).
     agent_id: uuid.UUID | None = None
     agent_type: str | None = None
-    title: Annotated[str, StringConstraints(min_length=1, max_length=200)]
-    description: Annotated[str, StringConstraints(max_length=5000)] | None = None
+    title: Annotated[str, StringConstraints(min_length=1, max_length=200), NAME_CHARS]
+    description: Annotated[str, StringConstraints(max_length=5000), TEXT_CHARS] | None = None
     priority: TaskPriority = TaskPriority.NORMAL
-    input_data: dict[str, Any] = Field(default_factory=dict)
+    input_data: JsonObject = Field(default_factory=dict)
 
     @field_validator("agent_type")
     @classmethod
@@ -38,10 +38,10 @@ class TaskListQuery(StrictModel):
     status: TaskStatus | None = None
     agent_id: uuid.UUID | None = None
     priority: TaskPriority | None = None
-    created_after: datetime | None = None
-    created_before: datetime | None = None
+    created_after: FilterDatetime | None = None
+    created_before: FilterDatetime | None = None
     limit: int | None = Field(default=None, ge=1)
-    cursor: str | None = None
+    cursor: Annotated[str, TEXT_CHARS] | None = None
 
 
 class TaskResultPublic(PublicModel):

@@ -7,7 +7,7 @@ from typing import Annotated
 from pydantic import AfterValidator, Field, StrictBool, StringConstraints
 
 from chalicelib.domain.rbac import Role
-from chalicelib.schemas.common import PublicModel, StrictModel
+from chalicelib.schemas.common import NAME_CHARS, TEXT_CHARS, UNICODE_CHARS, PublicModel, StrictModel
 
 #: bcrypt only looks at the first 72 bytes; longer passwords are refused, never truncated.
 MAX_PASSWORD_BYTES = 72
@@ -21,9 +21,12 @@ def _password_fits_bcrypt(value: str) -> str:
 
 Username = Annotated[str, StringConstraints(min_length=3, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
 Email = Annotated[
-    str, StringConstraints(max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$", to_lower=True)
+    str, StringConstraints(max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$", to_lower=True), NAME_CHARS
 ]
-NewPassword = Annotated[str, Field(min_length=8, max_length=200), AfterValidator(_password_fits_bcrypt)]
+#: any character a keyboard can type, but encodable as UTF-8 (bcrypt hashes bytes).
+Password = Annotated[str, Field(min_length=1, max_length=1024), UNICODE_CHARS]
+NewPassword = Annotated[str, Field(min_length=8, max_length=200), UNICODE_CHARS,
+                        AfterValidator(_password_fits_bcrypt)]
 
 
 class RegisterRequest(StrictModel):
@@ -34,13 +37,13 @@ class RegisterRequest(StrictModel):
 
 class LoginRequest(StrictModel):
     # Either the username or the email address.
-    username: Annotated[str, StringConstraints(min_length=1, max_length=254)]
+    username: Annotated[str, StringConstraints(min_length=1, max_length=254), NAME_CHARS]
     # No policy here: a login must never say more than "invalid credentials".
-    password: Annotated[str, Field(min_length=1, max_length=1024)]
+    password: Password
 
 
 #: a JWT is ~400 bytes; anything near this bound is not one of ours.
-TokenString = Annotated[str, StringConstraints(min_length=1, max_length=4096)]
+TokenString = Annotated[str, StringConstraints(min_length=1, max_length=4096), NAME_CHARS]
 
 
 class RefreshRequest(StrictModel):
@@ -53,7 +56,7 @@ class LogoutRequest(StrictModel):
 
 
 class PasswordChange(StrictModel):
-    current_password: Annotated[str, Field(min_length=1, max_length=1024)]
+    current_password: Password
     new_password: NewPassword
 
 
@@ -76,7 +79,7 @@ class UserAdminUpdate(UserSelfUpdate):
 
 class UserListQuery(StrictModel):
     limit: int | None = Field(default=None, ge=1)
-    cursor: str | None = None
+    cursor: Annotated[str, TEXT_CHARS] | None = None
 
 
 class TokenPair(PublicModel):

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, Field, StringConstraints
 
 from chalicelib.schemas.agents import AgentPublic
-from chalicelib.schemas.common import StrictModel
+from chalicelib.schemas.common import TEXT_CHARS, JsonObject, StrictModel
 
 
 class AgentCreated(AgentPublic):
@@ -65,8 +65,8 @@ class HeartbeatResponse(BaseModel):
 
 
 class CompleteRequest(StrictModel):
-    output_data: dict[str, Any] = Field(default_factory=dict)
-    metrics: dict[str, Any] = Field(default_factory=dict)
+    output_data: JsonObject = Field(default_factory=dict)
+    metrics: JsonObject = Field(default_factory=dict)
     #: the `attempts` of the lease this result belongs to; a newer lease of the same task refuses it.
     attempt: int | None = Field(default=None, ge=1)
 
@@ -76,8 +76,8 @@ ErrorCode = Annotated[str, StringConstraints(min_length=1, max_length=64, patter
 
 class TaskErrorBody(StrictModel):
     code: ErrorCode
-    message: Annotated[str, StringConstraints(min_length=1, max_length=2000)]
-    details: dict[str, Any] = Field(default_factory=dict)
+    message: Annotated[str, StringConstraints(min_length=1, max_length=2000), TEXT_CHARS]
+    details: JsonObject = Field(default_factory=dict)
 
 
 class FailRequest(StrictModel):

@@ -6,7 +6,7 @@ import base64
 import binascii
 import json
 import uuid
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
 
 from sqlalchemy import ColumnElement, and_, or_
@@ -23,11 +23,14 @@ def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         data = json.loads(raw)
+        if not isinstance(data, dict) or not isinstance(data.get("c"), str) or not isinstance(data.get("i"), str):
+            raise ValueError("a cursor is {c: timestamp, i: id}, both strings")
         created = datetime.fromisoformat(data["c"])
         if created.tzinfo is None:
             raise ValueError("naive cursor timestamp")
+        created.astimezone(timezone.utc)  # OverflowError near datetime.min/max
         return created, uuid.UUID(data["i"])
-    except (ValueError, KeyError, TypeError, binascii.Error, json.JSONDecodeError) as exc:
+    except (ValueError, KeyError, TypeError, OverflowError, RecursionError, binascii.Error) as exc:
         raise ValidationError("invalid cursor", {"field": "cursor"}) from exc
 
 

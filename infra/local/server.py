@@ -7,6 +7,7 @@ Nagle disabled and no auto-reloader.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import json
 import logging
@@ -52,6 +53,28 @@ def chalice_config(app_obj: Any, repo_root: Path = REPO_ROOT) -> Any:
     )
 
 
+def envelope_handler() -> type:
+    """chalice's request handler, with its unknown-route 403 ("Missing Authentication Token") answered as
+    the deployed API's MISSING_AUTHENTICATION_TOKEN gateway response does: a 404 in the error envelope."""
+    from chalice import local
+
+    from chalicelib.api.http import envelope
+
+    class EnvelopeRequestHandler(local.ChaliceRequestHandler):
+        def _send_error_response(self, error: local.LocalGatewayException) -> None:
+            said = error.body or b""
+            if isinstance(error, local.ForbiddenError) and (b"Missing Authentication Token" in said
+                                                            or b"Authorization header requires" in said):
+                body = json.dumps(envelope("NOT_FOUND", "no such route")).encode()
+                headers = {**error.headers, "Content-Type": "application/json"}
+                headers.pop("x-amzn-ErrorType", None)
+                self._send_http_response(404, headers, body)
+                return
+            super()._send_error_response(error)
+
+    return EnvelopeRequestHandler
+
+
 class ApiServer:
     def __init__(self, app_obj: Any, host: str, port: int) -> None:
         from chalice import local
@@ -62,6 +85,9 @@ class ApiServer:
         # create_local_server binds the socket here, so a busy port fails now,
         # before anything is announced. The server is the threaded variant.
         self._local = local.create_local_server(app_obj, chalice_config(app_obj), host, port)
+        # An unknown route answers like the deployed API's gateway response (infra/gateway_responses.py).
+        self._local.server.RequestHandlerClass = functools.partial(
+            envelope_handler(), app_object=app_obj, config=chalice_config(app_obj))
         self.host, self.port = self._local.server.server_address[:2]
         self._thread = threading.Thread(
             target=self._local.server.serve_forever, kwargs={"poll_interval": 0.2},
