@@ -1,7 +1,7 @@
 """The `monitoring` agent: checks dependency health, heartbeats and dead-letter queues, and raises alerts.
 
 Your agents that heartbeat and went silent longer than the threshold are
-marked `offline` (in the task's transaction); a dependency that is down, agents
+marked `offline` (in a short transaction of their own); a dependency that is down, agents
 just marked offline and messages in a DLQ each raise an alert on the SNS topic
 `<queue_prefix>-alerts`. The same checks run every 5 minutes over every
 agent (functions/monitor.py). Standing conditions are re-alerted at most once
@@ -54,25 +54,27 @@ class MonitoringAgent(Agent):
 
     def run(self, data: BaseModel, config: Mapping[str, Any], ctx: AgentContext | None = None) -> AgentOutput:
         assert isinstance(data, MonitoringInput)
-        if ctx is None or ctx.container is None:
+        if ctx is None or ctx.ports is None:
             raise AgentError("the monitoring agent needs the platform's adapters (no task context)")
+        ports = ctx.ports
         settings = MonitoringConfig.model_validate(dict(config))
-        stale = data.stale_after_seconds or settings.stale_after_seconds or \
-            ctx.container.settings.heartbeat_stale_seconds
-        report = ctx.container.watchdog.run(ctx.session, now=ctx.now, stale_seconds=stale, user_id=ctx.user_id,
-                                            checks=data.checks)
+        stale = data.stale_after_seconds or settings.stale_after_seconds or ports.settings.heartbeat_stale_seconds
+        # The offline marks commit in their own short transaction; health checks and alerts run outside it.
+        report = ports.watchdog.run(ctx.transaction, now=ctx.now, stale_seconds=stale, user_id=ctx.user_id,
+                                    checks=data.checks)
         context = {"user_id": str(ctx.user_id), "task_id": str(ctx.task_id)}
         if settings.publish_alerts:
-            alerts = [ctx.container.alerts.publish(alert, context) for alert in report.alerts]
+            alerts = [ports.alerts.publish(alert, context) for alert in report.alerts]
         else:
             alerts = [{"kind": a.kind, "severity": a.severity, "summary": a.summary, "status": "not_published"}
                       for a in report.alerts]
         failed = [a for a in alerts if a["status"] == "error"]
         if any(a["kind"] == "agents_offline" for a in failed):
-            # An offline transition is alerted once, when it happens: if nobody could be told, undo it.
-            if ctx.attempt < ctx.container.settings.max_task_attempts:
+            # An offline transition is alerted once, when it happens: if nobody could be told, undo it
+            # (the next check marks, and alerts, them again).
+            _unmark(ctx, report.offline)
+            if ctx.attempt < ports.settings.max_task_attempts:
                 raise AlertNotDeliveredYet("the agents_offline alert could not be published; retrying")
-            _unmark(ctx, report.offline)  # the next check marks (and alerts) them again
             raise AlertDeliveryError("agents went offline but the alert could not be published; they stay "
                                      "active until an alert can be sent", {"alerts": alerts, "offline": report.offline})
         output = {"checked": report.checked, "stale_after_seconds": stale, "dependencies": report.dependencies,
@@ -88,7 +90,8 @@ def _unmark(ctx: AgentContext, offline: list[dict[str, Any]]) -> None:
     from chalicelib.db.models import Agent as AgentRow
 
     ids = [uuid.UUID(a["agent_id"]) for a in offline]
-    ctx.session.execute(update(AgentRow).where(AgentRow.id.in_(ids), AgentRow.status == "offline")
+    with ctx.transaction() as session:
+        session.execute(update(AgentRow).where(AgentRow.id.in_(ids), AgentRow.status == "offline")
                         .values(status="active", updated_at=AgentRow.updated_at)
                         .execution_options(synchronize_session=False))
 
@@ -98,4 +101,4 @@ class AlertDeliveryError(AgentError):
 
 
 class AlertNotDeliveredYet(RuntimeError):
-    """Not an AgentError on purpose: SQS redelivers the task and the offline marks roll back with it."""
+    """Not an AgentError on purpose: SQS redelivers the task (its offline marks were undone first)."""

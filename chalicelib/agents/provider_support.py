@@ -43,16 +43,17 @@ def load_config(model: type[ConfigT], config: Mapping[str, Any]) -> ConfigT:
 
 
 def open_session(config: ProviderConfig, ctx: AgentContext | None) -> LLMSession:
-    if ctx is None or ctx.container is None:
+    if ctx is None or ctx.providers is None:
         raise ProviderNotConfiguredError(NOT_CONFIGURED, {"agent_config_keys": AGENT_KEYS, "environment": STAGE_KEYS})
-    return ctx.container.providers.session(config)
+    return ctx.providers.session(config)
 
 
 def optional_session(config: ProviderConfig, ctx: AgentContext | None) -> LLMSession | None:
     """A session when a provider is named somewhere; None when none is (misconfiguration still raises)."""
-    if ctx is None or ctx.container is None or not ctx.container.providers.is_configured(config):
+    providers = ctx.providers if ctx is not None else None
+    if providers is None or not providers.is_configured(config):
         return None
-    return ctx.container.providers.session(config)
+    return providers.session(config)
 
 
 def extract_json(text: str) -> Any:
