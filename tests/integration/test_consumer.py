@@ -284,3 +284,55 @@ def test_an_unexpected_crash_is_retried_then_fails_the_task_on_the_last_attempt(
     assert run([("m4", message(task["id"]))], receive_count=5) == {"batchItemFailures": []}
     got = api.call("GET", f"/tasks/{task['id']}").json_body
     assert got["status"] == "failed" and got["error"]["code"] == "AGENT_CRASHED"
+
+
+BAD_TEXT = "a\u0000b\ud800c"  # NUL and a lone surrogate: neither can be stored by Postgres
+
+
+class Unstorable(ValidationAgent):
+    """Answers the way a misbehaving model can: text Postgres refuses, in output, metrics or an error."""
+
+    def run(self, data: Any, config: Any, ctx: Any = None) -> Any:
+        from chalicelib.agents.base import AgentOutput
+        from chalicelib.errors import AgentError
+
+        if data.root.payload == "fail":
+            raise AgentError(f"provider said: {BAD_TEXT}", {"body": BAD_TEXT, BAD_TEXT: 1})
+        return AgentOutput(output={"text": BAD_TEXT, "nested": [{BAD_TEXT: BAD_TEXT}], "score": float("nan")},
+                           metrics={"note": BAD_TEXT})
+
+
+def test_text_postgres_cannot_store_is_replaced_and_the_task_finishes(api: Api, container: Any) -> None:
+    container.processor.agent_loader = lambda agent_type: Unstorable()
+    api.signup()
+    agent = api.agent()
+    ok = create_task(api, agent["id"], input_data={"schema": {}, "payload": "ok"}).json_body
+    bad = create_task(api, agent["id"], input_data={"schema": {}, "payload": "fail"}).json_body
+    assert run([("m1", message(ok["id"])), ("m2", message(bad["id"]))]) == {"batchItemFailures": []}
+    clean = "a\ufffdb\ufffdc"
+    got = api.call("GET", f"/tasks/{ok['id']}").json_body
+    assert got["status"] == "completed"
+    assert got["result"]["output_data"] == {"text": clean, "nested": [{clean: clean}], "score": None}
+    assert got["result"]["metrics"]["note"] == clean
+    failed = api.call("GET", f"/tasks/{bad['id']}").json_body
+    assert failed["status"] == "failed"
+    assert failed["error"]["message"] == f"provider said: {clean}"
+    assert failed["error"]["details"] == {"body": clean, clean: 1}
+
+
+def test_a_result_that_cannot_be_stored_fails_the_task_on_the_last_attempt(api: Api, container: Any) -> None:
+    from chalicelib.agents.base import AgentOutput
+
+    class NotJson(ValidationAgent):
+        def run(self, data: Any, config: Any, ctx: Any = None) -> Any:
+            return AgentOutput(output={"value": object()})  # an agent bug: not JSON
+
+    container.processor.agent_loader = lambda agent_type: NotJson()
+    api.signup()
+    task = create_task(api, api.agent()["id"]).json_body
+    with pytest.raises(BatchProcessingError):  # the only record failed: SQS retries it
+        run([("m1", message(task["id"]))], receive_count=1)
+    assert api.call("GET", f"/tasks/{task['id']}").json_body["status"] == "queued"  # given back for the retry
+    assert run([("m3", message(task["id"]))], receive_count=5) == {"batchItemFailures": []}
+    got = api.call("GET", f"/tasks/{task['id']}").json_body
+    assert got["status"] == "failed" and got["error"]["code"] == "RESULT_NOT_STORED"
