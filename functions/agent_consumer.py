@@ -3,9 +3,10 @@ type comes from the queue (eventSourceARN) and must match the message.
 
 Returns partial batch failures (ReportBatchItemFailures): only records that
 raised are retried; after maxReceiveCount they land in the queue's DLQ. Each
-record commits on its own (chalicelib.services.processing), and a record is
-started only while the invocation has time for it: the rest are reported as
-failures without running, and SQS delivers them again.
+record runs and commits on its own (chalicelib.services.processing) after one
+transaction claimed the whole batch, and a record is started only while the
+invocation has time for it: the rest are given back and reported as failures
+without running, and SQS delivers them again.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from chalicelib.container import get_container
 from chalicelib.errors import MalformedMessageError
 from chalicelib.observability import log_context, logger, publish_task_outcomes
+from chalicelib.schemas.tasks import TaskMessage
 from chalicelib.services.processing import RecordBudget, RecordDeferredError, parse_message
 
 QUEUE_MARKER = "-agent-"
@@ -41,6 +43,8 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
 
     #: (agent_type, status, duration_ms) per finished task; published once, after the batch.
     finished: list[tuple[str, str, float]] = []
+    # One commit claims the whole batch (what batching still saves); each record then runs and commits alone.
+    claims = container.processor.claim_batch(_messages(event), budget.lease_until())
 
     def record_handler(record: SQSRecord) -> str:
         # Every log line of this record (processor and agent included) carries its ids.
@@ -52,8 +56,8 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
                 with log_context(task_id=str(message.task_id)):
                     started = time.perf_counter()
                     try:
-                        status = container.processor.process(message, receive_count,
-                                                             lease_until=budget.lease_until()).status
+                        status = container.processor.process(message, receive_count, lease_until=budget.lease_until(),
+                                                             claimed=claims.pop(message.task_id, None)).status
                     finally:
                         budget.spent(time.perf_counter() - started)
                     if status != "skipped":
@@ -71,5 +75,17 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         response = process_partial_response(event=event, record_handler=record_handler, processor=processor,
                                             context=context)
     finally:
+        container.processor.release_unstarted(list(claims.values()))  # claimed, then deferred: not run
         publish_task_outcomes(finished)  # what committed is published even when the whole batch is retried
     return dict(response)
+
+
+def _messages(event: dict[str, Any]) -> list[TaskMessage]:
+    """The batch's well-formed messages; a malformed one is reported when its record is handled."""
+    out = []
+    for record in event.get("Records", []):
+        try:
+            out.append(parse_message(record.get("body", ""), queue_agent_type(record.get("eventSourceARN"))))
+        except MalformedMessageError:
+            continue
+    return out

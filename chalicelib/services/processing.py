@@ -127,15 +127,50 @@ class TaskProcessor:
         self.max_attempts = max_attempts
         self.clock = clock
 
-    def process(self, message: TaskMessage, receive_count: int = 1, *,
-                lease_until: datetime | None = None) -> Outcome:
-        """Claim (commit), run with no transaction open, store the outcome (commit)."""
-        claim = self._claim(message, lease_until or self.clock() + DEFAULT_CLAIM)
+    def claim_batch(self, messages: list[TaskMessage], lease_until: datetime) -> dict[uuid.UUID, Claim]:
+        """Claim the tasks of a whole batch in one transaction (one commit, not one per record).
+
+        Only tasks that are claimable and of the message's type are claimed; every other message goes
+        through `process`'s own claim, which explains why (unknown task, wrong type, duplicate...).
+        Claims the batch does not get to must be given back with `release_unstarted`.
+        """
+        wanted = {m.task_id: m.agent_type for m in messages}
+        if not wanted:
+            return {}
+        with self.db.transaction() as session:
+            now = self.clock()
+            claim = (update(Task)
+                     .where(or_(*(and_(Task.id == i, Task.agent_type == t) for i, t in wanted.items())),
+                            or_(Task.status.in_(CLAIMABLE), self._abandoned(now)))
+                     .values(status=TaskStatus.PROCESSING, attempts=Task.attempts + 1, started_at=now,
+                             updated_at=now, lease_expires_at=lease_until)
+                     .returning(Task))
+            tasks = session.scalars(select(Task).from_statement(claim),
+                                    execution_options={"populate_existing": True}).all()
+            return {t.id: Claim(t, self._agent_config(session, t.agent_id)) for t in tasks}
+
+    def release_unstarted(self, claims: list[Claim]) -> None:
+        """Give back claims that were never run: `queued` again, with the attempt they took undone."""
+        if not claims:
+            return
+        with self.db.transaction() as session:
+            session.execute(update(Task).where(
+                or_(*(and_(Task.id == c.task.id, Task.attempts == c.attempt) for c in claims)),
+                Task.status == TaskStatus.PROCESSING)
+                .values(status=TaskStatus.QUEUED, attempts=Task.attempts - 1, lease_expires_at=None,
+                        updated_at=self.clock())
+                .execution_options(synchronize_session=False))
+
+    def process(self, message: TaskMessage, receive_count: int = 1, *, lease_until: datetime | None = None,
+                claimed: Claim | None = None) -> Outcome:
+        """Claim (commit) unless `claim_batch` did, run with no transaction open, store the outcome (commit)."""
+        claim = claimed or self._claim(message, lease_until or self.clock() + DEFAULT_CLAIM)
         if claim is None:
             return Outcome(message.task_id, "skipped")
         task, final = claim.task, receive_count >= self.max_attempts
         ctx = AgentContext(task_id=task.id, agent_id=task.agent_id, user_id=task.user_id, agent_type=task.agent_type,
                            now=self.clock(), attempt=receive_count, ports=self.ports)
+        started = self.clock()
         try:
             status, output, metrics, error = self._run(task, claim.config, ctx, final)
         except Exception:
@@ -145,7 +180,7 @@ class TaskProcessor:
             self._hand_over(claim)
             logger.info("task waiting", extra={"task_id": str(task.id), "agent_type": task.agent_type})
             return Outcome(task.id, PENDING)
-        self._store(claim, status, output, metrics, error, final)
+        self._store(claim, status, output, metrics, error, final, started)
         logger.info("task finished", extra={"task_id": str(task.id), "status": status,
                                             "agent_type": task.agent_type})
         return Outcome(task.id, status)
@@ -153,11 +188,8 @@ class TaskProcessor:
     def _claim(self, message: TaskMessage, lease_until: datetime) -> Claim | None:
         with self.db.transaction() as session:
             now = self.clock()
-            # A `processing` task whose claim lease passed was claimed by an invocation that is over.
-            abandoned = and_(Task.status == TaskStatus.PROCESSING, Task.lease_expires_at.is_not(None),
-                             Task.lease_expires_at < now)
             claim = (update(Task)
-                     .where(Task.id == message.task_id, or_(Task.status.in_(CLAIMABLE), abandoned))
+                     .where(Task.id == message.task_id, or_(Task.status.in_(CLAIMABLE), self._abandoned(now)))
                      .values(status=TaskStatus.PROCESSING, attempts=Task.attempts + 1, started_at=now,
                              updated_at=now, lease_expires_at=lease_until)
                      .returning(Task))
@@ -176,6 +208,12 @@ class TaskProcessor:
                 raise MalformedMessageError("message agent_type does not match the task",
                                             {"task_agent_type": task.agent_type})  # rolls the claim back
             return Claim(task, self._agent_config(session, task.agent_id))
+
+    @staticmethod
+    def _abandoned(now: datetime) -> Any:
+        """A `processing` task whose claim lease passed: claimed by an invocation that is over."""
+        return and_(Task.status == TaskStatus.PROCESSING, Task.lease_expires_at.is_not(None),
+                    Task.lease_expires_at < now)
 
     def _agent_config(self, session: Session, agent_id: uuid.UUID) -> dict[str, Any]:
         """The agent's config, from the agent cache when there is one (saves a query per task)."""
@@ -207,12 +245,12 @@ class TaskProcessor:
         self._held(claim, lease_expires_at=None)
 
     def _store(self, claim: Claim, status: str, output: dict[str, Any], metrics: dict[str, Any],
-               error: dict[str, Any] | None, final: bool) -> None:
+               error: dict[str, Any] | None, final: bool, started: datetime) -> None:
         try:
             with self.db.transaction() as session:
                 # The one outcome path (shared with external workers and the lease reaper): result row,
                 # status, and an orchestrator parent moved on, in one transaction.
-                store_outcome(session, claim.task.id, status, output, metrics, error)
+                store_outcome(session, claim.task.id, status, output, metrics, error, started_at=started)
         except Exception as exc:
             if not final:
                 self._release(claim)

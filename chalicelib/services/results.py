@@ -42,12 +42,14 @@ def _text(text: str) -> str:
 
 
 def store_outcome(session: Session, task_id: uuid.UUID, status: str, output: dict[str, Any],
-                  metrics: dict[str, Any], error: dict[str, Any] | None, now: datetime | None = None) -> bool:
+                  metrics: dict[str, Any], error: dict[str, Any] | None, now: datetime | None = None,
+                  started_at: datetime | None = None) -> bool:
     """Write the result row and finish the task, in the caller's transaction.
 
     The status moves only from `processing`, so a stale writer never moves a task backwards;
     the result row is written either way (a task cancelled while it ran still gets the
-    result of that run). Text Postgres cannot store is replaced first (`storable`), so a model's
+    result of that run). `started_at`, when given, is when the run really started (a batch claims
+    its tasks before running them one by one). Text Postgres cannot store is replaced first (`storable`), so a model's
     reply can never leave a task unfinishable. A finished step of an orchestrator moves its parent on, in the same
     transaction. Returns whether the status moved.
     """
@@ -57,7 +59,8 @@ def store_outcome(session: Session, task_id: uuid.UUID, status: str, output: dic
     moved = session.execute(
         update(Task)
         .where(Task.id == task_id, Task.status == TaskStatus.PROCESSING)
-        .values(status=status, error=error, completed_at=now, updated_at=now, lease_expires_at=None)
+        .values(status=status, error=error, completed_at=now, updated_at=now, lease_expires_at=None,
+                **({"started_at": started_at} if started_at is not None else {}))
         .returning(Task.parent_task_id)
         .execution_options(synchronize_session=False)
     ).first()

@@ -150,9 +150,15 @@ def test_each_record_commits_on_its_own_and_no_connection_is_held_while_an_agent
         event.remove(db.engine, "commit", on_commit)
     # While an agent ran, the consumer held no connection; earlier records were already committed.
     assert probe.checked_out == [0, 0, 0]
-    assert probe.seen == [["processing", "queued", "queued"], ["completed", "processing", "queued"],
+    assert probe.seen == [["processing", "processing", "processing"], ["completed", "processing", "processing"],
                           ["completed", "completed", "processing"]]
-    assert len(commits) == 2 * 3  # claim, then result: per record
+    assert len(commits) == 1 + 3  # one claim for the batch, then each result on its own
+    with db.read() as session:
+        times = {r.id: (r.started_at, r.completed_at) for r in session.execute(
+            select(Task.id, Task.started_at, Task.completed_at))}
+    runs = [times[uuid.UUID(t)] for t in ids]
+    # started_at is when each run started, not when the batch claimed it.
+    assert all(later[0] >= earlier[1] for earlier, later in zip(runs, runs[1:], strict=False))
 
 
 class Clock:
