@@ -237,6 +237,15 @@ class Settings(BaseSettings):
     #: isolated agents run in-process below this input size (a fork costs more than the capped run).
     agent_isolate_min_bytes: int = Field(default=16 * 1024, ge=0)
 
+    # Consumers and orchestration (issue 7 §3, docs/consumers.md): each record commits on its own.
+    #: a consumer starts another record only while this much of its invocation remains (the expected time of
+    #: one record, agent run plus commits); it raises the reserve to twice the slowest record it has run.
+    consumer_record_reserve_seconds: float = Field(default=10.0, ge=0, le=900)
+    #: the longest chain of parent tasks (parent_task_id) under which an orchestrator may still start steps.
+    orchestrator_max_depth: int = Field(default=3, ge=1, le=10)
+    #: the most tasks one root task may have below it, across every level.
+    orchestrator_max_descendants: int = Field(default=100, ge=1, le=10_000)
+
     @field_validator("stage")
     @classmethod
     def _stage_lower(cls, value: str) -> str:

@@ -4,12 +4,15 @@ their own settings or adapters instead of patching."""
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from chalicelib.config import Settings, get_settings
 
 if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
     from chalicelib.auth.guard import SessionGuard
     from chalicelib.auth.passwords import PasswordHasher
     from chalicelib.auth.tokens import TokenService
@@ -208,7 +211,8 @@ class Container:
     def processor(self) -> TaskProcessor:
         from chalicelib.services.processing import TaskProcessor
 
-        return TaskProcessor(max_attempts=self.settings.max_task_attempts, container=self)
+        return TaskProcessor(self.db, max_attempts=self.settings.max_task_attempts, ports=AgentPorts(self),
+                             agent_records=lambda agent_id, session: self.agents.record(agent_id, session))
 
     @cached_property
     def leases(self) -> LeaseService:
@@ -311,6 +315,33 @@ class Container:
         from chalicelib.services.watchdog import Watchdog
 
         return Watchdog(self.health, self.queue_inspector, available_types)
+
+
+class AgentPorts:
+    """What an agent may use (chalicelib.agents.base.AgentPorts), each built only when first asked for:
+    agents never see the container itself."""
+
+    def __init__(self, container: Container) -> None:
+        self._container = container
+
+    @property
+    def settings(self) -> Settings:
+        return self._container.settings
+
+    @property
+    def providers(self) -> Providers:
+        return self._container.providers
+
+    @property
+    def alerts(self) -> AlertPublisher:
+        return self._container.alerts
+
+    @property
+    def watchdog(self) -> Watchdog:
+        return self._container.watchdog
+
+    def transaction(self) -> AbstractContextManager[Session]:
+        return self._container.db.transaction()
 
 
 _container: Container | None = None

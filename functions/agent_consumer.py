@@ -2,8 +2,11 @@
 type comes from the queue (eventSourceARN) and must match the message.
 
 Returns partial batch failures (ReportBatchItemFailures): only records that
-raised are retried; after maxReceiveCount they land in the queue's DLQ.
-The whole batch runs in one database transaction, one savepoint per record.
+raised are retried; after maxReceiveCount they land in the queue's DLQ. Each
+record runs and commits on its own (chalicelib.services.processing) after one
+transaction claimed the whole batch, and a record is started only while the
+invocation has time for it: the rest are given back and reported as failures
+without running, and SQS delivers them again.
 """
 
 from __future__ import annotations
@@ -17,7 +20,8 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from chalicelib.container import get_container
 from chalicelib.errors import MalformedMessageError
 from chalicelib.observability import log_context, logger, publish_task_outcomes
-from chalicelib.services.processing import parse_message
+from chalicelib.schemas.tasks import TaskMessage
+from chalicelib.services.processing import RecordBudget, RecordDeferredError, parse_message
 
 QUEUE_MARKER = "-agent-"
 
@@ -35,30 +39,53 @@ def queue_agent_type(event_source_arn: str | None) -> str | None:
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     container = get_container()
     processor = BatchProcessor(event_type=EventType.SQS)
+    budget = RecordBudget(context.get_remaining_time_in_millis, container.settings.consumer_record_reserve_seconds)
 
-    #: (agent_type, status, duration_ms) per finished task; published only after the batch commits.
+    #: (agent_type, status, duration_ms) per finished task; published once, after the batch.
     finished: list[tuple[str, str, float]] = []
+    # One commit claims the whole batch (what batching still saves); each record then runs and commits alone.
+    claims = container.processor.claim_batch(_messages(event), budget.lease_until())
 
-    with container.db.transaction() as session:
+    def record_handler(record: SQSRecord) -> str:
+        # Every log line of this record (processor and agent included) carries its ids.
+        with log_context(message_id=record.message_id):
+            try:
+                budget.check()
+                message = parse_message(record.body, queue_agent_type(record.event_source_arn))
+                receive_count = int(record.attributes.approximate_receive_count or 1)
+                with log_context(task_id=str(message.task_id)):
+                    started = time.perf_counter()
+                    try:
+                        status = container.processor.process(message, receive_count, lease_until=budget.lease_until(),
+                                                             claimed=claims.pop(message.task_id, None)).status
+                    finally:
+                        budget.spent(time.perf_counter() - started)
+                    if status != "skipped":
+                        finished.append((message.agent_type, status, (time.perf_counter() - started) * 1000))
+                    return status
+            except RecordDeferredError as exc:
+                logger.info("record deferred: not enough time left in this invocation", extra={"reason": str(exc)})
+                raise
+            except MalformedMessageError as exc:
+                # Reported as a failure: retried, then kept in the DLQ. The reason is logged here.
+                logger.error("malformed task message", extra={"reason": exc.message, "details": exc.details})
+                raise
 
-        def record_handler(record: SQSRecord) -> str:
-            # Every log line of this record (processor and agent included) carries its ids.
-            with log_context(message_id=record.message_id):
-                try:
-                    message = parse_message(record.body, queue_agent_type(record.event_source_arn))
-                    receive_count = int(record.attributes.approximate_receive_count or 1)
-                    with log_context(task_id=str(message.task_id)):
-                        started = time.perf_counter()
-                        status = container.processor.process(session, message, receive_count).status
-                        if status != "skipped":
-                            finished.append((message.agent_type, status, (time.perf_counter() - started) * 1000))
-                        return status
-                except MalformedMessageError as exc:
-                    # Reported as a failure: retried, then kept in the DLQ. The reason is logged here.
-                    logger.error("malformed task message", extra={"reason": exc.message, "details": exc.details})
-                    raise
-
+    try:
         response = process_partial_response(event=event, record_handler=record_handler, processor=processor,
                                             context=context)
-    publish_task_outcomes(finished)
+    finally:
+        container.processor.release_unstarted(list(claims.values()))  # claimed, then deferred: not run
+        publish_task_outcomes(finished)  # what committed is published even when the whole batch is retried
     return dict(response)
+
+
+def _messages(event: dict[str, Any]) -> list[TaskMessage]:
+    """The batch's well-formed messages; a malformed one is reported when its record is handled."""
+    out = []
+    for record in event.get("Records", []):
+        try:
+            out.append(parse_message(record.get("body", ""), queue_agent_type(record.get("eventSourceARN"))))
+        except MalformedMessageError:
+            continue
+    return out

@@ -158,16 +158,14 @@ def llm_settings(**overrides: Any) -> Any:
 
 
 def agent_context(providers: Any, agent_type: str) -> Any:
-    """An AgentContext whose container holds the given Providers (no database needed by these agents)."""
+    """An AgentContext whose ports hold the given Providers (no database needed by these agents)."""
     import uuid
     from datetime import UTC, datetime
 
-    from chalicelib.agents.base import AgentContext
-    from chalicelib.container import Container
+    from chalicelib.agents.base import AgentContext, StaticPorts
 
     return AgentContext(task_id=uuid.uuid4(), agent_id=uuid.uuid4(), user_id=uuid.uuid4(), agent_type=agent_type,
-                        session=None,  # type: ignore[arg-type]
-                        container=Container(providers.settings, providers=providers), now=datetime.now(UTC))
+                        now=datetime.now(UTC), ports=StaticPorts(settings=providers.settings, providers=providers))
 
 
 def openai_config(server: LLMServer, **extra: Any) -> dict[str, Any]:

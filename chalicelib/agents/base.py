@@ -14,17 +14,20 @@ from __future__ import annotations
 import builtins
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from pydantic import BaseModel, ConfigDict
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
-    from chalicelib.container import Container
+    from chalicelib.config import Settings
+    from chalicelib.providers.config import ProviderConfig
+    from chalicelib.providers.session import LLMSession
 
 
 class NoConfig(BaseModel):
@@ -42,23 +45,99 @@ class AgentOutput:
     pending: bool = False
 
 
+class ProviderPort(Protocol):
+    """Language-model sessions (chalicelib.providers.registry.Providers)."""
+
+    def is_configured(self, config: ProviderConfig) -> bool: ...
+
+    def session(self, config: ProviderConfig, *, user_id: uuid.UUID | None = None,
+                task_id: uuid.UUID | None = None) -> LLMSession: ...
+
+
+class AlertPort(Protocol):
+    """The alert topic (chalicelib.services.alerts.AlertPublisher)."""
+
+    def publish(self, alert: Any, context: dict[str, Any] | None = None) -> dict[str, Any]: ...
+
+
+class WatchdogPort(Protocol):
+    """Health, heartbeat and DLQ checks (chalicelib.services.watchdog.Watchdog)."""
+
+    def run(self, transaction: Callable[[], AbstractContextManager[Session]], *, now: datetime,
+            stale_seconds: int, user_id: uuid.UUID | None, checks: Any = ...) -> Any: ...
+
+
+class AgentPorts(Protocol):
+    """The few platform adapters an agent may use; the composition root provides them lazily."""
+
+    @property
+    def settings(self) -> Settings: ...
+
+    @property
+    def providers(self) -> ProviderPort: ...
+
+    @property
+    def alerts(self) -> AlertPort: ...
+
+    @property
+    def watchdog(self) -> WatchdogPort: ...
+
+    def transaction(self) -> AbstractContextManager[Session]: ...
+
+
+class NoDatabaseError(RuntimeError):
+    """An agent asked for the database where there is none (a unit test without ports)."""
+
+
 @dataclass
 class AgentContext:
-    """What an agent may use besides its input: who asked, and the platform's adapters.
+    """What an agent may use besides its input: who asked, and a few platform ports.
 
-    `session` is the consumer's batch transaction (inside this record's savepoint):
-    rows an agent writes through it commit or roll back with the task's result.
+    No transaction is open while an agent runs: an agent that needs the database opens
+    a short one with `ctx.transaction()` (committed when the block ends), so no connection
+    is checked out while it computes or waits on a model. Whatever it writes commits on its
+    own, before the task's result: writes must be idempotent for the task (a redelivery
+    may run the agent again after a crash).
     """
 
     task_id: uuid.UUID
     agent_id: uuid.UUID
     user_id: uuid.UUID
     agent_type: str
-    session: Session
-    container: Container
     now: datetime
     attempt: int = 1
+    ports: AgentPorts | None = None
     extras: dict[str, Any] = field(default_factory=dict)
+
+    def transaction(self) -> AbstractContextManager[Session]:
+        """A short database transaction: committed when the `with` block ends, rolled back on error."""
+        if self.ports is None:
+            raise NoDatabaseError(f"the {self.agent_type} agent needs the database (no task context)")
+        return self.ports.transaction()
+
+    @property
+    def settings(self) -> Settings | None:
+        return self.ports.settings if self.ports is not None else None
+
+    @property
+    def providers(self) -> ProviderPort | None:
+        return self.ports.providers if self.ports is not None else None
+
+
+@dataclass
+class StaticPorts:
+    """Ports given as plain values (tests, scripts); any left None is unavailable."""
+
+    settings: Any = None
+    providers: Any = None
+    alerts: Any = None
+    watchdog: Any = None
+    transactions: Callable[[], AbstractContextManager[Session]] | None = None
+
+    def transaction(self) -> AbstractContextManager[Session]:
+        if self.transactions is None:
+            raise NoDatabaseError("no database port was given")
+        return self.transactions()
 
 
 class Agent(ABC):

@@ -1,8 +1,9 @@
 """The `communication` agent: one agent sends a message to another, or to all of your agents of a type.
 
 Delivery writes the recipient's inbox (`agent_messages`, read with
-`GET /agents/{id}/messages`) in the task's own transaction, so a message is
-delivered exactly when the task completes. A recipient that is missing,
+`GET /agents/{id}/messages`) in one short transaction, keyed on the task: a
+rerun of the task (after a crash) reports the messages it already sent
+instead of sending them again. A recipient that is missing,
 another user's, deleted or inactive — or a type you have no agents of — makes
 the message undeliverable: it is kept with the reason and listed in the
 result, never silently dropped. Offline agents still receive (they read their
@@ -76,19 +77,23 @@ class CommunicationAgent(Agent):
         if ctx is None:
             raise AgentError("the communication agent needs the database (no task context)")
         from chalicelib.db.models import Agent as AgentRow
-        from chalicelib.services.messages import Envelope, deliver_to_agent, deliver_to_type
+        from chalicelib.services.messages import Envelope, deliver_to_agent, deliver_to_type, sent_by_task
 
         sender_id = data.from_agent_id or ctx.agent_id
-        sender = ctx.session.get(AgentRow, sender_id)
-        if sender is None or sender.user_id != ctx.user_id or sender.deleted_at is not None:
-            raise SenderNotFoundError("the sending agent is not one of your agents", {"from_agent_id": str(sender_id)})
-        body = data.body if isinstance(data.body, dict) else {"text": data.body}
-        env = Envelope(user_id=ctx.user_id, sender_id=sender.id, task_id=ctx.task_id, body=body, now=ctx.now)
-        if data.to_agent_id is not None:
-            delivery = deliver_to_agent(ctx.session, env, data.to_agent_id)
-        else:
-            assert data.to_type is not None
-            delivery = deliver_to_type(ctx.session, env, data.to_type)
+        with ctx.transaction() as session:
+            sender = session.get(AgentRow, sender_id)
+            if sender is None or sender.user_id != ctx.user_id or sender.deleted_at is not None:
+                raise SenderNotFoundError("the sending agent is not one of your agents",
+                                          {"from_agent_id": str(sender_id)})
+            body = data.body if isinstance(data.body, dict) else {"text": data.body}
+            env = Envelope(user_id=ctx.user_id, sender_id=sender.id, task_id=ctx.task_id, body=body, now=ctx.now)
+            # Delivery commits before the task's result: a rerun after a crash reports what was sent.
+            delivery = sent_by_task(session, ctx.task_id)
+            if delivery is None and data.to_agent_id is not None:
+                delivery = deliver_to_agent(session, env, data.to_agent_id)
+            elif delivery is None:
+                assert data.to_type is not None
+                delivery = deliver_to_type(session, env, data.to_type)
         return AgentOutput(
             output={"sender_agent_id": str(sender.id),
                     "to": {"agent_id": str(data.to_agent_id)} if data.to_agent_id else {"type": data.to_type},

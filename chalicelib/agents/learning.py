@@ -51,17 +51,19 @@ class LearningAgent(Agent):
             raise AgentError("the learning agent needs the database (no task context)")
         from chalicelib.db.models import TaskFeedback
 
-        settings = getattr(ctx.container, "settings", None)
+        settings = ctx.settings
         half_life = settings.quality_half_life_days if settings is not None else DEFAULT_HALF_LIFE_DAYS
         wanted = data.feedback_ids
-        if wanted is not None:
-            known = set(ctx.session.scalars(select(TaskFeedback.id).where(TaskFeedback.id.in_(wanted),
+        with ctx.transaction() as session:  # folding is idempotent: a rerun reports these as already counted
+            if wanted is not None:
+                known = set(session.scalars(select(TaskFeedback.id).where(TaskFeedback.id.in_(wanted),
                                                                           TaskFeedback.user_id == ctx.user_id)))
-            missing = [str(i) for i in wanted if i not in known]
-            if missing:
-                raise FeedbackNotFoundError("some feedback ids are not ratings of yours", {"feedback_ids": missing})
-        report = fold_feedback(ctx.session, now=ctx.now, half_life_days=half_life, user_id=ctx.user_id,
-                               feedback_ids=wanted)
+                missing = [str(i) for i in wanted if i not in known]
+                if missing:
+                    raise FeedbackNotFoundError("some feedback ids are not ratings of yours",
+                                                {"feedback_ids": missing})
+            report = fold_feedback(session, now=ctx.now, half_life_days=half_life, user_id=ctx.user_id,
+                                   feedback_ids=wanted)
         counted = set(report.feedback_ids)
         already = [str(i) for i in wanted if i not in counted] if wanted is not None else []
         return AgentOutput(

@@ -65,14 +65,15 @@ class MetricsAgent(Agent):
         from chalicelib.services.task_stats import TaskStats
 
         settings = MetricsConfig.model_validate(dict(config))
-        is_admin = ctx.session.scalar(select(User.role).where(User.id == ctx.user_id)) == "admin"
-        scope = data.scope or (ALL if is_admin else OWN)
-        if scope == ALL and not is_admin:
-            raise ScopeForbiddenError("only an admin may compute metrics over every user's tasks",
-                                      {"scope": scope})
-        breakdowns = list(dict.fromkeys(data.group_by))
-        stats = TaskStats(ctx.session, now=ctx.now, window_minutes=data.window_minutes,
-                          user_id=None if scope == ALL else ctx.user_id).compute(breakdowns)
+        with ctx.transaction() as session:  # reads only
+            is_admin = session.scalar(select(User.role).where(User.id == ctx.user_id)) == "admin"
+            scope = data.scope or (ALL if is_admin else OWN)
+            if scope == ALL and not is_admin:
+                raise ScopeForbiddenError("only an admin may compute metrics over every user's tasks",
+                                          {"scope": scope})
+            breakdowns = list(dict.fromkeys(data.group_by))
+            stats = TaskStats(session, now=ctx.now, window_minutes=data.window_minutes,
+                              user_id=None if scope == ALL else ctx.user_id).compute(breakdowns)
         published = 0
         if settings.publish_emf:
             published = _publish(stats, scope_label="platform" if scope == ALL else str(ctx.user_id), ctx=ctx)

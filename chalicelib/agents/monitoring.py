@@ -1,13 +1,13 @@
 """The `monitoring` agent: checks dependency health, heartbeats and dead-letter queues, and raises alerts.
 
 Your agents that heartbeat and went silent longer than the threshold are
-marked `offline` (in the task's transaction); a dependency that is down, agents
+marked `offline` (in a short transaction of their own); a dependency that is down, agents
 just marked offline and messages in a DLQ each become an alert *of yours*: an
-audit row (`event_type: "alert"`, read with `GET /audit-logs?event_type=alert`)
-written in the same transaction. Nothing a user's task raises reaches the
-operators' SNS topic — any user could otherwise page them at will; the platform's
-own conditions reach the operators from functions/monitor.py, which runs the same
-checks over every agent every 5 minutes (deduplicated per cooldown).
+audit row (`event_type: "alert"`, read with `GET /audit-logs?event_type=alert`),
+committed right after. Nothing a user's task raises reaches the operators' SNS
+topic — any user could otherwise page them at will; the platform's own conditions
+reach the operators from functions/monitor.py, which runs the same checks over
+every agent every 5 minutes (deduplicated per cooldown).
 """
 
 from __future__ import annotations
@@ -58,15 +58,16 @@ class MonitoringAgent(Agent):
 
     def run(self, data: BaseModel, config: Mapping[str, Any], ctx: AgentContext | None = None) -> AgentOutput:
         assert isinstance(data, MonitoringInput)
-        if ctx is None or ctx.container is None:
+        if ctx is None or ctx.ports is None:
             raise AgentError("the monitoring agent needs the platform's adapters (no task context)")
+        ports = ctx.ports
         settings = MonitoringConfig.model_validate(dict(config))
-        stale = data.stale_after_seconds or settings.stale_after_seconds or \
-            ctx.container.settings.heartbeat_stale_seconds
-        report = ctx.container.watchdog.run(ctx.session, now=ctx.now, stale_seconds=stale, user_id=ctx.user_id,
-                                            checks=data.checks)
+        stale = data.stale_after_seconds or settings.stale_after_seconds or ports.settings.heartbeat_stale_seconds
+        # The offline marks commit in their own short transaction; health checks run outside any.
+        report = ports.watchdog.run(ctx.transaction, now=ctx.now, stale_seconds=stale, user_id=ctx.user_id,
+                                    checks=data.checks)
         if settings.publish_alerts:
-            alerts = [_record(ctx, alert) for alert in report.alerts]
+            alerts = _record(ctx, report.alerts)
         else:
             alerts = [{"kind": a.kind, "severity": a.severity, "summary": a.summary, "status": "not_published"}
                       for a in report.alerts]
@@ -76,10 +77,13 @@ class MonitoringAgent(Agent):
         return AgentOutput(output=output, metrics={"alerts": len(alerts), "agents_marked_offline": len(report.offline)})
 
 
-def _record(ctx: AgentContext, alert: Alert) -> dict[str, Any]:
-    """The alert as the task owner's audit row, in the task's transaction (no network, nothing to undo)."""
-    assert ctx.session is not None
-    audit.record(ctx.session, user_id=ctx.user_id, event_type=ALERT_EVENT, action=alert.kind,
-                 resource_type="task", resource_id=ctx.task_id,
-                 details={"severity": alert.severity, "summary": alert.summary, **alert.details})
-    return {"kind": alert.kind, "severity": alert.severity, "summary": alert.summary, "status": "recorded"}
+def _record(ctx: AgentContext, alerts: list[Alert]) -> list[dict[str, Any]]:
+    """The alerts as the task owner's audit rows, in one short transaction (no network, nothing to undo)."""
+    if not alerts:
+        return []
+    with ctx.transaction() as session:
+        for alert in alerts:
+            audit.record(session, user_id=ctx.user_id, event_type=ALERT_EVENT, action=alert.kind,
+                         resource_type="task", resource_id=ctx.task_id,
+                         details={"severity": alert.severity, "summary": alert.summary, **alert.details})
+    return [{"kind": a.kind, "severity": a.severity, "summary": a.summary, "status": "recorded"} for a in alerts]

@@ -2,8 +2,10 @@
 
 Running the task resolves every step (an agent of yours by id, or your best
 active agent of a type), validates each step's input, and creates the
-subtasks of the steps with no dependencies — with their outbox rows, in the
-task's transaction — then leaves the task `processing`. As subtasks finish,
+subtasks of the steps with no dependencies — with their outbox rows, in one
+short transaction — then leaves the task `processing`. Plans do not nest (no
+step may run an orchestrator), and a root task's tree is bounded in depth and
+size (docs/consumers.md). As subtasks finish,
 `chalicelib.services.orchestration.on_task_finished` starts the steps whose
 dependencies completed, and finally completes the task with every step's
 output, or fails it (SUBTASK_FAILED, naming the step) as soon as one step
@@ -77,30 +79,24 @@ class OrchestratorAgent(Agent):
         if ctx is None:
             raise AgentError("the orchestrator needs the database (no task context)")
         from chalicelib.agents.provider_support import load_config
-        from chalicelib.db.models import Task
-        from chalicelib.services.orchestration import create_subtask, resolve_step
+        from chalicelib.services.orchestration import Bounds, start_plan
 
         cfg = load_config(OrchestratorConfig, config)
-        parent = ctx.session.get(Task, ctx.task_id)
-        assert parent is not None
         metrics: dict[str, Any] = {}
         plan = data.plan
         if plan is None:
-            plan, metrics = draft_plan(data.goal, cfg, ctx)
-            # The subtasks' bookkeeping reads the plan from the task's input (services.orchestration.plan_of).
-            parent.input_data = {**parent.input_data, "plan": [s.model_dump(mode="json") for s in plan]}
+            plan, metrics = draft_plan(data.goal, cfg, ctx)  # a model call: no transaction is open
         if len(plan) > cfg.max_steps:
             raise PlanTooLongError(f"the plan has {len(plan)} steps; this orchestrator allows {cfg.max_steps}",
                                    {"steps": len(plan), "max_steps": cfg.max_steps})
-        # Every step is checked before anything is created: a bad plan fails whole, with no orphan subtasks.
-        resolved = {step.step_id: resolve_step(ctx.session, ctx.user_id, step) for step in plan}
-        roots = [s for s in plan if not s.depends_on]
-        started = [create_subtask(ctx.session, parent.id, parent.user_id, parent.priority, data.goal,
-                                  resolved[s.step_id]) for s in roots]
+        settings = ctx.settings
+        bounds = Bounds(settings.orchestrator_max_depth, settings.orchestrator_max_descendants) \
+            if settings is not None else Bounds()
+        with ctx.transaction() as session:
+            started = start_plan(session, ctx.task_id, data.goal, plan, drafted=data.plan is None, bounds=bounds)
         return AgentOutput(
             output={"goal": data.goal, "planned_by": "provider" if data.plan is None else "input",
-                    "started": [{"step_id": s.step_id, "task_id": str(t.id)}
-                                for s, t in zip(roots, started, strict=True)]},
+                    "started": [{"step_id": step_id, "task_id": str(task_id)} for step_id, task_id in started]},
             metrics={**metrics, "steps": len(plan), "subtasks_started": len(started)},
             pending=True,
         )
@@ -123,6 +119,7 @@ def draft_plan(goal: str, cfg: OrchestratorConfig, ctx: AgentContext) -> tuple[l
     from chalicelib.db.models import Agent as AgentRow
     from chalicelib.providers.errors import ProviderNotConfiguredError
     from chalicelib.providers.registry import AGENT_KEYS, NOT_CONFIGURED, STAGE_KEYS
+    from chalicelib.services.orchestration import ORCHESTRATOR, OrchestratorStepForbiddenError
 
     session = optional_session(cfg, ctx)
     if session is None:
@@ -130,9 +127,10 @@ def draft_plan(goal: str, cfg: OrchestratorConfig, ctx: AgentContext) -> tuple[l
             "no plan was given and this orchestrator cannot draft one: pass input_data.plan, or configure a "
             "provider. " + NOT_CONFIGURED,
             {"missing": "input_data.plan", "agent_config_keys": AGENT_KEYS, "environment": STAGE_KEYS})
-    types = sorted(set(ctx.session.scalars(
-        select(AgentRow.type).where(AgentRow.user_id == ctx.user_id, AgentRow.status == "active",
-                                    AgentRow.deleted_at.is_(None), AgentRow.type != "orchestrator"))))
+    with ctx.transaction() as db:  # closed before the model is asked
+        types = sorted(set(db.scalars(
+            select(AgentRow.type).where(AgentRow.user_id == ctx.user_id, AgentRow.status == "active",
+                                        AgentRow.deleted_at.is_(None), AgentRow.type != ORCHESTRATOR))))
     if not types:
         raise DraftedPlanInvalidError("you have no active agents (other than orchestrators) to plan for", {})
     schemas = "\n".join(f"- {t}: {json.dumps(registry.get_agent(t).Input.model_json_schema())}" for t in types)
@@ -142,6 +140,10 @@ def draft_plan(goal: str, cfg: OrchestratorConfig, ctx: AgentContext) -> tuple[l
         steps = answer.get("plan") if isinstance(answer, dict) else answer
         if not isinstance(steps, list):
             raise ValueError("the answer has no list of steps")
+        nested = [st.get("step_id") for st in steps if isinstance(st, dict) and st.get("agent_type") == ORCHESTRATOR]
+        if nested:
+            raise OrchestratorStepForbiddenError("the model's plan has orchestrator steps; plans do not nest",
+                                                 {"step_ids": nested, "answer": completion.text[:2000]})
         plan = OrchestratorInput.model_validate({"goal": goal, "plan": steps}).plan
     except (ValueError, PydanticValidationError) as exc:
         errors = registry.pydantic_errors(exc) if isinstance(exc, PydanticValidationError) else [str(exc)]

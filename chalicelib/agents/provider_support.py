@@ -15,9 +15,8 @@ from chalicelib.providers.errors import ProviderNotConfiguredError
 from chalicelib.providers.registry import AGENT_KEYS, NOT_CONFIGURED, STAGE_KEYS
 
 if TYPE_CHECKING:
-    from chalicelib.agents.base import AgentContext
+    from chalicelib.agents.base import AgentContext, ProviderPort
     from chalicelib.providers.config import ProviderConfig
-    from chalicelib.providers.registry import Providers
     from chalicelib.providers.session import LLMSession
 
 ConfigT = TypeVar("ConfigT", bound=BaseModel)
@@ -43,13 +42,15 @@ def load_config(model: type[ConfigT], config: Mapping[str, Any]) -> ConfigT:
                                {"errors": pydantic_errors(exc, prefix=("config",))}) from exc
 
 
-def _providers(ctx: AgentContext) -> Providers:
-    """The container's providers; an operator's invalid catalog is a task error, not a crash (and not shown)."""
+def _providers(ctx: AgentContext | None) -> ProviderPort | None:
+    """The context's providers; an operator's invalid catalog is a task error, not a crash (and not shown)."""
     from chalicelib.config import ConfigError
     from chalicelib.observability import logger
 
+    if ctx is None:
+        return None
     try:
-        return ctx.container.providers
+        return ctx.providers
     except ConfigError as exc:
         logger.error("the language-model endpoint configuration is invalid", extra={"reason": str(exc)})
         raise ProviderNotConfiguredError("the platform's language-model endpoints are misconfigured; the operator "
@@ -57,16 +58,18 @@ def _providers(ctx: AgentContext) -> Providers:
 
 
 def open_session(config: ProviderConfig, ctx: AgentContext | None) -> LLMSession:
-    if ctx is None or ctx.container is None:
+    providers = _providers(ctx)
+    if ctx is None or providers is None:
         raise ProviderNotConfiguredError(NOT_CONFIGURED, {"agent_config_keys": AGENT_KEYS, "environment": STAGE_KEYS})
-    return _providers(ctx).session(config, user_id=ctx.user_id, task_id=ctx.task_id)
+    return providers.session(config, user_id=ctx.user_id, task_id=ctx.task_id)
 
 
 def optional_session(config: ProviderConfig, ctx: AgentContext | None) -> LLMSession | None:
     """A session when a provider is named somewhere; None when none is (misconfiguration still raises)."""
-    if ctx is None or ctx.container is None or not _providers(ctx).is_configured(config):
+    providers = _providers(ctx)
+    if ctx is None or providers is None or not providers.is_configured(config):
         return None
-    return _providers(ctx).session(config, user_id=ctx.user_id, task_id=ctx.task_id)
+    return providers.session(config, user_id=ctx.user_id, task_id=ctx.task_id)
 
 
 def extract_json(text: str) -> Any:

@@ -66,8 +66,8 @@ class Budget:
 
 
 def budget_for(agent: Agent, ctx: AgentContext | None) -> Budget:
-    """The budget from the settings the task's container carries (defaults without one)."""
-    settings = getattr(getattr(ctx, "container", None), "settings", None)
+    """The budget from the settings the task's context carries (defaults without one)."""
+    settings = ctx.settings if ctx is not None else None
     if settings is None:
         wall = DEFAULT_PROVIDER_WALL_SECONDS if agent.provider_backed else DEFAULT_WALL_SECONDS
         return Budget(wall_seconds=wall)

@@ -201,9 +201,10 @@ def _audit(scan: AuditLogScan, settings: SecurityConfig, ctx: AgentContext | Non
     minutes = scan.window_minutes or settings.window_minutes
     end = ctx.now
     start = end - timedelta(minutes=minutes)
-    see_all = ctx.session.scalar(select(User.role).where(User.id == ctx.user_id)) == Role.ADMIN
-    findings, scanned = scan_audit_log(ctx.session, owner_id=ctx.user_id, see_all=see_all, start=start, end=end,
-                                       thresholds=thresholds)
+    with ctx.transaction() as session:  # reads only
+        see_all = session.scalar(select(User.role).where(User.id == ctx.user_id)) == Role.ADMIN
+        findings, scanned = scan_audit_log(session, owner_id=ctx.user_id, see_all=see_all, start=start, end=end,
+                                           thresholds=thresholds)
     rank = {s: i for i, s in enumerate(SEVERITY_ORDER)}
     findings.sort(key=lambda f: (rank[f["severity"]], f["rule"], -f["count"], f["first_seen"]))
     return {

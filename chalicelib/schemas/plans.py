@@ -1,7 +1,8 @@
 """An orchestrator's plan: steps, each run by one agent, possibly after other steps.
 
 Checked when the task is created (422 with the violations): unique step ids,
-known dependencies, no cycles, exactly one of agent_id / agent_type, and —
+known dependencies, no cycles, exactly one of agent_id / agent_type, no
+orchestrator steps (plans do not nest), and —
 when the step names a type — its input against that type's input schema.
 Steps naming an agent by id are checked when the orchestrator resolves them.
 """
@@ -35,6 +36,9 @@ class PlanStep(BaseModel):
     def _one_agent(self) -> PlanStep:
         if (self.agent_id is None) == (self.agent_type is None):
             raise ValueError("give exactly one of agent_id or agent_type")
+        if self.agent_type == "orchestrator":
+            raise ValueError("a plan step may not run an orchestrator (ORCHESTRATOR_STEP_FORBIDDEN): plans do not "
+                             "nest")
         if self.agent_type is not None:
             _check_typed_input(self.agent_type, self.input_data)
         if self.step_id in self.depends_on:

@@ -82,6 +82,27 @@ def deliver_to_agent(session: Session, env: Envelope, agent_id: uuid.UUID) -> De
     return out
 
 
+def sent_by_task(session: Session, task_id: uuid.UUID) -> Delivery | None:
+    """What this task already delivered (a rerun after a crash delivers nothing twice); None if nothing."""
+    rows = session.execute(
+        select(AgentMessage.id, AgentMessage.recipient_agent_id, AgentMessage.status, AgentMessage.error, Agent.name)
+        .outerjoin(Agent, Agent.id == AgentMessage.recipient_agent_id)
+        .where(AgentMessage.task_id == task_id).order_by(AgentMessage.created_at, AgentMessage.id)
+    ).all()
+    if not rows:
+        return None
+    out = Delivery()
+    for r in rows:
+        target = {"message_id": str(r.id), "recipient_agent_id": str(r.recipient_agent_id) if r.recipient_agent_id
+                  else None, "recipient_name": r.name}
+        if r.status == UNDELIVERABLE:
+            code, _, reason = (r.error or "").partition(": ")
+            out.undeliverable.append({**target, "code": code, "reason": reason})
+        else:
+            out.delivered.append(target)
+    return out
+
+
 def deliver_to_type(session: Session, env: Envelope, agent_type: str) -> Delivery:
     """Every live agent of the type (the sender excepted); inactive ones are reported, one row each."""
     out = Delivery()

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, select, update
+from sqlalchemy import Row, func, select, update
 from sqlalchemy.orm import Session
 
 from chalicelib.agents import registry
@@ -45,6 +45,26 @@ class StepAgentUnavailableError(AgentError):
 
 class StepInputInvalidError(AgentError):
     code = "STEP_INPUT_INVALID"
+
+
+class OrchestratorStepForbiddenError(AgentError):
+    code = "ORCHESTRATOR_STEP_FORBIDDEN"
+
+
+class OrchestrationTooDeepError(AgentError):
+    code = "ORCHESTRATION_TOO_DEEP"
+
+
+class OrchestrationTooLargeError(AgentError):
+    code = "ORCHESTRATION_TOO_LARGE"
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """How far one root task may fan out (settings orchestrator_max_depth / orchestrator_max_descendants)."""
+
+    max_depth: int = 3
+    max_descendants: int = 100
 
 
 @dataclass(frozen=True)
@@ -81,6 +101,9 @@ def resolve_step(session: Session, user_id: uuid.UUID, step: PlanStep) -> Resolv
         chosen = session.get(Agent, decision.chosen.agent_id)
         assert chosen is not None  # read in this transaction a moment ago
         agent = chosen
+    if agent.type == ORCHESTRATOR:  # a step by agent_id may name one: plans do not nest
+        raise OrchestratorStepForbiddenError(f"step {step.step_id!r}: a plan step may not run an orchestrator",
+                                             {**where, "agent_id": str(agent.id)})
     try:
         data = registry.validate_input(agent.type, step.input_data)
     except ValidationError as exc:
@@ -103,6 +126,64 @@ def create_subtask(session: Session, parent_id: uuid.UUID, user_id: uuid.UUID, p
                  resource_id=task.id, details={"agent_id": str(agent.id), "agent_type": agent.type,
                                                "parent_task_id": str(parent_id), "step_id": step.step_id})
     return task
+
+
+def ancestors(session: Session, task_id: uuid.UUID, limit: int) -> list[uuid.UUID]:
+    """The parent_task_id chain above the task, nearest first, at most `limit` + 1 long."""
+    chain: list[uuid.UUID] = []
+    current: uuid.UUID | None = task_id
+    while len(chain) <= limit:
+        current = session.scalar(select(Task.parent_task_id).where(Task.id == current))
+        if current is None:
+            break
+        chain.append(current)
+    return chain
+
+
+def descendant_count(session: Session, root_id: uuid.UUID) -> int:
+    """Every task below the root, at any depth (one recursive query)."""
+    tree = select(Task.id).where(Task.parent_task_id == root_id).cte("tree", recursive=True)
+    tree = tree.union_all(select(Task.id).where(Task.parent_task_id == tree.c.id))
+    return int(session.scalar(select(func.count()).select_from(tree)) or 0)
+
+
+def start_plan(session: Session, task_id: uuid.UUID, goal: str, plan: Sequence[PlanStep], *, drafted: bool,
+               bounds: Bounds) -> list[tuple[str, uuid.UUID]]:
+    """Create the subtasks of the plan's first steps; return (step_id, task_id) of each.
+
+    Idempotent for a rerun of the orchestrator task (its consumer died after this committed): the
+    subtasks already exist, so none is created again and the parent is brought up to date instead.
+    """
+    parent = session.execute(select(Task.id, Task.user_id, Task.priority, Task.input_data)
+                             .where(Task.id == task_id).with_for_update(key_share=True)).first()
+    assert parent is not None  # the consumer claimed it a moment ago
+    existing = dict(session.execute(select(Task.id, Task.parent_task_id).where(Task.parent_task_id == task_id))
+                    .tuples().all())
+    if existing:
+        advance(session, task_id)
+        return [(s.step_id, subtask_id(task_id, s.step_id)) for s in plan
+                if not s.depends_on and subtask_id(task_id, s.step_id) in existing]
+    chain = ancestors(session, task_id, bounds.max_depth)
+    if len(chain) + 1 > bounds.max_depth:
+        raise OrchestrationTooDeepError(
+            f"subtasks here would be {len(chain) + 1} levels below their root task; the limit is {bounds.max_depth}",
+            {"depth": len(chain) + 1, "max_depth": bounds.max_depth})
+    root = chain[-1] if chain else task_id
+    below = descendant_count(session, root)
+    if below + len(plan) > bounds.max_descendants:
+        raise OrchestrationTooLargeError(
+            f"the root task would have {below + len(plan)} tasks below it; the limit is {bounds.max_descendants}",
+            {"root_task_id": str(root), "descendants": below, "planned": len(plan),
+             "max_descendants": bounds.max_descendants})
+    if drafted:  # the subtasks' bookkeeping reads the plan from the task's input (plan_of)
+        session.execute(update(Task).where(Task.id == task_id)
+                        .values(input_data={**parent.input_data, "plan": [s.model_dump(mode="json") for s in plan]})
+                        .execution_options(synchronize_session=False))
+    # Every step is checked before anything is created: a bad plan fails whole, with no orphan subtasks.
+    resolved = {step.step_id: resolve_step(session, parent.user_id, step) for step in plan}
+    roots = [s for s in plan if not s.depends_on]
+    return [(s.step_id, create_subtask(session, task_id, parent.user_id, parent.priority, goal,
+                                       resolved[s.step_id]).id) for s in roots]
 
 
 def cancel_tree(session: Session, task_ids: Iterable[uuid.UUID], now: datetime,
@@ -149,8 +230,12 @@ def _steps(session: Session, parent_id: uuid.UUID, plan: Sequence[PlanStep]) -> 
 def on_task_finished(session: Session, task_id: uuid.UUID) -> None:
     """A task reached a terminal state: move its orchestrator parent on (see the module docstring)."""
     parent_id = session.scalar(select(Task.parent_task_id).where(Task.id == task_id))
-    if parent_id is None:
-        return
+    if parent_id is not None:
+        advance(session, parent_id)
+
+
+def advance(session: Session, parent_id: uuid.UUID) -> None:
+    """Start the parent's steps whose dependencies completed, or finish it (failed fast, or all done)."""
     # FOR NO KEY UPDATE: serialises the siblings' hooks on the parent row without conflicting with the
     # KEY SHARE lock each sibling's own UPDATE takes on it (the tasks.parent_task_id foreign key check):
     # a plain FOR UPDATE deadlocks two siblings that finish at the same moment.

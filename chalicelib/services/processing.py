@@ -1,10 +1,16 @@
-"""Running tasks delivered by SQS: claim, run the agent, store the outcome.
+"""Running tasks delivered by SQS: claim → commit → run → store → commit.
 
-A whole batch is one database transaction; each record works inside its own
-SAVEPOINT so a record that fails (and is retried by SQS) leaves the others'
-writes intact. The claim is a conditional update, so a duplicate or stale
-delivery never runs a task twice: on Postgres a concurrent duplicate waits
-for the row lock, then finds the task no longer claimable.
+Each record commits on its own, and no transaction or connection is held while
+an agent runs (agents open short ones through `ctx.transaction()`). The claim is
+a conditional update that also takes a *claim lease* (`tasks.lease_expires_at`)
+until the end of the claiming invocation: a duplicate delivery while the claimer
+lives finds the task held and is acknowledged, so a task never runs twice at
+once. A claimer that died (Lambda timeout, crash) cannot outlive its invocation,
+so once the lease has passed a redelivery of the message may claim the task
+again — SQS redelivers only after the visibility timeout (≥ 6× the function
+timeout), well after that. A claimer that fails in-process gives the claim back
+(`queued`) before SQS retries the record. Writes are fenced by the attempt
+number the claim took, so a stale claimer never moves a task it no longer holds.
 """
 
 from __future__ import annotations
@@ -13,15 +19,16 @@ import copy
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError as PydanticValidationError
-from sqlalchemy import select, update
+from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
 
 from chalicelib.agents.base import Agent as AgentImpl
-from chalicelib.agents.base import AgentContext
+from chalicelib.agents.base import AgentContext, AgentPorts
 from chalicelib.agents.registry import get_agent, pydantic_errors
 from chalicelib.agents.sandbox import run_task_agent
 from chalicelib.db.models import Agent, Task
@@ -33,17 +40,63 @@ from chalicelib.schemas.tasks import TaskMessage
 from chalicelib.services.results import store_outcome
 
 if TYPE_CHECKING:
-    from chalicelib.container import Container
+    from chalicelib.db.session import Database
 
 RunResult = tuple[str, dict[str, Any], dict[str, Any], dict[str, Any] | None]
+AgentRecords = Callable[[uuid.UUID, Session], Any]
 #: an agent said "not finished yet" (e.g. an orchestrator waiting for subtasks).
 PENDING = "pending_work"
+#: a claim with no known invocation deadline is held for the longest a Lambda function can run.
+DEFAULT_CLAIM = timedelta(minutes=15)
+#: added to a claim lease for clock differences between consumers.
+CLAIM_SKEW = timedelta(seconds=5)
 
 
 @dataclass(frozen=True)
 class Outcome:
     task_id: uuid.UUID
     status: str  # completed | failed | skipped | pending_work
+
+
+@dataclass(frozen=True)
+class Claim:
+    task: Task  # detached snapshot, read in the claim's transaction
+    config: dict[str, Any]
+
+    @property
+    def attempt(self) -> int:
+        return self.task.attempts
+
+
+class RecordDeferredError(RuntimeError):
+    """Not started: too little of the invocation is left. Reported as a batch item failure (SQS retries it)."""
+
+
+@dataclass
+class RecordBudget:
+    """How much of the invocation is left, and whether another record fits in it."""
+
+    remaining_ms: Callable[[], int]
+    reserve_seconds: float
+    clock: Callable[[], datetime] = utcnow
+    slowest_seconds: float = field(default=0.0)
+
+    @property
+    def reserve(self) -> float:
+        """The expected time of one record: the setting, or twice the slowest record seen so far."""
+        return max(self.reserve_seconds, 2 * self.slowest_seconds)
+
+    def check(self) -> None:
+        left = self.remaining_ms() / 1000
+        if left < self.reserve:
+            raise RecordDeferredError(f"{left:.1f}s left in the invocation, {self.reserve:.1f}s reserved per record")
+
+    def lease_until(self) -> datetime:
+        """The claim lease: the end of this invocation (nobody can still be running it after that)."""
+        return self.clock() + timedelta(milliseconds=self.remaining_ms()) + CLAIM_SKEW
+
+    def spent(self, seconds: float) -> None:
+        self.slowest_seconds = max(self.slowest_seconds, seconds)
 
 
 def parse_message(body: str, queue_agent_type: str | None) -> TaskMessage:
@@ -61,66 +114,155 @@ def parse_message(body: str, queue_agent_type: str | None) -> TaskMessage:
 
 
 class TaskProcessor:
-    def __init__(self, agent_loader: Callable[[str], AgentImpl] = get_agent, max_attempts: int = 5,
-                 container: Container | None = None) -> None:
+    def __init__(self, db: Database, *, agent_loader: Callable[[str], AgentImpl] = get_agent, max_attempts: int = 5,
+                 ports: AgentPorts | None = None, agent_records: AgentRecords | None = None,
+                 clock: Callable[[], datetime] = utcnow) -> None:
+        self.db = db
         self.agent_loader = agent_loader
-        #: handed to agents through AgentContext (providers, settings, publisher...).
-        self.container = container
+        #: handed to agents through AgentContext (database, providers, settings, alerts...).
+        self.ports = ports
+        #: the agent cache (saves a query per task); None reads the agent's row.
+        self.agent_records = agent_records
         #: the queue's maxReceiveCount: on the last delivery an unexpected crash fails the
         #: task instead of leaving it queued forever behind a message in the DLQ.
         self.max_attempts = max_attempts
+        self.clock = clock
 
-    def process(self, session: Session, message: TaskMessage, receive_count: int = 1) -> Outcome:
-        """Run one task inside the caller's transaction (under a savepoint)."""
-        with session.begin_nested():
-            task = self._claim(session, message.task_id)
-            if task is None:
-                return Outcome(message.task_id, "skipped")
-            if task.agent_type != message.agent_type:
-                raise MalformedMessageError("message agent_type does not match the task",
-                                            {"task_agent_type": task.agent_type})
-            config = self._agent_config(session, task.agent_id)
-            ctx = AgentContext(task_id=task.id, agent_id=task.agent_id, user_id=task.user_id,
-                               agent_type=task.agent_type, session=session, container=self.container,  # type: ignore[arg-type]
-                               now=utcnow(), attempt=receive_count)
-            status, output, metrics, error = self._run(task, config, ctx, receive_count >= self.max_attempts)
-            if status == PENDING:
-                logger.info("task waiting", extra={"task_id": str(task.id), "agent_type": task.agent_type})
-                return Outcome(task.id, PENDING)
-            # The one outcome path (shared with external workers and the lease reaper): result row,
-            # status, and an orchestrator parent moved on in this transaction.
-            store_outcome(session, task.id, status, output, metrics, error)
+    def claim_batch(self, messages: list[TaskMessage], lease_until: datetime) -> dict[uuid.UUID, Claim]:
+        """Claim the tasks of a whole batch in one transaction (one commit, not one per record).
+
+        Only tasks that are claimable and of the message's type are claimed; every other message goes
+        through `process`'s own claim, which explains why (unknown task, wrong type, duplicate...).
+        Claims the batch does not get to must be given back with `release_unstarted`.
+        """
+        wanted = {m.task_id: m.agent_type for m in messages}
+        if not wanted:
+            return {}
+        with self.db.transaction() as session:
+            now = self.clock()
+            claim = (update(Task)
+                     .where(or_(*(and_(Task.id == i, Task.agent_type == t) for i, t in wanted.items())),
+                            or_(Task.status.in_(CLAIMABLE), self._abandoned(now)))
+                     .values(status=TaskStatus.PROCESSING, attempts=Task.attempts + 1, started_at=now,
+                             updated_at=now, lease_expires_at=lease_until)
+                     .returning(Task))
+            tasks = session.scalars(select(Task).from_statement(claim),
+                                    execution_options={"populate_existing": True}).all()
+            return {t.id: Claim(t, self._agent_config(session, t.agent_id)) for t in tasks}
+
+    def release_unstarted(self, claims: list[Claim]) -> None:
+        """Give back claims that were never run: `queued` again, with the attempt they took undone."""
+        if not claims:
+            return
+        with self.db.transaction() as session:
+            session.execute(update(Task).where(
+                or_(*(and_(Task.id == c.task.id, Task.attempts == c.attempt) for c in claims)),
+                Task.status == TaskStatus.PROCESSING)
+                .values(status=TaskStatus.QUEUED, attempts=Task.attempts - 1, lease_expires_at=None,
+                        updated_at=self.clock())
+                .execution_options(synchronize_session=False))
+
+    def process(self, message: TaskMessage, receive_count: int = 1, *, lease_until: datetime | None = None,
+                claimed: Claim | None = None) -> Outcome:
+        """Claim (commit) unless `claim_batch` did, run with no transaction open, store the outcome (commit)."""
+        claim = claimed or self._claim(message, lease_until or self.clock() + DEFAULT_CLAIM)
+        if claim is None:
+            return Outcome(message.task_id, "skipped")
+        task, final = claim.task, receive_count >= self.max_attempts
+        ctx = AgentContext(task_id=task.id, agent_id=task.agent_id, user_id=task.user_id, agent_type=task.agent_type,
+                           now=self.clock(), attempt=receive_count, ports=self.ports)
+        started = self.clock()
+        try:
+            status, output, metrics, error = self._run(task, claim.config, ctx, final)
+        except Exception:
+            self._release(claim)  # SQS retries the record; the redelivery claims it at once
+            raise
+        if status == PENDING:
+            self._hand_over(claim)
+            logger.info("task waiting", extra={"task_id": str(task.id), "agent_type": task.agent_type})
+            return Outcome(task.id, PENDING)
+        self._store(claim, status, output, metrics, error, final, started)
         logger.info("task finished", extra={"task_id": str(task.id), "status": status,
                                             "agent_type": task.agent_type})
         return Outcome(task.id, status)
 
+    def _claim(self, message: TaskMessage, lease_until: datetime) -> Claim | None:
+        with self.db.transaction() as session:
+            now = self.clock()
+            claim = (update(Task)
+                     .where(Task.id == message.task_id, or_(Task.status.in_(CLAIMABLE), self._abandoned(now)))
+                     .values(status=TaskStatus.PROCESSING, attempts=Task.attempts + 1, started_at=now,
+                             updated_at=now, lease_expires_at=lease_until)
+                     .returning(Task))
+            # One statement claims and reads the row; only a refused claim costs a second (why?).
+            task = session.scalars(select(Task).from_statement(claim),
+                                   execution_options={"populate_existing": True}).first()
+            if task is None:
+                status = session.scalar(select(Task.status).where(Task.id == message.task_id))
+                if status is None:
+                    raise MalformedMessageError("message names a task that does not exist",
+                                                {"task_id": str(message.task_id)})
+                logger.info("task not claimable; duplicate or stale delivery acknowledged",
+                            extra={"task_id": str(message.task_id), "status": status})
+                return None
+            if task.agent_type != message.agent_type:
+                raise MalformedMessageError("message agent_type does not match the task",
+                                            {"task_agent_type": task.agent_type})  # rolls the claim back
+            return Claim(task, self._agent_config(session, task.agent_id))
+
+    @staticmethod
+    def _abandoned(now: datetime) -> Any:
+        """A `processing` task whose claim lease passed: claimed by an invocation that is over."""
+        return and_(Task.status == TaskStatus.PROCESSING, Task.lease_expires_at.is_not(None),
+                    Task.lease_expires_at < now)
+
     def _agent_config(self, session: Session, agent_id: uuid.UUID) -> dict[str, Any]:
         """The agent's config, from the agent cache when there is one (saves a query per task)."""
-        if self.container is not None:
-            record = self.container.agents.record(agent_id, session)
+        if self.agent_records is not None:
+            record = self.agent_records(agent_id, session)
             if record is not None:
                 # A copy: the cached record is shared with every reader in this process.
                 return copy.deepcopy(record.config)
         # Deleted agents are not cached; a task already running for one still gets its config.
         return session.scalar(select(Agent.config).where(Agent.id == agent_id)) or {}
 
-    def _claim(self, session: Session, task_id: uuid.UUID) -> Task | None:
-        exists = session.scalar(select(Task.status).where(Task.id == task_id))
-        if exists is None:
-            raise MalformedMessageError("message names a task that does not exist", {"task_id": str(task_id)})
-        now = utcnow()
-        claimed = session.execute(
-            update(Task)
-            .where(Task.id == task_id, Task.status.in_(CLAIMABLE))
-            .values(status=TaskStatus.PROCESSING, attempts=Task.attempts + 1, started_at=now, updated_at=now)
-            .returning(Task.id)
-            .execution_options(synchronize_session=False)
-        ).first()
-        if claimed is None:
-            logger.info("task not claimable; duplicate or stale delivery acknowledged",
-                        extra={"task_id": str(task_id), "status": exists})
-            return None
-        return session.get(Task, task_id, populate_existing=True)
+    def _held(self, claim: Claim, **values: Any) -> None:
+        """Update the task if this claim still holds it (status `processing`, same attempt)."""
+        with self.db.transaction() as session:
+            session.execute(update(Task).where(Task.id == claim.task.id, Task.status == TaskStatus.PROCESSING,
+                                               Task.attempts == claim.attempt)
+                            .values(updated_at=self.clock(), **values)
+                            .execution_options(synchronize_session=False))
+
+    def _release(self, claim: Claim) -> None:
+        try:
+            self._held(claim, status=TaskStatus.QUEUED, lease_expires_at=None)
+        except Exception:  # noqa: BLE001 - the claim lease runs out instead; the original error is what matters
+            logger.warning("could not give the claim back; it lapses with its lease",
+                           extra={"task_id": str(claim.task.id)}, exc_info=True)
+
+    def _hand_over(self, claim: Claim) -> None:
+        """A pending task is held by its subtasks now, not by this consumer: nobody may reclaim it."""
+        self._held(claim, lease_expires_at=None)
+
+    def _store(self, claim: Claim, status: str, output: dict[str, Any], metrics: dict[str, Any],
+               error: dict[str, Any] | None, final: bool, started: datetime) -> None:
+        try:
+            with self.db.transaction() as session:
+                # The one outcome path (shared with external workers and the lease reaper): result row,
+                # status, and an orchestrator parent moved on, in one transaction.
+                store_outcome(session, claim.task.id, status, output, metrics, error, started_at=started)
+        except Exception as exc:
+            if not final:
+                self._release(claim)
+                raise
+            logger.exception("the outcome could not be stored on the last attempt",
+                             extra={"task_id": str(claim.task.id)})
+            error = {"code": "RESULT_NOT_STORED", "message": f"the result could not be stored: {type(exc).__name__}",
+                     "details": {"attempts": self.max_attempts}}
+            with self.db.transaction() as session:
+                store_outcome(session, claim.task.id, TaskStatus.FAILED, {},
+                              {"duration_ms": metrics.get("duration_ms", 0.0)}, error)
 
     def _run(self, task: Task, config: dict[str, Any], ctx: AgentContext, final_attempt: bool) -> RunResult:
         started = time.perf_counter()

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -71,13 +72,15 @@ class Watchdog:
         self.inspector = inspector  # chalicelib.messaging.inspection.QueueInspector, or None
         self.agent_types = agent_types
 
-    def run(self, session: Session, *, now: datetime, stale_seconds: int, user_id: uuid.UUID | None,
-            checks: Sequence[str] = CHECKS) -> WatchReport:
+    def run(self, transaction: Callable[[], AbstractContextManager[Session]], *, now: datetime, stale_seconds: int,
+            user_id: uuid.UUID | None, checks: Sequence[str] = CHECKS) -> WatchReport:
+        """`transaction` opens the (short) transaction that marks agents offline; the network checks run outside it."""
         report = WatchReport(checked=[c for c in CHECKS if c in checks])
         if "dependencies" in checks:
             report.dependencies = self._dependencies(report.alerts)
         if "heartbeats" in checks:
-            report.offline = mark_stale_agents(session, now=now, stale_seconds=stale_seconds, user_id=user_id)
+            with transaction() as session:
+                report.offline = mark_stale_agents(session, now=now, stale_seconds=stale_seconds, user_id=user_id)
             if report.offline:
                 names = ", ".join(a["name"] for a in report.offline[:5])
                 report.alerts.append(Alert(
@@ -137,7 +140,7 @@ def check_platform(container: Container, now: datetime | None = None) -> dict[st
     now = now or utcnow()
     stale = container.settings.heartbeat_stale_seconds
     with container.db.transaction() as session:
-        report = container.watchdog.run(session, now=now, stale_seconds=stale, user_id=None)
+        report = container.watchdog.run(lambda: nullcontext(session), now=now, stale_seconds=stale, user_id=None)
         record_offline_for_owners(session, report.offline)
     alerts = [container.alerts.publish(alert, {"scope": "platform"}) for alert in report.alerts]
     return {"checked": report.checked, "healthy": not report.alerts,

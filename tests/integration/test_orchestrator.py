@@ -3,6 +3,7 @@ cancellation, and a parent written exactly once when its last steps finish at th
 
 from __future__ import annotations
 
+import copy
 import json
 import threading
 import uuid
@@ -18,7 +19,6 @@ from chalicelib.agents.base import AgentContext, AgentOutput
 from chalicelib.agents.registry import get_agent
 from chalicelib.db.models import Task, TaskResult
 from chalicelib.schemas.tasks import TaskMessage
-from chalicelib.services.processing import TaskProcessor
 from functions.agent_consumer import handler
 from tests.integration.conftest import PREFIX, Api, FakeContext, sqs_event
 from tests.integration.test_api_auth import assert_envelope
@@ -251,15 +251,14 @@ def test_two_last_steps_finishing_at_once_complete_the_parent_exactly_once(api: 
 
     # Two consumers, two transactions; both claim their step and finish it together.
     rendezvous = Rendezvous(threading.Barrier(2))
-    processor = TaskProcessor(lambda t: rendezvous if t == "validation" else get_agent(t), container=container)
+    processor = copy.copy(container.processor)
+    processor.agent_loader = lambda t: rendezvous if t == "validation" else get_agent(t)
     outcomes: dict[str, str] = {}
     failures: list[BaseException] = []
 
     def consume(step: str) -> None:
         try:
-            with db.transaction() as session:
-                outcomes[step] = processor.process(session, TaskMessage(task_id=steps[step].id,
-                                                                        agent_type="validation")).status
+            outcomes[step] = processor.process(TaskMessage(task_id=steps[step].id, agent_type="validation")).status
         except BaseException as exc:  # noqa: BLE001 - re-raised in the test thread below
             failures.append(exc)
 

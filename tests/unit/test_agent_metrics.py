@@ -148,8 +148,7 @@ def test_emf_documents_for_the_overall_and_each_type(sqlite_db: Database) -> Non
     with sqlite_db.transaction() as session:
         me, _, _ = seed(session, NOW)
         stats = TaskStats(session, now=NOW, window_minutes=60, user_id=me.id).compute(["agent_type"])
-    ctx = AgentContext(task_id=uuid.uuid4(), agent_id=uuid.uuid4(), user_id=me.id, agent_type="metrics",
-                       session=None, container=None, now=NOW)  # type: ignore[arg-type]
+    ctx = AgentContext(task_id=uuid.uuid4(), agent_id=uuid.uuid4(), user_id=me.id, agent_type="metrics", now=NOW)
     docs = emf_documents(stats, scope_label=str(me.id), ctx=ctx)
     for doc in docs:
         _assert_valid_emf(json.loads(json.dumps(doc)))
