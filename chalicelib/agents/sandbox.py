@@ -103,7 +103,9 @@ def run_bounded(agent: Agent, data: BaseModel, config: Mapping[str, Any], ctx: A
 
 
 def json_size(value: Any) -> int:
-    return len(json.dumps(value, separators=(",", ":"), default=str, ensure_ascii=False).encode())
+    # surrogatepass: a lone surrogate an agent returned is replaced when stored (services/results.py), not here
+    text = json.dumps(value, separators=(",", ":"), default=str, ensure_ascii=False)
+    return len(text.encode("utf-8", "surrogatepass"))
 
 
 def cap_output(output: AgentOutput, max_bytes: int) -> AgentOutput:

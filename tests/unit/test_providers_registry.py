@@ -248,10 +248,10 @@ def test_an_invalid_catalog_fails_tasks_cleanly_without_showing_the_reason() -> 
     from datetime import UTC, datetime
 
     from chalicelib.agents.base import AgentContext
-    from chalicelib.container import Container
+    from chalicelib.container import AgentPorts, Container
 
     settings = llm_settings(llm_endpoints='{"x": {"provider": "openai", "api_key": "sk-inline-secret"}}')
     ctx = AgentContext(task_id=uuid.uuid4(), agent_id=uuid.uuid4(), user_id=uuid.uuid4(), agent_type="llm",
-                       session=None, container=Container(settings), now=datetime.now(UTC))  # type: ignore[arg-type]
+                       now=datetime.now(UTC), ports=AgentPorts(Container(settings)))
     exc = error_of(lambda: LLMAgent().run(LLMInput(prompt="hi"), {"endpoint": "x"}, ctx))
     assert exc.code == "PROVIDER_NOT_CONFIGURED" and "sk-inline" not in exc.message + json.dumps(exc.details)
