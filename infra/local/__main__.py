@@ -40,7 +40,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--host", default="127.0.0.1", help="API bind address (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=int(os.environ.get("YMERA_PORT", "8000")),
                    help="API port (default $YMERA_PORT or 8000)")
-    p.add_argument("--state-dir", default=".ymera", help="local state: SQLite DB, JWT secret")
+    p.add_argument("--state-dir", default=".ymera", help="local state: Postgres data, JWT secret")
     p.add_argument("--localstack", action="store_true",
                    help="use a running LocalStack ($LOCALSTACK_HOST, default localhost:4566) as the AWS endpoint")
     p.add_argument("--no-runner", action="store_true",
@@ -60,6 +60,17 @@ def _install_signal_handlers() -> None:
 
     signal.signal(signal.SIGINT, handler)
     signal.signal(signal.SIGTERM, handler)
+
+
+def _refuse_sqlite(url: str) -> None:
+    # SQLite was the default until the monitoring agent's health check deadlocked on the
+    # database-wide write lock its own task held (30 s of stalled API calls, a false alert).
+    # Postgres is what runs in production (row locks, SKIP LOCKED, JSONB, advisory locks), and
+    # now starts embedded in about a second, so `make run` no longer offers a second engine.
+    if url.startswith("sqlite"):
+        raise StartupError(
+            "DATABASE_URL=sqlite:... is no longer supported by `make run`: unset DATABASE_URL to use "
+            "the embedded Postgres, or point it at a Postgres server (postgresql+psycopg://...)")
 
 
 def _migrate() -> None:
@@ -107,14 +118,15 @@ def _apply_function_env(specs: list[Any]) -> None:
 
 
 def _banner(api_url: str, aws: Any, queues: dict[str, str], specs: list[Any],
-            state_dir: Path, runner_on: bool, seconds: float) -> str:
+            state_dir: Path, runner_on: bool, seconds: float, embedded_db: bool) -> str:
     mask = environment.mask_url
     lines = [
         "",
         f"YMERA local runtime ready in {seconds:.2f}s",
         f"  API          {api_url}   (try {api_url}/health)",
         f"  AWS endpoint {aws.url}   ({'embedded moto' if aws.kind == 'moto' else 'external'})",
-        f"  Database     {mask(os.environ['DATABASE_URL'])}",
+        f"  Database     {mask(os.environ['DATABASE_URL'])}"
+        + ("   (embedded Postgres)" if embedded_db else ""),
         f"  Redis        {mask(os.environ.get('REDIS_URL', ''))}",
         f"  State dir    {state_dir}",
         f"  Queues       {', '.join(sorted(queues)) or '(none)'}",
@@ -137,6 +149,15 @@ def run(args: argparse.Namespace) -> int:
         state_dir = environment.prepare_state_dir(args.state_dir)
         environment.apply_defaults(state_dir)
         environment.apply_chalice_config_env(Path(__file__).resolve().parents[2])
+        _refuse_sqlite(os.environ.get("DATABASE_URL", ""))
+        from infra.local.postgres import EmbeddedPostgresError, ensure_postgres
+
+        try:
+            pg = ensure_postgres(state_dir)
+        except EmbeddedPostgresError as exc:
+            raise StartupError(str(exc)) from exc
+        if pg is not None:
+            stack.callback(pg.stop)
         redis = environment.ensure_redis()
         if redis is not None:
             stack.callback(redis.stop)
@@ -176,7 +197,7 @@ def run(args: argparse.Namespace) -> int:
             stack.callback(runner.stop)
 
         print(_banner(api.url, aws, queues, specs, state_dir, not args.no_runner,
-                      time.monotonic() - started), flush=True)
+                      time.monotonic() - started, pg is not None), flush=True)
         try:
             while True:
                 time.sleep(3600)  # signals interrupt the sleep by raising _Shutdown
@@ -191,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
         stream=sys.stderr, level=os.environ.get("YMERA_LOG_LEVEL", "INFO").upper(),
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
     )
-    for noisy in ("werkzeug", "botocore", "boto3", "urllib3", "fakeredis"):
+    for noisy in ("werkzeug", "botocore", "boto3", "urllib3", "fakeredis", "pgserver"):
         logging.getLogger(noisy).setLevel(logging.WARNING)  # moto logs every request at INFO
     args = _parse_args(argv)
     _install_signal_handlers()

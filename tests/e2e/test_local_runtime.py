@@ -1,7 +1,7 @@
 """End to end: start the local runtime (`python -m infra.local`, what `make run` does) in a
 subprocess and drive register -> login -> agent -> task -> completed result over HTTP.
 
-Two flavours: with nothing configured (embedded SQLite, Redis and moto — a fresh
+Two flavours: with nothing configured (embedded Postgres, Redis and moto — a fresh
 laptop) and with this machine's real Postgres and Redis.
 """
 
@@ -34,20 +34,21 @@ def free_port() -> int:
 class Runtime:
     def __init__(self, tmp: Path, extra_env: dict[str, str]) -> None:
         self.port = free_port()
+        self.state_dir = tmp / "state"
         self.base = f"http://127.0.0.1:{self.port}"
         env = {k: v for k, v in os.environ.items()
                if k not in {"DATABASE_URL", "REDIS_URL", "AWS_ENDPOINT_URL", "YMERA_JWT_SECRET", "YMERA_STAGE"}}
         env.update(extra_env)
         self.log = open(tmp / "runtime.log", "w+")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "infra.local", "--port", str(self.port), "--state-dir", str(tmp / "state")],
+            [sys.executable, "-m", "infra.local", "--port", str(self.port), "--state-dir", str(self.state_dir)],
             cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT)
 
     def wait_ready(self, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise AssertionError(f"runtime exited early:\n{self.output()}")
+                raise AssertionError(f"runtime exited early:\n{self.output(tail=20000)}")
             try:
                 if requests.get(f"{self.base}/health", timeout=2).status_code == 200:
                     return
@@ -56,10 +57,10 @@ class Runtime:
             time.sleep(0.2)
         raise AssertionError(f"runtime not ready after {timeout}s:\n{self.output()}")
 
-    def output(self) -> str:
+    def output(self, tail: int = 5000) -> str:
         self.log.flush()
         self.log.seek(0)
-        return self.log.read()[-5000:]
+        return self.log.read()[-tail:]
 
     def stop(self) -> int:
         self.proc.send_signal(signal.SIGINT)
@@ -131,3 +132,46 @@ def test_task_goes_from_http_to_a_stored_result(runtime: Runtime) -> None:
 
     listed = s.get(f"{base}/tasks?status=completed", timeout=5).json()["items"]
     assert len(listed) == 2
+
+
+def test_nothing_configured_means_embedded_postgres_in_the_state_dir(tmp_path: Path) -> None:
+    """GIVEN no DATABASE_URL WHEN the runtime starts THEN it runs the embedded Postgres server
+    with its data under the state dir, and `make admin`'s wrapper shares that running server."""
+    rt = Runtime(tmp_path, {})
+    try:
+        rt.wait_ready()
+        out = rt.output(tail=10**7)
+        assert "(embedded Postgres)" in out, out[-5000:]
+        assert (rt.state_dir / "pgdata" / "PG_VERSION").is_file()
+        health = requests.get(f"{rt.base}/health", timeout=5).json()
+        assert health["checks"]["database"]["status"] == "ok"
+
+        # What `make admin` runs while `make run` is up: same server, and it stays up afterwards.
+        name = f"adm{uuid.uuid4().hex[:8]}"
+        admin = subprocess.run(
+            [sys.executable, "-m", "infra.local.postgres", "--state-dir", str(rt.state_dir), "--",
+             sys.executable, "-m", "chalicelib.admin", "create-admin", "--username", name,
+             "--email", f"{name}@example.com"],
+            cwd=ROOT, capture_output=True, text=True, timeout=60,
+            env={**{k: v for k, v in os.environ.items() if k != "DATABASE_URL"},
+                 "YMERA_JWT_SECRET": (rt.state_dir / "jwt_secret").read_text().strip(),
+                 "YMERA_ADMIN_PASSWORD": "correct horse battery"})
+        assert admin.returncode == 0, admin.stderr
+        r = requests.post(f"{rt.base}/auth/login", json={"username": name, "password": "correct horse battery"},
+                          timeout=10)
+        assert r.status_code == 200, r.text
+    finally:
+        code = rt.stop()
+    assert code == 0, "runtime did not stop cleanly"
+    assert not (rt.state_dir / "pgdata" / "postmaster.pid").exists(), "embedded Postgres left running"
+
+
+def test_a_sqlite_database_url_is_refused_with_the_fix(tmp_path: Path) -> None:
+    rt = Runtime(tmp_path, {"DATABASE_URL": f"sqlite:///{tmp_path / 'old.db'}"})
+    try:
+        code = rt.proc.wait(timeout=60)
+        out = rt.output()
+    finally:
+        rt.stop()
+    assert code == 1, out
+    assert "no longer supported" in out and "unset DATABASE_URL" in out, out
