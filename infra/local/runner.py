@@ -30,7 +30,7 @@ Handler = Callable[[dict[str, Any], Any], Any]
 HandlerResolver = Callable[[str], Handler]
 
 DEFAULT_ACCOUNT = "123456789012"  # moto's and LocalStack's default account
-MAX_WAIT_SECONDS = 2  # long-poll cap: keeps shutdown within a couple of seconds
+MAX_WAIT_SECONDS = 1  # long-poll cap: a poller notices Ctrl-C within a second (shutdown budget: 3 s)
 SQS_MAX_BATCH = 10  # ReceiveMessage / DeleteMessageBatch hard limit
 
 
