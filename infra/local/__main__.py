@@ -220,8 +220,12 @@ def run(args: argparse.Namespace) -> int:
         specs = manifest.functions()
         _apply_function_env(specs)
         app_obj = load_app()
+        from chalicelib.observability import logger as app_logger
+        from infra.local.logkeys import per_thread_log_keys
+
+        per_thread_log_keys(app_logger)  # one process runs every function: keys per thread
         try:
-            api = ApiServer(app_obj, args.host, args.port).start()
+            api = ApiServer(app_obj, args.host, args.port, function_name=f"{prefix}-api").start()
         except OSError as exc:
             raise StartupError(f"cannot listen on {args.host}:{args.port}: {exc}") from exc
         front = stack.enter_context(_StopTogether())

@@ -7,6 +7,7 @@ laptop) and with this machine's real Postgres and Redis.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -133,6 +134,23 @@ def test_task_goes_from_http_to_a_stored_result(runtime: Runtime) -> None:
 
     listed = s.get(f"{base}/tasks?status=completed", timeout=5).json()["items"]
     assert len(listed) == 2
+
+    # Audit rows carry the request id API Gateway would give them (chalice local gave none).
+    rows = s.get(f"{base}/audit-logs", timeout=5).json()["items"]
+    assert rows and all(row["request_id"] for row in rows), rows
+
+    # Every access-log line is the API's, however many handlers ran in between (the lease reaper's
+    # function_name used to leak onto API lines: one Logger shared by every thread).
+    time.sleep(2.5)  # the 2-s schedules have run meanwhile
+    assert s.get(f"{base}/health", timeout=5).status_code == 200
+    lines = [json.loads(line) for line in runtime.output(tail=10**8).splitlines()
+             if line.startswith("{") and '"message":"request"' in line]
+    assert lines
+    assert {line.get("function_name") for line in lines} == {"ymera-local-api"}, lines[-1]
+    assert all(line["request_id"] for line in lines)
+    handler_lines = [json.loads(line) for line in runtime.output(tail=10**8).splitlines()
+                     if line.startswith("{") and '"function_name":"ymera-local-agent-' in line]
+    assert handler_lines, "the consumers' lines keep their own function_name"
 
 
 def test_nothing_configured_means_embedded_postgres_in_the_state_dir(tmp_path: Path) -> None:

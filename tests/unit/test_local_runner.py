@@ -228,3 +228,48 @@ def test_embedded_redis_starts_with_the_apps_lua_scripts_loaded() -> None:
         assert client.script_exists(*shas) == [True] * len(LUA_SCRIPTS)
     finally:
         server.stop()
+
+
+def test_a_handlers_lambda_context_stays_on_its_own_threads_log_lines() -> None:
+    """GIVEN one Logger shared by a handler thread and an API thread (as under make run)
+    WHEN the handler runs with its Lambda context THEN the API thread's lines do not carry it."""
+    import io
+    import logging
+    import threading
+
+    from aws_lambda_powertools import Logger
+
+    from infra.local.logkeys import per_thread_log_keys
+
+    buf = io.StringIO()
+    shared = Logger(service="ymera-test-logkeys", logger_handler=logging.StreamHandler(buf))
+    per_thread_log_keys(shared)
+    inside, done = threading.Event(), threading.Event()
+
+    @shared.inject_lambda_context(clear_state=True)
+    def handler(_event: dict[str, Any], _context: Any) -> None:
+        shared.info("from the reaper")
+        inside.set()
+        done.wait(5)
+
+    worker = threading.Thread(target=handler, args=({}, LambdaContext("ymera-local-lease-reaper", 60, 512,
+                                                                      "us-east-1", "123456789012")))
+    worker.start()
+    assert inside.wait(5)
+
+    def api_request() -> None:
+        shared.append_keys(function_name="ymera-local-api")
+        shared.info("request")
+
+    api = threading.Thread(target=api_request)
+    api.start()
+    api.join()
+    shared.info("main thread")
+    done.set()
+    worker.join()
+
+    lines = {json.loads(line)["message"]: json.loads(line) for line in buf.getvalue().splitlines()}
+    assert lines["from the reaper"]["function_name"] == "ymera-local-lease-reaper"
+    assert lines["request"]["function_name"] == "ymera-local-api"
+    assert "function_name" not in lines["main thread"]
+    assert lines["request"]["service"] == lines["main thread"]["service"] == "ymera-test-logkeys"
