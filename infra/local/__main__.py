@@ -127,7 +127,11 @@ def _bootstrap(prefix: str) -> tuple[Any, dict[str, str]]:
         if exc.name != "infra.bootstrap":
             raise
         raise StartupError(f"cannot create queues: {exc} (infra/bootstrap.py missing?)") from exc
-    sqs = sqs_client()
+    from infra import manifest
+    from infra.local.runner import pool_size_for
+
+    # One client for bootstrap and every poller thread of the runner.
+    sqs = sqs_client(max_pool_connections=pool_size_for(manifest.functions()))
     # Optional: a short visibility timeout makes failed records retry in seconds
     # locally (default: the manifest's, as deployed).
     vt = os.environ.get("YMERA_LOCAL_VISIBILITY_TIMEOUT")

@@ -34,6 +34,12 @@ MAX_WAIT_SECONDS = 1  # long-poll cap: a poller notices Ctrl-C within a second (
 SQS_MAX_BATCH = 10  # ReceiveMessage / DeleteMessageBatch hard limit
 
 
+def pool_size_for(specs: Iterable[FunctionSpec]) -> int:
+    """HTTP connections the runner's SQS client needs: one per poller thread, plus headroom
+    for its deletes and the main thread (never below botocore's default of 10)."""
+    return max(10, sum(1 for spec in specs if spec.queue is not None) + 4)
+
+
 class LambdaContext:
     """The attributes handlers (and Powertools) read from a Lambda context."""
 
