@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -35,7 +37,10 @@ def free_port() -> int:
 class Runtime:
     def __init__(self, tmp: Path, extra_env: dict[str, str]) -> None:
         self.port = free_port()
-        self.state_dir = tmp / "state"
+        # Not under tmp (pytest's /tmp/pytest-of-<user>): run as root, the embedded Postgres runs as
+        # the `pgserver` user and needs o+x on every parent, and each pytest session that starts
+        # (parallel runs on this machine) chmods that root back to 0700 -> initdb: permission denied.
+        self.state_dir = Path(tempfile.mkdtemp(prefix="ymera-e2e-"))
         self.base = f"http://127.0.0.1:{self.port}"
         env = {k: v for k, v in os.environ.items()
                if k not in {"DATABASE_URL", "REDIS_URL", "AWS_ENDPOINT_URL", "YMERA_JWT_SECRET", "YMERA_STAGE"}}
@@ -72,6 +77,7 @@ class Runtime:
             if self.proc.poll() is None:
                 self.proc.kill()
             self.log.close()
+            shutil.rmtree(self.state_dir, ignore_errors=True)
 
 
 @pytest.fixture(params=["embedded", "postgres+redis"])
@@ -179,10 +185,14 @@ def test_nothing_configured_means_embedded_postgres_in_the_state_dir(tmp_path: P
         r = requests.post(f"{rt.base}/auth/login", json={"username": name, "password": "correct horse battery"},
                           timeout=10)
         assert r.status_code == 200, r.text
+        postmaster = int((rt.state_dir / "pgdata" / "postmaster.pid").read_text().split()[0])
     finally:
         code = rt.stop()
     assert code == 0, "runtime did not stop cleanly"
-    assert not (rt.state_dir / "pgdata" / "postmaster.pid").exists(), "embedded Postgres left running"
+    deadline = time.monotonic() + 3
+    while _pid_alive(postmaster) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _pid_alive(postmaster), "embedded Postgres left running"
 
 
 def test_a_sqlite_database_url_is_refused_with_the_fix(tmp_path: Path) -> None:
