@@ -331,7 +331,7 @@ def test_the_runners_pollers_fit_in_its_sqs_connection_pool(caplog: pytest.LogCa
     from infra.local.runner import pool_size_for
 
     for var in ("MOTO_PORT", "AWS_ENDPOINT_URL"):
-        monkeypatch.delenv(var, raising=False)
+        monkeypatch.setenv(var, "")  # start_moto exports both: recorded here so they are undone after
     endpoint = start_moto()
     try:
         specs = [FunctionSpec(name=f"agent-t{i}", handler="tests.fake.handler",
