@@ -64,18 +64,21 @@ migrate: $(STAMP)
 
 ## Create the first admin: make admin ADMIN_USERNAME=root ADMIN_EMAIL=root@example.com
 ## Password from $$YMERA_ADMIN_PASSWORD or a prompt (never argv). Uses $$DATABASE_URL, else the local
-## runtime's database and JWT secret in .ymera/; migrates the database first.
+## runtime's embedded Postgres and JWT secret in .ymera/ (started for the command if `make run` is not
+## running); migrates the database first.
 admin: $(STAMP)
 	@test -n "$(ADMIN_USERNAME)" && test -n "$(ADMIN_EMAIL)" || \
 		{ echo "usage: make admin ADMIN_USERNAME=name ADMIN_EMAIL=address"; exit 2; }
-	@if [ -z "$$DATABASE_URL" ]; then \
-		export DATABASE_URL="sqlite:///$(CURDIR)/.ymera/ymera.db"; \
+	@if [ -n "$$DATABASE_URL" ]; then \
+		$(PY) -m chalicelib.db.migrate && \
+		$(PY) -m chalicelib.admin create-admin --username "$(ADMIN_USERNAME)" --email "$(ADMIN_EMAIL)"; \
+	else \
 		export YMERA_STAGE="$${YMERA_STAGE:-development}"; \
 		export YMERA_JWT_SECRET="$${YMERA_JWT_SECRET:-$$($(PY) -c 'from infra.local.environment import *; \
 			print(load_or_create_jwt_secret(prepare_state_dir(".ymera")))')}"; \
-	fi; \
-	$(PY) -m chalicelib.db.migrate && \
-	$(PY) -m chalicelib.admin create-admin --username "$(ADMIN_USERNAME)" --email "$(ADMIN_EMAIL)"
+		$(PY) -m infra.local.postgres --state-dir .ymera --migrate -- \
+			$(PY) -m chalicelib.admin create-admin --username "$(ADMIN_USERNAME)" --email "$(ADMIN_EMAIL)"; \
+	fi
 
 clean:
 	rm -rf $(VENV) $(BENCH_VENV) .ymera infra/build .pytest_cache

@@ -13,7 +13,9 @@ import logging
 import os
 import signal
 import sys
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -40,7 +42,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--host", default="127.0.0.1", help="API bind address (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=int(os.environ.get("YMERA_PORT", "8000")),
                    help="API port (default $YMERA_PORT or 8000)")
-    p.add_argument("--state-dir", default=".ymera", help="local state: SQLite DB, JWT secret")
+    p.add_argument("--state-dir", default=".ymera", help="local state: Postgres data, JWT secret")
     p.add_argument("--localstack", action="store_true",
                    help="use a running LocalStack ($LOCALSTACK_HOST, default localhost:4566) as the AWS endpoint")
     p.add_argument("--no-runner", action="store_true",
@@ -62,6 +64,50 @@ def _install_signal_handlers() -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
+class _StopTogether(contextlib.AbstractContextManager["_StopTogether"]):
+    """Stop a group of components concurrently on exit (Ctrl-C must be done within 3 s).
+
+    Two groups, in order: what takes work (API server, runner: its pollers finish a
+    long poll of up to 1 s), then what that work used (Postgres's shutdown checkpoint,
+    moto, Redis). Stopping one at a time summed to 3-4 s.
+    """
+
+    def __init__(self) -> None:
+        self._stops: list[tuple[str, Callable[[], None]]] = []
+
+    def add(self, what: str, stop: Callable[[], None]) -> None:
+        self._stops.append((what, stop))
+
+    def __exit__(self, *exc: object) -> None:
+        threads = [threading.Thread(target=self._timed, args=item, name=f"stop:{item[0]}")
+                   for item in reversed(self._stops)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+
+    @staticmethod
+    def _timed(what: str, stop: Callable[[], None]) -> None:
+        started = time.monotonic()
+        try:
+            stop()
+        except Exception:  # one failing stop must not keep the others from running
+            log.exception("stopping %s failed", what)
+            return
+        log.debug("%s stopped in %.2fs", what, time.monotonic() - started)
+
+
+def _refuse_sqlite(url: str) -> None:
+    # SQLite was the default until the monitoring agent's health check deadlocked on the
+    # database-wide write lock its own task held (30 s of stalled API calls, a false alert).
+    # Postgres is what runs in production (row locks, SKIP LOCKED, JSONB, advisory locks), and
+    # now starts embedded in about a second, so `make run` no longer offers a second engine.
+    if url.startswith("sqlite"):
+        raise StartupError(
+            "DATABASE_URL=sqlite:... is no longer supported by `make run`: unset DATABASE_URL to use "
+            "the embedded Postgres, or point it at a Postgres server (postgresql+psycopg://...)")
+
+
 def _migrate() -> None:
     try:
         from chalicelib.db import migrate  # type: ignore[attr-defined,unused-ignore]
@@ -81,7 +127,11 @@ def _bootstrap(prefix: str) -> tuple[Any, dict[str, str]]:
         if exc.name != "infra.bootstrap":
             raise
         raise StartupError(f"cannot create queues: {exc} (infra/bootstrap.py missing?)") from exc
-    sqs = sqs_client()
+    from infra import manifest
+    from infra.local.runner import pool_size_for
+
+    # One client for bootstrap and every poller thread of the runner.
+    sqs = sqs_client(max_pool_connections=pool_size_for(manifest.functions()))
     # Optional: a short visibility timeout makes failed records retry in seconds
     # locally (default: the manifest's, as deployed).
     vt = os.environ.get("YMERA_LOCAL_VISIBILITY_TIMEOUT")
@@ -107,14 +157,15 @@ def _apply_function_env(specs: list[Any]) -> None:
 
 
 def _banner(api_url: str, aws: Any, queues: dict[str, str], specs: list[Any],
-            state_dir: Path, runner_on: bool, seconds: float) -> str:
+            state_dir: Path, runner_on: bool, seconds: float, embedded_db: bool) -> str:
     mask = environment.mask_url
     lines = [
         "",
         f"YMERA local runtime ready in {seconds:.2f}s",
         f"  API          {api_url}   (try {api_url}/health)",
         f"  AWS endpoint {aws.url}   ({'embedded moto' if aws.kind == 'moto' else 'external'})",
-        f"  Database     {mask(os.environ['DATABASE_URL'])}",
+        f"  Database     {mask(os.environ['DATABASE_URL'])}"
+        + ("   (embedded Postgres)" if embedded_db else ""),
         f"  Redis        {mask(os.environ.get('REDIS_URL', ''))}",
         f"  State dir    {state_dir}",
         f"  Queues       {', '.join(sorted(queues)) or '(none)'}",
@@ -137,9 +188,20 @@ def run(args: argparse.Namespace) -> int:
         state_dir = environment.prepare_state_dir(args.state_dir)
         environment.apply_defaults(state_dir)
         environment.apply_chalice_config_env(Path(__file__).resolve().parents[2])
+        _refuse_sqlite(os.environ.get("DATABASE_URL", ""))
+        from infra.local.postgres import EmbeddedPostgresError, ensure_postgres
+
+        try:
+            pg = ensure_postgres(state_dir)
+        except EmbeddedPostgresError as exc:
+            raise StartupError(str(exc)) from exc
+        # Stores and the endpoint stop together, after everything that uses them (see _stop_together).
+        stores = stack.enter_context(_StopTogether())
+        if pg is not None:
+            stores.add("embedded Postgres", pg.stop)
         redis = environment.ensure_redis()
         if redis is not None:
-            stack.callback(redis.stop)
+            stores.add("embedded Redis", redis.stop)
             log.info("embedded Redis on %s", redis.url)
 
         from infra.local.emulator import ensure_endpoint, localstack_url
@@ -147,7 +209,7 @@ def run(args: argparse.Namespace) -> int:
         if args.localstack:
             os.environ["AWS_ENDPOINT_URL"] = localstack_url()
         aws = ensure_endpoint()
-        stack.callback(aws.stop)
+        stores.add("AWS endpoint", aws.stop)
         log.info("AWS endpoint %s (%s)", aws.url, aws.kind)
 
         _migrate()
@@ -162,21 +224,26 @@ def run(args: argparse.Namespace) -> int:
         specs = manifest.functions()
         _apply_function_env(specs)
         app_obj = load_app()
+        from chalicelib.observability import logger as app_logger
+        from infra.local.logkeys import per_thread_log_keys
+
+        per_thread_log_keys(app_logger)  # one process runs every function: keys per thread
         try:
-            api = ApiServer(app_obj, args.host, args.port).start()
+            api = ApiServer(app_obj, args.host, args.port, function_name=f"{prefix}-api").start()
         except OSError as exc:
             raise StartupError(f"cannot listen on {args.host}:{args.port}: {exc}") from exc
-        stack.callback(api.stop)
+        front = stack.enter_context(_StopTogether())
+        front.add("API server", api.stop)
 
         if not args.no_runner:
             from infra.local.runner import EventSourceRunner
 
             runner = EventSourceRunner(sqs, prefix, specs)
             runner.start()
-            stack.callback(runner.stop)
+            front.add("runner", runner.stop)
 
         print(_banner(api.url, aws, queues, specs, state_dir, not args.no_runner,
-                      time.monotonic() - started), flush=True)
+                      time.monotonic() - started, pg is not None), flush=True)
         try:
             while True:
                 time.sleep(3600)  # signals interrupt the sleep by raising _Shutdown
@@ -191,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
         stream=sys.stderr, level=os.environ.get("YMERA_LOG_LEVEL", "INFO").upper(),
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
     )
-    for noisy in ("werkzeug", "botocore", "boto3", "urllib3", "fakeredis"):
+    for noisy in ("werkzeug", "botocore", "boto3", "urllib3", "fakeredis", "pgserver"):
         logging.getLogger(noisy).setLevel(logging.WARNING)  # moto logs every request at INFO
     args = _parse_args(argv)
     _install_signal_handlers()
@@ -208,5 +275,21 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
+def _exit_now(code: int) -> None:
+    """Exit without the interpreter's teardown once everything has been stopped explicitly.
+
+    After "stopped cleanly", Python's module finalization spent 2-4 s in garbage collection
+    (the app, boto3 and moto leave ~240k objects): the process group outlived the message
+    by that long. atexit handlers still run, and output is flushed, before leaving.
+    """
+    import atexit
+
+    atexit._run_exitfuncs()
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    _exit_now(main())

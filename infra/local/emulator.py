@@ -34,17 +34,20 @@ class AwsEndpoint:
             self._stop = None
 
 
-def sqs_client(endpoint_url: str | None = None, *, quick: bool = False) -> Any:
+def sqs_client(endpoint_url: str | None = None, *, quick: bool = False, max_pool_connections: int = 10) -> Any:
     """A boto3 SQS client on the local endpoint.
 
     `quick` fails fast (health checks); the default read timeout must stay above
-    the runner's long-poll wait.
+    the runner's long-poll wait. `max_pool_connections` must cover every thread that
+    uses the client at once (botocore's default, 10, is fewer than the runner's pollers:
+    "Connection pool is full, discarding connection").
     """
     import boto3
     from botocore.config import Config
 
     cfg = Config(connect_timeout=2, read_timeout=3, retries={"max_attempts": 1}) if quick else \
-        Config(connect_timeout=5, read_timeout=30, retries={"max_attempts": 3, "mode": "standard"})
+        Config(connect_timeout=5, read_timeout=30, retries={"max_attempts": 3, "mode": "standard"},
+               max_pool_connections=max_pool_connections)
     return boto3.client(
         "sqs",
         endpoint_url=endpoint_url or os.environ.get("AWS_ENDPOINT_URL"),

@@ -22,7 +22,7 @@ JWT_SECRET_BYTES = 48
 
 
 def prepare_state_dir(path: str | os.PathLike[str]) -> Path:
-    """Create the state dir owner-only: it holds the JWT secret and the SQLite DB."""
+    """Create the state dir owner-only: it holds the JWT secret and the embedded Postgres data."""
     state_dir = Path(path).expanduser().resolve()
     state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     os.chmod(state_dir, 0o700)  # mkdir's mode is masked by umask and ignored if it existed
@@ -57,7 +57,6 @@ def apply_defaults(state_dir: Path) -> list[str]:
     """Set development defaults for unset variables; returns the names that were set."""
     defaults: dict[str, str] = {
         "YMERA_STAGE": "development",
-        "DATABASE_URL": f"sqlite:///{state_dir / 'ymera.db'}",
         "YMERA_QUEUE_PREFIX": "ymera-local",
         "AWS_DEFAULT_REGION": "us-east-1",
         # Emulators accept any credentials, but botocore refuses to sign without some.

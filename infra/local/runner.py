@@ -30,8 +30,14 @@ Handler = Callable[[dict[str, Any], Any], Any]
 HandlerResolver = Callable[[str], Handler]
 
 DEFAULT_ACCOUNT = "123456789012"  # moto's and LocalStack's default account
-MAX_WAIT_SECONDS = 2  # long-poll cap: keeps shutdown within a couple of seconds
+MAX_WAIT_SECONDS = 1  # long-poll cap: a poller notices Ctrl-C within a second (shutdown budget: 3 s)
 SQS_MAX_BATCH = 10  # ReceiveMessage / DeleteMessageBatch hard limit
+
+
+def pool_size_for(specs: Iterable[FunctionSpec]) -> int:
+    """HTTP connections the runner's SQS client needs: one per poller thread, plus headroom
+    for its deletes and the main thread (never below botocore's default of 10)."""
+    return max(10, sum(1 for spec in specs if spec.queue is not None) + 4)
 
 
 class LambdaContext:
