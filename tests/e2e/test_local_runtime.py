@@ -168,7 +168,7 @@ def test_nothing_configured_means_embedded_postgres_in_the_state_dir(tmp_path: P
         out = rt.output(tail=10**7)
         assert "(embedded Postgres)" in out, out[-5000:]
         assert (rt.state_dir / "pgdata" / "PG_VERSION").is_file()
-        health = requests.get(f"{rt.base}/health", timeout=5).json()
+        health = requests.get(f"{rt.base}/health/ready", timeout=5).json()
         assert health["checks"]["database"]["status"] == "ok"
 
         # What `make admin` runs while `make run` is up: same server, and it stays up afterwards.
