@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, StringConstraints
+from pydantic import Field, StringConstraints, field_validator
 
 from chalicelib.domain.agents import AGENT_TYPES
 from chalicelib.schemas.common import PublicModel, StrictModel
@@ -31,6 +31,14 @@ class IngressTaskV1(TaskCreate):
     idempotency_key: Token = Field(
         description="Scoped to the key's owner: a second message with the same key creates no second task.")
     correlation_id: Token | None = Field(default=None, description="Yours; echoed in audit rows.")
+
+    @field_validator("schema_version", mode="before")
+    @classmethod
+    def _a_number(cls, value: Any) -> Any:
+        # JSON Schema's integer 1 is also 1.0 but never true: pydantic's lax Literal would take True.
+        if isinstance(value, bool):
+            raise ValueError("schema_version must be the number 1")
+        return value
 
 
 def json_schema() -> dict[str, Any]:

@@ -136,7 +136,7 @@ class IngressService:
         if not isinstance(data, dict) or not _depth(data, MAX_DEPTH):
             return Rejected(Reason.NOT_JSON, owner, {"expected": "a JSON object"})
         version = data.get("schema_version")
-        if type(version) is not int or version not in SCHEMA_VERSIONS:
+        if isinstance(version, bool) or not isinstance(version, int | float) or version not in SCHEMA_VERSIONS:
             return Rejected(Reason.UNKNOWN_SCHEMA_VERSION, owner, {"supported": list(SCHEMA_VERSIONS)})
         try:
             message = IngressTaskV1.model_validate(data)

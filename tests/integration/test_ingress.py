@@ -29,6 +29,8 @@ from tests.integration.test_api_tasks import SCHEMA_TASK
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "clients" / "python"))
 from producer import Producer, sign, task_message  # noqa: E402 - clients/python is not a package
 
+__all__ = ["Producer", "sign", "task_message"]
+
 INGRESS = f"{PREFIX}-ingress"
 INGRESS_SPEC = next(s for s in manifest.functions() if s.name == "ingress-consumer")
 VALIDATION_SPEC = next(s for s in manifest.functions() if s.name == "agent-validation")
@@ -226,3 +228,24 @@ def test_throttled_outcome_carries_the_buckets_retry_after(api: Api, aws: Any, c
     assert isinstance(throttled, Throttled) and 1 <= throttled.retry_after <= 4
     assert isinstance(send("x1"), Accepted)  # a duplicate costs no token and is still answered
     assert not isinstance(send("x3"), Rejected)
+
+
+def test_producer_keys_show_the_secret_once_list_without_it_and_are_owner_filtered_and_audited(
+        api: Api, other_api: Api, aws: Any, container: Container) -> None:
+    from chalicelib.db.models import ProducerKey
+
+    _, _, key = setup_producer(api, aws)
+    assert set(key) >= {"key_id", "secret", "name", "created_at"} and len(key["secret"]) == 64
+    listed = api.call("GET", "/producer-keys").json_body["items"]
+    assert [k["key_id"] for k in listed] == [key["key_id"]] and "secret" not in listed[0]
+    with container.db.read() as session:
+        stored = bytes(session.scalar(select(ProducerKey.ciphertext)))
+    assert key["secret"].encode() not in stored  # encrypted at rest
+    other_api.signup()
+    assert other_api.call("GET", "/producer-keys").json_body["items"] == []
+    assert other_api.call("DELETE", f"/producer-keys/{key['key_id']}").status_code == 404
+    assert api.call("DELETE", f"/producer-keys/{key['key_id']}").status_code == 204
+    assert api.call("GET", "/producer-keys").json_body["items"][0]["revoked_at"] is not None
+    actions = sorted(r["action"] for r in api.call("GET", "/audit-logs?event_type=producer_key").json_body["items"])
+    assert actions == ["create", "revoke"]
+    assert api.call("DELETE", "/producer-keys/not-a-uuid").status_code == 404
