@@ -32,8 +32,8 @@ from chalicelib.schemas.agents import AgentCreate, AgentPublic, AgentUpdate
 from chalicelib.schemas.audit import AuditLogPublic, AuditLogQuery
 from chalicelib.schemas.common import Page
 from chalicelib.schemas.feedback import FeedbackCreate, FeedbackCreated, FeedbackPublic
-from chalicelib.schemas.messages import MessageListQuery, MessagePublic
 from chalicelib.schemas.ingress import ProducerKeyCreate, ProducerKeyCreated, ProducerKeyList
+from chalicelib.schemas.messages import MessageListQuery, MessagePublic
 from chalicelib.schemas.monitoring import StatusPublic
 from chalicelib.schemas.provider_keys import ProviderKeyList, ProviderKeyPublic, ProviderKeyPut
 from chalicelib.schemas.responses import AgentTypeList, HealthReport, LivenessReport
