@@ -16,6 +16,7 @@ from chalicelib.api import (
     messages,
     middleware,
     monitoring,
+    producer_keys,
     provider_keys,
     tasks,
     users,
@@ -43,6 +44,7 @@ app.register_blueprint(monitoring.bp)
 app.register_blueprint(admin.bp)
 app.register_blueprint(audit.bp)
 app.register_blueprint(provider_keys.bp)  # PUT/GET/DELETE /provider-keys: users' own keys for their own endpoints
+app.register_blueprint(producer_keys.bp)  # POST/GET/DELETE /producer-keys: event producers' signing keys
 app.register_blueprint(workers.bp)  # external agents: lease, heartbeat, complete/fail; agent status
 app.register_blueprint(docs.bp)  # GET /openapi.json, /docs (routes documented in chalicelib/api/spec.py)
 # Outermost: Chalice's own answers (405, 415) and anything raised outside a view use the error envelope.

@@ -105,6 +105,14 @@ class Settings(BaseSettings):
     page_size_max: int = 200
     max_body_bytes: int = 1_000_000
 
+    # Event producers (issue 8, docs/producers.md): the ingress queue's consumer (functions/ingress_consumer.py).
+    #: an ingress message body larger than this is rejected to the ingress DLQ (reason "oversized").
+    ingress_max_message_bytes: int = Field(default=128 * 1024, ge=1024, le=256 * 1024)
+    #: per-owner token bucket for ingress messages (burst, tokens per second); over it a message is delayed by
+    #: the bucket's retry-after (ChangeMessageVisibility), never dropped. Fails open like the API's buckets.
+    ingress_rate_limit_capacity: int = Field(default=60, ge=1)
+    ingress_rate_limit_refill_per_second: float = Field(default=2.0, gt=0)
+
     # Two-level cache (chalicelib.cache): per-namespace TTLs; the "sessions" namespace uses
     # session_cache_ttl_seconds. Versioned keys make updates visible at once; TTLs bound memory.
     cache_agents_ttl_seconds: int = Field(default=3600, ge=1)

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from chalicelib.auth.tokens import TokenService
     from chalicelib.cache.twolevel import TwoLevelCache
     from chalicelib.db.session import Database
+    from chalicelib.messaging.ingress import IngressQueues
     from chalicelib.messaging.inspection import QueueInspector
     from chalicelib.messaging.sqs import Publisher
     from chalicelib.providers.registry import Providers
@@ -30,12 +31,14 @@ if TYPE_CHECKING:
     from chalicelib.services.cache_admin import CacheAdminService
     from chalicelib.services.feedback import FeedbackService
     from chalicelib.services.health import HealthService
+    from chalicelib.services.ingress import IngressService
     from chalicelib.services.leases import LeaseService
     from chalicelib.services.login_throttle import LoginThrottle
     from chalicelib.services.messages import MessageService
     from chalicelib.services.monitoring import MonitoringService
     from chalicelib.services.outbox import OutboxRelay
     from chalicelib.services.processing import TaskProcessor
+    from chalicelib.services.producer_keys import ProducerKeyService
     from chalicelib.services.provider_keys import ProviderKeyService
     from chalicelib.services.quotas import Quotas
     from chalicelib.services.request_metrics import RequestMetrics
@@ -292,6 +295,32 @@ class Container:
         from chalicelib.services.provider_keys import ProviderKeyService
 
         return ProviderKeyService(self.db, lambda: self.provider_key_cipher)
+
+    @cached_property
+    def producer_keys(self) -> ProducerKeyService:
+        from chalicelib.services.producer_keys import ProducerKeyService
+
+        return ProducerKeyService(self.db, lambda: self.provider_key_cipher)
+
+    @cached_property
+    def ingress(self) -> IngressService:
+        """Event producers' messages -> tasks (functions/ingress_consumer.py, docs/producers.md)."""
+        from chalicelib.ratelimit import Bucket
+        from chalicelib.services.ingress import IngressService
+
+        s = self.settings
+        bucket = Bucket("ingress", s.ingress_rate_limit_capacity, s.ingress_rate_limit_refill_per_second,
+                        fail_open=True)
+        return IngressService(self.db, self.tasks, self.producer_keys, self.rate_limiter, bucket,
+                              s.ingress_max_message_bytes)
+
+    @cached_property
+    def ingress_queues(self) -> IngressQueues:
+        from chalicelib.messaging.ingress import IngressQueues
+        from chalicelib.messaging.sqs import make_sqs_client
+
+        s = self.settings
+        return IngressQueues(lambda: make_sqs_client(s.aws_region, s.aws_endpoint_url, s.publish_timeout_seconds))
 
     @cached_property
     def messages(self) -> MessageService:

@@ -58,7 +58,7 @@ def render(stage: str, region: str, account: str) -> Json:
     function = prefix  # Chalice names the API function <app_name>-<stage>
     log_group = f"arn:{PARTITION}:logs:{region}:{account}:log-group:/aws/lambda/{function}"
     sqs = f"arn:{PARTITION}:sqs:{region}:{account}:"
-    queues = [sqs + q.name(prefix) for q in manifest.queues()]
+    queues = [sqs + q.name(prefix) for q in manifest.agent_queues()]  # never the producers' ingress queue
     dlqs = [sqs + q.dlq_name(prefix) for q in manifest.queues()]
     return {
         "Version": "2012-10-17",

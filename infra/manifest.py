@@ -46,6 +46,12 @@ VISIBILITY_TIMEOUT_SECONDS = 6 * CONSUMER_TIMEOUT_SECONDS
 MAX_RECEIVE_COUNT = 5
 RETENTION_SECONDS = 4 * 24 * 3600
 DLQ_RETENTION_SECONDS = 14 * 24 * 3600
+#: Event producers' queue (docs/producers.md). Its consumer moves poison messages to the DLQ itself, at once;
+#: receives are spent by rate-limit delays (ChangeMessageVisibility) and infrastructure retries, so a producer
+#: over its budget for a while is delayed, not dead-lettered after five tries.
+INGRESS_TIMEOUT_SECONDS = 60
+INGRESS_MAX_RECEIVE_COUNT = 100
+INGRESS_MAX_CONCURRENCY = 3
 
 
 @dataclass(frozen=True)
@@ -80,6 +86,7 @@ class FunctionSpec:
     schedule: str | None = None  # EventBridge schedule expression
     env: dict[str, str] = field(default_factory=dict)
     #: what the function may touch: "db", "sqs:send", "sqs:consume", "sqs:inspect" (read queue depths),
+    #: "sqs:reject" (send to its own queue's DLQ only),
     #: "sns:alerts" (publish to the alert topic), "llm" (Bedrock + provider keys in Secrets Manager)
     needs: tuple[str, ...] = ("db",)
 
@@ -98,8 +105,18 @@ def agent_queue(agent_type: str) -> QueueSpec:
     return QueueSpec(suffix=f"agent-{agent_type}", visibility_timeout=6 * consumer_timeout(agent_type))
 
 
-def queues() -> list[QueueSpec]:
+def ingress_queue() -> QueueSpec:
+    return QueueSpec(suffix="ingress", visibility_timeout=6 * INGRESS_TIMEOUT_SECONDS,
+                     max_receive_count=INGRESS_MAX_RECEIVE_COUNT)
+
+
+def agent_queues() -> list[QueueSpec]:
+    """The queues the API and the outbox relay publish tasks to (not the producers' ingress queue)."""
     return [agent_queue(t) for t in AGENT_CONSUMERS]
+
+
+def queues() -> list[QueueSpec]:
+    return [*agent_queues(), ingress_queue()]
 
 
 def functions() -> list[FunctionSpec]:
@@ -116,6 +133,18 @@ def functions() -> list[FunctionSpec]:
         )
         for agent_type in AGENT_CONSUMERS
     ]
+    specs.append(
+        FunctionSpec(
+            # event producers' signed messages -> tasks; it publishes them (sqs:send, as the API does) and moves
+            # poison messages to its own DLQ (sqs:reject)
+            name="ingress-consumer",
+            handler="functions.ingress_consumer.handler",
+            queue=ingress_queue(),
+            timeout=INGRESS_TIMEOUT_SECONDS,
+            max_concurrency=INGRESS_MAX_CONCURRENCY,
+            needs=("db", "sqs:consume", "sqs:send", "sqs:reject"),
+        )
+    )
     specs.append(
         FunctionSpec(
             name="outbox-relay",

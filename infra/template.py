@@ -26,7 +26,7 @@ LOG_RETENTION_DAYS = 30
 #: AWS guidance for SQS event sources; the build refuses anything tighter.
 MIN_VISIBILITY_FACTOR = 6
 MIN_RECEIVE_COUNT = 5
-KNOWN_NEEDS = frozenset({"db", "sqs:send", "sqs:consume", "sqs:inspect", "sns:alerts", "llm"})
+KNOWN_NEEDS = frozenset({"db", "sqs:send", "sqs:consume", "sqs:inspect", "sqs:reject", "sns:alerts", "llm"})
 #: Lambda's floor for an SQS event source's MaximumConcurrency.
 MIN_MAX_CONCURRENCY = 2
 #: Secret names under ymera/<stage>/ (docs/deploy-security.md). Every function reads the data-store URLs;
@@ -99,6 +99,8 @@ def check_specs(queue_specs: Sequence[QueueSpec], function_specs: Sequence[Funct
             raise ValueError(f"function {f.name}: unknown needs {sorted(unknown)}")
         if ("sqs:consume" in f.needs) != (f.queue is not None):
             raise ValueError(f"function {f.name}: 'sqs:consume' and a queue go together")
+        if "sqs:reject" in f.needs and f.queue is None:
+            raise ValueError(f"function {f.name}: 'sqs:reject' sends to its own queue's DLQ: it needs a queue")
         if f.queue is None:
             continue
         if f.queue.suffix not in names:
@@ -270,6 +272,11 @@ def _role(f: FunctionSpec, log_group: str, send_to: Sequence[QueueSpec]) -> Json
     if f.queue is not None:
         consume = ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:ChangeMessageVisibility"]
         statements.append(_statement("ConsumeOwnQueue", consume, [_arn(logical_id(f.queue.suffix, "Queue"))]))
+    if "sqs:reject" in f.needs and f.queue is not None:
+        # Poison messages go to the DLQ at once (not after maxReceiveCount): this DLQ and no other queue.
+        own = [_arn(logical_id(f.queue.suffix, "Queue")), _arn(logical_id(f.queue.dlq_suffix))]
+        statements.append(_statement("RejectToOwnDlq", ["sqs:SendMessage"], [own[1]]))
+        statements.append(_statement("ResolveOwnQueues", ["sqs:GetQueueUrl"], own))
     if "sqs:send" in f.needs:
         # SendMessageBatch is authorised by sqs:SendMessage; IAM has no separate action for it.
         send = ["sqs:SendMessage", "sqs:GetQueueUrl"]

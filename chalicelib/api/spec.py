@@ -32,6 +32,7 @@ from chalicelib.schemas.agents import AgentCreate, AgentPublic, AgentUpdate
 from chalicelib.schemas.audit import AuditLogPublic, AuditLogQuery
 from chalicelib.schemas.common import Page
 from chalicelib.schemas.feedback import FeedbackCreate, FeedbackCreated, FeedbackPublic
+from chalicelib.schemas.ingress import ProducerKeyCreate, ProducerKeyCreated, ProducerKeyList
 from chalicelib.schemas.messages import MessageListQuery, MessagePublic
 from chalicelib.schemas.monitoring import StatusPublic
 from chalicelib.schemas.provider_keys import ProviderKeyList, ProviderKeyPublic, ProviderKeyPut
@@ -143,6 +144,18 @@ ROUTES: dict[tuple[str, str], RouteSpec] = {
                     "as a Bearer token to that endpoint only. Encrypted at rest (AES-256-GCM); never returned. "
                     "201 when created, 200 when replaced; 503 when the stage has no encryption key."),
     ("DELETE", "/provider-keys/{name}"): RouteSpec("Delete a stored provider key", "provider-keys", None, 204),
+    # --- producer keys (docs/producers.md) ---------------------------------------------------------------------
+    ("POST", "/producer-keys"): RouteSpec(
+        "Create a signing key for an event producer", "producer-keys", ProducerKeyCreated, 201,
+        body=ProducerKeyCreate, body_required=False, errors=(503,),
+        description="The secret is shown in this answer only. Sign each ingress message's exact body with it "
+                    "(hex HMAC-SHA256 in the `ymera-signature` message attribute, the key id in `ymera-key-id`); "
+                    "the task is created as you. 503 when the stage has no encryption key."),
+    ("GET", "/producer-keys"): RouteSpec(
+        "List your producer keys (never their secrets)", "producer-keys", ProducerKeyList),
+    ("DELETE", "/producer-keys/{key_id}"): RouteSpec(
+        "Revoke a producer key", "producer-keys", None, 204,
+        description="Messages signed with it are refused from now on (to the ingress DLQ, reason `revoked_key`)."),
     ("GET", "/agents/{agent_id}/messages"): RouteSpec(
         "An agent's inbox (newest first)", "agents", Page[MessagePublic], query=MessageListQuery,
         description="Messages other agents sent it (communication agent). `unread=true`: only unread ones."),

@@ -310,3 +310,38 @@ class ProviderUsage(Base):
     # The budget check is one index-only range scan: (user_id, created_at) carrying tokens.
     __table_args__ = (Index("ix_provider_usage_user_id_created_at", "user_id", "created_at",
                             postgresql_include=["tokens"]),)
+
+
+class ProducerKey(Base):
+    """An event producer's signing key (docs/producers.md): the secret AES-GCM encrypted, because verifying an
+    HMAC needs the secret itself. Revoked keys stay (audit rows name them) with `revoked_at` set."""
+
+    __tablename__ = "producer_keys"
+
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), nullable=False)
+    name: Mapped[str] = mapped_column(String(64), nullable=False)
+    #: version byte + nonce + ciphertext and tag; (owner, "producer:<key id>") is its associated data.
+    ciphertext: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+    created_at: Mapped[datetime] = _created()
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+    __table_args__ = (Index("ix_producer_keys_user_id", "user_id"),)
+
+
+class IngressReceipt(Base):
+    """One row per (owner, idempotency_key) an ingress message created a task for: the unique constraint makes
+    concurrent duplicates create one task (the loser's transaction, task included, rolls back)."""
+
+    __tablename__ = "ingress_receipts"
+
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), nullable=False)
+    idempotency_key: Mapped[str] = mapped_column(String(128), nullable=False)
+    task_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tasks.id", ondelete="CASCADE"), nullable=False)
+    key_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, nullable=True)
+    correlation_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    created_at: Mapped[datetime] = _created()
+
+    __table_args__ = (UniqueConstraint("user_id", "idempotency_key",
+                                       name="uq_ingress_receipts_user_id_idempotency_key"),)

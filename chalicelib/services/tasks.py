@@ -101,7 +101,10 @@ class TaskService:
         self.cache = cache
         self.quotas = quotas
 
-    def create(self, user_id: uuid.UUID, req: TaskCreate, meta: RequestMeta) -> Task:
+    def create(self, user_id: uuid.UUID, req: TaskCreate, meta: RequestMeta, *,
+               on_created: Callable[[Session, Task], None] | None = None) -> Task:
+        """`on_created` runs in the create transaction after the task is flushed (the ingress consumer's
+        idempotency receipt): if it raises, nothing of the task is committed."""
         # The agent check uses the cached agent record (read before the transaction): one query fewer.
         known = (self.agents.owned_record(user_id, req.agent_id)
                  if self.agents is not None and req.agent_id is not None else None)
@@ -126,6 +129,8 @@ class TaskService:
                          resource_type="task", resource_id=task.id,
                          details={"agent_id": str(agent.id), "agent_type": agent.type,
                                   "routed": req.agent_id is None}, meta=meta)
+            if on_created is not None:
+                on_created(session, task)
             session.flush()
         if outbox_id is not None and self.after_commit is not None:
             self.after_commit(outbox_id)

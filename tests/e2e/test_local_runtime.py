@@ -243,3 +243,42 @@ def test_ctrl_c_stops_everything_within_3_seconds(tmp_path: Path) -> None:
     assert code == 0, out
     assert not _group_alive(rt.proc.pid) and not _pid_alive(postmaster), out
     assert elapsed < 3.0, f"stopped after {elapsed:.2f}s\n{out}"
+
+
+def test_a_producer_following_the_readme_sends_a_signed_task_that_runs(runtime: Runtime) -> None:
+    """`make run` consumes the ingress queue too: clients/python/producer.py -> embedded SQS -> a completed task."""
+    import re
+
+    import boto3
+
+    sys.path.insert(0, str(ROOT / "clients" / "python"))
+    from producer import Producer  # noqa: PLC0415 - clients/python is not a package
+
+    base, s = runtime.base, requests.Session()
+    name = f"e2e{uuid.uuid4().hex[:8]}"
+    s.post(f"{base}/auth/register", json={"username": name, "email": f"{name}@example.com",
+                                          "password": "correct horse battery"}, timeout=10)
+    token = s.post(f"{base}/auth/login", json={"username": name, "password": "correct horse battery"},
+                   timeout=10).json()["access_token"]
+    s.headers["Authorization"] = f"Bearer {token}"
+    s.post(f"{base}/agents", json={"name": "validator", "type": "validation"}, timeout=5)
+    key = s.post(f"{base}/producer-keys", json={"name": "e2e"}, timeout=5).json()
+
+    runtime.log.flush()
+    runtime.log.seek(0)
+    match = re.search(r"AWS endpoint (\S+)", runtime.log.read())  # the banner (output() keeps only the tail)
+    assert match, runtime.output()
+    sqs = boto3.client("sqs", endpoint_url=match.group(1), region_name="us-east-1",
+                       aws_access_key_id="test", aws_secret_access_key="test")
+    queue_url = sqs.get_queue_url(QueueName="ymera-local-ingress")["QueueUrl"]
+    Producer(sqs, queue_url, key_id=key["key_id"], secret=key["secret"]).send_task(
+        agent_type="validation", title="from a producer", idempotency_key="e2e-1",
+        input_data={"schema": {"type": "object"}, "payload": {}})
+
+    deadline = time.monotonic() + 30
+    items: list[dict[str, Any]] = []
+    while time.monotonic() < deadline and not items:
+        items = s.get(f"{base}/tasks", timeout=5).json()["items"]
+        time.sleep(0.2)
+    assert [t["title"] for t in items] == ["from a producer"], runtime.output()
+    assert wait_for_terminal(s, base, items[0]["id"])["status"] == "completed"

@@ -90,7 +90,7 @@ def test_template_is_deterministic() -> None:
 def test_every_consumer_has_a_partial_batch_event_source_and_safe_queue(template: dict[str, Any]) -> None:
     consumers = [f for f in manifest.functions() if f.queue is not None]
     mappings = _resources(template, "AWS::Lambda::EventSourceMapping")
-    assert len(consumers) == len(manifest.AGENT_CONSUMERS) == len(mappings)
+    assert len(consumers) == len(manifest.AGENT_CONSUMERS) + 1 == len(mappings)  # + the ingress consumer
     for spec in consumers:
         assert spec.queue is not None
         fn = template["Resources"][logical_id(spec.name, "Function")]["Properties"]
@@ -100,7 +100,8 @@ def test_every_consumer_has_a_partial_batch_event_source_and_safe_queue(template
         assert esm["EventSourceArn"] == {"Fn::GetAtt": [logical_id(spec.queue.suffix, "Queue"), "Arn"]}
         assert esm["BatchSize"] == spec.batch_size
         assert "MaximumBatchingWindowInSeconds" in esm
-        assert fn["Handler"] == "functions.agent_consumer.handler"
+        assert fn["Handler"] == ("functions.ingress_consumer.handler" if spec.name == "ingress-consumer"
+                                 else "functions.agent_consumer.handler")
         assert fn["Runtime"] == "python3.11"
         assert queue["VisibilityTimeout"] >= 6 * fn["Timeout"]
         assert queue["RedrivePolicy"]["maxReceiveCount"] >= 5
@@ -178,7 +179,7 @@ def test_no_iam_statement_grants_every_resource(template: dict[str, Any]) -> Non
 
 
 def test_consumers_only_consume_their_own_queue(template: dict[str, Any]) -> None:
-    for spec in (f for f in manifest.functions() if f.queue is not None):
+    for spec in (f for f in manifest.functions() if f.queue is not None and f.name != "ingress-consumer"):
         assert spec.queue is not None
         own = {"Fn::GetAtt": [logical_id(spec.queue.suffix, "Queue"), "Arn"]}
         for statement in _statements(template["Resources"][logical_id(spec.name, "Role")]):
@@ -200,8 +201,27 @@ def test_relay_sends_only_to_agent_queues(template: dict[str, Any]) -> None:
     sqs = [s for s in _statements(template["Resources"]["OutboxRelayRole"]) if _actions(s)[0].startswith("sqs:")]
     assert len(sqs) == 1
     assert set(_actions(sqs[0])) == {"sqs:SendMessage", "sqs:GetQueueUrl"}
-    expected = [{"Fn::GetAtt": [logical_id(q.suffix, "Queue"), "Arn"]} for q in manifest.queues()]
+    expected = [{"Fn::GetAtt": [logical_id(q.suffix, "Queue"), "Arn"]} for q in manifest.agent_queues()]
     assert sqs[0]["Resource"] == expected
+
+
+def test_the_ingress_consumer_sends_only_to_agent_queues_and_its_own_dlq(template: dict[str, Any]) -> None:
+    """Poison messages go to the ingress DLQ at once: that DLQ is the only extra queue it may send to."""
+    resources = template["Resources"]
+    esm = resources["IngressConsumerEventSourceMapping"]["Properties"]
+    assert esm["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert esm["ScalingConfig"]["MaximumConcurrency"] == manifest.INGRESS_MAX_CONCURRENCY
+    assert esm["EventSourceArn"] == {"Fn::GetAtt": ["IngressQueue", "Arn"]}
+    assert resources["IngressQueue"]["Properties"]["RedrivePolicy"]["deadLetterTargetArn"] == {
+        "Fn::GetAtt": ["IngressDlq", "Arn"]}
+    by_sid = {st["Sid"]: st for st in _statements(resources["IngressConsumerRole"])}
+    assert by_sid["RejectToOwnDlq"]["Resource"] == [{"Fn::GetAtt": ["IngressDlq", "Arn"]}]
+    assert by_sid["ConsumeOwnQueue"]["Resource"] == [{"Fn::GetAtt": ["IngressQueue", "Arn"]}]
+    agent = [{"Fn::GetAtt": [logical_id(q.suffix, "Queue"), "Arn"]} for q in manifest.agent_queues()]
+    assert by_sid["SendToAgentQueues"]["Resource"] == agent
+    senders = [st for st in by_sid.values() if "sqs:SendMessage" in _actions(st)]
+    assert {json.dumps(r) for st in senders for r in st["Resource"]} == {
+        json.dumps(r) for r in [*agent, {"Fn::GetAtt": ["IngressDlq", "Arn"]}]}
 
 
 def test_provider_backed_consumers_take_one_slow_record_and_only_they_reach_bedrock(template: dict[str, Any]) -> None:
@@ -511,7 +531,7 @@ def test_the_api_policy_names_its_account_and_region_and_only_its_own_resources(
     sends = [st for st in policy["Statement"] if "sqs:SendMessage" in _actions(st)]
     assert len(sends) == 1
     assert _arns(sends[0]) == [f"arn:aws:sqs:eu-west-1:111122223333:ymera-{stage}-agent-{t}"
-                               for t in manifest.AGENT_CONSUMERS]
+                               for t in manifest.AGENT_CONSUMERS]  # not the ingress queue: producers send there
     assert not any(arn.endswith("-dlq") for arn in _arns(sends[0]))
     assert all(arn.endswith("-dlq") for arn in _arns(by_sid["ReadDeadLetterDepths"]))
     assert set(_actions(by_sid["ReadDeadLetterDepths"])) == {"sqs:GetQueueUrl", "sqs:GetQueueAttributes"}

@@ -262,6 +262,13 @@ def test_main_flows_answer_with_documented_shapes(api: Api, check: Checker) -> N
     check.call("DELETE", "/provider-keys/{name}", name="own", expect=204)
     check.call("DELETE", "/provider-keys/{name}", name="own", expect=404)
 
+    # event producers' signing keys (the secret once, never listed)
+    made = check.call("POST", "/producer-keys", {"name": "orders"}, expect=201)
+    check.call("POST", "/producer-keys", {"name": ""}, expect=422)
+    check.call("GET", "/producer-keys", expect=200)
+    check.call("DELETE", "/producer-keys/{key_id}", key_id=made.json_body["key_id"], expect=204)
+    check.call("DELETE", "/producer-keys/{key_id}", key_id=made.json_body["key_id"], expect=404)
+
     # users, audit, admin, platform
     check.call("GET", "/users/{user_id}", user_id=user["id"], expect=200)
     check.call("PUT", "/users/{user_id}", {"role": "admin"}, user_id=user["id"], expect=422)
