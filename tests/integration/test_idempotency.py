@@ -159,3 +159,12 @@ def test_a_failed_first_request_releases_the_key(api: Api, db: Database) -> None
     assert_envelope(post(api, "retry-me", agent["id"], input_data={"payload": 1}), 422, "VALIDATION_ERROR")
     assert count(db, IdempotencyKey) == 0
     assert post(api, "retry-me", agent["id"]).status_code == 202
+
+
+def test_the_openapi_document_describes_the_idempotency_key(api: Api) -> None:
+    op = api.call("GET", "/openapi.json", token="").json_body["paths"]["/tasks"]["post"]
+    [param] = [p for p in op["parameters"] if p["name"] == "Idempotency-Key"]
+    assert param["in"] == "header" and param["required"] is False
+    assert param["schema"]["maxLength"] == 255
+    assert "Idempotent-Replayed" in op["responses"]["202"]["headers"]
+    assert "409" in op["responses"] and "422" in op["responses"]
