@@ -168,3 +168,25 @@ def test_the_openapi_document_describes_the_idempotency_key(api: Api) -> None:
     assert param["schema"]["maxLength"] == 255
     assert "Idempotent-Replayed" in op["responses"]["202"]["headers"]
     assert "409" in op["responses"] and "422" in op["responses"]
+
+
+def test_redis_down_still_replays_and_creates_no_duplicate(api: Api, settings: Any, db: Database, aws: Any) -> None:
+    """Postgres is the truth: with Redis unreachable, a retried request still finds its key."""
+    import redis
+
+    from chalicelib.container import Container, set_container
+
+    api.signup()
+    agent = api.agent()
+    first = post(api, "no-redis", agent["id"])
+    dead = redis.Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.2)
+    set_container(Container(settings, database=db, redis_client=dead))
+    try:
+        again = post(api, "no-redis", agent["id"])
+        assert again.status_code == 202 and again.headers["Idempotent-Replayed"] == "true"
+        assert again.json_body["id"] == first.json_body["id"]
+        assert post(api, "no-redis-2", agent["id"]).status_code == 202
+        assert post(api, "no-redis-2", agent["id"]).headers["Idempotent-Replayed"] == "true"
+    finally:
+        set_container(None)
+    assert count(db, Task) == 2
