@@ -250,7 +250,7 @@ class Settings(BaseSettings):
     #: how long an `Idempotency-Key` is remembered (per user); after that the same key creates anew.
     idempotency_key_ttl_seconds: int = Field(default=24 * 3600, ge=60, le=7 * 24 * 3600)
     #: failed publishes of one outbox row before it is parked (no more tries) and the operators are alerted.
-    outbox_max_attempts: int = Field(default=10, ge=1, le=100)
+    outbox_max_attempts: int = Field(default=15, ge=1, le=100)
     #: the retry delay after the n-th failed publish: base * 2**(n-1), capped, then jittered (half to all of it).
     outbox_backoff_base_seconds: float = Field(default=30.0, ge=0)
     outbox_backoff_max_seconds: float = Field(default=3600.0, ge=0)

@@ -54,8 +54,9 @@ class StoredResponse:
 def idempotent_request(key: str, scope: str, body: Any) -> IdempotentRequest:
     """Check a header value (1-255 printable ASCII characters, no spaces) and hash the request."""
     if not _KEY.fullmatch(key):
-        raise ValidationError(f"{HEADER} must be 1 to {MAX_KEY_LENGTH} printable ASCII characters without spaces",
-                              {"header": HEADER, "length": len(key)})
+        message = f"{HEADER} must be 1 to {MAX_KEY_LENGTH} printable ASCII characters without spaces"
+        raise ValidationError("request validation failed", {"errors": [
+            {"loc": ["header", HEADER], "msg": message, "type": "idempotency_key"}]})
     canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True, default=str)
     digest = hashlib.sha256(f"{scope}\n{canonical}".encode()).hexdigest()
     return IdempotentRequest(key=key, scope=scope, request_hash=digest)

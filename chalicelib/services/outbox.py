@@ -55,7 +55,7 @@ class Backoff:
 
 
 class OutboxRelay:
-    def __init__(self, db: Database, publisher: Publisher, batch_limit: int = 100, *, max_attempts: int = 10,
+    def __init__(self, db: Database, publisher: Publisher, batch_limit: int = 100, *, max_attempts: int = 15,
                  backoff: Backoff | None = None, alerts: AlertPublisher | None = None,
                  clock: Callable[[], datetime] = utcnow, rng: random.Random | None = None) -> None:
         self.db = db
