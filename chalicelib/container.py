@@ -183,7 +183,7 @@ class Container:
         from chalicelib.services.tasks import TaskService
 
         return TaskService(self.db, after_commit=self.relay.publish_one, agents=self.agents, cache=self.cache,
-                           quotas=self.quotas, idempotency=self.idempotency)
+                           quotas=self.quotas, idempotency=self.idempotency, fast_publish=self.relay.publish_committed)
 
     @cached_property
     def quotas(self) -> Quotas:

@@ -16,9 +16,9 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import Connection, or_, select, update
 from sqlalchemy.orm import Session
 
 from chalicelib.db.models import Agent, OutboxMessage, Task
@@ -75,6 +75,35 @@ class OutboxRelay:
         except Exception:  # noqa: BLE001 - any failure here is retried by the scheduled relay
             logger.warning("outbox fast-path publish failed; the relay will retry",
                            extra={"outbox_id": str(outbox_id)}, exc_info=True)
+
+    def publish_committed(self, conn: Connection, outbox_id: uuid.UUID, destination: str,
+                          payload: dict[str, Any]) -> None:
+        """The fast path right after the creating transaction committed on `conn`: publish the message the
+        caller just wrote (no read of the row), then one statement marks it published and its task queued.
+
+        No row lock: a sweep that ran in the milliseconds between the commit and the mark publishes it too,
+        a duplicate the consumer absorbs. Never raises: a failure leaves the row to the scheduled relay."""
+        try:
+            try:
+                failed = self.publisher.publish(destination, [(outbox_id.hex, payload)])
+                error = "rejected by the queue"
+            except Exception as exc:  # noqa: BLE001 - recorded on the row and retried by the relay
+                failed, error = {outbox_id.hex}, f"{type(exc).__name__}: {exc}"[:500]
+            if failed:
+                conn.execute(update(OutboxMessage)
+                             .where(OutboxMessage.id == outbox_id, OutboxMessage.published_at.is_(None))
+                             .values(attempts=OutboxMessage.attempts + 1, last_error=error))
+            else:
+                for stmt in _mark_published(outbox_id, self.clock(), conn.dialect.name):
+                    conn.execute(stmt)
+            conn.commit()
+        except Exception:  # noqa: BLE001 - the scheduled relay retries whatever this did not finish
+            logger.warning("outbox fast-path publish failed; the relay will retry",
+                           extra={"outbox_id": str(outbox_id)}, exc_info=True)
+            return
+        if failed:
+            logger.warning("outbox fast-path publish failed; the relay will retry",
+                           extra={"outbox_id": str(outbox_id), "error": error})
 
     def run_once(self, only_ids: list[uuid.UUID] | None = None, *, backoff: bool = True) -> RelayReport:
         now = self.clock()
@@ -150,6 +179,19 @@ class OutboxRelay:
                      "outbox_ids": [str(row.id) for row in rows[:10]],
                      "task_ids": [str(row.aggregate_id) for row in rows[:10]]},
             fingerprint=f"outbox_parked:{destination}"))
+
+
+def _mark_published(outbox_id: uuid.UUID, now: datetime, dialect: str) -> list[Any]:
+    """The row published and its task `queued` if still `pending`: one statement on Postgres (a data-modifying
+    CTE), two elsewhere (SQLite has none)."""
+    mark = (update(OutboxMessage).where(OutboxMessage.id == outbox_id, OutboxMessage.published_at.is_(None))
+            .values(published_at=now))
+    queued = update(Task).where(Task.status == TaskStatus.PENDING).values(status=TaskStatus.QUEUED, updated_at=now)
+    if dialect == "postgresql":
+        marked = mark.returning(OutboxMessage.aggregate_id).cte("marked")
+        return [queued.where(Task.id.in_(select(marked.c.aggregate_id))).add_cte(marked)]
+    return [mark, queued.where(Task.id == select(OutboxMessage.aggregate_id)
+                               .where(OutboxMessage.id == outbox_id).scalar_subquery())]
 
 
 def _settle_external(session: Session, rows: list[OutboxMessage], now: datetime) -> list[OutboxMessage]:

@@ -6,10 +6,10 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import PrivateAttr
-from sqlalchemy import select, update
+from sqlalchemy import Connection, select, update
 from sqlalchemy.orm import Session, selectinload
 
 from chalicelib.agents import registry
@@ -35,6 +35,10 @@ if TYPE_CHECKING:
 
 #: Called after the create transaction commits, with the new outbox id (best-effort fast path).
 AfterCommit = Callable[[uuid.UUID], None]
+#: The cheaper fast path: called on the connection the create transaction just committed on, with the outbox
+#: row's id, destination and payload (OutboxRelay.publish_committed). Never raises.
+FastPublish = Callable[[Connection, uuid.UUID, str, dict[str, Any]], None]
+R = TypeVar("R")
 
 
 def task_message(task: Task) -> dict[str, str]:
@@ -110,8 +114,10 @@ class TaskRecord(TaskPublic):
 class TaskService:
     def __init__(self, db: Database, after_commit: AfterCommit | None = None, *,
                  agents: AgentService | None = None, cache: TwoLevelCache | None = None,
-                 quotas: Quotas | None = None, idempotency: IdempotencyStore | None = None) -> None:
+                 quotas: Quotas | None = None, idempotency: IdempotencyStore | None = None,
+                 fast_publish: FastPublish | None = None) -> None:
         self.db = db
+        self.fast_publish = fast_publish
         self.idempotency = idempotency
         self.after_commit = after_commit
         self.agents = agents
@@ -120,11 +126,25 @@ class TaskService:
 
     def create(self, user_id: uuid.UUID, req: TaskCreate, meta: RequestMeta) -> Task:
         known = self._known_agent(user_id, req)
-        with self.db.transaction() as session:
-            task, outbox_id = self._create_in(session, user_id, req, meta, known)
-        if outbox_id is not None and self.after_commit is not None:
-            self.after_commit(outbox_id)
-        return task
+        return self._committed_then_published(lambda session: self._create_in(session, user_id, req, meta, known))
+
+    def _committed_then_published(self, work: Callable[[Session], tuple[R, Task | None, uuid.UUID | None]]) -> R:
+        """Run `work` in one transaction, then publish the task it wrote an outbox row for, before returning.
+
+        With `fast_publish`, the publish and the one statement marking it use the connection the transaction
+        used (one pool checkout per request); otherwise `after_commit` gets the outbox id."""
+        if self.fast_publish is None:
+            with self.db.transaction() as session:
+                result, task, outbox_id = work(session)
+            if outbox_id is not None and self.after_commit is not None:
+                self.after_commit(outbox_id)
+            return result
+        with self.db.connection() as conn:
+            with self.db.transaction(conn) as session:
+                result, task, outbox_id = work(session)
+            if outbox_id is not None and task is not None:
+                self.fast_publish(conn, outbox_id, task.agent_type, task_message(task))
+        return result
 
     def create_idempotent(self, user_id: uuid.UUID, req: TaskCreate, meta: RequestMeta,
                           request: IdempotentRequest) -> IdempotentResult:
@@ -133,17 +153,18 @@ class TaskService:
         if self.idempotency is None:
             raise RuntimeError("TaskService was built without an IdempotencyStore")
         known = self._known_agent(user_id, req)
-        with self.db.transaction() as session:
-            stored = self.idempotency.claim(session, user_id, request)
-            if stored is None:
-                task, outbox_id = self._create_in(session, user_id, req, meta, known)
-                body = public_body(task)
-                self.idempotency.complete(session, user_id, request, 202, body, task.id)
-        if stored is not None:
-            return IdempotentResult(stored.status_code, stored.body, stored.resource_id, replayed=True)
-        if outbox_id is not None and self.after_commit is not None:
-            self.after_commit(outbox_id)
-        return IdempotentResult(202, body, task.id, replayed=False)
+        store = self.idempotency
+
+        def work(session: Session) -> tuple[IdempotentResult, Task | None, uuid.UUID | None]:
+            stored = store.claim(session, user_id, request)
+            if stored is not None:
+                return IdempotentResult(stored.status_code, stored.body, stored.resource_id, replayed=True), None, None
+            task, _, outbox_id = self._create_in(session, user_id, req, meta, known)
+            body = public_body(task)
+            store.complete(session, user_id, request, 202, body, task.id)
+            return IdempotentResult(202, body, task.id, replayed=False), task, outbox_id
+
+        return self._committed_then_published(work)
 
     def _known_agent(self, user_id: uuid.UUID, req: TaskCreate) -> AgentRecord | None:
         # The agent check uses the cached agent record (read before the transaction): one query fewer.
@@ -151,7 +172,7 @@ class TaskService:
                 if self.agents is not None and req.agent_id is not None else None)
 
     def _create_in(self, session: Session, user_id: uuid.UUID, req: TaskCreate, meta: RequestMeta,
-                   known: AgentRecord | None) -> tuple[Task, uuid.UUID | None]:
+                   known: AgentRecord | None) -> tuple[Task, Task, uuid.UUID | None]:
         agent: Agent | AgentRecord
         if req.agent_id is None:  # only a type: the routing rule picks one of the caller's agents
             agent = route(session, user_id, str(req.agent_type))
@@ -173,7 +194,7 @@ class TaskService:
                      details={"agent_id": str(agent.id), "agent_type": agent.type,
                               "routed": req.agent_id is None}, meta=meta)
         session.flush()
-        return task, outbox_id
+        return task, task, outbox_id
 
     def get(self, user_id: uuid.UUID, task_id: uuid.UUID) -> TaskPublic:
         """The caller's task with its result; final tasks come from the cache."""

@@ -168,3 +168,40 @@ def test_a_relay_crash_after_publishing_makes_a_duplicate_that_the_consumer_abso
         assert session.scalar(select(func.count()).select_from(TaskResult).where(TaskResult.task_id == task.id)) == 1
         done = session.get(Task, task.id)
         assert done is not None and done.status == "completed" and done.attempts == 1
+
+
+def test_post_tasks_publishes_on_its_own_connection_with_one_marking_statement(api: Api, aws: Any,
+                                                                               db: Database) -> None:
+    """Issue #14: the fast path used a second pool checkout and transaction (select, settle, update x2)."""
+    from sqlalchemy import event
+
+    from tests.integration.test_api_tasks import create_task, receive_all
+
+    api.signup()
+    agent = api.agent()
+    create_task(api, agent["id"])  # warm: the agent cache, the queue URL
+    checkouts: list[int] = []
+    after_publish: list[str] = []
+
+    def on_checkout(*_: Any) -> None:
+        checkouts.append(1)
+
+    def on_statement(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        after_publish.append(statement)
+
+    event.listen(db.engine, "checkout", on_checkout)
+    event.listen(db.engine, "before_cursor_execute", on_statement)
+    try:
+        r = create_task(api, agent["id"])
+    finally:
+        event.remove(db.engine, "checkout", on_checkout)
+        event.remove(db.engine, "before_cursor_execute", on_statement)
+    assert r.status_code == 202
+    assert len(checkouts) == 1
+    touching_outbox_after_insert = [s for s in after_publish if "outbox" in s and not s.lstrip().startswith("INSERT")]
+    assert len(touching_outbox_after_insert) == 1  # the one statement that marks it published and the task queued
+    with db.read() as session:
+        assert session.get(Task, uuid.UUID(r.json_body["id"])).status == "queued"  # type: ignore[union-attr]
+        assert session.scalar(select(func.count()).select_from(OutboxMessage)
+                              .where(OutboxMessage.published_at.is_(None))) == 0
+    assert len(receive_all(aws)) == 2
