@@ -254,6 +254,17 @@ class Settings(BaseSettings):
     #: the most tasks one root task may have below it, across every level.
     orchestrator_max_descendants: int = Field(default=100, ge=1, le=10_000)
 
+    # Delivery: idempotency keys and the outbox relay (issue 8; docs/delivery.md).
+    #: how long an `Idempotency-Key` is remembered (per user); after that the same key creates anew.
+    idempotency_key_ttl_seconds: int = Field(default=24 * 3600, ge=60, le=7 * 24 * 3600)
+    #: failed publishes of one outbox row before it is parked (no more tries) and the operators are alerted.
+    outbox_max_attempts: int = Field(default=15, ge=1, le=100)
+    #: the retry delay after the n-th failed publish: base * 2**(n-1), capped, then jittered (half to all of it).
+    outbox_backoff_base_seconds: float = Field(default=30.0, ge=0)
+    outbox_backoff_max_seconds: float = Field(default=3600.0, ge=0)
+    #: rows one relay transaction takes; the scheduled relay takes batches until none is due (or its time is up).
+    outbox_batch_limit: int = Field(default=100, ge=1, le=1000)
+
     @field_validator("stage")
     @classmethod
     def _stage_lower(cls, value: str) -> str:

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from chalicelib.services.cache_admin import CacheAdminService
     from chalicelib.services.feedback import FeedbackService
     from chalicelib.services.health import HealthService
+    from chalicelib.services.idempotency import IdempotencyStore
     from chalicelib.services.ingress import IngressService
     from chalicelib.services.leases import LeaseService
     from chalicelib.services.login_throttle import LoginThrottle
@@ -129,9 +130,19 @@ class Container:
 
     @cached_property
     def relay(self) -> OutboxRelay:
-        from chalicelib.services.outbox import OutboxRelay
+        from chalicelib.services.outbox import Backoff, OutboxRelay
 
-        return OutboxRelay(self.db, self.publisher)
+        s = self.settings
+        return OutboxRelay(self.db, self.publisher, s.outbox_batch_limit, max_attempts=s.outbox_max_attempts,
+                           backoff=Backoff(s.outbox_backoff_base_seconds, s.outbox_backoff_max_seconds),
+                           alerts=self.alerts)
+
+    @cached_property
+    def idempotency(self) -> IdempotencyStore:
+        """`Idempotency-Key` records in Postgres (chalicelib.services.idempotency)."""
+        from chalicelib.services.idempotency import IdempotencyStore
+
+        return IdempotencyStore(self.db, ttl_seconds=self.settings.idempotency_key_ttl_seconds)
 
     @cached_property
     def users(self) -> UserService:
@@ -175,7 +186,7 @@ class Container:
         from chalicelib.services.tasks import TaskService
 
         return TaskService(self.db, after_commit=self.relay.publish_one, agents=self.agents, cache=self.cache,
-                           quotas=self.quotas)
+                           quotas=self.quotas, idempotency=self.idempotency, fast_publish=self.relay.publish_committed)
 
     @cached_property
     def quotas(self) -> Quotas:

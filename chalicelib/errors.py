@@ -86,6 +86,21 @@ class AgentInactiveError(ConflictError):
     code = "AGENT_INACTIVE"
 
 
+# --- idempotency keys (docs/delivery.md) ----------------------------------------------------------------------
+
+
+class IdempotencyKeyReusedError(ConflictError):
+    """An `Idempotency-Key` already used with a different request body (or operation): 409."""
+
+    code = "IDEMPOTENCY_KEY_REUSED"
+
+
+class IdempotencyKeyInProgressError(ConflictError):
+    """The first request with this `Idempotency-Key` has not finished: 409, retry shortly."""
+
+    code = "IDEMPOTENCY_KEY_IN_PROGRESS"
+
+
 # --- errors raised while processing messages (never shown as HTTP) -------------
 
 

@@ -1,4 +1,5 @@
-"""Scheduled outbox relay: publishes task messages whose fast-path publish did not happen."""
+"""Scheduled outbox relay: publishes task messages whose fast-path publish did not happen, and purges
+expired idempotency keys."""
 
 from __future__ import annotations
 
@@ -7,15 +8,23 @@ from typing import Any
 from chalicelib.container import get_container
 from chalicelib.observability import logger
 
+#: the relay stops taking batches when less than this remains of its invocation.
+RESERVE_MS = 10_000
+
 
 @logger.inject_lambda_context(clear_state=True)
 def handler(event: dict[str, Any], context: Any) -> dict[str, int]:
-    relay = get_container().relay
-    published = failed = 0
-    while True:  # drain what is waiting, a batch at a time
+    container = get_container()
+    relay = container.relay
+    published = failed = parked = 0
+    while True:  # drain what is due, a batch at a time; failed rows wait out their backoff, so this ends
         report = relay.run_once()
         published += report.published
         failed += report.failed
-        if report.published + report.failed < relay.batch_limit or report.failed:
+        parked += sum(report.parked.values())
+        if report.taken < relay.batch_limit or context.get_remaining_time_in_millis() < RESERVE_MS:
             break
+    purged = container.idempotency.purge_expired()
+    if parked or purged:
+        logger.info("outbox relay sweep", extra={"parked": parked, "idempotency_keys_purged": purged})
     return {"published": published, "failed": failed}

@@ -147,11 +147,12 @@ def functions() -> list[FunctionSpec]:
     )
     specs.append(
         FunctionSpec(
+            # also alerts the operators when a message is parked past the attempt cap (docs/delivery.md)
             name="outbox-relay",
             handler="functions.outbox_relay.handler",
             timeout=60,
             schedule="rate(1 minute)",
-            needs=("db", "sqs:send"),
+            needs=("db", "sqs:send", "sns:alerts"),
         )
     )
     specs.append(

@@ -11,7 +11,7 @@ import json
 import uuid
 from collections.abc import Callable
 from datetime import datetime, timezone
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from chalice import Response
 from chalice.app import Request
@@ -26,6 +26,9 @@ from chalicelib.container import get_container
 from chalicelib.observability import logger
 from chalicelib.schemas.common import MAX_JSON_DEPTH
 from chalicelib.services.meta import RequestMeta
+
+if TYPE_CHECKING:
+    from chalicelib.services.idempotency import IdempotentRequest
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -168,6 +171,23 @@ def request_meta(request: Request) -> RequestMeta:
     context = request.context or {}
     caller = context.get("identity") or {}
     return RequestMeta(client_ip=caller.get("sourceIp"), request_id=context.get("requestId"))
+
+
+def idempotency_key(request: Request, scope: str, body: BaseModel) -> IdempotentRequest | None:
+    """The request's `Idempotency-Key` (checked: 422 if malformed) with its hash, or None without the header.
+    `scope` names the operation ("POST /tasks"); `body` is the validated request model."""
+    from chalicelib.services.idempotency import HEADER, idempotent_request
+
+    value = request.headers.get(HEADER.lower()) if request.headers is not None else None
+    if value is None:
+        return None
+    return idempotent_request(value, scope, body.model_dump(mode="json"))
+
+
+def replay_headers(replayed: bool) -> dict[str, str]:
+    from chalicelib.services.idempotency import REPLAYED_HEADER
+
+    return {REPLAYED_HEADER: "true"} if replayed else {}
 
 
 def ok(model: BaseModel | dict[str, Any], status: int = 200, headers: dict[str, str] | None = None) -> Response:

@@ -136,6 +136,8 @@ def _operation(path: str, spec: RouteSpec, refs: dict[tuple[type[BaseModel], str
               for name in _PATH_PARAM.findall(path)]
     params += [{"name": name, "in": "header", "required": True, "description": text, "schema": {"type": "string"}}
                for name, text in spec.headers.items()]
+    params += [{"name": name, "in": "header", "required": False, **fields}
+               for name, fields in spec.optional_headers.items()]
     if spec.query is not None:
         params += _query_parameters(_resolve(refs[(spec.query, "validation")], schemas))
     op: dict[str, Any] = {"operationId": op_id, "summary": spec.summary, "tags": [spec.tag],
@@ -162,7 +164,11 @@ def _success(spec: RouteSpec, refs: dict[tuple[type[BaseModel], str], dict[str, 
     if spec.response is None:
         return {"description": "No content."}
     schema = refs[(spec.response, "serialization")] if isinstance(spec.response, type) else spec.response
-    return {"description": spec.summary, "content": {mt: {"schema": schema} for mt in spec.media_types}}
+    success: dict[str, Any] = {"description": spec.summary,
+                               "content": {mt: {"schema": schema} for mt in spec.media_types}}
+    if spec.response_headers:
+        success["headers"] = {name: dict(header) for name, header in spec.response_headers.items()}
+    return success
 
 
 def _error_statuses(path: str, spec: RouteSpec) -> set[int]:

@@ -82,10 +82,25 @@ class RouteSpec:
     media_types: tuple[str, ...] = (JSON,)  # of the success response
     description: str = ""
     headers: Mapping[str, str] = field(default_factory=dict)  # required request headers: name -> description
+    #: optional request headers: name -> OpenAPI parameter fields (description, schema)
+    optional_headers: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    #: headers of the success response: name -> OpenAPI header object
+    response_headers: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
 
 TEXT: dict[str, Any] = {"type": "string"}
 AGENT_ID_HEADER = {"X-Agent-Id": "The id of the external agent whose X-Agent-Key is presented."}
+#: any create route that takes an Idempotency-Key (chalicelib.services.idempotency; docs/delivery.md)
+IDEMPOTENCY_KEY_HEADER: dict[str, Mapping[str, Any]] = {"Idempotency-Key": {
+    "description": "Your unique id for this request (1-255 printable ASCII characters, no spaces), kept for 24 h "
+                   "per user: a retry with the same key and body returns the original response and creates "
+                   "nothing; the same key with another body is 409 IDEMPOTENCY_KEY_REUSED; a malformed key is 422.",
+    "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[!-~]+$"}}}
+IDEMPOTENT_REPLAY_HEADERS: dict[str, Mapping[str, Any]] = {
+    "Idempotent-Replayed": {"description": "`true` when this is the stored response of an earlier request with "
+                                           "the same Idempotency-Key (absent otherwise).",
+                            "schema": {"type": "string", "enum": ["true"]}},
+    "Location": {"description": "The created resource.", "schema": {"type": "string"}}}
 
 ROUTES: dict[tuple[str, str], RouteSpec] = {
     # --- auth -------------------------------------------------------------------------------------------------
@@ -170,7 +185,9 @@ ROUTES: dict[tuple[str, str], RouteSpec] = {
                     "active agents of it with capacity is picked, best quality estimate first, then fewest tasks in "
                     "flight (409 NO_AGENT_AVAILABLE when none). 404 when the agent does not exist or is not yours; "
                     "409 when it is not active; 422 when input_data does not match the agent type's input schema; "
-                    "429 QUOTA_EXCEEDED when today's (UTC) task quota is spent."),
+                    "429 QUOTA_EXCEEDED when today's (UTC) task quota is spent. With an Idempotency-Key, a retry "
+                    "answers the first response again (Idempotent-Replayed: true).",
+        optional_headers=IDEMPOTENCY_KEY_HEADER, response_headers=IDEMPOTENT_REPLAY_HEADERS),
     ("GET", "/tasks"): RouteSpec("List your tasks", "tasks", Page[TaskPublic], query=TaskListQuery),
     ("GET", "/tasks/{task_id}"): RouteSpec("Read a task with its result", "tasks", TaskPublic),
     ("POST", "/tasks/{task_id}/cancel"): RouteSpec("Cancel a task", "tasks", TaskPublic, errors=(409,),

@@ -4,7 +4,17 @@ from typing import TYPE_CHECKING
 
 from chalice import Blueprint, Response
 
-from chalicelib.api.http import endpoint, json_body, ok, path_uuid, principal, request_meta, validate
+from chalicelib.api.http import (
+    endpoint,
+    idempotency_key,
+    json_body,
+    ok,
+    path_uuid,
+    principal,
+    replay_headers,
+    request_meta,
+    validate,
+)
 from chalicelib.container import get_container
 from chalicelib.schemas.common import Page
 from chalicelib.schemas.tasks import TaskCreate, TaskListQuery, TaskPublic, TaskResultPublic
@@ -26,7 +36,13 @@ def task_public(task: Task, *, with_result: bool) -> TaskPublic:
 def create_task() -> Response:
     request = bp.current_request
     user = principal(request)
-    task = get_container().tasks.create(user.user_id, json_body(request, TaskCreate), request_meta(request))
+    body = json_body(request, TaskCreate)
+    key = idempotency_key(request, "POST /tasks", body)
+    if key is not None:
+        result = get_container().tasks.create_idempotent(user.user_id, body, request_meta(request), key)
+        return ok(result.body, status=result.status_code,
+                  headers={"Location": f"/tasks/{result.task_id}", **replay_headers(result.replayed)})
+    task = get_container().tasks.create(user.user_id, body, request_meta(request))
     return ok(task_public(task, with_result=False), status=202, headers={"Location": f"/tasks/{task.id}"})
 
 

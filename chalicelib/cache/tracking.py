@@ -27,7 +27,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import event
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import ORMExecuteState, Session, UOWTransaction
 from sqlalchemy.sql import operators
 from sqlalchemy.sql.elements import BinaryExpression, BindParameter, BooleanClauseList, ColumnElement
@@ -63,9 +63,17 @@ def _collected(session: Session) -> set[str]:
     return written
 
 
-def _tracked(session: Session) -> bool:
+def _engine(session: Session) -> Engine | None:
+    """The engine a session writes through, bound directly or via a held connection (Database.connection)."""
     bind = session.bind
-    return isinstance(bind, Engine) and bind in _targets
+    if isinstance(bind, Connection):
+        return bind.engine
+    return bind if isinstance(bind, Engine) else None
+
+
+def _tracked(session: Session) -> bool:
+    engine = _engine(session)
+    return engine is not None and engine in _targets
 
 
 def _after_flush(session: Session, _context: UOWTransaction) -> None:
@@ -119,9 +127,10 @@ def _ids_in(where: ColumnElement[Any] | None) -> set[str] | None:
 
 def _after_commit(session: Session) -> None:
     written: set[str] | None = session.info.pop(_INFO_KEY, None)
-    if not written or not isinstance(session.bind, Engine):
+    engine = _engine(session)
+    if not written or engine is None:
         return
-    target = _targets.get(session.bind)
+    target = _targets.get(engine)
     if target is None:
         return
     cache = target()

@@ -275,8 +275,38 @@ class OutboxMessage(Base):
     published_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default=text("0"))
     last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    #: not retried before this (exponential backoff with jitter after a failed publish); NULL = due now.
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    #: set once `attempts` reached the cap: the relay stops trying and the operators were alerted.
+    parked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
-    __table_args__ = (Index("ix_outbox_published_at_created_at", "published_at", "created_at"),)
+    __table_args__ = (Index("ix_outbox_published_at_created_at", "published_at", "created_at"),
+                      Index("ix_outbox_published_at_attempts_created_at", "published_at", "attempts", "created_at"))
+
+
+class IdempotencyKey(Base):
+    """A client's `Idempotency-Key` for one create call: the request's hash and the response it got.
+
+    The unique (user_id, key) constraint is what makes concurrent requests with one key create one
+    resource: the second insert waits for the first transaction and then finds its row.
+    """
+
+    __tablename__ = "idempotency_keys"
+
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), nullable=False)
+    key: Mapped[str] = mapped_column(String(255), nullable=False)
+    #: the operation it was used for ("POST /tasks"); the same key on another operation is a conflict.
+    scope: Mapped[str] = mapped_column(String(128), nullable=False)
+    request_hash: Mapped[str] = mapped_column(String(64), nullable=False)
+    resource_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, nullable=True)
+    status_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    response: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
+    created_at: Mapped[datetime] = _created()
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+
+    __table_args__ = (UniqueConstraint("user_id", "key", name="uq_idempotency_keys_user_id_key"),
+                      Index("ix_idempotency_keys_expires_at", "expires_at"))
 
 
 class ProviderKey(Base):

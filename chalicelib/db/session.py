@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 
@@ -49,10 +50,20 @@ class Database:
         self._factory = sessionmaker(engine, expire_on_commit=False)
 
     @contextmanager
-    def transaction(self) -> Iterator[Session]:
-        """A session inside one transaction: committed on success, rolled back on error."""
-        with self._factory() as session, session.begin():
+    def transaction(self, connection: Connection | None = None) -> Iterator[Session]:
+        """A session inside one transaction: committed on success, rolled back on error.
+
+        With `connection` (from `connection()`), the session uses it and leaves it checked out after
+        the commit, for a statement that must follow the commit without a second pool checkout."""
+        factory = self._factory if connection is None else functools.partial(self._factory, bind=connection)
+        with factory() as session, session.begin():
             yield session
+
+    @contextmanager
+    def connection(self) -> Iterator[Connection]:
+        """One pool checkout, held for a `transaction(connection)` and what follows it."""
+        with self.engine.connect() as conn:
+            yield conn
 
     @contextmanager
     def read(self) -> Iterator[Session]:

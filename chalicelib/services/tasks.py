@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import PrivateAttr
-from sqlalchemy import select, update
+from sqlalchemy import Connection, select, update
 from sqlalchemy.orm import Session, selectinload
 
 from chalicelib.agents import registry
@@ -29,14 +30,33 @@ from chalicelib.services.routing import route
 if TYPE_CHECKING:
     from chalicelib.cache.twolevel import TwoLevelCache
     from chalicelib.services.agents import AgentService
+    from chalicelib.services.idempotency import IdempotencyStore, IdempotentRequest
     from chalicelib.services.quotas import Quotas
 
 #: Called after the create transaction commits, with the new outbox id (best-effort fast path).
 AfterCommit = Callable[[uuid.UUID], None]
+#: The cheaper fast path: called on the connection the create transaction just committed on, with the outbox
+#: row's id, destination and payload (OutboxRelay.publish_committed). Never raises.
+FastPublish = Callable[[Connection, uuid.UUID, str, dict[str, Any]], None]
+R = TypeVar("R")
 
 
 def task_message(task: Task) -> dict[str, str]:
     return {"task_id": str(task.id), "agent_type": task.agent_type}
+
+
+def public_body(task: Task) -> dict[str, Any]:
+    """A new task as `POST /tasks` answers it (no result yet), as JSON: what an idempotent replay repeats."""
+    data = {name: getattr(task, name) for name in TaskPublic.model_fields if name != "result"}
+    return TaskPublic(**data, result=None).model_dump(mode="json")
+
+
+@dataclass(frozen=True)
+class IdempotentResult:
+    status_code: int
+    body: dict[str, Any]
+    task_id: uuid.UUID | None
+    replayed: bool
 
 
 def initial_status(agent_mode: str) -> TaskStatus:
@@ -94,8 +114,11 @@ class TaskRecord(TaskPublic):
 class TaskService:
     def __init__(self, db: Database, after_commit: AfterCommit | None = None, *,
                  agents: AgentService | None = None, cache: TwoLevelCache | None = None,
-                 quotas: Quotas | None = None) -> None:
+                 quotas: Quotas | None = None, idempotency: IdempotencyStore | None = None,
+                 fast_publish: FastPublish | None = None) -> None:
         self.db = db
+        self.fast_publish = fast_publish
+        self.idempotency = idempotency
         self.after_commit = after_commit
         self.agents = agents
         self.cache = cache
@@ -105,36 +128,80 @@ class TaskService:
                on_created: Callable[[Session, Task], None] | None = None) -> Task:
         """`on_created` runs in the create transaction after the task is flushed (the ingress consumer's
         idempotency receipt): if it raises, nothing of the task is committed."""
+        known = self._known_agent(user_id, req)
+        return self._committed_then_published(
+            lambda session: self._create_in(session, user_id, req, meta, known, on_created))
+
+    def _committed_then_published(self, work: Callable[[Session], tuple[R, Task | None, uuid.UUID | None]]) -> R:
+        """Run `work` in one transaction, then publish the task it wrote an outbox row for, before returning.
+
+        With `fast_publish`, the publish and the one statement marking it use the connection the transaction
+        used (one pool checkout per request); otherwise `after_commit` gets the outbox id."""
+        if self.fast_publish is None:
+            with self.db.transaction() as session:
+                result, task, outbox_id = work(session)
+            if outbox_id is not None and self.after_commit is not None:
+                self.after_commit(outbox_id)
+            return result
+        with self.db.connection() as conn:
+            with self.db.transaction(conn) as session:
+                result, task, outbox_id = work(session)
+            if outbox_id is not None and task is not None:
+                self.fast_publish(conn, outbox_id, task.agent_type, task_message(task))
+        return result
+
+    def create_idempotent(self, user_id: uuid.UUID, req: TaskCreate, meta: RequestMeta,
+                          request: IdempotentRequest) -> IdempotentResult:
+        """`create` under an Idempotency-Key: the first call creates and stores its response in the same
+        transaction; a replay (same key and body) returns that response and creates nothing."""
+        if self.idempotency is None:
+            raise RuntimeError("TaskService was built without an IdempotencyStore")
+        known = self._known_agent(user_id, req)
+        store = self.idempotency
+
+        def work(session: Session) -> tuple[IdempotentResult, Task | None, uuid.UUID | None]:
+            stored = store.claim(session, user_id, request)
+            if stored is not None:
+                return IdempotentResult(stored.status_code, stored.body, stored.resource_id, replayed=True), None, None
+            task, _, outbox_id = self._create_in(session, user_id, req, meta, known)
+            body = public_body(task)
+            store.complete(session, user_id, request, 202, body, task.id)
+            return IdempotentResult(202, body, task.id, replayed=False), task, outbox_id
+
+        return self._committed_then_published(work)
+
+    def _known_agent(self, user_id: uuid.UUID, req: TaskCreate) -> AgentRecord | None:
         # The agent check uses the cached agent record (read before the transaction): one query fewer.
-        known = (self.agents.owned_record(user_id, req.agent_id)
-                 if self.agents is not None and req.agent_id is not None else None)
-        with self.db.transaction() as session:
-            agent: Agent | AgentRecord
-            if req.agent_id is None:  # only a type: the routing rule picks one of the caller's agents
-                agent = route(session, user_id, str(req.agent_type))
-            else:
-                agent = known or get_owned_agent(session, user_id, req.agent_id)
-            if agent.status != "active":
-                raise ConflictError("agent is not active", {"agent_id": str(agent.id), "status": agent.status})
-            registry.validate_input(agent.type, req.input_data)
-            if self.quotas is not None:
-                self.quotas.check_tasks_today(session, user_id, utcnow())
-            task = Task(user_id=user_id, agent_id=agent.id, agent_type=agent.type, title=req.title,
-                        description=req.description, priority=req.priority, input_data=req.input_data,
-                        status=initial_status(agent.mode))
-            session.add(task)
-            session.flush()
-            outbox_id = enqueue(session, task, agent.mode)
-            audit.record(session, user_id=user_id, event_type="task.created", action="create",
-                         resource_type="task", resource_id=task.id,
-                         details={"agent_id": str(agent.id), "agent_type": agent.type,
-                                  "routed": req.agent_id is None}, meta=meta)
-            if on_created is not None:
-                on_created(session, task)
-            session.flush()
-        if outbox_id is not None and self.after_commit is not None:
-            self.after_commit(outbox_id)
-        return task
+        return (self.agents.owned_record(user_id, req.agent_id)
+                if self.agents is not None and req.agent_id is not None else None)
+
+    def _create_in(self, session: Session, user_id: uuid.UUID, req: TaskCreate, meta: RequestMeta,
+                   known: AgentRecord | None, on_created: Callable[[Session, Task], None] | None = None,
+                   ) -> tuple[Task, Task, uuid.UUID | None]:
+        agent: Agent | AgentRecord
+        if req.agent_id is None:  # only a type: the routing rule picks one of the caller's agents
+            agent = route(session, user_id, str(req.agent_type))
+        else:
+            agent = known or get_owned_agent(session, user_id, req.agent_id)
+        if agent.status != "active":
+            raise ConflictError("agent is not active", {"agent_id": str(agent.id), "status": agent.status})
+        registry.validate_input(agent.type, req.input_data)
+        if self.quotas is not None:
+            self.quotas.check_tasks_today(session, user_id, utcnow())
+        task = Task(user_id=user_id, agent_id=agent.id, agent_type=agent.type, title=req.title,
+                    description=req.description, priority=req.priority, input_data=req.input_data,
+                    status=initial_status(agent.mode))
+        session.add(task)
+        session.flush()
+        outbox_id = enqueue(session, task, agent.mode)
+        audit.record(session, user_id=user_id, event_type="task.created", action="create",
+                     resource_type="task", resource_id=task.id,
+                     details={"agent_id": str(agent.id), "agent_type": agent.type,
+                              "routed": req.agent_id is None}, meta=meta)
+        if on_created is not None:
+            on_created(session, task)
+        session.flush()
+        return task, task, outbox_id
 
     def get(self, user_id: uuid.UUID, task_id: uuid.UUID) -> TaskPublic:
         """The caller's task with its result; final tasks come from the cache."""
