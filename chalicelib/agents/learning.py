@@ -43,7 +43,8 @@ class LearningAgent(Agent):
     description = ("Counts your ratings of task results (POST /tasks/{id}/feedback) into each rated agent's quality "
                    "estimate: a Beta posterior with a time decay that routing prefers higher.")
     capabilities = ("feedback", "beta-posterior", "time-decay", "quality-estimate")
-    example_input = {"feedback_ids": ["6f1c1c3e-8a52-4c1e-9d55-2b1f4a0b7e10"]}
+    # Omitting feedback_ids counts every rating of yours not counted yet: an example that runs for anyone.
+    example_input: dict[str, Any] = {}
 
     def run(self, data: BaseModel, config: Mapping[str, Any], ctx: AgentContext | None = None) -> AgentOutput:
         assert isinstance(data, LearningInput)

@@ -30,3 +30,28 @@ def test_unknown_config_keys_are_refused_on_create_and_update(api: Api) -> None:
     assert error["details"]["errors"][0]["loc"] == ["config", "temperature"]
     agent = api.agent()
     assert_envelope(api.call("PUT", f"/agents/{agent['id']}", {"config": {"x": 1}}), 422, "VALIDATION_ERROR")
+
+
+def test_every_advertised_example_runs_to_completion(api: Api) -> None:
+    """GIVEN a new user with one agent of each type that needs no language model
+    WHEN they send each type's advertised example_input THEN every task completes (a copied
+    example that always fails — the learning type's named a feedback id nobody has — is a bug)."""
+    import json
+
+    from functions.agent_consumer import handler
+    from tests.integration.conftest import FakeContext, sqs_event
+
+    api.signup()
+    types = [t for t in registry.available_types() if not registry.get_agent(t).provider_backed]
+    assert len(types) >= 7
+    for agent_type in types:
+        agent = api.agent(agent_type, name=f"example-{agent_type}")
+        example = registry.get_agent(agent_type).example_input
+        created = api.call("POST", "/tasks", {"agent_id": agent["id"], "title": "example", "input_data": example})
+        assert created.status_code == 202, (agent_type, created.json_body)
+        body = json.dumps({"task_id": created.json_body["id"], "agent_type": agent_type})
+        assert handler(sqs_event([("m1", body)], agent_type), FakeContext()) == {"batchItemFailures": []}
+        task = api.call("GET", f"/tasks/{created.json_body['id']}").json_body
+        # an orchestrator's example plan starts its steps as subtasks and waits for them
+        expected = "processing" if agent_type == "orchestrator" else "completed"
+        assert task["status"] == expected, (agent_type, task.get("error"))
