@@ -60,6 +60,7 @@ def faulty(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, pg_u
                        "YMERA_REDIS_KEY_PREFIX": f"{REDIS_PREFIX}{uuid.uuid4().hex[:6]}:",
                        "YMERA_JWT_SECRET": TEST_SECRET, "YMERA_BCRYPT_ROUNDS": "4",
                        "YMERA_QUEUE_PREFIX": PREFIX, "YMERA_REDIS_BREAKER_SECONDS": "0.5",
+                       "YMERA_CONSUMER_RECORD_RESERVE_SECONDS": "0.1",
                        "YMERA_RATE_LIMIT_ENABLED": str(request.node.get_closest_marker("rate_limited") is not None)
                        }.items():
         monkeypatch.setenv(key, value)

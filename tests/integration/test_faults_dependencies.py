@@ -10,6 +10,8 @@ import time
 from collections import Counter
 from typing import Any
 
+import pytest
+
 from tests.integration.conftest import Api
 from tests.integration.faults_support import OUTAGE_SECONDS, Faulty
 from tests.integration.test_api_tasks import create_task
@@ -49,3 +51,42 @@ def test_postgres_unreachable_is_503_in_the_envelope_and_recovers_on_the_first_c
         r = api.call(method, path, body)
         assert r.status_code < 300, (method, path, r.status_code, r.json_body)
     assert statuses[503] > 0 and set(statuses) <= {200, 429, 503}
+
+
+@pytest.mark.rate_limited
+def test_redis_unreachable_degrades_as_documented_with_no_500_and_no_stale_data(
+        faulty: Faulty, faulty_client: Any) -> None:
+    """docs/faults.md: the rate limiter's general buckets fail open, sign-in fails closed (503), the cache is
+    bypassed (reads go to Postgres, so a write during the outage is visible at once), sessions are checked
+    against Postgres."""
+    api = Api(faulty_client)
+    user = api.signup()
+    agent = api.agent()
+    statuses: Counter[int] = Counter()
+    with faulty.redis.outage():
+        deadline = time.monotonic() + min(OUTAGE_SECONDS, 3.0)
+        round_no = 0
+        while time.monotonic() < deadline:
+            round_no += 1
+            created = create_task(api, agent["id"])
+            statuses[created.status_code] += 1
+            assert created.status_code == 202, created.json_body
+            got = api.call("GET", f"/tasks/{created.json_body['id']}")
+            assert got.status_code == 200 and got.json_body["id"] == created.json_body["id"]
+            renamed = api.call("PUT", f"/agents/{agent['id']}", {"name": f"renamed-{round_no}"})
+            assert renamed.status_code == 200, renamed.json_body
+            read = api.call("GET", f"/agents/{agent['id']}")
+            assert read.status_code == 200 and read.json_body["name"] == f"renamed-{round_no}"  # never stale
+            login = api.call("POST", "/auth/login", {"username": user["username"], "password": "correct horse battery"},
+                             token="")
+            statuses[login.status_code] += 1
+            assert login.status_code == 503 and login.json_body["error"]["code"] == "DEPENDENCY_UNAVAILABLE"
+            assert int(login.headers["Retry-After"]) >= 1
+            time.sleep(0.2)
+    time.sleep(0.6)  # the Redis breaker (0.5 s here) closes
+    read = api.call("GET", f"/agents/{agent['id']}")
+    assert read.status_code == 200 and read.json_body["name"] == f"renamed-{round_no}"
+    login = api.call("POST", "/auth/login", {"username": user["username"], "password": "correct horse battery"},
+                     token="")
+    assert login.status_code == 200, login.json_body
+    assert not any(500 <= s and s != 503 for s in statuses)
