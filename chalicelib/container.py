@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from chalicelib.services.alerts import AlertPublisher
     from chalicelib.services.audit import AuditLogService
     from chalicelib.services.cache_admin import CacheAdminService
+    from chalicelib.services.dlq_admin import DlqAdminService
     from chalicelib.services.feedback import FeedbackService
     from chalicelib.services.health import HealthService
     from chalicelib.services.leases import LeaseService
@@ -266,6 +267,16 @@ class Container:
             return QueueInspector(lambda: publisher.client, s.queue_prefix)
         return QueueInspector(lambda: make_sqs_client(s.aws_region, s.aws_endpoint_url, s.publish_timeout_seconds),
                               s.queue_prefix)
+
+    @cached_property
+    def dlq_admin(self) -> DlqAdminService:
+        from chalicelib.agents.registry import available_types
+        from chalicelib.messaging.dlq import DlqOperator
+        from chalicelib.services.dlq_admin import DlqAdminService
+
+        inspector = self.queue_inspector  # shares the publisher's SQS client (see queue_inspector)
+        return DlqAdminService(self.db, DlqOperator(lambda: inspector.client, self.settings.queue_prefix),
+                               available_types)
 
     @cached_property
     def monitoring(self) -> MonitoringService:
