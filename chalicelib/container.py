@@ -79,7 +79,8 @@ class Container:
         s = self.settings
         # From DATABASE_URL, or fetched from Secrets Manager once per container (YMERA_DATABASE_URL_SECRET_ARN).
         db = Database(make_engine(load_database_url(s), pool_size=s.db_pool_size, max_overflow=s.db_max_overflow,
-                                  pool_timeout=s.db_pool_timeout, pool_recycle=s.db_pool_recycle))
+                                  pool_timeout=s.db_pool_timeout, pool_recycle=s.db_pool_recycle,
+                                  connect_timeout=s.db_connect_timeout_seconds))
         self._track_agent_writes(db)
         return db
 

@@ -2,7 +2,8 @@
 without touching the shared servers (other people's tests use them).
 
 `cut()` closes every forwarded connection and refuses new ones (connection refused, as when a server is down);
-`restore()` accepts again. The listening port stays the same, so the clients' URLs keep working.
+`stall()` is the nastier outage: connections are accepted and then never answered (a black-holed host);
+`restore()` accepts and forwards again. The listening port stays the same, so the clients' URLs keep working.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ class FaultProxy:
         self._lock = threading.Lock()
         self._conns: set[socket.socket] = set()
         self._stopped = threading.Event()
+        self._stalled = threading.Event()
+        self._held: list[socket.socket] = []  # accepted while stalled: never answered
         self._listener: socket.socket | None = None
         self.port = self._listen(0)
         self.connections = 0  # forwarded connections accepted so far
@@ -55,10 +58,24 @@ class FaultProxy:
                 conn.shutdown(socket.SHUT_RDWR)
             conn.close()
 
-    def restore(self) -> None:
+    def stall(self) -> None:
+        """Drop every forwarded connection and answer nothing on new ones (they hang until the client gives up)."""
+        self._stalled.set()
         with self._lock:
+            conns, self._conns = self._conns, set()
+        for conn in conns:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+            conn.close()
+
+    def restore(self) -> None:
+        self._stalled.clear()
+        with self._lock:
+            held, self._held = self._held, []
             if self._listener is None:
                 self._listen(self.port)
+        for sock in held:
+            sock.close()
 
     def close(self) -> None:
         self._stopped.set()
@@ -78,6 +95,10 @@ class FaultProxy:
                 client, _ = listener.accept()
             except OSError:
                 return  # the listener was closed by cut()
+            if self._stalled.is_set():
+                with self._lock:
+                    self._held.append(client)
+                continue
             try:
                 upstream = socket.create_connection(self.upstream, timeout=5)
             except OSError:

@@ -60,12 +60,13 @@ def faulty(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, pg_u
                        "YMERA_REDIS_KEY_PREFIX": f"{REDIS_PREFIX}{uuid.uuid4().hex[:6]}:",
                        "YMERA_JWT_SECRET": TEST_SECRET, "YMERA_BCRYPT_ROUNDS": "4",
                        "YMERA_QUEUE_PREFIX": PREFIX, "YMERA_REDIS_BREAKER_SECONDS": "0.5",
-                       "YMERA_CONSUMER_RECORD_RESERVE_SECONDS": "0.1",
+                       "YMERA_CONSUMER_RECORD_RESERVE_SECONDS": "0.1", "YMERA_DB_CONNECT_TIMEOUT_SECONDS": "2",
                        "YMERA_RATE_LIMIT_ENABLED": str(request.node.get_closest_marker("rate_limited") is not None)
                        }.items():
         monkeypatch.setenv(key, value)
     settings = Settings()
-    proxied = Database(make_engine(pg.url_for(pg_url), pool_timeout=2.0))
+    proxied = Database(make_engine(pg.url_for(pg_url), pool_timeout=2.0,
+                                   connect_timeout=settings.db_connect_timeout_seconds))
     container = Container(settings, database=proxied)
     set_container(container)
     try:

@@ -90,3 +90,22 @@ def test_redis_unreachable_degrades_as_documented_with_no_500_and_no_stale_data(
                      token="")
     assert login.status_code == 200, login.json_body
     assert not any(500 <= s and s != 503 for s in statuses)
+
+
+def test_postgres_black_holed_answers_503_within_the_connect_timeout_not_a_hang(
+        faulty: Faulty, faulty_client: Any) -> None:
+    """GIVEN a database host that accepts TCP and never answers WHEN a call needs it THEN 503 after about
+    YMERA_DB_CONNECT_TIMEOUT_SECONDS (2 s here), not minutes."""
+    api = Api(faulty_client)
+    api.signup()
+    agent = api.agent()
+    faulty.pg.stall()
+    try:
+        started = time.monotonic()
+        r = create_task(api, agent["id"])
+        elapsed = time.monotonic() - started
+    finally:
+        faulty.pg.restore()
+    assert r.status_code == 503 and r.json_body["error"]["code"] == "DEPENDENCY_UNAVAILABLE"
+    assert elapsed < 2 * faulty.container.settings.db_connect_timeout_seconds + 1, elapsed
+    assert create_task(api, agent["id"]).status_code == 202
