@@ -265,6 +265,11 @@ class Settings(BaseSettings):
     #: rows one relay transaction takes; the scheduled relay takes batches until none is due (or its time is up).
     outbox_batch_limit: int = Field(default=100, ge=1, le=1000)
 
+    # --- Dependencies down (issue 8 "faults"; docs/faults.md) ---
+    #: a Postgres connection attempt gives up after this many seconds (libpq connect_timeout), so an unreachable
+    #: database answers 503 quickly instead of holding the request until the OS gives up on TCP (minutes).
+    db_connect_timeout_seconds: int = Field(default=5, ge=1, le=60)
+
     @field_validator("stage")
     @classmethod
     def _stage_lower(cls, value: str) -> str:

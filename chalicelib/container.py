@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from chalicelib.services.alerts import AlertPublisher
     from chalicelib.services.audit import AuditLogService
     from chalicelib.services.cache_admin import CacheAdminService
+    from chalicelib.services.dlq_admin import DlqAdminService
     from chalicelib.services.feedback import FeedbackService
     from chalicelib.services.health import HealthService
     from chalicelib.services.idempotency import IdempotencyStore
@@ -82,7 +83,8 @@ class Container:
         s = self.settings
         # From DATABASE_URL, or fetched from Secrets Manager once per container (YMERA_DATABASE_URL_SECRET_ARN).
         db = Database(make_engine(load_database_url(s), pool_size=s.db_pool_size, max_overflow=s.db_max_overflow,
-                                  pool_timeout=s.db_pool_timeout, pool_recycle=s.db_pool_recycle))
+                                  pool_timeout=s.db_pool_timeout, pool_recycle=s.db_pool_recycle,
+                                  connect_timeout=s.db_connect_timeout_seconds))
         self._track_agent_writes(db)
         return db
 
@@ -280,6 +282,16 @@ class Container:
             return QueueInspector(lambda: publisher.client, s.queue_prefix)
         return QueueInspector(lambda: make_sqs_client(s.aws_region, s.aws_endpoint_url, s.publish_timeout_seconds),
                               s.queue_prefix)
+
+    @cached_property
+    def dlq_admin(self) -> DlqAdminService:
+        from chalicelib.agents.registry import available_types
+        from chalicelib.messaging.dlq import DlqOperator
+        from chalicelib.services.dlq_admin import DlqAdminService
+
+        inspector = self.queue_inspector  # shares the publisher's SQS client (see queue_inspector)
+        return DlqAdminService(self.db, DlqOperator(lambda: inspector.client, self.settings.queue_prefix),
+                               available_types)
 
     @cached_property
     def monitoring(self) -> MonitoringService:

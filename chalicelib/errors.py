@@ -67,7 +67,11 @@ class UnsupportedMediaTypeError(AppError):
 
 
 class DependencyUnavailableError(AppError):
+    """A backing service (Postgres, Redis, a key store) cannot be reached: 503 with Retry-After."""
+
     code = "DEPENDENCY_UNAVAILABLE"
+    #: Seconds a client should wait before trying again (the Retry-After header).
+    retry_after = 5
 
 
 class NoAgentAvailableError(ConflictError):

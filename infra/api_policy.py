@@ -47,7 +47,7 @@ def secret_arns(region: str, account: str, stage: str, names: Sequence[str]) -> 
 
 def render(stage: str, region: str, account: str) -> Json:
     """The API's policy: its own log group, send to the agent queues (never a DLQ), read queue depths,
-    and read the stage's own secrets."""
+    receive/delete/move on the DLQs only (admin DLQ operations), and read the stage's own secrets."""
     if not re.fullmatch(r"[a-z][a-z0-9-]{0,19}", stage):
         raise ValueError(f"stage {stage!r} must match [a-z][a-z0-9-]{{0,19}}")
     if not re.fullmatch(r"[a-z]{2}(-gov)?-[a-z]+-\d", region):
@@ -71,6 +71,13 @@ def render(stage: str, region: str, account: str) -> Json:
              "Resource": queues},
             {"Sid": "ReadDeadLetterDepths", "Effect": "Allow",
              "Action": ["sqs:GetQueueUrl", "sqs:GetQueueAttributes"],
+             "Resource": dlqs},
+            # GET /admin/dlq peeks (receive, VisibilityTimeout=0) and POST /admin/dlq/{queue}/redrive moves
+            # messages back: StartMessageMoveTask, or receive + delete here and SendMessage (above) to the
+            # agent queue. Never receive or delete on an agent queue itself: that is the consumers' job.
+            {"Sid": "OperateDeadLetterQueues", "Effect": "Allow",
+             "Action": ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:StartMessageMoveTask",
+                        "sqs:ListMessageMoveTasks"],
              "Resource": dlqs},
             {"Sid": "ReadStageSecrets", "Effect": "Allow",
              "Action": ["secretsmanager:GetSecretValue"],

@@ -33,6 +33,9 @@ for _var, _value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "t
 os.environ.pop("AWS_ENDPOINT_URL", None)
 os.environ.pop("AWS_PROFILE", None)
 
+#: The fault-injection suite's fixtures (proxied Postgres and Redis), for tests/integration/test_faults_*.py.
+pytest_plugins = ["tests.integration.faults_support"]
+
 PG_ADMIN_URL = os.environ.get("YMERA_TEST_PG_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("YMERA_TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
 #: Keys of this test session; parallel sessions on one Redis never see each other's keys.

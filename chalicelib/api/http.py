@@ -69,11 +69,34 @@ def to_response(exc: errors.AppError) -> Response:
     headers: dict[str, str] = {}
     if isinstance(exc, errors.AuthenticationError):
         headers["WWW-Authenticate"] = "Bearer"
-    if isinstance(exc, errors.RateLimitedError):
+    if isinstance(exc, errors.RateLimitedError | errors.DependencyUnavailableError):
         headers["Retry-After"] = str(exc.retry_after)
     if status == 500:
         return error_response("INTERNAL_ERROR", "internal error", 500)
     return error_response(exc.code, exc.message, status, exc.details, headers)
+
+
+def dependency_unavailable(exc: BaseException) -> errors.DependencyUnavailableError | None:
+    """The one place a lost database or Redis connection becomes a 503: Postgres refusing or dropping
+    connections (SQLAlchemy's OperationalError/InterfaceError, or any DBAPI error that invalidated its
+    connection), the pool's checkout timeout, and Redis connection errors and timeouts. Anything else is None
+    (a bug: a 500). The pool (pool_pre_ping, and SQLAlchemy invalidating the whole pool on a disconnect) then
+    hands out live connections again on the first request after the database is back."""
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+    from sqlalchemy import exc as sa
+
+    if isinstance(exc, sa.TimeoutError) or (
+            isinstance(exc, sa.DBAPIError)
+            and (exc.connection_invalidated or isinstance(exc, sa.OperationalError | sa.InterfaceError))):
+        dependency = "database"
+    elif isinstance(exc, RedisConnectionError | RedisTimeoutError):
+        dependency = "redis"
+    else:
+        return None
+    logger.warning("dependency unavailable", extra={"dependency": dependency, "error": type(exc).__name__})
+    return errors.DependencyUnavailableError(f"the {dependency} is temporarily unavailable; try again shortly",
+                                             {"dependency": dependency})
 
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -88,7 +111,10 @@ def endpoint(fn: F) -> F:
             return fn(*args, **kwargs)
         except errors.AppError as exc:
             return to_response(exc)
-        except Exception:  # noqa: BLE001 - the one place a bug becomes a logged, generic 500
+        except Exception as exc:  # noqa: BLE001 - the one place a bug becomes a logged, generic 500
+            unavailable = dependency_unavailable(exc)
+            if unavailable is not None:
+                return to_response(unavailable)
             logger.exception("unhandled error in %s", fn.__name__)
             return error_response("INTERNAL_ERROR", "internal error", 500)
 
@@ -206,7 +232,12 @@ def envelope_middleware(request: Request, get_response: Callable[[Request], Resp
     see it — reached the client as Chalice's raw `{"Code": "InternalServerError", ...}`."""
     try:
         response = get_response(request)
-    except Exception:  # noqa: BLE001 - the last line of defence: a logged, generic 500 in the envelope
+    except errors.AppError as exc:
+        return to_response(exc)
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: a logged, generic 500 in the envelope
+        unavailable = dependency_unavailable(exc)
+        if unavailable is not None:
+            return to_response(unavailable)
         logger.exception("unhandled error outside a view", extra={"path": getattr(request, "path", None)})
         return error_response("INTERNAL_ERROR", "internal error", 500)
     body = response.body

@@ -26,7 +26,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from chalicelib.api.admin import CacheClearRequest, CacheClearResult
+from chalicelib.api.admin import CacheClearRequest, CacheClearResult, DlqList, DlqQuery, RedriveRequest, RedriveResult
 from chalicelib.api.agents import AgentListQuery
 from chalicelib.schemas.agents import AgentCreate, AgentPublic, AgentUpdate
 from chalicelib.schemas.audit import AuditLogPublic, AuditLogQuery
@@ -237,6 +237,16 @@ ROUTES: dict[tuple[str, str], RouteSpec] = {
     ("POST", "/admin/cache/clear"): RouteSpec(
         "Clear cache namespaces (admin)", "admin", CacheClearResult, body=CacheClearRequest,
         body_required=False, errors=(403,), description="No body (or no `namespaces`) clears every namespace."),
+    ("GET", "/admin/dlq"): RouteSpec(
+        "Dead-letter queues: depth and a sample (admin)", "admin", DlqList, query=DlqQuery, errors=(403, 503),
+        description="Peeks without consuming (VisibilityTimeout=0, nothing deleted). Each sampled message names "
+                    "its task with the task's status and last error. A DLQ that cannot be read has `error`."),
+    ("POST", "/admin/dlq/{queue}/redrive"): RouteSpec(
+        "Move dead letters back to their queue (admin, audited)", "admin", RedriveResult, body=RedriveRequest,
+        body_required=False, errors=(403, 404, 503),
+        description="`queue` is the agent type. Uses SQS StartMessageMoveTask where the endpoint supports it "
+                    "(`moved` is then null and `approximate` the depth), receive/send/delete otherwise (`moved` is "
+                    "exact, at most `limit`). Redriven messages of tasks that already finished are no-ops."),
     ("GET", "/audit-logs"): RouteSpec(
         "Audit trail (admins: everyone's; users: their own)", "admin", Page[AuditLogPublic], query=AuditLogQuery,
         errors=(403, 404)),

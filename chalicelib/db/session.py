@@ -12,8 +12,11 @@ from sqlalchemy.orm import Session, sessionmaker
 
 
 def make_engine(url: str, *, pool_size: int = 5, max_overflow: int = 5, pool_timeout: float = 10.0,
-                pool_recycle: int = 3600) -> Engine:
-    """Build an engine for Postgres (psycopg 3) or SQLite with the same semantics."""
+                pool_recycle: int = 3600, connect_timeout: int = 5) -> Engine:
+    """Build an engine for Postgres (psycopg 3) or SQLite with the same semantics.
+
+    Postgres: `pool_pre_ping` replaces a dead pooled connection before use (the first request after an outage
+    succeeds) and `connect_timeout` bounds a connection attempt to a host that does not answer."""
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url[len("postgresql://"):]
     if url.startswith("sqlite"):
@@ -30,6 +33,7 @@ def make_engine(url: str, *, pool_size: int = 5, max_overflow: int = 5, pool_tim
         pool_timeout=pool_timeout,
         pool_recycle=pool_recycle,
         pool_pre_ping=True,
+        connect_args={"connect_timeout": connect_timeout},
     )
 
 

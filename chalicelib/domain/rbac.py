@@ -26,6 +26,7 @@ class Permission(StrEnum):
     TASKS_MANAGE = "tasks:manage"  # own tasks
     AUDIT_READ_OWN = "audit:read_own"
     METRICS_READ = "metrics:read"  # GET /metrics with a user token (scrapers use the static token)
+    DLQ_MANAGE = "dlq:manage"  # look into and redrive the agent queues' dead-letter queues
 
 
 _USER = frozenset({Permission.AGENTS_MANAGE, Permission.TASKS_MANAGE, Permission.AUDIT_READ_OWN})
@@ -34,7 +35,7 @@ PERMISSIONS: dict[str, frozenset[Permission]] = {
     Role.USER: _USER,
     Role.ADMIN: _USER
     | {Permission.USERS_LIST, Permission.USERS_READ_ANY, Permission.USERS_UPDATE_ANY, Permission.AUDIT_READ_ANY,
-       Permission.CACHE_CLEAR, Permission.METRICS_READ},
+       Permission.CACHE_CLEAR, Permission.METRICS_READ, Permission.DLQ_MANAGE},
 }
 
 

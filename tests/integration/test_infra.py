@@ -536,6 +536,12 @@ def test_the_api_policy_names_its_account_and_region_and_only_its_own_resources(
     assert not any(arn.endswith("-dlq") for arn in _arns(sends[0]))
     assert all(arn.endswith("-dlq") for arn in _arns(by_sid["ReadDeadLetterDepths"]))
     assert set(_actions(by_sid["ReadDeadLetterDepths"])) == {"sqs:GetQueueUrl", "sqs:GetQueueAttributes"}
+    # Admin DLQ operations: receive/delete/move on the DLQs only; nothing consumes from an agent queue.
+    assert _arns(by_sid["OperateDeadLetterQueues"]) == _arns(by_sid["ReadDeadLetterDepths"])
+    assert set(_actions(by_sid["OperateDeadLetterQueues"])) == {
+        "sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:StartMessageMoveTask", "sqs:ListMessageMoveTasks"}
+    receives = [st for st in policy["Statement"] if {"sqs:ReceiveMessage", "sqs:DeleteMessage"} & set(_actions(st))]
+    assert receives == [by_sid["OperateDeadLetterQueues"]]
     secrets = [arn.split(":secret:", 1)[1] for arn in _arns(by_sid["ReadStageSecrets"])]
     assert secrets == [f"ymera/{stage}/{n}" for n in ("jwt-??????", "database-??????", "redis-??????",
                                                       "provider-key-encryption-??????", "llm/*")]
