@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
@@ -44,7 +44,7 @@ class LearningAgent(Agent):
                    "estimate: a Beta posterior with a time decay that routing prefers higher.")
     capabilities = ("feedback", "beta-posterior", "time-decay", "quality-estimate")
     # Omitting feedback_ids counts every rating of yours not counted yet: an example that runs for anyone.
-    example_input: dict[str, Any] = {}
+    example_input: ClassVar[dict[str, Any]] = {}
 
     def run(self, data: BaseModel, config: Mapping[str, Any], ctx: AgentContext | None = None) -> AgentOutput:
         assert isinstance(data, LearningInput)
