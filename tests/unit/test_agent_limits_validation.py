@@ -23,6 +23,11 @@ def run(schema: Any, payload: Any, config: dict[str, Any] | None = None) -> dict
     return get_agent("validation").run(data, config or {}, None).output
 
 
+#: the bounds below are ~1 s of work; the old code took 15-167 s on the same inputs. The slack keeps a
+#: loaded 2-core CI machine from failing a bounded run, without letting a blow-up pass.
+SLACK = 3.0
+
+
 def timed(fn: Any) -> tuple[Any, float]:
     started = time.perf_counter()
     result = fn()
@@ -41,14 +46,14 @@ def test_catastrophic_pattern_runs_in_linear_time() -> None:
     # Python's re needs ~2**n steps for `^(a+)+$` against n a's and a mismatch (26 chars: 15 s).
     output, seconds = timed(lambda: run({"type": "string", "pattern": "^(a+)+$"}, "a" * 5000 + "!"))
     assert output["valid"] is False and output["errors"][0]["validator"] == "pattern"
-    assert seconds < 1
+    assert seconds < SLACK
 
 
 def test_catastrophic_pattern_properties_key_runs_in_linear_time() -> None:
     schema = {"type": "object", "patternProperties": {"^(a+)+$": {"type": "integer"}}, "additionalProperties": False}
     output, seconds = timed(lambda: run(schema, {"a" * 40 + "!": 1, "aaa": "x"}))
     assert {e["validator"] for e in output["errors"]} == {"type", "additionalProperties"}
-    assert seconds < 1
+    assert seconds < SLACK
 
 
 def test_format_regex_in_the_payload_is_checked_by_re2() -> None:
@@ -70,7 +75,7 @@ def test_ref_chain_that_expands_exponentially_is_refused_at_post_tasks() -> None
     started = time.perf_counter()
     with pytest.raises(ValidationError) as raised:
         validate_input("validation", {"schema": schema, "payload": "x"})
-    assert time.perf_counter() - started < 1
+    assert time.perf_counter() - started < SLACK
     assert f"more than {MAX_EXPANDED_SUBSCHEMAS} subschemas" in raised.value.details["errors"][0]["msg"]
 
 
@@ -90,13 +95,13 @@ def test_recursive_ref_blowup_stops_at_the_step_budget() -> None:
     with pytest.raises(AgentInputError) as raised:
         run(schema, payload, {"max_steps": 5000})
     assert raised.value.details["reason"] == "step budget exceeded"
-    assert time.perf_counter() - started < 1
+    assert time.perf_counter() - started < SLACK
 
 
 def test_unique_items_over_thousands_of_objects_is_linear() -> None:
     items = [{"id": i, "tags": ["a", "b"], "n": float(i)} for i in range(10_000)]
     output, seconds = timed(lambda: run({"uniqueItems": True}, items))
-    assert output["valid"] is True and seconds < 1
+    assert output["valid"] is True and seconds < SLACK
     output = run({"uniqueItems": True}, [*items[:100], {"n": 5, "tags": ["a", "b"], "id": 5.0}])
     assert output["valid"] is False
 
@@ -158,4 +163,4 @@ def test_unique_keys_sharing_a_large_field_serialise_it_once() -> None:
     data = ValidationInput.model_validate({"records": records, "rules": {"unique": [["doc", "id"]] * 60}})
     started = time.perf_counter()
     report = get_agent("validation").run(data, {}, None).output
-    assert report["valid"] is True and time.perf_counter() - started < 1
+    assert report["valid"] is True and time.perf_counter() - started < SLACK
