@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from chalicelib.cache.twolevel import TwoLevelCache
     from chalicelib.db.session import Database
     from chalicelib.messaging.inspection import QueueInspector
-    from chalicelib.messaging.sqs import Publisher
+    from chalicelib.messaging.sqs import Publisher, VisibilityPort
     from chalicelib.providers.registry import Providers
     from chalicelib.providers.user_keys import KeyCipher
     from chalicelib.ratelimit import RateLimiter
@@ -209,10 +209,25 @@ class Container:
 
     @cached_property
     def processor(self) -> TaskProcessor:
-        from chalicelib.services.processing import TaskProcessor
+        from chalicelib.services.processing import Backoff, TaskProcessor
 
-        return TaskProcessor(self.db, max_attempts=self.settings.max_task_attempts, ports=AgentPorts(self),
-                             agent_records=lambda agent_id, session: self.agents.record(agent_id, session))
+        s = self.settings
+        return TaskProcessor(self.db, max_attempts=s.max_task_attempts, ports=AgentPorts(self),
+                             agent_records=lambda agent_id, session: self.agents.record(agent_id, session),
+                             backoff=Backoff(s.retry_base_seconds, s.retry_max_seconds),
+                             cancel_check_seconds=s.cancel_check_seconds)
+
+    @cached_property
+    def visibility(self) -> VisibilityPort:
+        """ChangeMessageVisibility for the consumers' own records (shares the publisher's SQS client)."""
+        from chalicelib.messaging.sqs import SqsPublisher, SqsVisibility, make_sqs_client
+
+        s = self.settings
+        publisher = self.publisher
+        if isinstance(publisher, SqsPublisher):
+            return SqsVisibility(lambda: publisher.client, s.queue_prefix)
+        return SqsVisibility(lambda: make_sqs_client(s.aws_region, s.aws_endpoint_url, s.publish_timeout_seconds),
+                             s.queue_prefix)
 
     @cached_property
     def leases(self) -> LeaseService:

@@ -268,7 +268,10 @@ def _role(f: FunctionSpec, log_group: str, send_to: Sequence[QueueSpec]) -> Json
         _statement("WriteOwnLogs", ["logs:CreateLogStream", "logs:PutLogEvents"], [_arn(log_group)]),
     ]
     if f.queue is not None:
-        consume = ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:ChangeMessageVisibility"]
+        # ChangeMessageVisibility: a failed record comes back after its backoff (the consumer finds its queue's
+        # URL by name: GetQueueUrl), not after the visibility timeout.
+        consume = ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:ChangeMessageVisibility",
+                   "sqs:GetQueueUrl"]
         statements.append(_statement("ConsumeOwnQueue", consume, [_arn(logical_id(f.queue.suffix, "Queue"))]))
     if "sqs:send" in f.needs:
         # SendMessageBatch is authorised by sqs:SendMessage; IAM has no separate action for it.
