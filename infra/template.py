@@ -26,7 +26,7 @@ LOG_RETENTION_DAYS = 30
 #: AWS guidance for SQS event sources; the build refuses anything tighter.
 MIN_VISIBILITY_FACTOR = 6
 MIN_RECEIVE_COUNT = 5
-KNOWN_NEEDS = frozenset({"db", "sqs:send", "sqs:consume", "sqs:inspect", "sns:alerts", "llm"})
+KNOWN_NEEDS = frozenset({"db", "sqs:send", "sqs:consume", "sqs:inspect", "sqs:peek-dlq", "sns:alerts", "llm"})
 #: Lambda's floor for an SQS event source's MaximumConcurrency.
 MIN_MAX_CONCURRENCY = 2
 #: Secret names under ymera/<stage>/ (docs/deploy-security.md). Every function reads the data-store URLs;
@@ -283,6 +283,11 @@ def _role(f: FunctionSpec, log_group: str, send_to: Sequence[QueueSpec]) -> Json
         inspect = ["sqs:GetQueueUrl", "sqs:GetQueueAttributes"]
         watched = [_arn(rid) for q in send_to for rid in (logical_id(q.suffix, "Queue"), logical_id(q.dlq_suffix))]
         statements.append(_statement("InspectQueues", inspect, watched))
+    if "sqs:peek-dlq" in f.needs:
+        # Receive only: the task reaper reads dead-lettered task messages and leaves them there (no delete).
+        peek = ["sqs:GetQueueUrl", "sqs:ReceiveMessage"]
+        dlqs = [_arn(logical_id(q.dlq_suffix)) for q in send_to]
+        statements.append(_statement("PeekDeadLetters", peek, dlqs))
     if "sns:alerts" in f.needs:
         statements.append(_statement("PublishAlerts", ["sns:Publish"], [{"Ref": "AlertTopic"}]))
         # Publishing to the encrypted topic: SNS asks KMS on the publisher's behalf.

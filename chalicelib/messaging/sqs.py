@@ -88,6 +88,27 @@ class SqsVisibility(QueueClient):
         return True
 
 
+class SqsDeadLetters(QueueClient):
+    """Peeks at the agent DLQs: receives without deleting, hiding each message only `hide_seconds`
+    (long enough for one sweep not to read it twice). Nothing here may delete: the DLQ is the evidence."""
+
+    def __init__(self, client_factory: Callable[[], Any], prefix: str, hide_seconds: int = 20) -> None:
+        super().__init__(client_factory, prefix)
+        self.hide_seconds = hide_seconds
+
+    def peek(self, agent_type: str, max_messages: int) -> list[str]:
+        url = self.url_of(f"{queue_name(self.prefix, agent_type)}-dlq")
+        bodies: list[str] = []
+        while len(bodies) < max_messages:
+            got = self.client.receive_message(QueueUrl=url, MaxNumberOfMessages=min(10, max_messages - len(bodies)),
+                                              VisibilityTimeout=self.hide_seconds,
+                                              WaitTimeSeconds=0).get("Messages", [])
+            if not got:
+                break
+            bodies.extend(m["Body"] for m in got)
+        return bodies
+
+
 def make_sqs_client(region: str, endpoint_url: str | None, timeout: float) -> Any:
     """A client that gives up fast: a publish that cannot happen now is retried by the relay."""
     import boto3
