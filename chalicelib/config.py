@@ -270,6 +270,24 @@ class Settings(BaseSettings):
     #: database answers 503 quickly instead of holding the request until the OS gives up on TCP (minutes).
     db_connect_timeout_seconds: int = Field(default=5, ge=1, le=60)
 
+    # Delivery: retries, stuck tasks, cancellation (issue 8 "retries"; docs/consumers.md).
+    #: a retryable agent failure (provider outage, rate limit, timeout) comes back after base × 2^(attempt-1)
+    #: seconds, with jitter (half to all of it), at most retry_max_seconds (a provider's Retry-After wins).
+    retry_base_seconds: float = Field(default=10.0, ge=0, le=3600)
+    retry_max_seconds: float = Field(default=900.0, ge=0, le=43_200)
+    #: a record that failed for an infrastructure reason (database unreachable, commit failed) or was deferred
+    #: comes back after this, not after the queue's visibility timeout (6-30 min).
+    infra_retry_seconds: int = Field(default=5, ge=0, le=900)
+    #: the task reaper: a managed `processing` task whose claim lease passed this long ago got no redelivery
+    #: (its message dead-lettered or vanished) and ends `timed_out`. Above the longest visibility timeout (30 min).
+    task_stuck_grace_seconds: int = Field(default=2400, ge=60, le=86_400)
+    #: a `processing` task (orchestrator parents included) running longer than this ends `timed_out`.
+    task_max_run_seconds: int = Field(default=6 * 3600, ge=60, le=7 * 86_400)
+    #: a managed `pending`/`queued` task older than this was never delivered: it fails with DELIVERY_FAILED.
+    task_max_queued_seconds: int = Field(default=24 * 3600, ge=60, le=14 * 86_400)
+    #: how often a running agent's cancellation check really asks the database (cheaper checks reuse it).
+    cancel_check_seconds: float = Field(default=0.5, ge=0, le=60)
+
     @field_validator("stage")
     @classmethod
     def _stage_lower(cls, value: str) -> str:

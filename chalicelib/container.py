@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from chalicelib.db.session import Database
     from chalicelib.messaging.ingress import IngressQueues
     from chalicelib.messaging.inspection import QueueInspector
-    from chalicelib.messaging.sqs import Publisher
+    from chalicelib.messaging.sqs import Publisher, VisibilityPort
     from chalicelib.providers.registry import Providers
     from chalicelib.providers.user_keys import KeyCipher
     from chalicelib.ratelimit import RateLimiter
@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from chalicelib.services.producer_keys import ProducerKeyService
     from chalicelib.services.provider_keys import ProviderKeyService
     from chalicelib.services.quotas import Quotas
+    from chalicelib.services.reaper import DeadLetterSweep, TaskReaper
     from chalicelib.services.request_metrics import RequestMetrics
     from chalicelib.services.tasks import TaskService
     from chalicelib.services.users import UserService
@@ -225,10 +226,45 @@ class Container:
 
     @cached_property
     def processor(self) -> TaskProcessor:
-        from chalicelib.services.processing import TaskProcessor
+        from chalicelib.services.processing import Backoff, TaskProcessor
 
-        return TaskProcessor(self.db, max_attempts=self.settings.max_task_attempts, ports=AgentPorts(self),
-                             agent_records=lambda agent_id, session: self.agents.record(agent_id, session))
+        s = self.settings
+        return TaskProcessor(self.db, max_attempts=s.max_task_attempts, ports=AgentPorts(self),
+                             agent_records=lambda agent_id, session: self.agents.record(agent_id, session),
+                             backoff=Backoff(s.retry_base_seconds, s.retry_max_seconds),
+                             cancel_check_seconds=s.cancel_check_seconds)
+
+    @cached_property
+    def task_reaper(self) -> TaskReaper:
+        from chalicelib.services.reaper import TaskReaper
+
+        s = self.settings
+        return TaskReaper(self.db, stuck_grace_seconds=s.task_stuck_grace_seconds,
+                          max_run_seconds=s.task_max_run_seconds, max_queued_seconds=s.task_max_queued_seconds)
+
+    @cached_property
+    def dead_letter_sweep(self) -> DeadLetterSweep:
+        from chalicelib.agents.registry import available_types
+        from chalicelib.messaging.sqs import SqsDeadLetters, SqsPublisher, make_sqs_client
+        from chalicelib.services.reaper import DeadLetterSweep
+
+        s = self.settings
+        publisher = self.publisher
+        factory = (lambda: publisher.client) if isinstance(publisher, SqsPublisher) else \
+            (lambda: make_sqs_client(s.aws_region, s.aws_endpoint_url, s.publish_timeout_seconds))
+        return DeadLetterSweep(self.db, SqsDeadLetters(factory, s.queue_prefix), available_types())
+
+    @cached_property
+    def visibility(self) -> VisibilityPort:
+        """ChangeMessageVisibility for the consumers' own records (shares the publisher's SQS client)."""
+        from chalicelib.messaging.sqs import SqsPublisher, SqsVisibility, make_sqs_client
+
+        s = self.settings
+        publisher = self.publisher
+        if isinstance(publisher, SqsPublisher):
+            return SqsVisibility(lambda: publisher.client, s.queue_prefix)
+        return SqsVisibility(lambda: make_sqs_client(s.aws_region, s.aws_endpoint_url, s.publish_timeout_seconds),
+                             s.queue_prefix)
 
     @cached_property
     def leases(self) -> LeaseService:

@@ -124,6 +124,24 @@ class AgentInputError(AgentError):
     code = "AGENT_INPUT_INVALID"
 
 
+class TaskCancelledError(AgentError):
+    """The task was cancelled while its agent ran: raised by `AgentContext.raise_if_cancelled` (and before a model
+    call) so the agent stops; the consumer discards whatever it had and the task stays `cancelled`."""
+
+    code = "TASK_CANCELLED"
+
+
+class RetryLaterError(RuntimeError):
+    """A record to retry after `delay_seconds` (SQS ChangeMessageVisibility): a retryable agent failure.
+
+    Not an AppError: it never reaches a user; the consumer reports the record as a batch item failure.
+    """
+
+    def __init__(self, delay_seconds: int, reason: str) -> None:
+        super().__init__(reason)
+        self.delay_seconds = delay_seconds
+
+
 # --- tenancy quotas (docs/tenancy.md) ---------------------------------------------------------------------------
 
 

@@ -18,7 +18,7 @@ from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, pro
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 from chalicelib.container import get_container
-from chalicelib.errors import MalformedMessageError
+from chalicelib.errors import MalformedMessageError, RetryLaterError
 from chalicelib.observability import log_context, logger, publish_task_outcomes
 from chalicelib.schemas.tasks import TaskMessage
 from chalicelib.services.processing import RecordBudget, RecordDeferredError, parse_message
@@ -39,12 +39,23 @@ def queue_agent_type(event_source_arn: str | None) -> str | None:
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     container = get_container()
     processor = BatchProcessor(event_type=EventType.SQS)
+    queue, infra_delay = container.visibility, container.settings.infra_retry_seconds
+
+    def come_back(record: SQSRecord, seconds: int) -> None:
+        """A failed record returns after `seconds`, not after the queue's visibility timeout (6-30 min)."""
+        if record.event_source_arn and record.receipt_handle:
+            queue.delay(record.event_source_arn, record.receipt_handle, seconds)
+
     budget = RecordBudget(context.get_remaining_time_in_millis, container.settings.consumer_record_reserve_seconds)
 
     #: (agent_type, status, duration_ms) per finished task; published once, after the batch.
     finished: list[tuple[str, str, float]] = []
     # One commit claims the whole batch (what batching still saves); each record then runs and commits alone.
-    claims = container.processor.claim_batch(_messages(event), budget.lease_until())
+    try:
+        claims = container.processor.claim_batch(_messages(event), budget.lease_until())
+    except Exception:  # noqa: BLE001 - each record then claims on its own, and a failed one returns after a short delay
+        logger.warning("the batch claim failed; records claim one by one", exc_info=True)
+        claims = {}
 
     def record_handler(record: SQSRecord) -> str:
         # Every log line of this record (processor and agent included) carries its ids.
@@ -63,12 +74,21 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
                     if status != "skipped":
                         finished.append((message.agent_type, status, (time.perf_counter() - started) * 1000))
                     return status
+            except RetryLaterError as exc:  # a retryable agent failure: exponential backoff with jitter
+                come_back(record, exc.delay_seconds)
+                raise
             except RecordDeferredError as exc:
                 logger.info("record deferred: not enough time left in this invocation", extra={"reason": str(exc)})
+                come_back(record, infra_delay)
                 raise
             except MalformedMessageError as exc:
                 # Reported as a failure: retried, then kept in the DLQ. The reason is logged here.
                 logger.error("malformed task message", extra={"reason": exc.message, "details": exc.details})
+                raise
+            except Exception:
+                # An infrastructure failure (database unreachable, commit failed): back soon, not in minutes.
+                logger.warning("record failed; retrying shortly", exc_info=True)
+                come_back(record, infra_delay)
                 raise
 
     try:

@@ -87,7 +87,8 @@ class FunctionSpec:
     env: dict[str, str] = field(default_factory=dict)
     #: what the function may touch: "db", "sqs:send", "sqs:consume", "sqs:inspect" (read queue depths),
     #: "sqs:reject" (send to its own queue's DLQ only),
-    #: "sns:alerts" (publish to the alert topic), "llm" (Bedrock + provider keys in Secrets Manager)
+    #: "sns:alerts" (publish to the alert topic), "llm" (Bedrock + provider keys in Secrets Manager),
+    #: "sqs:peek-dlq" (receive from the agent DLQs without deleting: the task reaper)
     needs: tuple[str, ...] = ("db",)
 
 
@@ -163,6 +164,16 @@ def functions() -> list[FunctionSpec]:
             timeout=60,
             schedule="rate(1 minute)",
             needs=("db",),
+        )
+    )
+    specs.append(
+        FunctionSpec(
+            # nothing stuck: dead-lettered tasks fail (DLQ messages kept), stuck/overdue managed tasks end
+            name="task-reaper",
+            handler="functions.task_reaper.handler",
+            timeout=60,
+            schedule="rate(1 minute)",
+            needs=("db", "sqs:peek-dlq"),
         )
     )
     specs.append(

@@ -26,7 +26,8 @@ LOG_RETENTION_DAYS = 30
 #: AWS guidance for SQS event sources; the build refuses anything tighter.
 MIN_VISIBILITY_FACTOR = 6
 MIN_RECEIVE_COUNT = 5
-KNOWN_NEEDS = frozenset({"db", "sqs:send", "sqs:consume", "sqs:inspect", "sqs:reject", "sns:alerts", "llm"})
+KNOWN_NEEDS = frozenset({"db", "sqs:send", "sqs:consume", "sqs:inspect", "sqs:reject", "sqs:peek-dlq",
+                         "sns:alerts", "llm"})
 #: Lambda's floor for an SQS event source's MaximumConcurrency.
 MIN_MAX_CONCURRENCY = 2
 #: Secret names under ymera/<stage>/ (docs/deploy-security.md). Every function reads the data-store URLs;
@@ -270,7 +271,10 @@ def _role(f: FunctionSpec, log_group: str, send_to: Sequence[QueueSpec]) -> Json
         _statement("WriteOwnLogs", ["logs:CreateLogStream", "logs:PutLogEvents"], [_arn(log_group)]),
     ]
     if f.queue is not None:
-        consume = ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:ChangeMessageVisibility"]
+        # ChangeMessageVisibility: a failed record comes back after its backoff (the consumer finds its queue's
+        # URL by name: GetQueueUrl), not after the visibility timeout.
+        consume = ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:ChangeMessageVisibility",
+                   "sqs:GetQueueUrl"]
         statements.append(_statement("ConsumeOwnQueue", consume, [_arn(logical_id(f.queue.suffix, "Queue"))]))
     if "sqs:reject" in f.needs and f.queue is not None:
         # Poison messages go to the DLQ at once (not after maxReceiveCount): this DLQ and no other queue.
@@ -287,6 +291,11 @@ def _role(f: FunctionSpec, log_group: str, send_to: Sequence[QueueSpec]) -> Json
         inspect = ["sqs:GetQueueUrl", "sqs:GetQueueAttributes"]
         watched = [_arn(rid) for q in send_to for rid in (logical_id(q.suffix, "Queue"), logical_id(q.dlq_suffix))]
         statements.append(_statement("InspectQueues", inspect, watched))
+    if "sqs:peek-dlq" in f.needs:
+        # Receive only: the task reaper reads dead-lettered task messages and leaves them there (no delete).
+        peek = ["sqs:GetQueueUrl", "sqs:ReceiveMessage"]
+        dlqs = [_arn(logical_id(q.dlq_suffix)) for q in send_to]
+        statements.append(_statement("PeekDeadLetters", peek, dlqs))
     if "sns:alerts" in f.needs:
         statements.append(_statement("PublishAlerts", ["sns:Publish"], [{"Ref": "AlertTopic"}]))
         # Publishing to the encrypted topic: SNS asks KMS on the publisher's behalf.

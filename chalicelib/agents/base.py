@@ -108,6 +108,19 @@ class AgentContext:
     attempt: int = 1
     ports: AgentPorts | None = None
     extras: dict[str, Any] = field(default_factory=dict)
+    #: whether the task was cancelled since it was claimed (the consumer gives a cheap, throttled query).
+    cancel_check: Callable[[], bool] | None = None
+
+    def cancelled(self) -> bool:
+        """True once the task is cancelled: stop working (call between steps; model calls check it themselves)."""
+        return self.cancel_check is not None and self.cancel_check()
+
+    def raise_if_cancelled(self) -> None:
+        """Stop here if the task was cancelled: the consumer discards the run and the task stays `cancelled`."""
+        if self.cancelled():
+            from chalicelib.errors import TaskCancelledError
+
+            raise TaskCancelledError("the task was cancelled while it ran", {"task_id": str(self.task_id)})
 
     def transaction(self) -> AbstractContextManager[Session]:
         """A short database transaction: committed when the `with` block ends, rolled back on error."""
@@ -121,7 +134,27 @@ class AgentContext:
 
     @property
     def providers(self) -> ProviderPort | None:
-        return self.ports.providers if self.ports is not None else None
+        if self.ports is None:
+            return None
+        providers = self.ports.providers
+        return _CancellableProviders(providers, self) if self.cancel_check is not None else providers
+
+
+@dataclass(frozen=True)
+class _CancellableProviders:
+    """The provider port, with every session it opens checking the task's cancellation before each model call."""
+
+    inner: ProviderPort
+    ctx: AgentContext
+
+    def is_configured(self, config: ProviderConfig) -> bool:
+        return self.inner.is_configured(config)
+
+    def session(self, config: ProviderConfig, *, user_id: uuid.UUID | None = None,
+                task_id: uuid.UUID | None = None) -> LLMSession:
+        session = self.inner.session(config, user_id=user_id, task_id=task_id)
+        session.before_call = self.ctx.raise_if_cancelled
+        return session
 
 
 @dataclass

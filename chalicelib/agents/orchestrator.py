@@ -86,6 +86,7 @@ class OrchestratorAgent(Agent):
         plan = data.plan
         if plan is None:
             plan, metrics = draft_plan(data.goal, cfg, ctx)  # a model call: no transaction is open
+            ctx.raise_if_cancelled()  # between steps: a cancelled task starts no subtask
         if len(plan) > cfg.max_steps:
             raise PlanTooLongError(f"the plan has {len(plan)} steps; this orchestrator allows {cfg.max_steps}",
                                    {"steps": len(plan), "max_steps": cfg.max_steps})

@@ -7,9 +7,10 @@ leave (CLAIMABLE, CANCELLABLE, `processing` for a result), so a stale or
 duplicate message can never move a finished task. The one way back is a
 retry of an external agent's task (lease expired without heartbeat, or a
 `retryable` failure): `processing → queued`, attempts counted, until the
-attempt limit fails it. Managed tasks retry inside SQS: their batch's
-transaction rolls back and the claim is simply taken again on redelivery.
-`timed_out` is reserved (the seed's vocabulary); no path sets it yet.
+attempt limit fails it. Managed tasks retry inside SQS: the claim is given
+back (`queued`) and the message returns after a backoff (ChangeMessageVisibility).
+`timed_out` is set by the task reaper (services/reaper.py) for a task stuck
+`processing`; a running task that is cancelled or times out has its run discarded.
 """
 
 from __future__ import annotations

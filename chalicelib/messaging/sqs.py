@@ -60,6 +60,55 @@ class SqsPublisher(QueueClient):
         return failed
 
 
+class VisibilityPort(Protocol):
+    """What a consumer needs of its own queue: bring one received message back after `seconds`."""
+
+    def delay(self, queue_arn: str, receipt_handle: str, seconds: int) -> bool:
+        """Return whether SQS accepted it (the message otherwise returns after the queue's visibility timeout)."""
+        ...
+
+
+#: SQS refuses a visibility timeout over 12 hours.
+MAX_VISIBILITY_SECONDS = 12 * 3600
+
+
+class SqsVisibility(QueueClient):
+    """ChangeMessageVisibility on the queue a record came from (its eventSourceARN names it)."""
+
+    def delay(self, queue_arn: str, receipt_handle: str, seconds: int) -> bool:
+        from chalicelib.observability import logger
+
+        try:
+            self.client.change_message_visibility(QueueUrl=self.url_of(queue_arn.rsplit(":", 1)[-1]),
+                                                  ReceiptHandle=receipt_handle,
+                                                  VisibilityTimeout=max(0, min(int(seconds), MAX_VISIBILITY_SECONDS)))
+        except Exception:  # noqa: BLE001 - best effort: the queue's own visibility timeout still brings it back
+            logger.warning("could not change a message's visibility", exc_info=True)
+            return False
+        return True
+
+
+class SqsDeadLetters(QueueClient):
+    """Peeks at the agent DLQs: receives without deleting, hiding each message only `hide_seconds`
+    (long enough for one sweep not to read it twice). Nothing here may delete: the DLQ is the evidence."""
+
+    def __init__(self, client_factory: Callable[[], Any], prefix: str, hide_seconds: int = 20) -> None:
+        super().__init__(client_factory, prefix)
+        self.hide_seconds = hide_seconds
+
+    def peek(self, agent_type: str, max_messages: int) -> list[str]:
+        url = self.url_of(f"{queue_name(self.prefix, agent_type)}-dlq")
+        bodies: list[str] = []
+        while len(bodies) < max_messages:
+            got = self.client.receive_message(QueueUrl=url, MaxNumberOfMessages=min(10, max_messages - len(bodies)),
+                                              VisibilityTimeout=self.hide_seconds,
+                                              WaitTimeSeconds=0).get("Messages", [])
+            if not got:
+                break
+            bodies.extend(m["Body"] for m in got)
+        return bodies
+
+
 def make_sqs_client(region: str, endpoint_url: str | None, timeout: float) -> Any:
     """A client that gives up fast: a publish that cannot happen now is retried by the relay."""
     import boto3

@@ -77,9 +77,13 @@ class LLMSession:
         self.calls = 0
         self.attempts = 0
         self.latency_ms = 0.0
+        #: called before each model call (the task's cancellation check: it raises to stop the agent).
+        self.before_call: Callable[[], None] | None = None
 
     def complete(self, messages: str | Sequence[Message], *, system: str | None = None,
                  max_tokens: int | None = None) -> Completion:
+        if self.before_call is not None:
+            self.before_call()  # a cancelled task pays for no further model call
         if isinstance(messages, str):
             messages = (Message("user", messages),)
         limit = self.endpoint.max_total_tokens

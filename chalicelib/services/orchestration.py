@@ -154,9 +154,15 @@ def start_plan(session: Session, task_id: uuid.UUID, goal: str, plan: Sequence[P
     Idempotent for a rerun of the orchestrator task (its consumer died after this committed): the
     subtasks already exist, so none is created again and the parent is brought up to date instead.
     """
-    parent = session.execute(select(Task.id, Task.user_id, Task.priority, Task.input_data)
+    parent = session.execute(select(Task.id, Task.user_id, Task.priority, Task.input_data, Task.status)
                              .where(Task.id == task_id).with_for_update(key_share=True)).first()
     assert parent is not None  # the consumer claimed it a moment ago
+    if parent.status in (TaskStatus.CANCELLED, TaskStatus.TIMED_OUT):
+        # Cancelled while the plan was drafted: the row lock orders this against the cancel, which cancels
+        # the subtasks it finds; none may be created after it.
+        from chalicelib.errors import TaskCancelledError
+
+        raise TaskCancelledError("the task was cancelled before its plan started", {"task_id": str(task_id)})
     existing = dict(session.execute(select(Task.id, Task.parent_task_id).where(Task.parent_task_id == task_id))
                     .tuples().all())
     if existing:

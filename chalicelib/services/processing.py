@@ -16,6 +16,8 @@ number the claim took, so a stale claimer never moves a task it no longer holds.
 from __future__ import annotations
 
 import copy
+import math
+import random
 import time
 import uuid
 from collections.abc import Callable
@@ -34,10 +36,10 @@ from chalicelib.agents.sandbox import run_task_agent
 from chalicelib.db.models import Agent, Task
 from chalicelib.db.types import utcnow
 from chalicelib.domain.tasks import CLAIMABLE, TaskStatus
-from chalicelib.errors import AgentError, MalformedMessageError
+from chalicelib.errors import AgentError, MalformedMessageError, RetryLaterError
 from chalicelib.observability import logger
 from chalicelib.schemas.tasks import TaskMessage
-from chalicelib.services.results import store_outcome
+from chalicelib.services.results import storable, store_outcome
 
 if TYPE_CHECKING:
     from chalicelib.db.session import Database
@@ -66,6 +68,48 @@ class Claim:
     @property
     def attempt(self) -> int:
         return self.task.attempts
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Exponential backoff with jitter for a record SQS should bring back later (ChangeMessageVisibility).
+
+    Attempt n waits between half and all of base × 2^(n-1) seconds, at most `max_seconds` ("equal jitter":
+    retries of tasks that failed together spread out, and none comes back sooner than half the step).
+    """
+
+    base_seconds: float = 10.0
+    max_seconds: float = 900.0
+    rng: Callable[[], float] = random.random
+
+    def delay(self, attempt: int, at_least: float | None = None) -> int:
+        step = min(self.max_seconds, self.base_seconds * 2 ** max(0, min(attempt, 32) - 1))
+        jittered = step / 2 + self.rng() * step / 2
+        return min(43_200, math.ceil(max(jittered, at_least or 0.0)))
+
+
+class CancelCheck:
+    """`AgentContext.cancelled()` for one claim: has the task been cancelled (or timed out) since it was claimed?
+
+    One indexed read of the task's status, at most every `every_seconds` (agents may ask before every step).
+    """
+
+    STOPPED = (TaskStatus.CANCELLED, TaskStatus.TIMED_OUT)
+
+    def __init__(self, db: Database, task_id: uuid.UUID, every_seconds: float = 0.5,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.db, self.task_id, self.every, self.clock = db, task_id, every_seconds, clock
+        self._checked_at: float | None = None
+        self._stopped = False
+
+    def __call__(self) -> bool:
+        now = self.clock()
+        if self._stopped or (self._checked_at is not None and now - self._checked_at < self.every):
+            return self._stopped
+        self._checked_at = now
+        with self.db.read() as session:
+            self._stopped = session.scalar(select(Task.status).where(Task.id == self.task_id)) in self.STOPPED
+        return self._stopped
 
 
 class RecordDeferredError(RuntimeError):
@@ -116,8 +160,12 @@ def parse_message(body: str, queue_agent_type: str | None) -> TaskMessage:
 class TaskProcessor:
     def __init__(self, db: Database, *, agent_loader: Callable[[str], AgentImpl] = get_agent, max_attempts: int = 5,
                  ports: AgentPorts | None = None, agent_records: AgentRecords | None = None,
-                 clock: Callable[[], datetime] = utcnow) -> None:
+                 clock: Callable[[], datetime] = utcnow, backoff: Backoff | None = None,
+                 cancel_check_seconds: float = 0.5) -> None:
         self.db = db
+        #: when a retryable agent failure comes back (the consumer applies it with ChangeMessageVisibility).
+        self.backoff = backoff or Backoff()
+        self.cancel_check_seconds = cancel_check_seconds
         self.agent_loader = agent_loader
         #: handed to agents through AgentContext (database, providers, settings, alerts...).
         self.ports = ports
@@ -168,20 +216,30 @@ class TaskProcessor:
         claim = claimed or self._claim(message, lease_until or self.clock() + DEFAULT_CLAIM)
         if claim is None:
             return Outcome(message.task_id, "skipped")
-        task, final = claim.task, receive_count >= self.max_attempts
+        task = claim.task
+        # The task's attempt limit: receives of this message, or runs of the task (a duplicate message counts too).
+        final = max(receive_count, claim.attempt) >= self.max_attempts
         ctx = AgentContext(task_id=task.id, agent_id=task.agent_id, user_id=task.user_id, agent_type=task.agent_type,
-                           now=self.clock(), attempt=receive_count, ports=self.ports)
+                           now=self.clock(), attempt=receive_count, ports=self.ports,
+                           cancel_check=CancelCheck(self.db, task.id, self.cancel_check_seconds))
         started = self.clock()
         try:
             status, output, metrics, error = self._run(task, claim.config, ctx, final)
-        except Exception:
-            self._release(claim)  # SQS retries the record; the redelivery claims it at once
-            raise
+        except _Retryable as retry:
+            # Back to the queue with the error the user can see while it waits; SQS brings it back after the delay.
+            self._release(claim, error=retry.error)
+            logger.info("retryable agent failure; retrying later", extra={
+                "task_id": str(task.id), "code": retry.error["code"], "attempt": claim.attempt})
+            raise RetryLaterError(self.backoff.delay(claim.attempt, retry.retry_after), retry.error["code"]) from None
+        except Exception as exc:
+            self._release(claim)  # an unexpected crash: retried with backoff too
+            raise RetryLaterError(self.backoff.delay(claim.attempt), type(exc).__name__) from exc
         if status == PENDING:
             self._hand_over(claim)
             logger.info("task waiting", extra={"task_id": str(task.id), "agent_type": task.agent_type})
             return Outcome(task.id, PENDING)
-        self._store(claim, status, output, metrics, error, final, started)
+        if not self._store(claim, status, output, metrics, error, final, started):
+            status = "discarded"  # cancelled or timed out while it ran: its result is not the task's
         logger.info("task finished", extra={"task_id": str(task.id), "status": status,
                                             "agent_type": task.agent_type})
         return Outcome(task.id, status)
@@ -234,9 +292,10 @@ class TaskProcessor:
                             .values(updated_at=self.clock(), **values)
                             .execution_options(synchronize_session=False))
 
-    def _release(self, claim: Claim) -> None:
+    def _release(self, claim: Claim, error: dict[str, Any] | None = None) -> None:
         try:
-            self._held(claim, status=TaskStatus.QUEUED, lease_expires_at=None)
+            self._held(claim, status=TaskStatus.QUEUED, lease_expires_at=None,
+                       **({"error": storable(error)} if error is not None else {}))
         except Exception:  # noqa: BLE001 - the claim lease runs out instead; the original error is what matters
             logger.warning("could not give the claim back; it lapses with its lease",
                            extra={"task_id": str(claim.task.id)}, exc_info=True)
@@ -246,12 +305,13 @@ class TaskProcessor:
         self._held(claim, lease_expires_at=None)
 
     def _store(self, claim: Claim, status: str, output: dict[str, Any], metrics: dict[str, Any],
-               error: dict[str, Any] | None, final: bool, started: datetime) -> None:
+               error: dict[str, Any] | None, final: bool, started: datetime) -> bool:
+        """Store the outcome; return False when the task had been cancelled (or timed out) meanwhile."""
         try:
             with self.db.transaction() as session:
                 # The one outcome path (shared with external workers and the lease reaper): result row,
                 # status, and an orchestrator parent moved on, in one transaction.
-                store_outcome(session, claim.task.id, status, output, metrics, error, started_at=started)
+                return store_outcome(session, claim.task.id, status, output, metrics, error, started_at=started)
         except Exception as exc:
             if not final:
                 self._release(claim)
@@ -261,8 +321,8 @@ class TaskProcessor:
             error = {"code": "RESULT_NOT_STORED", "message": f"the result could not be stored: {type(exc).__name__}",
                      "details": {"attempts": self.max_attempts}}
             with self.db.transaction() as session:
-                store_outcome(session, claim.task.id, TaskStatus.FAILED, {},
-                              {"duration_ms": metrics.get("duration_ms", 0.0)}, error)
+                return store_outcome(session, claim.task.id, TaskStatus.FAILED, {},
+                                     {"duration_ms": metrics.get("duration_ms", 0.0)}, error)
 
     def _run(self, task: Task, config: dict[str, Any], ctx: AgentContext, final_attempt: bool) -> RunResult:
         started = time.perf_counter()
@@ -277,6 +337,12 @@ class TaskProcessor:
             data = agent.Input.model_validate(task.input_data)
             result = run_task_agent(agent, data, config, ctx)  # budgets and output cap: agents/sandbox.py
         except AgentError as exc:
+            if getattr(exc, "retryable", False):
+                if not final_attempt:
+                    raise _Retryable({"code": exc.code, "message": exc.message, "details": exc.details},
+                                     getattr(exc, "retry_after", None)) from exc
+                # The attempt limit is reached: the task fails with the last error.
+                return failed(exc.code, exc.message, {**exc.details, "attempts": max(ctx.attempt, task.attempts)})
             return failed(exc.code, exc.message, exc.details)
         except PydanticValidationError as exc:
             return failed("AGENT_INPUT_INVALID", "input_data does not match the agent's schema",
@@ -292,3 +358,12 @@ class TaskProcessor:
             return PENDING, result.output, result.metrics, None
         metrics = {"duration_ms": elapsed, **result.metrics}
         return TaskStatus.COMPLETED, result.output, metrics, None
+
+
+class _Retryable(Exception):
+    """A retryable AgentError (chalicelib.providers.errors: `retryable`) before the last attempt."""
+
+    def __init__(self, error: dict[str, Any], retry_after: float | None) -> None:
+        super().__init__(error["code"])
+        self.error = error
+        self.retry_after = retry_after

@@ -7,7 +7,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from chalicelib.db.models import Task, TaskResult
@@ -15,6 +15,8 @@ from chalicelib.db.types import utcnow
 from chalicelib.domain.tasks import TaskStatus
 
 REPLACEMENT = "\ufffd"
+#: a run that finishes after its task was cancelled or timed out is discarded (not stored as its result).
+DISCARDING = (TaskStatus.CANCELLED, TaskStatus.TIMED_OUT)
 
 
 def storable(value: Any) -> Any:
@@ -43,29 +45,36 @@ def _text(text: str) -> str:
 
 def store_outcome(session: Session, task_id: uuid.UUID, status: str, output: dict[str, Any],
                   metrics: dict[str, Any], error: dict[str, Any] | None, now: datetime | None = None,
-                  started_at: datetime | None = None) -> bool:
+                  started_at: datetime | None = None,
+                  from_statuses: tuple[str, ...] = (TaskStatus.PROCESSING,)) -> bool:
     """Write the result row and finish the task, in the caller's transaction.
 
-    The status moves only from `processing`, so a stale writer never moves a task backwards;
-    the result row is written either way (a task cancelled while it ran still gets the
-    result of that run). `started_at`, when given, is when the run really started (a batch claims
-    its tasks before running them one by one). Text Postgres cannot store is replaced first (`storable`), so a model's
-    reply can never leave a task unfinishable. A finished step of an orchestrator moves its parent on, in the same
-    transaction. Returns whether the status moved.
+    The status moves only from `from_statuses` (`processing`), so a stale writer never moves a task backwards.
+    A task cancelled or timed out while it ran does not get that run's result: its result row records the
+    task's own status with no output (the run is discarded, never stored as a success). `started_at`, when
+    given, is when the run really started (a batch claims its tasks before running them one by one). Text
+    Postgres cannot store is replaced first (`storable`), so a model's reply can never leave a task
+    unfinishable. A finished step of an orchestrator moves its parent on, in the same transaction. Returns
+    whether the status moved.
     """
     now = now or utcnow()
     output, metrics, error = storable(output), storable(metrics), storable(error)
-    session.add(TaskResult(task_id=task_id, status=status, output_data=output, metrics=metrics))
     moved = session.execute(
         update(Task)
-        .where(Task.id == task_id, Task.status == TaskStatus.PROCESSING)
+        .where(Task.id == task_id, Task.status.in_(from_statuses))
         .values(status=status, error=error, completed_at=now, updated_at=now, lease_expires_at=None,
                 **({"started_at": started_at} if started_at is not None else {}))
         .returning(Task.parent_task_id)
         .execution_options(synchronize_session=False)
     ).first()
     if moved is None:
+        current = session.scalar(select(Task.status).where(Task.id == task_id))
+        if current in DISCARDING:
+            output, metrics = {}, {"duration_ms": metrics.get("duration_ms", 0.0), "discarded": status}
+            status = current
+        session.add(TaskResult(task_id=task_id, status=status, output_data=output, metrics=metrics))
         return False
+    session.add(TaskResult(task_id=task_id, status=status, output_data=output, metrics=metrics))
     if moved.parent_task_id is not None:
         # Only subtasks pay for importing the orchestrator: start dependent steps, or finish the parent.
         from chalicelib.services.orchestration import on_task_finished
