@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import socket
+import time
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -56,18 +57,45 @@ def sqs_client(endpoint_url: str | None = None, *, quick: bool = False, max_pool
     )
 
 
-def check_endpoint(url: str) -> None:
-    """Fail with a readable message if nothing AWS-shaped answers at `url`."""
+#: LocalStack's first request can take ~13 s while it starts its services (issue #12): wait this long by default.
+DEFAULT_ENDPOINT_WAIT_SECONDS = 60.0
+#: how often the wait says what it is waiting for.
+WAIT_REPORT_SECONDS = 5.0
+
+
+def check_endpoint(url: str, wait_seconds: float | None = None, *, clock: Callable[[], float] = time.monotonic,
+                   sleep: Callable[[float], None] = time.sleep) -> None:
+    """Wait until something AWS-shaped answers at `url`, saying what we wait for; fail readably after `wait_seconds`.
+
+    An emulator that is still warming up (LocalStack answers its first request only once its services
+    started) is waited for, not reported as missing. `YMERA_ENDPOINT_WAIT_SECONDS` overrides the default.
+    """
     from botocore.exceptions import BotoCoreError, ClientError
 
-    try:
-        sqs_client(url, quick=True).list_queues(MaxResults=1)
-    except (BotoCoreError, ClientError, OSError) as exc:
-        raise EndpointError(
-            f"AWS_ENDPOINT_URL={url} does not answer SQS ListQueues ({exc}). "
-            "Start LocalStack (e.g. `localstack start` or its Docker image), "
-            "or unset AWS_ENDPOINT_URL to use the embedded moto server."
-        ) from exc
+    if wait_seconds is None:
+        wait_seconds = float(os.environ.get("YMERA_ENDPOINT_WAIT_SECONDS", DEFAULT_ENDPOINT_WAIT_SECONDS))
+    started = clock()
+    reported = started
+    while True:
+        try:
+            sqs_client(url, quick=True).list_queues(MaxResults=1)
+            if clock() - started >= 1:
+                log.info("AWS endpoint %s answered after %.1f s", url, clock() - started)
+            return
+        except (BotoCoreError, ClientError, OSError) as exc:
+            waited = clock() - started
+            if waited >= wait_seconds:
+                raise EndpointError(
+                    f"AWS_ENDPOINT_URL={url} did not answer SQS ListQueues within {wait_seconds:g} s ({exc}). "
+                    "Start LocalStack (e.g. `localstack start` or its Docker image; a first start can take a "
+                    "minute), raise YMERA_ENDPOINT_WAIT_SECONDS, or unset AWS_ENDPOINT_URL to use the embedded "
+                    "moto server."
+                ) from exc
+            if clock() - reported >= WAIT_REPORT_SECONDS or reported == started:
+                log.info("waiting for the AWS endpoint %s to answer SQS ListQueues (%.0f s of %g s): %s",
+                         url, waited, wait_seconds, type(exc).__name__)
+                reported = clock()
+            sleep(0.5)
 
 
 def _port_is_free(host: str, port: int) -> bool:
