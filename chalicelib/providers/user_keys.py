@@ -71,6 +71,16 @@ class KeyCipher:
             return None
 
 
+def open_cipher(factory: Callable[[], KeyCipher], purpose: str) -> KeyCipher:
+    """The stage's cipher, or KEY_STORAGE_UNAVAILABLE (503) naming what needs it when none is configured."""
+    from chalicelib.providers.errors import KeyStorageUnavailableError
+
+    try:
+        return factory()
+    except ConfigError as exc:
+        raise KeyStorageUnavailableError(f"{purpose} need an encryption key on this stage", {}) from exc
+
+
 def _fetch_key(settings: Settings, client: Any) -> bytes:
     """The base64 key from Secrets Manager (once per container: the Container caches the cipher)."""
     import binascii

@@ -15,13 +15,11 @@ from dataclasses import dataclass
 
 from sqlalchemy import func, select
 
-from chalicelib.config import ConfigError
 from chalicelib.db.models import ProducerKey
 from chalicelib.db.session import Database
 from chalicelib.db.types import utcnow
 from chalicelib.errors import NotFoundError, ValidationError
-from chalicelib.providers.errors import KeyStorageUnavailableError
-from chalicelib.providers.user_keys import KeyCipher
+from chalicelib.providers.user_keys import KeyCipher, open_cipher
 from chalicelib.schemas.ingress import ProducerKeyCreate, ProducerKeyCreated, ProducerKeyList, ProducerKeyPublic
 from chalicelib.services import audit
 from chalicelib.services.meta import RequestMeta
@@ -52,10 +50,7 @@ class ProducerKeyService:
         self._cipher_factory = cipher_factory
 
     def _cipher(self) -> KeyCipher:
-        try:
-            return self._cipher_factory()
-        except ConfigError as exc:
-            raise KeyStorageUnavailableError("producer keys need an encryption key on this stage", {}) from exc
+        return open_cipher(self._cipher_factory, "producer keys")
 
     def create(self, user_id: uuid.UUID, req: ProducerKeyCreate, meta: RequestMeta) -> ProducerKeyCreated:
         cipher = self._cipher()

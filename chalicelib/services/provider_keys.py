@@ -14,13 +14,11 @@ from typing import Any, cast
 from sqlalchemy import CursorResult, delete, select
 from sqlalchemy.exc import IntegrityError
 
-from chalicelib.config import ConfigError
 from chalicelib.db.models import ProviderKey
 from chalicelib.db.session import Database
 from chalicelib.db.types import utcnow
 from chalicelib.errors import NotFoundError, ValidationError
-from chalicelib.providers.errors import KeyStorageUnavailableError
-from chalicelib.providers.user_keys import KeyCipher
+from chalicelib.providers.user_keys import KeyCipher, open_cipher
 from chalicelib.schemas.provider_keys import KEY_NAME_PATTERN, ProviderKeyList, ProviderKeyPublic, ProviderKeyPut
 from chalicelib.services import audit
 from chalicelib.services.meta import RequestMeta
@@ -42,10 +40,7 @@ class ProviderKeyService:
         self._cipher_factory = cipher_factory
 
     def _cipher(self) -> KeyCipher:
-        try:
-            return self._cipher_factory()
-        except ConfigError as exc:
-            raise KeyStorageUnavailableError("storing provider keys is not configured on this stage", {}) from exc
+        return open_cipher(self._cipher_factory, "users' provider keys")
 
     def put(self, user_id: uuid.UUID, name: str, req: ProviderKeyPut, meta: RequestMeta) -> tuple[ProviderKeyPublic,
                                                                                                    bool]:
