@@ -36,14 +36,25 @@ from typing import Any
 from chalicelib.config import Settings
 from chalicelib.observability import logger
 
-# KEYS: one per bucket, then keys only to read. ARGV: cost, the number of buckets, then (capacity, refill per
-# second) per bucket. Returns {allowed, then (remaining, ms until full, ms until `cost` tokens) per bucket,
-# then the value of each key to read (nil when absent)}.
-_TOKEN_BUCKET_LUA = """
--- Redis < 5 replicates scripts verbatim and refuses writes after TIME unless told to replicate effects.
+# Shared by both scripts: the clock (Redis < 5 replicates scripts verbatim and refuses writes after TIME
+# unless told to replicate effects) and one bucket's level refilled up to now.
+_PRELUDE_LUA = """
 if redis.replicate_commands then redis.replicate_commands() end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local function refill(key, capacity, rate, now)
+  local state = redis.call('HMGET', key, 't', 'ts')
+  local level = tonumber(state[1])
+  local last = tonumber(state[2])
+  if level == nil or last == nil then return capacity end
+  return math.min(capacity, level + math.max(0, now - last) * rate)
+end
+"""
+
+# KEYS: one per bucket, then keys only to read. ARGV: cost, the number of buckets, then (capacity, refill per
+# second) per bucket. Returns {allowed, then (remaining, ms until full, ms until `cost` tokens) per bucket,
+# then the value of each key to read (nil when absent)}.
+_TOKEN_BUCKET_LUA = _PRELUDE_LUA + """
 local cost = tonumber(ARGV[1])
 local buckets = tonumber(ARGV[2])
 local tokens = {}
@@ -51,14 +62,7 @@ local allowed = 1
 for i = 1, buckets do
   local capacity = tonumber(ARGV[2 * i + 1])
   local rate = tonumber(ARGV[2 * i + 2])
-  local state = redis.call('HMGET', KEYS[i], 't', 'ts')
-  local level = tonumber(state[1])
-  local last = tonumber(state[2])
-  if level == nil or last == nil then
-    level = capacity
-  else
-    level = math.min(capacity, level + math.max(0, now - last) * rate)
-  end
+  local level = refill(KEYS[i], capacity, rate, now)
   tokens[i] = level
   if level < cost then allowed = 0 end
 end
@@ -89,24 +93,14 @@ return result
 # buckets, then (capacity, refill per second, cost, tokens needed) per bucket. A refused call writes nothing; an
 # allowed one takes each bucket's cost (never below zero). Returns {allowed, then (tokens before the call in
 # thousandths, ms until one token after it) per bucket}.
-_SPEND_LUA = """
-if redis.replicate_commands then redis.replicate_commands() end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+_SPEND_LUA = _PRELUDE_LUA + """
 local buckets = tonumber(ARGV[1])
 local levels = {}
 local allowed = 1
 for i = 1, buckets do
   local capacity = tonumber(ARGV[4 * i - 2])
   local rate = tonumber(ARGV[4 * i - 1])
-  local state = redis.call('HMGET', KEYS[i], 't', 'ts')
-  local level = tonumber(state[1])
-  local last = tonumber(state[2])
-  if level == nil or last == nil then
-    level = capacity
-  else
-    level = math.min(capacity, level + math.max(0, now - last) * rate)
-  end
+  local level = refill(KEYS[i], capacity, rate, now)
   levels[i] = level
   if level < tonumber(ARGV[4 * i + 1]) then allowed = 0 end
 end
