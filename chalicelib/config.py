@@ -288,6 +288,18 @@ class Settings(BaseSettings):
     #: how often a running agent's cancellation check really asks the database (cheaper checks reuse it).
     cancel_check_seconds: float = Field(default=0.5, ge=0, le=60)
 
+    # Workflows on Step Functions (issue 9; docs/workflows.md).
+    #: the role every workflow state machine runs as (a stack output; the local runtime creates one in the
+    #: emulator). It may only send to the agent queues and the workflow control queue.
+    workflow_role_arn: str = ""
+    #: state machines are named `<queue_prefix>-wf-<version id>`; the control queue `<queue_prefix>-workflow-control`.
+    workflow_control_queue_suffix: str = "workflow-control"
+    #: a for_each step resolves at most this many items (more fails the step with FOREACH_TOO_LARGE).
+    workflow_foreach_max_items: int = Field(default=1000, ge=1, le=10_000)
+    #: the reconciler repairs runs whose execution ended while a callback was lost; it looks at runs not
+    #: updated for this long (a running step updates its run's row).
+    workflow_reconcile_after_seconds: int = Field(default=120, ge=1, le=86_400)
+
     @field_validator("stage")
     @classmethod
     def _stage_lower(cls, value: str) -> str:

@@ -159,6 +159,14 @@ class Task(Base):
     )
     #: external agents: the task returns to the queue when this passes without a heartbeat.
     lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    #: a workflow step's task (chalicelib.workflows): its run, step, for_each item, and the Step Functions task
+    #: token its outcome is reported to (SendTaskSuccess/Failure) once it is terminal.
+    run_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("workflow_runs.id", ondelete="CASCADE", use_alter=True), nullable=True
+    )
+    step_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    item_index: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    callback_token: Mapped[str | None] = mapped_column(Text, nullable=True)
 
     result: Mapped[TaskResult | None] = relationship(back_populates="task", uselist=False, lazy="raise")
 
@@ -171,6 +179,7 @@ class Task(Base):
         Index("ix_tasks_agent_id_status", "agent_id", "status"),
         Index("ix_tasks_parent_task_id", "parent_task_id"),
         Index("ix_tasks_status_lease_expires_at", "status", "lease_expires_at"),
+        Index("ix_tasks_run_id_step_id_item_index", "run_id", "step_id", "item_index"),
     )
 
 
@@ -375,3 +384,7 @@ class IngressReceipt(Base):
 
     __table_args__ = (UniqueConstraint("user_id", "idempotency_key",
                                        name="uq_ingress_receipts_user_id_idempotency_key"),)
+
+
+# The workflow engine's tables (a module of their own; registered on the same metadata).
+from chalicelib.db import workflow_models as workflow_models  # noqa: E402
