@@ -51,7 +51,8 @@ def violations(defn: WorkflowDefinition, *, step_agent_types: Mapping[str, str],
 
     `step_agent_types`: {step_id: agent type} for the agent_id steps whose agent the caller found among the
     user's own agents (owner-filtered); an agent_id step missing from it names an unknown agent.
-    `engines`: the names of the engines that exist.
+    `engines`: the names of the engines that exist; a mapping {name: input JSON Schema or None} also has
+    engine steps' input_data checked against the schema (with the same leave-out rule for references).
     """
     found: list[Violation] = []
     steps = defn.steps
@@ -73,9 +74,11 @@ def violations(defn: WorkflowDefinition, *, step_agent_types: Mapping[str, str],
                                        f"step {step.step_id!r} depends on unknown step {dep!r}"))
         found.extend(_references(here, step, index, ancestors[step.step_id]))
         found.extend(_input(here, step, step_agent_types))
+        if step.engine is not None and isinstance(engines, Mapping) and engines.get(step.engine):
+            found.extend(_engine_input(here, step, engines[step.engine]))
         if step.type == "approval":
             found.extend(_json_schema(f"{here}.input_schema", step.input_schema))
-    found.extend(_cycles(steps, index))
+    found.extend(_cycles(steps, index, ancestors))
     return found
 
 
@@ -204,6 +207,24 @@ def _input(here: str, step: WorkflowStep, step_agent_types: Mapping[str, str]) -
                             f"{err['msg']} (the {agent_type!r} agent's input schema)")
 
 
+def _engine_input(here: str, step: WorkflowStep, schema: Mapping[str, Any]) -> Iterator[Violation]:
+    """input_data against an engine's input JSON Schema, with what references will supply left out."""
+    from jsonschema import Draft202012Validator
+
+    known, unknown = _known_part(step.input_data)
+    for err in Draft202012Validator(schema).iter_errors(known):
+        loc = tuple(str(p) for p in err.absolute_path)
+        if err.validator == "required" and isinstance(err.instance, dict):
+            # one error per missing property, at the object: locate it at the property, as pydantic does
+            missing = [p for p in err.validator_value if p not in err.instance and err.message.startswith(repr(p))]
+            loc = (*loc, str(missing[0])) if missing else loc
+        if any(_related(loc, u) for u in unknown):
+            continue
+        suffix = "".join(f"[{p}]" if p.isdigit() else f".{p}" for p in loc)
+        yield Violation(f"{here}.input_data{suffix}", INPUT_SCHEMA_MISMATCH,
+                        f"{err.message} (the {step.engine!r} engine's input schema)")
+
+
 def _related(loc: tuple[str, ...], unknown: tuple[str, ...]) -> bool:
     """One location is under (or is) the other: an error there may be caused by the left-out value."""
     n = min(len(loc), len(unknown))
@@ -241,69 +262,46 @@ def _known_part(value: dict[str, Any]) -> tuple[dict[str, Any], list[tuple[str, 
 
 
 def _json_schema(path: str, schema: dict[str, Any] | None) -> Iterator[Violation]:
+    """A user's JSON Schema (run input, approval payload) within the platform's bounds (size, $refs, RE2
+    patterns: chalicelib/agents/schema_limits.py) and valid against its dialect's meta-schema."""
     if schema is None:
         return
-    from jsonschema import Draft202012Validator
+    from jsonschema import Draft202012Validator, validators
     from jsonschema.exceptions import SchemaError
 
+    from chalicelib.agents.schema_limits import SchemaLimitError, check_schema_input, format_checker
+
     try:
-        Draft202012Validator.check_schema(schema)
+        check_schema_input(schema, {})
+    except SchemaLimitError as exc:
+        yield Violation(f"{path}{dotted(exc.pointer or '')}", INVALID_JSON_SCHEMA, str(exc))
+        return
+    dialect = schema.get("$schema")
+    cls: Any = validators.validator_for(schema, default=None) if isinstance(dialect, str) else Draft202012Validator
+    if cls is None:
+        yield Violation(f"{path}.$schema", INVALID_JSON_SCHEMA, f"unsupported JSON Schema dialect {dialect!r}")
+        return
+    try:
+        cls.check_schema(schema, format_checker=format_checker(cls))
     except SchemaError as exc:
         where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in exc.absolute_path)
         yield Violation(f"{path}{where}", INVALID_JSON_SCHEMA, f"not a valid JSON Schema: {exc.message}")
 
 
-def _cycles(steps: list[WorkflowStep], index: Mapping[str, int]) -> Iterator[Violation]:
-    """One violation per dependency cycle (strongly connected component), naming its steps."""
-    graph = {s.step_id: [d for d in s.depends_on if d in index] for i, s in enumerate(steps) if index[s.step_id] == i}
-    for component in _strongly_connected(graph):
-        first = min(component, key=lambda sid: index[sid])
-        if len(component) == 1 and first not in graph[first]:
+def _cycles(steps: list[WorkflowStep], index: Mapping[str, int],
+            ancestors: Mapping[str, frozenset[str]]) -> Iterator[Violation]:
+    """One violation per dependency cycle (strongly connected component), naming its steps.
+
+    Two steps are in one cycle iff each is upstream of the other: with at most MAX_STEPS steps, comparing
+    the upstream sets already computed is simpler than a graph algorithm and just as exact.
+    """
+    reported: set[str] = set()
+    for i, step in enumerate(steps):
+        sid = step.step_id
+        if index[sid] != i or sid in reported or sid not in ancestors[sid]:
             continue
-        ordered = sorted(component, key=lambda sid: index[sid])
-        yield Violation(f"steps[{index[first]}].depends_on", DEPENDENCY_CYCLE,
-                        f"steps {', '.join(repr(s) for s in ordered)} depend on each other in a cycle: no order "
+        component = sorted((other for other in ancestors[sid] if sid in ancestors[other]), key=index.__getitem__)
+        reported.update(component)
+        yield Violation(f"steps[{i}].depends_on", DEPENDENCY_CYCLE,
+                        f"steps {', '.join(repr(s) for s in component)} depend on each other in a cycle: no order "
                         f"lets them start")
-
-
-def _strongly_connected(graph: Mapping[str, list[str]]) -> list[list[str]]:
-    """Tarjan's algorithm, iterative (at most MAX_STEPS nodes, but no recursion limit to think about)."""
-    counter = 0
-    order: dict[str, int] = {}
-    low: dict[str, int] = {}
-    on_stack: set[str] = set()
-    stack: list[str] = []
-    components: list[list[str]] = []
-    for root in graph:
-        if root in order:
-            continue
-        work: list[tuple[str, int]] = [(root, 0)]
-        while work:
-            node, child = work.pop()
-            if child == 0:
-                order[node] = low[node] = counter
-                counter += 1
-                stack.append(node)
-                on_stack.add(node)
-            successors = graph[node]
-            if child < len(successors):
-                work.append((node, child + 1))
-                nxt = successors[child]
-                if nxt not in order:
-                    work.append((nxt, 0))
-                elif nxt in on_stack:
-                    low[node] = min(low[node], order[nxt])
-                continue
-            if low[node] == order[node]:
-                component = []
-                while True:
-                    member = stack.pop()
-                    on_stack.discard(member)
-                    component.append(member)
-                    if member == node:
-                        break
-                components.append(component)
-            if work:
-                parent = work[-1][0]
-                low[parent] = min(low[parent], low[node])
-    return components

@@ -192,6 +192,15 @@ def test_approval_and_definition_input_schemas_must_be_json_schemas() -> None:
                         ("steps[0].input_schema.type", v.INVALID_JSON_SCHEMA)]
 
 
+def test_json_schemas_are_bounded_like_validation_agent_schemas() -> None:
+    d = defn(step("gate", type="approval", input_schema={"properties": {"a": {"type": "string",
+                                                                               "pattern": "(a+)+\\1"}}}),
+             input_schema={"$schema": "https://example.com/my-dialect"})
+    got = v.violations(d, step_agent_types={}, engines=ENGINES)
+    assert [(x.path, x.code) for x in got] == [("input_schema.$schema", v.INVALID_JSON_SCHEMA),
+                                               ("steps[0].input_schema.properties.a.pattern", v.INVALID_JSON_SCHEMA)]
+
+
 def test_more_than_the_step_limit_is_a_clear_violation() -> None:
     d = defn(step("s0"))
     d.steps.extend(d.steps[0].model_copy(update={"step_id": f"s{i}"}) for i in range(1, 101))
@@ -208,3 +217,25 @@ def test_a_hundred_step_chain_validates_quickly_enough_to_be_linear() -> None:
 
 def test_violation_as_dict_is_the_envelope_shape() -> None:
     assert v.Violation("steps[0]", "X", "m").as_dict() == {"path": "steps[0]", "code": "X", "message": "m"}
+
+
+COUNT_SCHEMA = {"type": "object", "additionalProperties": False, "required": ["text", "unit"],
+                "properties": {"text": {"type": "string", "minLength": 1}, "unit": {"enum": ["words", "chars"]},
+                               "opts": {"type": "object", "required": ["n"], "properties": {"n": {"type": "integer"}}}}}
+
+
+def test_engine_inputs_are_checked_when_the_engines_schemas_are_given() -> None:
+    d = defn(step("a", engine="count", input_data={"text": "", "opts": {}}),
+             step("b", engine="count", input_data={"text": "$.input.t", "unit": "lines"}),
+             step("c", engine="count", input_data={"text": "$.input.t", "unit": "words", "opts": {"n": "$.input.n"}}),
+             step("d", engine="free", input_data={"anything": 1}))
+    got = [(x.path, x.code) for x in v.violations(d, step_agent_types={}, engines={"count": COUNT_SCHEMA,
+                                                                                   "free": None})]
+    assert sorted(got) == [
+        ("steps[0].input_data.opts.n", v.INPUT_SCHEMA_MISMATCH),
+        ("steps[0].input_data.text", v.INPUT_SCHEMA_MISMATCH),
+        ("steps[0].input_data.unit", v.INPUT_SCHEMA_MISMATCH),
+        ("steps[1].input_data.unit", v.INPUT_SCHEMA_MISMATCH),
+    ]
+    # names only (a plain collection): the engine exists, its input is its own business
+    assert found(defn(step("a", engine="word_count", input_data={"x": 1}))) == []
