@@ -144,7 +144,8 @@ class SfnStateMachines:
                               cause=response.get("cause"))
 
     def history(self, execution_arn: str, max_events: int = 1000) -> list[dict[str, Any]]:
-        """The newest `max_events` events, newest first (where a failure's error and cause are)."""
+        """Up to `max_events` events, newest first (a failure's error and cause are in the newest). Asked in reverse
+        order; sorted by event id too, because moto ignores `reverseOrder` (it then holds the oldest ones)."""
         events: list[dict[str, Any]] = []
         token: str | None = None
         while len(events) < max_events:
@@ -157,4 +158,4 @@ class SfnStateMachines:
             token = page.get("nextToken")
             if not token:
                 break
-        return events[:max_events]
+        return sorted(events, key=lambda e: int(e.get("id", 0)), reverse=True)[:max_events]
