@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from chalicelib.db.models import Task
 from chalicelib.db.workflow_models import RunStep, WorkflowRun, WorkflowVersion
+from chalicelib.errors import RunInputInvalidError, ValidationError
 from chalicelib.schemas.workflows import (
     ApprovalPublic,
     ExecutionPublic,
@@ -126,3 +127,23 @@ def detail(session: Session, run: WorkflowRun, version: WorkflowVersion, *,
                                   started_at=e.get("started_at"), mode=str(e.get("mode", "start")))
                   for e in (run.executions or []) if isinstance(e, dict)]
     return RunPublic(**summary(run, version.version).model_dump(), executions=executions, steps=steps)
+
+
+def check_input(definition: WorkflowDefinition, data: dict[str, Any]) -> None:
+    if definition.input_schema is None:
+        return
+    try:
+        found = schema_errors(definition.input_schema, data)
+    except ValueError as exc:
+        raise RunInputInvalidError(f"the run input cannot be checked: {exc}", {"errors": []}) from exc
+    if found:
+        raise RunInputInvalidError("the run input does not match the workflow's input_schema", {"errors": found})
+
+
+def check_payload(schema: dict[str, Any], payload: Any) -> None:
+    try:
+        found = schema_errors(schema, payload)
+    except ValueError as exc:
+        raise ValidationError(f"the payload cannot be checked: {exc}", {"errors": []}) from exc
+    if found:
+        raise ValidationError("the decision's payload does not match the step's input_schema", {"errors": found})

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
-from chalicelib.db.models import IdempotencyKey, OutboxMessage, Task
+from chalicelib.db.models import IdempotencyKey, Task
 from chalicelib.db.session import Database, rowcount
 from chalicelib.db.types import utcnow
 from chalicelib.db.workflow_models import RunStep, Workflow, WorkflowRun, WorkflowVersion
@@ -30,7 +30,6 @@ from chalicelib.errors import (
     ConflictError,
     DependencyUnavailableError,
     NotFoundError,
-    RunInputInvalidError,
     RunNotCancellableError,
     RunNotFoundError,
     RunNotRedrivableError,
@@ -42,6 +41,7 @@ from chalicelib.services import audit
 from chalicelib.services import run_views as views
 from chalicelib.services.meta import RequestMeta
 from chalicelib.services.pagination import after_cursor, encode_cursor
+from chalicelib.services.run_answers import PublishAnswer, answer
 from chalicelib.services.run_launch import Launcher
 from chalicelib.services.workflows import current_version, owned_workflow
 from chalicelib.workflows.definition import WorkflowDefinition
@@ -50,16 +50,12 @@ from chalicelib.workflows.messages import ERROR_RUN_CANCELLED
 if TYPE_CHECKING:
     from chalicelib.services.idempotency import IdempotencyStore, IdempotentRequest
     from chalicelib.services.quotas import Quotas
-    from chalicelib.workflows.ports import TaskCallbacks
 
 ACTIVE = ("running", "waiting_approval")
 REDRIVABLE = ("failed", "timed_out")
 #: step statuses a redrive runs again (succeeded and skipped steps keep their outcome).
 RERUN = ("failed", "cancelled", "timed_out")
-STATES = "states"
 ERROR_APPROVAL_REJECTED = "Ymera.ApprovalRejected"
-#: publish one committed "states" outbox row now (the relay retries what this does not finish). Never raises.
-PublishAnswer = Callable[[uuid.UUID, dict[str, Any]], None]
 #: the existing task cancellation (TaskService.cancel): (owner, task id, meta).
 CancelTask = Callable[[uuid.UUID, uuid.UUID, RequestMeta], Any]
 
@@ -70,13 +66,6 @@ class StartResult:
     body: dict[str, Any]
     run_id: uuid.UUID | None
     replayed: bool
-
-
-def _answer(session: Session, run_id: uuid.UUID, payload: dict[str, Any]) -> tuple[uuid.UUID, dict[str, Any]]:
-    row = OutboxMessage(aggregate_id=run_id, destination=STATES, payload=payload)
-    session.add(row)
-    session.flush()
-    return row.id, payload
 
 
 class RunService:
@@ -108,7 +97,7 @@ class RunService:
             workflow = owned_workflow(session, user_id, workflow_id, editable=True)
             version = current_version(session, workflow)
             definition = WorkflowDefinition.model_validate(version.definition)
-            _check_input(definition, req.input)
+            views.check_input(definition, req.input)
             if self.quotas is not None:  # a run creates tasks: it is refused when today's task quota is spent
                 self.quotas.check_tasks_today(session, user_id, utcnow())
             run = WorkflowRun(user_id=user_id, workflow_id=workflow.id, version_id=version.id, status="running",
@@ -226,7 +215,7 @@ class RunService:
             if step.type != "approval":
                 raise ApprovalNotPendingError("this step is not an approval", {"step_id": step_id})
             if step.input_schema is not None and (req.approve or req.payload is not None):
-                _check_payload(step.input_schema, req.payload if req.payload is not None else {})
+                views.check_payload(step.input_schema, req.payload if req.payload is not None else {})
             decision = {"approved": req.approve, "comment": req.comment, "payload": req.payload}
             if req.approve:
                 outcome: dict[str, Any] = {"status": "succeeded", "output": decision, "error": None}
@@ -254,13 +243,13 @@ class RunService:
             else:
                 payload = {"action": "fail", "token": token, "error": ERROR_APPROVAL_REJECTED,
                            "cause": f"APPROVAL_REJECTED: {req.comment or 'rejected'}"[:32768]}
-            answer = _answer(session, run_id, payload)
+            written = answer(session, run_id, payload)
             _back_to_running(session, run_id)
             audit.record(session, user_id=actor_id, event_type="workflow_run.decision", action="decide",
                          resource_type="workflow_run", resource_id=run_id,
                          details={"step_id": step_id, "approve": req.approve, "decided_by": str(actor_id),
                                   "decided_at": now.isoformat(), "owner": str(run.user_id)}, meta=meta)
-        self._publish([answer])
+        self._publish([written])
         with self.db.read() as session:
             return self._detail(session, self._run(session, None, run_id))
 
@@ -281,7 +270,7 @@ class RunService:
             previous = run.status
             run.status, run.finished_at = "cancelled", now
             run.error = {"code": "RUN_CANCELLED", "message": "cancelled by its owner"}
-            answers = [_answer(session, run_id, {"action": "fail", "token": row.approval_token,
+            answers = [answer(session, run_id, {"action": "fail", "token": row.approval_token,
                                                  "error": ERROR_RUN_CANCELLED, "cause": "RUN_CANCELLED: the run "
                                                  "was cancelled"})
                        for row in session.scalars(select(RunStep).where(
@@ -339,26 +328,6 @@ class RunService:
         return self.get(user_id, run_id)
 
 
-def _check_input(definition: WorkflowDefinition, data: dict[str, Any]) -> None:
-    if definition.input_schema is None:
-        return
-    try:
-        found = views.schema_errors(definition.input_schema, data)
-    except ValueError as exc:
-        raise RunInputInvalidError(f"the run input cannot be checked: {exc}", {"errors": []}) from exc
-    if found:
-        raise RunInputInvalidError("the run input does not match the workflow's input_schema", {"errors": found})
-
-
-def _check_payload(schema: dict[str, Any], payload: Any) -> None:
-    try:
-        found = views.schema_errors(schema, payload)
-    except ValueError as exc:
-        raise ValidationError(f"the payload cannot be checked: {exc}", {"errors": []}) from exc
-    if found:
-        raise ValidationError("the decision's payload does not match the step's input_schema", {"errors": found})
-
-
 def _cancel_steps(session: Session, run_id: uuid.UUID, statuses: tuple[str, ...], now: datetime) -> None:
     session.execute(update(RunStep).where(RunStep.run_id == run_id, RunStep.status.in_(statuses))
                     .values(status="cancelled", finished_at=now, updated_at=now,
@@ -373,29 +342,3 @@ def _back_to_running(session: Session, run_id: uuid.UUID) -> None:
                     .where(WorkflowRun.id == run_id, WorkflowRun.status == "waiting_approval", ~still_waiting.exists())
                     .values(status="running", updated_at=utcnow()).execution_options(synchronize_session=False))
 
-
-def direct_publisher(db: Database, callbacks: Callable[[], TaskCallbacks]) -> PublishAnswer:
-    """Publish a committed "states" row straight to the TaskCallbacks port and mark it published: the fast
-    path while the outbox relay does not route destination "states" (once it does, `OutboxRelay.publish_one`
-    is the same thing). A failure leaves the row unpublished for the relay; a late token ("late": timed out,
-    no longer open) counts as published, as the contract says."""
-
-    def publish(outbox_id: uuid.UUID, payload: dict[str, Any]) -> None:
-        try:
-            port = callbacks()
-            if payload["action"] == "succeed":
-                result = port.succeed(payload["token"], payload["output"])
-            else:
-                result = port.fail(payload["token"], payload["error"], payload["cause"])
-        except Exception:  # noqa: BLE001 - the row stays for the relay, which retries it
-            logger.warning("a task token answer could not be sent now; the relay will retry",
-                           extra={"outbox_id": str(outbox_id)}, exc_info=True)
-            return
-        if result == "late":
-            logger.info("a task token was no longer open when answered", extra={"outbox_id": str(outbox_id)})
-        with db.transaction() as session:
-            session.execute(update(OutboxMessage)
-                            .where(OutboxMessage.id == outbox_id, OutboxMessage.published_at.is_(None))
-                            .values(published_at=utcnow()).execution_options(synchronize_session=False))
-
-    return publish

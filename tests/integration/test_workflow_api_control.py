@@ -15,7 +15,7 @@ from chalicelib.db.workflow_models import RunStep, WorkflowRun
 from chalicelib.errors import ApprovalAlreadyDecidedError
 from chalicelib.schemas.workflows import DecisionRequest
 from chalicelib.services.meta import RequestMeta
-from chalicelib.services.runs import direct_publisher
+from chalicelib.services.run_answers import direct_publisher
 from tests.integration.conftest import Api
 from tests.integration.test_api_auth import assert_envelope
 from tests.integration.test_openapi import _admin_token
