@@ -49,6 +49,7 @@ if TYPE_CHECKING:
     from chalicelib.services.users import UserService
     from chalicelib.services.watchdog import Watchdog
     from chalicelib.services.workers import WorkerService
+    from chalicelib.workflows.ports import TaskCallbacks
 
 
 class Container:
@@ -137,6 +138,7 @@ class Container:
 
         s = self.settings
         return OutboxRelay(self.db, self.publisher, s.outbox_batch_limit, max_attempts=s.outbox_max_attempts,
+                           callbacks=lambda: self.callbacks,
                            backoff=Backoff(s.outbox_backoff_base_seconds, s.outbox_backoff_max_seconds),
                            alerts=self.alerts)
 
@@ -226,13 +228,24 @@ class Container:
 
     @cached_property
     def processor(self) -> TaskProcessor:
-        from chalicelib.services.processing import Backoff, TaskProcessor
+        from chalicelib.services.processing import Backoff, Heartbeat, TaskProcessor
 
         s = self.settings
         return TaskProcessor(self.db, max_attempts=s.max_task_attempts, ports=AgentPorts(self),
                              agent_records=lambda agent_id, session: self.agents.record(agent_id, session),
                              backoff=Backoff(s.retry_base_seconds, s.retry_max_seconds),
-                             cancel_check_seconds=s.cancel_check_seconds)
+                             cancel_check_seconds=s.cancel_check_seconds, answers=self.relay.publish_many,
+                             heartbeats=lambda token: Heartbeat(lambda: self.callbacks.heartbeat(token),
+                                                                s.workflow_heartbeat_seconds))
+
+    @cached_property
+    def callbacks(self) -> TaskCallbacks:
+        """SendTaskSuccess/Failure/Heartbeat for workflow task tokens (built on first use)."""
+        from chalicelib.messaging.callbacks import StepFunctionsCallbacks, make_states_client
+
+        s = self.settings
+        return StepFunctionsCallbacks(lambda: make_states_client(s.aws_region, s.aws_endpoint_url,
+                                                                 s.publish_timeout_seconds))
 
     @cached_property
     def task_reaper(self) -> TaskReaper:
