@@ -49,7 +49,9 @@ if TYPE_CHECKING:
     from chalicelib.services.users import UserService
     from chalicelib.services.watchdog import Watchdog
     from chalicelib.services.workers import WorkerService
+    from chalicelib.workflows.control import WorkflowControl
     from chalicelib.workflows.ports import TaskCallbacks
+    from chalicelib.workflows.reconcile import Reconciler
 
 
 class Container:
@@ -246,6 +248,23 @@ class Container:
         s = self.settings
         return StepFunctionsCallbacks(lambda: make_states_client(s.aws_region, s.aws_endpoint_url,
                                                                  s.publish_timeout_seconds))
+
+    @cached_property
+    def workflow_control(self) -> WorkflowControl:
+        from chalicelib.workflows.control import WorkflowControl
+
+        return WorkflowControl(self.db, self.settings, self.relay.publish_many)
+
+    @cached_property
+    def workflow_reconciler(self) -> Reconciler:
+        from chalicelib.messaging.callbacks import StepFunctionsExecutions, make_states_client
+        from chalicelib.workflows.reconcile import Reconciler
+
+        s = self.settings
+        executions = StepFunctionsExecutions(lambda: make_states_client(s.aws_region, s.aws_endpoint_url,
+                                                                        s.publish_timeout_seconds))
+        return Reconciler(self.db, lambda: executions, after_seconds=s.workflow_reconcile_after_seconds,
+                          batch=s.workflow_reconcile_batch)
 
     @cached_property
     def task_reaper(self) -> TaskReaper:

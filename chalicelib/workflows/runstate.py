@@ -295,3 +295,9 @@ def record_late(session: Session, payload: dict[str, Any], now: datetime) -> Non
         return
     late = {"action": payload.get("action"), "item_index": payload.get("item_index"), "at": now.isoformat()}
     row.error = {**(row.error or {}), "late_completion": late}
+
+
+def storable_output(value: Any) -> Any:
+    from chalicelib.services.results import storable
+
+    return storable(value)
