@@ -321,6 +321,7 @@ def test_bootstrap_cli_prints_every_queue_url(sqs: Any, capsys: pytest.CaptureFi
     assert bootstrap_main(["--prefix", PREFIX]) == 0
     printed = dict(line.split("\t") for line in capsys.readouterr().out.splitlines())
     assert printed.pop(f"{PREFIX}-alerts").endswith(f":{PREFIX}-alerts")  # the SNS alert topic's ARN
+    assert printed.pop(f"{PREFIX}-workflow-role").endswith(f":role/{PREFIX}-workflow-role")  # workflows run as it
     assert printed == bootstrap(sqs, PREFIX)
 
 
