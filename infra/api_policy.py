@@ -45,9 +45,16 @@ def secret_arns(region: str, account: str, stage: str, names: Sequence[str]) -> 
     return [base + (name if name.endswith("*") else name + SUFFIX) for name in names]
 
 
-def render(stage: str, region: str, account: str) -> Json:
+#: What AWS's AWSLambdaVPCAccessExecutionRole grants: the network interfaces of a function in a VPC. EC2
+#: cannot scope Describe* to a resource, hence "*" (named actions only, never ec2:*).
+VPC_ACTIONS = ["ec2:CreateNetworkInterface", "ec2:DescribeNetworkInterfaces", "ec2:DescribeSubnets",
+               "ec2:DeleteNetworkInterface", "ec2:AssignPrivateIpAddresses", "ec2:UnassignPrivateIpAddresses"]
+
+
+def render(stage: str, region: str, account: str, *, vpc: bool = False) -> Json:
     """The API's policy: its own log group, send to the agent queues (never a DLQ), read queue depths,
-    receive/delete/move on the DLQs only (admin DLQ operations), and read the stage's own secrets."""
+    receive/delete/move on the DLQs only (admin DLQ operations), and read the stage's own secrets.
+    `vpc`: the API runs in subnets (make deploy with SUBNET_IDS/SECURITY_GROUP_IDS) and manages its ENIs."""
     if not re.fullmatch(r"[a-z][a-z0-9-]{0,19}", stage):
         raise ValueError(f"stage {stage!r} must match [a-z][a-z0-9-]{{0,19}}")
     if not re.fullmatch(r"[a-z]{2}(-gov)?-[a-z]+-\d", region):
@@ -60,9 +67,7 @@ def render(stage: str, region: str, account: str) -> Json:
     sqs = f"arn:{PARTITION}:sqs:{region}:{account}:"
     queues = [sqs + q.name(prefix) for q in manifest.agent_queues()]  # never the producers' ingress queue
     dlqs = [sqs + q.dlq_name(prefix) for q in manifest.queues()]
-    return {
-        "Version": "2012-10-17",
-        "Statement": [
+    statements: list[Json] = [
             {"Sid": "WriteOwnLogs", "Effect": "Allow",
              "Action": ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"],
              "Resource": [log_group, f"{log_group}:*"]},
@@ -82,8 +87,11 @@ def render(stage: str, region: str, account: str) -> Json:
             {"Sid": "ReadStageSecrets", "Effect": "Allow",
              "Action": ["secretsmanager:GetSecretValue"],
              "Resource": secret_arns(region, account, stage, (*STAGE_SECRETS, LLM_SECRETS))},
-        ],
-    }
+    ]
+    if vpc:
+        statements.append({"Sid": "ManageVpcNetworkInterfaces", "Effect": "Allow", "Action": VPC_ACTIONS,
+                           "Resource": "*"})
+    return {"Version": "2012-10-17", "Statement": statements}
 
 
 def _caller_account() -> str:

@@ -52,6 +52,10 @@ DLQ_RETENTION_SECONDS = 14 * 24 * 3600
 INGRESS_TIMEOUT_SECONDS = 60
 INGRESS_MAX_RECEIVE_COUNT = 100
 INGRESS_MAX_CONCURRENCY = 3
+#: The function `make deploy` invokes (synchronously) to run Alembic to head before the API is updated; no
+#: queue and no schedule. Long enough for an index build on a large table; Lambda's maximum is 900 s.
+MIGRATE_FUNCTION = "migrate"
+MIGRATE_TIMEOUT_SECONDS = 600
 
 
 @dataclass(frozen=True)
@@ -193,6 +197,15 @@ def functions() -> list[FunctionSpec]:
             handler="functions.learning_sweep.handler",
             timeout=60,
             schedule="rate(5 minutes)",
+            needs=("db",),
+        )
+    )
+    specs.append(
+        FunctionSpec(
+            # invoked by the deploy only (infra/deploy.py): migrations run inside the VPC, before the API changes
+            name=MIGRATE_FUNCTION,
+            handler="functions.migrate.handler",
+            timeout=MIGRATE_TIMEOUT_SECONDS,
             needs=("db",),
         )
     )
