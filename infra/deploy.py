@@ -284,6 +284,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     arch=args.arch, subnet_ids=args.subnet_ids, security_group_ids=args.security_group_ids,
                     parameters=dict(p.split("=", 1) for p in args.parameter), bundle=args.bundle,
                     tls_only_bucket=not (args.endpoint_url or "").startswith("http://"))
+    if args.endpoint_url and not args.dry_run:  # chalice makes its own botocore session; it reads the variable
+        os.environ["AWS_ENDPOINT_URL"] = args.endpoint_url
     try:
         if args.command == "deploy":
             deploy(target, dry_run=args.dry_run)
