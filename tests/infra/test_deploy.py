@@ -28,10 +28,10 @@ def _secret_values(sm: Any, stage: str) -> list[str]:
 
 
 def _assert_no_secret_in(text: str, values: list[str]) -> None:
+    """No 12-character piece of any secret value (a prefix, the password, the key) appears in `text`."""
     for value in values:
-        for fragment in {value, *re.findall(r"[A-Za-z0-9_\-+/=]{12,}", value)} - {"postgresql"}:
-            if "pass" in fragment or len(fragment) >= 20:
-                assert fragment not in text, "a secret value was printed"
+        for start in range(max(1, len(value) - 11)):
+            assert value[start:start + 12] not in text, "a piece of a secret value was printed"
 
 
 # --- artifact bucket --------------------------------------------------------------------------------------------
