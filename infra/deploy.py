@@ -136,10 +136,14 @@ def deploy_api(target: Target, c: Mapping[str, Any], bucket: str, env: Mapping[s
     size = stack.env_size(config.environment_variables)
     if size > stack.LAMBDA_ENV_LIMIT:
         raise DeployError(f"the API's environment would be {size} bytes; Lambda allows {stack.LAMBDA_ENV_LIMIT}")
+    from chalice.deploy.deployer import ChaliceDeploymentError
+
     artifacts.download_chalice_state(c["s3"], bucket, target.stage, ROOT)
     try:
         urls = chalice_api.deploy(target.stage, env, subnet_ids=target.subnet_ids,
                                   security_group_ids=target.security_group_ids)
+    except ChaliceDeploymentError as exc:  # its message names the AWS call that failed and why
+        raise DeployError(f"chalice deploy failed (the stack and the migrations are done; re-run): {exc}") from exc
     finally:  # even a half-finished deploy's record: the next run updates those resources, not new ones
         artifacts.upload_chalice_state(c["s3"], bucket, target.stage, ROOT)
     gateway_responses.apply(c["apigateway"], urls["rest_api_id"], config.api_gateway_stage)

@@ -429,3 +429,50 @@ def test_a_dry_run_needs_an_emulator(aws_env: None) -> None:
         deploy.parse(["deploy", "--stage", "dev", "--dry-run"])
     with pytest.raises(SystemExit):
         deploy.parse(["deploy", "--stage", "dev", "--subnet-ids", "subnet-1"])  # security groups missing
+
+
+class _ApiGateway:
+    def __init__(self) -> None:
+        self.responses: list[str] = []
+        self.deployments: list[dict[str, Any]] = []
+
+    def put_gateway_response(self, **kwargs: Any) -> None:
+        self.responses.append(kwargs["responseType"])
+
+    def create_deployment(self, **kwargs: Any) -> None:
+        self.deployments.append(kwargs)
+
+
+def test_the_api_step_keeps_chalices_state_in_the_bucket_and_applies_gateway_responses(
+        aws_clients: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from infra import chalice_api
+
+    project = tmp_path / "project"
+    monkeypatch.setattr(deploy, "ROOT", project)
+    s3 = aws_clients["s3"]
+    artifacts.ensure_bucket(s3, BUCKET, REGION, tls_only=False)
+    s3.put_object(Bucket=BUCKET, Key="chalice/deployed/dev.json", Body=b'{"resources": ["earlier"]}')
+
+    def fake_chalice_deploy(stage: str, env: dict[str, str], **_: Any) -> dict[str, str]:
+        state = project / ".chalice" / "deployed" / "dev.json"
+        assert state.read_bytes() == b'{"resources": ["earlier"]}'  # chalice updates the API it made before
+        state.write_bytes(b'{"resources": ["now"]}')
+        return {"rest_api_id": "abc123", "rest_api_url": "https://abc123.example/api/"}
+
+    monkeypatch.setattr(chalice_api, "deploy", fake_chalice_deploy)
+    gateway = _ApiGateway()
+    urls = deploy.deploy_api(_target(tmp_path), {"s3": s3, "apigateway": gateway}, BUCKET, {"YMERA_X": "1"})
+    assert urls["rest_api_id"] == "abc123"
+    assert s3.get_object(Bucket=BUCKET, Key="chalice/deployed/dev.json")["Body"].read() == b'{"resources": ["now"]}'
+    assert "MISSING_AUTHENTICATION_TOKEN" in gateway.responses
+    assert gateway.deployments == [{"restApiId": "abc123", "stageName": "api",
+                                    "description": "gateway responses in the YMERA error envelope"}]
+
+
+def test_an_environment_over_lambdas_limit_stops_before_chalice(aws_clients: dict[str, Any], tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    from infra import chalice_api
+
+    monkeypatch.setattr(chalice_api, "deploy", lambda *a, **k: pytest.fail("chalice must not run"))
+    with pytest.raises(deploy.DeployError, match="Lambda allows 4096"):
+        deploy.deploy_api(_target(tmp_path), aws_clients, BUCKET, {"YMERA_BIG": "x" * 5000})
