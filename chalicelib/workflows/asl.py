@@ -11,7 +11,6 @@ the stored ASL names no account.
 
 from __future__ import annotations
 
-import copy
 import re
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
@@ -193,6 +192,9 @@ def compile_definition(defn: WorkflowDefinition, step_agent_types: Mapping[str, 
         if step.agent_type is not None:
             return step.agent_type
         if step.agent_id is not None:
+            if step.step_id not in step_agent_types:
+                raise ValueError(f"step {step.step_id!r} runs agent {step.agent_id}, whose type step_agent_types "
+                                 f"does not give: validate the definition before compiling it")
             return step_agent_types[step.step_id]
         return None
 
@@ -312,7 +314,7 @@ def render(asl: Mapping[str, Any], *, agent_queue_urls: Mapping[str, str], contr
             return [walk(v) for v in value]
         if isinstance(value, str):
             return _PLACEHOLDER.sub(substitute, value)
-        return copy.copy(value)
+        return value  # numbers, booleans, null: immutable
 
     rendered: dict[str, Any] = walk(asl)
     return rendered

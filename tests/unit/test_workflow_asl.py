@@ -309,3 +309,8 @@ def test_render_names_a_missing_agent_queue() -> None:
 def test_the_compiled_machine_is_plain_json() -> None:
     m = compiled(EXAMPLES["for_each_in_parallel"])
     assert json.loads(json.dumps(m)) == m
+
+
+def test_an_agent_id_step_without_its_resolved_type_is_refused_clearly() -> None:
+    with pytest.raises(ValueError, match="step 'send' runs agent .* whose type step_agent_types does not give"):
+        compiled(EXAMPLES["approval"], {})
