@@ -300,6 +300,10 @@ class Settings(BaseSettings):
     #: updated for this long (a running step updates its run's row).
     workflow_reconcile_after_seconds: int = Field(default=120, ge=1, le=86_400)
 
+    # Workflows API (issue 9; docs/workflows-api.md).
+    #: GET /runs/{run_id} shows a step's output inline up to this many bytes of JSON, else a reference to its task.
+    workflow_output_inline_bytes: int = Field(default=64 * 1024, ge=1024, le=1024 * 1024)
+
     @field_validator("stage")
     @classmethod
     def _stage_lower(cls, value: str) -> str:
