@@ -35,10 +35,11 @@ MAX_STATE_NAME = 80
 
 _PLACEHOLDER = re.compile(r"\$\{([^{}]*)\}")
 
-# infra/manifest.py's consumer timeouts (chalicelib may not import infra/): an agent queue's visibility
-# timeout is 6x its consumer's. tests/unit/test_workflow_asl.py fails if the two disagree.
+# infra/manifest.py's consumer timeouts (chalicelib may not import infra/): a queue's visibility timeout is
+# 6x its consumer's. tests/unit/test_workflow_asl.py fails if the two disagree.
 _CONSUMER_TIMEOUT_SECONDS = 60
 _PROVIDER_CONSUMER_TIMEOUT_SECONDS = 300
+_CONTROL_CONSUMER_TIMEOUT_SECONDS = 120
 
 
 def agent_queue_placeholder(agent_type: str) -> str:
@@ -48,7 +49,7 @@ def agent_queue_placeholder(agent_type: str) -> str:
 def default_visibility(queue: str) -> int:
     """The visibility timeout of an agent type's queue (or of the control queue, for `CONTROL`)."""
     if queue == CONTROL:
-        return 6 * _CONSUMER_TIMEOUT_SECONDS
+        return 6 * _CONTROL_CONSUMER_TIMEOUT_SECONDS
     from chalicelib.agents import registry
 
     provider_backed = queue == "orchestrator" or registry.get_agent(queue).provider_backed
