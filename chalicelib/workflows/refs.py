@@ -66,7 +66,14 @@ class UnresolvedReferenceError(LookupError):
         super().__init__(f"reference {ref.text!r}{where} does not resolve")
 
 
-_MISSING: Any = type("_Missing", (), {"__repr__": lambda self: "<missing>"})()
+class _Missing:
+    """What a path that does not resolve yields (None is a value: JSON null)."""
+
+    def __repr__(self) -> str:
+        return "<missing>"
+
+
+_MISSING: Any = _Missing()
 
 
 def _clip(text: str) -> str:

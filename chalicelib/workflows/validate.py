@@ -144,7 +144,7 @@ def _references(here: str, step: WorkflowStep, index: Mapping[str, int],
         path = f"{here}.for_each"
         problems = list(_reference(path, step.for_each, step, index, upstream, item_allowed=True))
         yield from problems
-        if not problems and step.for_each.split(".")[1] == "item":
+        if not problems and _root(step.for_each) == "item":
             yield Violation(path, FOR_EACH_NOT_ARRAY, "for_each must name an array in the run's input or in an "
                                                       "upstream step's output, not $.item (for_each steps do not nest)")
 
@@ -170,6 +170,11 @@ def _reference(path: str, text: str, step: WorkflowStep, index: Mapping[str, int
             yield Violation(path, REFERENCE_NOT_UPSTREAM,
                             f"step {step.step_id!r} refers to {whose}, which is not upstream of it: add {target!r} "
                             f"to depends_on (directly or through another step)")
+
+
+def _root(text: str) -> str | None:
+    ref = refs.parse(text)  # only called on a reference that parsed once already
+    return ref.root if ref is not None else None
 
 
 def dotted(pointer: str) -> str:
