@@ -31,6 +31,7 @@ UNKNOWN_STEP_REFERENCE = "UNKNOWN_STEP_REFERENCE"
 REFERENCE_NOT_UPSTREAM = "REFERENCE_NOT_UPSTREAM"
 ITEM_OUTSIDE_FOR_EACH = "ITEM_OUTSIDE_FOR_EACH"
 FOR_EACH_NOT_ARRAY = "FOR_EACH_NOT_ARRAY"
+UNKNOWN_INPUT_PATH = "UNKNOWN_INPUT_PATH"
 INPUT_SCHEMA_MISMATCH = "INPUT_SCHEMA_MISMATCH"
 INVALID_JSON_SCHEMA = "INVALID_JSON_SCHEMA"
 
@@ -72,7 +73,7 @@ def violations(defn: WorkflowDefinition, *, step_agent_types: Mapping[str, str],
             if dep not in index:
                 found.append(Violation(f"{here}.depends_on[{j}]", UNKNOWN_DEPENDENCY,
                                        f"step {step.step_id!r} depends on unknown step {dep!r}"))
-        found.extend(_references(here, step, index, ancestors[step.step_id]))
+        found.extend(_references(here, step, index, ancestors[step.step_id], defn.input_schema))
         found.extend(_input(here, step, step_agent_types))
         if step.engine is not None and isinstance(engines, Mapping) and engines.get(step.engine):
             found.extend(_engine_input(here, step, engines[step.engine]))
@@ -133,20 +134,77 @@ def _target(here: str, step: WorkflowStep, step_agent_types: Mapping[str, str],
         yield Violation(f"{here}.engine", UNKNOWN_ENGINE, f"unknown engine {step.engine!r}; known engines: {known}")
 
 
-def _references(here: str, step: WorkflowStep, index: Mapping[str, int],
-                upstream: frozenset[str]) -> Iterator[Violation]:
-    for pointer, text in refs.strings(step.input_data):
-        yield from _reference(f"{here}.input_data{dotted(pointer)}", text, step, index, upstream,
-                              item_allowed=step.for_each is not None)
+def _references(here: str, step: WorkflowStep, index: Mapping[str, int], upstream: frozenset[str],
+                input_schema: dict[str, Any] | None) -> Iterator[Violation]:
+    located = [(f"{here}.input_data{dotted(pointer)}", text) for pointer, text in refs.strings(step.input_data)]
     if step.when is not None:
-        yield from _reference(f"{here}.when.path", step.when.path, step, index, upstream, item_allowed=False)
+        located.append((f"{here}.when.path", step.when.path))
     if step.for_each is not None:
-        path = f"{here}.for_each"
-        problems = list(_reference(path, step.for_each, step, index, upstream, item_allowed=True))
+        located.append((f"{here}.for_each", step.for_each))
+    for path, text in located:
+        is_for_each = path.endswith(".for_each")
+        problems = list(_reference(path, text, step, index, upstream,
+                                   item_allowed=step.for_each is not None and not path.endswith(".when.path")))
         yield from problems
-        if not problems and _root(step.for_each) == "item":
+        ref = None if problems else refs.parse(text)
+        if ref is None:
+            continue
+        if is_for_each and ref.root == "item":
             yield Violation(path, FOR_EACH_NOT_ARRAY, "for_each must name an array in the run's input or in an "
                                                       "upstream step's output, not $.item (for_each steps do not nest)")
+        elif ref.root == "input":
+            verdict, types = _declared(input_schema if input_schema is not None else {}, ref.path)
+            if verdict == "absent":
+                yield Violation(path, UNKNOWN_INPUT_PATH, f"{text!r} can never resolve: the workflow's input_schema "
+                                                          f"(a run's input is a JSON object) leaves nothing there")
+            elif is_for_each and types and "array" not in types:
+                yield Violation(path, FOR_EACH_NOT_ARRAY, f"for_each must name an array; the workflow's input_schema "
+                                                          f"makes {text!r} {' or '.join(sorted(types))}")
+
+
+#: keywords whose effect on a location this walk does not model: where one appears, the schema "does not say".
+_OPAQUE = frozenset({"$ref", "$dynamicRef", "anyOf", "oneOf", "allOf", "not", "if", "patternProperties",
+                     "dependentSchemas", "unevaluatedProperties", "prefixItems", "propertyNames"})
+
+
+def _declared(schema: Any, path: tuple[str, ...]) -> tuple[str, set[str]]:
+    """What a run input's JSON Schema says about `$.input.<path>`: ("absent", _) it can never exist there;
+    ("known", types) the JSON types its value may have (empty: any). Only certain conclusions: anything the
+    walk does not model answers ("known", set())."""
+    node, types = schema, {"object"}  # a run's input is always a JSON object
+    for segment in path:
+        if node is False:
+            return "absent", set()
+        if not isinstance(node, dict) or _OPAQUE & node.keys():
+            return "known", set()
+        types = types or _types(node)
+        if types == {"object"}:
+            props = node.get("properties", {})
+            extra = node.get("additionalProperties", True)
+            if isinstance(props, dict) and segment in props:
+                node = props[segment]
+            elif extra is False:
+                return "absent", set()
+            else:
+                node = extra
+        elif types == {"array"}:
+            if not segment.isdigit():
+                return "absent", set()
+            node = node.get("items", True)
+        elif types and not types & {"object", "array"}:
+            return "absent", set()  # a path into a string, number, boolean or null
+        else:
+            return "known", set()
+        types = set()
+    if node is False:
+        return "absent", set()
+    return "known", (types or _types(node)) if isinstance(node, dict) and not _OPAQUE & node.keys() else set()
+
+
+def _types(node: dict[str, Any]) -> set[str]:
+    declared = node.get("type")
+    names = {declared} if isinstance(declared, str) else set(declared) if isinstance(declared, list) else set()
+    return {"number" if t == "integer" else t for t in names if isinstance(t, str)}
 
 
 def _reference(path: str, text: str, step: WorkflowStep, index: Mapping[str, int], upstream: frozenset[str],
@@ -170,11 +228,6 @@ def _reference(path: str, text: str, step: WorkflowStep, index: Mapping[str, int
             yield Violation(path, REFERENCE_NOT_UPSTREAM,
                             f"step {step.step_id!r} refers to {whose}, which is not upstream of it: add {target!r} "
                             f"to depends_on (directly or through another step)")
-
-
-def _root(text: str) -> str | None:
-    ref = refs.parse(text)  # only called on a reference that parsed once already
-    return ref.root if ref is not None else None
 
 
 def dotted(pointer: str) -> str:
