@@ -153,58 +153,13 @@ def _references(here: str, step: WorkflowStep, index: Mapping[str, int], upstrea
             yield Violation(path, FOR_EACH_NOT_ARRAY, "for_each must name an array in the run's input or in an "
                                                       "upstream step's output, not $.item (for_each steps do not nest)")
         elif ref.root == "input":
-            verdict, types = _declared(input_schema if input_schema is not None else {}, ref.path)
+            verdict, types = refs.declared(input_schema if input_schema is not None else {}, ref.path)
             if verdict == "absent":
                 yield Violation(path, UNKNOWN_INPUT_PATH, f"{text!r} can never resolve: the workflow's input_schema "
                                                           f"(a run's input is a JSON object) leaves nothing there")
             elif is_for_each and types and "array" not in types:
                 yield Violation(path, FOR_EACH_NOT_ARRAY, f"for_each must name an array; the workflow's input_schema "
                                                           f"makes {text!r} {' or '.join(sorted(types))}")
-
-
-#: keywords whose effect on a location this walk does not model: where one appears, the schema "does not say".
-_OPAQUE = frozenset({"$ref", "$dynamicRef", "anyOf", "oneOf", "allOf", "not", "if", "patternProperties",
-                     "dependentSchemas", "unevaluatedProperties", "prefixItems", "propertyNames"})
-
-
-def _declared(schema: Any, path: tuple[str, ...]) -> tuple[str, set[str]]:
-    """What a run input's JSON Schema says about `$.input.<path>`: ("absent", _) it can never exist there;
-    ("known", types) the JSON types its value may have (empty: any). Only certain conclusions: anything the
-    walk does not model answers ("known", set())."""
-    node, types = schema, {"object"}  # a run's input is always a JSON object
-    for segment in path:
-        if node is False:
-            return "absent", set()
-        if not isinstance(node, dict) or _OPAQUE & node.keys():
-            return "known", set()
-        types = types or _types(node)
-        if types == {"object"}:
-            props = node.get("properties", {})
-            extra = node.get("additionalProperties", True)
-            if isinstance(props, dict) and segment in props:
-                node = props[segment]
-            elif extra is False:
-                return "absent", set()
-            else:
-                node = extra
-        elif types == {"array"}:
-            if not segment.isdigit():
-                return "absent", set()
-            node = node.get("items", True)
-        elif types and not types & {"object", "array"}:
-            return "absent", set()  # a path into a string, number, boolean or null
-        else:
-            return "known", set()
-        types = set()
-    if node is False:
-        return "absent", set()
-    return "known", (types or _types(node)) if isinstance(node, dict) and not _OPAQUE & node.keys() else set()
-
-
-def _types(node: dict[str, Any]) -> set[str]:
-    declared = node.get("type")
-    names = {declared} if isinstance(declared, str) else set(declared) if isinstance(declared, list) else set()
-    return {"number" if t == "integer" else t for t in names if isinstance(t, str)}
 
 
 def _reference(path: str, text: str, step: WorkflowStep, index: Mapping[str, int], upstream: frozenset[str],
