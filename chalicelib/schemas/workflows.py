@@ -112,8 +112,9 @@ class RunStepPublic(PublicModel):
 class ExecutionPublic(PublicModel):
     execution: int
     arn: str | None
-    started_at: str | None
-    mode: str
+    started_at: datetime | None
+    #: "start": a new execution (StartExecution); "redrive": the same execution resumed (RedriveExecution).
+    mode: Literal["start", "redrive"]
 
 
 class RunSummary(PublicModel):

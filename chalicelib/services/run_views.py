@@ -124,7 +124,8 @@ def detail(session: Session, run: WorkflowRun, version: WorkflowVersion, *,
     items = _items(session, run.id) if any(s.for_each is not None for s in definition.steps) else {}
     steps = [_step(s, rows.get(s.step_id), items.get(s.step_id, []), inline_bytes) for s in definition.steps]
     executions = [ExecutionPublic(execution=int(e.get("execution", 0)), arn=e.get("arn"),
-                                  started_at=e.get("started_at"), mode=str(e.get("mode", "start")))
+                                  started_at=e.get("started_at"),
+                                  mode="redrive" if e.get("mode") == "redrive" else "start")
                   for e in (run.executions or []) if isinstance(e, dict)]
     return RunPublic(**summary(run, version.version).model_dump(), executions=executions, steps=steps)
 
