@@ -95,26 +95,39 @@ class RunService:
                 if stored is not None:
                     return StartResult(stored.status_code, stored.body, stored.resource_id, replayed=True)
             workflow = owned_workflow(session, user_id, workflow_id, editable=True)
-            version = current_version(session, workflow)
-            definition = WorkflowDefinition.model_validate(version.definition)
-            views.check_input(definition, req.input)
-            if self.quotas is not None:  # a run creates tasks: it is refused when today's task quota is spent
-                self.quotas.check_tasks_today(session, user_id, utcnow())
-            run = WorkflowRun(user_id=user_id, workflow_id=workflow.id, version_id=version.id, status="running",
-                              input=req.input, execution=1, executions=[])
-            session.add(run)
-            session.flush()
-            session.add_all([RunStep(run_id=run.id, step_id=s.step_id, status="pending") for s in definition.steps])
-            audit.record(session, user_id=user_id, event_type="workflow_run.started", action="start",
-                         resource_type="workflow_run", resource_id=run.id,
-                         details={"workflow_id": str(workflow.id), "version": version.version}, meta=meta)
-            run_id, version_id = run.id, version.id
+            run = self.create_in(session, user_id, workflow, current_version(session, workflow), req.input, meta)
+            run_id, version_id = run.id, run.version_id
         self._launch(run_id, version_id, 1, "start", user_id=user_id, key=key)
         with self.db.transaction() as session:
             body = self._detail(session, self._run(session, user_id, run_id)).model_dump(mode="json")
             if key is not None and self.idempotency is not None:
                 self.idempotency.complete(session, user_id, key, 202, body, run_id)
         return StartResult(202, body, run_id, replayed=False)
+
+    def create_in(self, session: Session, user_id: uuid.UUID, workflow: Workflow, version: WorkflowVersion,
+                  run_input: dict[str, Any], meta: RequestMeta | None = None, *,
+                  parent_task_id: uuid.UUID | None = None) -> WorkflowRun:
+        """A run and its pending steps, in the caller's transaction (the caller owns `workflow`). Start it with
+        `launch(run)` once that transaction committed: consumers must find the rows the execution names."""
+        definition = WorkflowDefinition.model_validate(version.definition)
+        views.check_input(definition, run_input)
+        if self.quotas is not None:  # a run creates tasks: it is refused when today's task quota is spent
+            self.quotas.check_tasks_today(session, user_id, utcnow())
+        run = WorkflowRun(user_id=user_id, workflow_id=workflow.id, version_id=version.id, status="running",
+                          input=run_input, execution=1, executions=[], parent_task_id=parent_task_id)
+        session.add(run)
+        session.flush()
+        session.add_all([RunStep(run_id=run.id, step_id=s.step_id, status="pending") for s in definition.steps])
+        audit.record(session, user_id=user_id, event_type="workflow_run.started", action="start",
+                     resource_type="workflow_run", resource_id=run.id,
+                     details={"workflow_id": str(workflow.id), "version": version.version}, meta=meta)
+        session.flush()
+        return run
+
+    def launch(self, run: WorkflowRun) -> None:
+        """Execution 1 of a committed run (`create_in`). Step Functions unreachable: the run ends failed
+        (START_FAILED) and DependencyUnavailableError is raised."""
+        self._launch(run.id, run.version_id, 1, "start", user_id=run.user_id)
 
     def _launch(self, run_id: uuid.UUID, version_id: uuid.UUID, execution: int, mode: str, *,
                 user_id: uuid.UUID, key: IdempotentRequest | None = None) -> None:
