@@ -147,14 +147,14 @@ class RunService:
             run.execution_arn = arn
 
     def _start_failed(self, run_id: uuid.UUID, user_id: uuid.UUID, key: IdempotentRequest | None,
-                      exc: BaseException) -> None:
+                      exc: BaseException, *, code: str = "START_FAILED") -> None:
         logger.warning("workflow run could not start", extra={"run_id": str(run_id), "error": type(exc).__name__})
         now = utcnow()
         message = str(getattr(exc, "message", None) or type(exc).__name__)[:500]
         with self.db.transaction() as session:
             session.execute(update(WorkflowRun).where(WorkflowRun.id == run_id, WorkflowRun.status.in_(ACTIVE))
                             .values(status="failed", finished_at=now, updated_at=now,
-                                    error={"code": "START_FAILED", "message": message})
+                                    error={"code": code, "message": message})
                             .execution_options(synchronize_session=False))
             if key is not None:  # the failure is not the key's answer: a retry with it starts again
                 session.execute(delete(IdempotencyKey).where(IdempotencyKey.user_id == user_id,
@@ -329,7 +329,18 @@ class RunService:
                          resource_type="workflow_run", resource_id=run_id,
                          details={"from": previous, "execution": run.execution}, meta=meta)
             arn, execution, version_id = run.execution_arn, run.execution, run.version_id
-        if arn is not None and self.launcher.redrive(arn):
+            # RedriveExecution only resumes the execution the run is on; if that one never started (a start that
+            # failed), a fresh execution is the only way, with a number no earlier attempt can have used.
+            current = bool(run.executions) and run.executions[-1].get("execution") == execution
+        try:
+            redriven = arn is not None and current and self.launcher.redrive(arn)
+        except Exception as exc:
+            unavailable = exc if isinstance(exc, DependencyUnavailableError) else self.launcher.unavailable(exc)
+            self._start_failed(run_id, user_id, None, exc, code="REDRIVE_FAILED")
+            if unavailable is not None:
+                raise unavailable from exc
+            raise
+        if redriven:
             with self.db.transaction() as session:
                 row = self._run(session, user_id, run_id, for_update=True)
                 row.executions = [*(row.executions or []), {"execution": execution, "arn": arn, "mode": "redrive",

@@ -254,3 +254,36 @@ def test_only_failed_or_timed_out_runs_are_redriven(api: Api, db: Any,
     error = assert_envelope(api.call("POST", f"/runs/{run_id}/redrive"), 409, "RUN_NOT_REDRIVABLE")
     assert "deleted" in error["message"]
     assert api.call("GET", f"/runs/{run_id}").status_code == 200  # a deleted workflow's runs stay readable
+
+
+def test_a_redrive_that_cannot_reach_step_functions_leaves_the_run_failed(
+        api: Api, db: Any, container: Any, fakes: tuple[FakeMachines, FakeCallbacks]) -> None:
+    from chalicelib.errors import DependencyUnavailableError
+
+    machines, _ = fakes
+    api.signup()
+    run_id = failed_run(api, db)
+
+    def down(arn: str) -> bool:
+        raise DependencyUnavailableError("down", {"dependency": "stepfunctions"})
+
+    machines.redrive_execution = down  # type: ignore[method-assign]
+    assert_envelope(api.call("POST", f"/runs/{run_id}/redrive"), 503, "DEPENDENCY_UNAVAILABLE")
+    run = api.call("GET", f"/runs/{run_id}").json_body
+    assert run["status"] == "failed" and run["error"]["code"] == "REDRIVE_FAILED"  # not left running
+
+
+def test_a_run_that_never_started_is_redriven_with_a_new_execution(
+        api: Api, db: Any, container: Any, fakes: tuple[FakeMachines, FakeCallbacks]) -> None:
+    machines, _ = fakes
+    machines.redrives = True  # even where RedriveExecution exists: there is no execution to resume
+    api.signup()
+    wf = create_workflow(api)
+    run_id = uuid.UUID(start(api, wf["id"]).json_body["id"])
+    with db.transaction() as session:  # what a start that failed leaves
+        session.execute(update(WorkflowRun).values(status="failed", execution_arn=None, executions=[],
+                                                   error={"code": "START_FAILED", "message": "down"}))
+    run = api.call("POST", f"/runs/{run_id}/redrive").json_body
+    assert run["status"] == "running" and run["execution"] == 2
+    assert machines.named("redrive") == []
+    assert machines.named("start")[-1][1] == f"{run_id.hex}-2"
