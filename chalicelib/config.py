@@ -299,6 +299,11 @@ class Settings(BaseSettings):
     #: the reconciler repairs runs whose execution ended while a callback was lost; it looks at runs not
     #: updated for this long (a running step updates its run's row).
     workflow_reconcile_after_seconds: int = Field(default=120, ge=1, le=86_400)
+    #: a step task's token gets a heartbeat when it is claimed and then at most this often while its agent
+    #: runs (from the cancellation-check cadence); state machines allow 2x the queue visibility timeout.
+    workflow_heartbeat_seconds: float = Field(default=60, ge=1, le=3600)
+    #: runs the reconciler looks at per sweep (oldest update first).
+    workflow_reconcile_batch: int = Field(default=50, ge=1, le=1000)
 
     # Workflows API (issue 9; docs/workflows-api.md).
     #: GET /runs/{run_id} shows a step's output inline up to this many bytes of JSON, else a reference to its task.

@@ -51,7 +51,9 @@ if TYPE_CHECKING:
     from chalicelib.services.watchdog import Watchdog
     from chalicelib.services.workers import WorkerService
     from chalicelib.services.workflows import WorkflowService
-    from chalicelib.workflows.ports import StateMachines
+    from chalicelib.workflows.control import WorkflowControl
+    from chalicelib.workflows.ports import StateMachines, TaskCallbacks
+    from chalicelib.workflows.reconcile import Reconciler
 
 
 class Container:
@@ -140,6 +142,7 @@ class Container:
 
         s = self.settings
         return OutboxRelay(self.db, self.publisher, s.outbox_batch_limit, max_attempts=s.outbox_max_attempts,
+                           callbacks=lambda: self.callbacks,
                            backoff=Backoff(s.outbox_backoff_base_seconds, s.outbox_backoff_max_seconds),
                            alerts=self.alerts)
 
@@ -229,13 +232,41 @@ class Container:
 
     @cached_property
     def processor(self) -> TaskProcessor:
-        from chalicelib.services.processing import Backoff, TaskProcessor
+        from chalicelib.services.processing import Backoff, Heartbeat, TaskProcessor
 
         s = self.settings
         return TaskProcessor(self.db, max_attempts=s.max_task_attempts, ports=AgentPorts(self),
                              agent_records=lambda agent_id, session: self.agents.record(agent_id, session),
                              backoff=Backoff(s.retry_base_seconds, s.retry_max_seconds),
-                             cancel_check_seconds=s.cancel_check_seconds)
+                             cancel_check_seconds=s.cancel_check_seconds, answers=self.relay.publish_many,
+                             heartbeats=lambda token: Heartbeat(lambda: self.callbacks.heartbeat(token),
+                                                                s.workflow_heartbeat_seconds))
+
+    @cached_property
+    def callbacks(self) -> TaskCallbacks:
+        """SendTaskSuccess/Failure/Heartbeat for workflow task tokens (built on first use)."""
+        from chalicelib.messaging.callbacks import StepFunctionsCallbacks, make_states_client
+
+        s = self.settings
+        return StepFunctionsCallbacks(lambda: make_states_client(s.aws_region, s.aws_endpoint_url,
+                                                                 s.publish_timeout_seconds))
+
+    @cached_property
+    def workflow_control(self) -> WorkflowControl:
+        from chalicelib.workflows.control import WorkflowControl
+
+        return WorkflowControl(self.db, self.settings, self.relay.publish_many)
+
+    @cached_property
+    def workflow_reconciler(self) -> Reconciler:
+        from chalicelib.messaging.callbacks import StepFunctionsExecutions, make_states_client
+        from chalicelib.workflows.reconcile import Reconciler
+
+        s = self.settings
+        executions = StepFunctionsExecutions(lambda: make_states_client(s.aws_region, s.aws_endpoint_url,
+                                                                        s.publish_timeout_seconds))
+        return Reconciler(self.db, lambda: executions, after_seconds=s.workflow_reconcile_after_seconds,
+                          batch=s.workflow_reconcile_batch)
 
     @cached_property
     def task_reaper(self) -> TaskReaper:

@@ -7,6 +7,10 @@ record runs and commits on its own (chalicelib.services.processing) after one
 transaction claimed the whole batch, and a record is started only while the
 invocation has time for it: the rest are given back and reported as failures
 without running, and SQS delivers them again.
+
+A record may also be a workflow step ("workflow.step", sent by Step Functions with a task token): it is
+turned into a task first (chalicelib.workflows.steps), then claimed and run like any task; a step answered
+at once (run cancelled, already succeeded, skipped) or run by an external agent runs nothing here.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from chalicelib.errors import MalformedMessageError, RetryLaterError
 from chalicelib.observability import log_context, logger, publish_task_outcomes
 from chalicelib.schemas.tasks import TaskMessage
 from chalicelib.services.processing import RecordBudget, RecordDeferredError, parse_message
+from chalicelib.workflows.batch import StepBatch
 
 QUEUE_MARKER = "-agent-"
 
@@ -50,9 +55,13 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
 
     #: (agent_type, status, duration_ms) per finished task; published once, after the batch.
     finished: list[tuple[str, str, float]] = []
+    # Workflow step messages become tasks first (one transaction for the batch's steps); their tokens'
+    # answers (short-circuits) are published right after that commit.
+    steps = StepBatch(container.db, container.relay.publish_many, queue_agent_type)
+    steps.materialise(event)
     # One commit claims the whole batch (what batching still saves); each record then runs and commits alone.
     try:
-        claims = container.processor.claim_batch(_messages(event), budget.lease_until())
+        claims = container.processor.claim_batch(_messages(event, steps), budget.lease_until())
     except Exception:  # noqa: BLE001 - each record then claims on its own, and a failed one returns after a short delay
         logger.warning("the batch claim failed; records claim one by one", exc_info=True)
         claims = {}
@@ -62,7 +71,9 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         with log_context(message_id=record.message_id):
             try:
                 budget.check()
-                message = parse_message(record.body, queue_agent_type(record.event_source_arn))
+                message = steps.message(record.message_id, record.body, queue_agent_type(record.event_source_arn))
+                if message is None:  # a step answered at once, or an external agent's task (it leases it)
+                    return "acknowledged"
                 receive_count = int(record.attributes.approximate_receive_count or 1)
                 with log_context(task_id=str(message.task_id)):
                     started = time.perf_counter()
@@ -100,10 +111,18 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     return dict(response)
 
 
-def _messages(event: dict[str, Any]) -> list[TaskMessage]:
+def _messages(event: dict[str, Any], steps: StepBatch) -> list[TaskMessage]:
     """The batch's well-formed messages; a malformed one is reported when its record is handled."""
     out = []
     for record in event.get("Records", []):
+        mid = record.get("messageId", "")
+        if mid in steps.done:
+            message = steps.done[mid]
+            if message is not None:
+                out.append(message)
+            continue
+        if mid in steps.pending:
+            continue  # its own transaction, when its record is handled
         try:
             out.append(parse_message(record.get("body", ""), queue_agent_type(record.get("eventSourceARN"))))
         except MalformedMessageError:

@@ -45,9 +45,10 @@ def secret_arns(region: str, account: str, stage: str, names: Sequence[str]) -> 
     return [base + (name if name.endswith("*") else name + SUFFIX) for name in names]
 
 
-def render(stage: str, region: str, account: str) -> Json:
+def render(stage: str, region: str, account: str, *, workflow_role: str | None = None) -> Json:
     """The API's policy: its own log group, send to the agent queues (never a DLQ), read queue depths,
-    receive/delete/move on the DLQs only (admin DLQ operations), and read the stage's own secrets."""
+    receive/delete/move on the DLQs only (admin DLQ operations), run this stage's workflow state machines
+    (passing the workflow role only), and read the stage's own secrets."""
     if not re.fullmatch(r"[a-z][a-z0-9-]{0,19}", stage):
         raise ValueError(f"stage {stage!r} must match [a-z][a-z0-9-]{{0,19}}")
     if not re.fullmatch(r"[a-z]{2}(-gov)?-[a-z]+-\d", region):
@@ -55,11 +56,14 @@ def render(stage: str, region: str, account: str) -> Json:
     if not re.fullmatch(r"\d{12}", account):
         raise ValueError("the account id must be 12 digits")
     prefix = f"{APP}-{stage}"
+    # The stack's WorkflowRole has a fixed name (infra/template.py WORKFLOW_ROLE_SUFFIX).
+    workflow_role = workflow_role or f"{prefix}-workflow-role"
     function = prefix  # Chalice names the API function <app_name>-<stage>
     log_group = f"arn:{PARTITION}:logs:{region}:{account}:log-group:/aws/lambda/{function}"
     sqs = f"arn:{PARTITION}:sqs:{region}:{account}:"
     queues = [sqs + q.name(prefix) for q in manifest.agent_queues()]  # never the producers' ingress queue
     dlqs = [sqs + q.dlq_name(prefix) for q in manifest.queues()]
+    states = f"arn:{PARTITION}:states:{region}:{account}:"
     return {
         "Version": "2012-10-17",
         "Statement": [
@@ -79,6 +83,23 @@ def render(stage: str, region: str, account: str) -> Json:
              "Action": ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:StartMessageMoveTask",
                         "sqs:ListMessageMoveTasks"],
              "Resource": dlqs},
+            # Workflows: the API creates a version's state machine at its first run and starts, stops, redrives
+            # and reads its executions: this stage's `<prefix>-wf-*` machines only.
+            {"Sid": "RunWorkflowStateMachines", "Effect": "Allow",
+             "Action": ["states:CreateStateMachine", "states:DescribeStateMachine", "states:StartExecution",
+                        "states:TagResource"],
+             "Resource": [f"{states}stateMachine:{prefix}-wf-*"]},
+            {"Sid": "OperateWorkflowExecutions", "Effect": "Allow",
+             "Action": ["states:StopExecution", "states:RedriveExecution", "states:DescribeExecution",
+                        "states:GetExecutionHistory"],
+             "Resource": [f"{states}execution:{prefix}-wf-*:*"]},
+            # Approval decisions answer the gate's task token (tokens cannot be scoped by IAM).
+            {"Sid": "DecideWorkflowApprovals", "Effect": "Allow",
+             "Action": ["states:SendTaskSuccess", "states:SendTaskFailure"], "Resource": "*"},
+            # Step Functions runs the machines as the stack's WorkflowRole: the API may hand over that role only.
+            {"Sid": "PassWorkflowRole", "Effect": "Allow", "Action": ["iam:PassRole"],
+             "Resource": [f"arn:{PARTITION}:iam::{account}:role/{workflow_role}"],
+             "Condition": {"StringEquals": {"iam:PassedToService": "states.amazonaws.com"}}},
             {"Sid": "ReadStageSecrets", "Effect": "Allow",
              "Action": ["secretsmanager:GetSecretValue"],
              "Resource": secret_arns(region, account, stage, (*STAGE_SECRETS, LLM_SECRETS))},
@@ -98,10 +119,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--region", default=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION"))
     parser.add_argument("--account", help="12-digit account id (default: ask STS)")
     parser.add_argument("--out", type=Path, help="default: .chalice/policy-<stage>.json")
+    parser.add_argument("--workflow-role", help="the stack's WorkflowRole name (default: its naming pattern)")
     args = parser.parse_args(argv)
     if not args.region:
         parser.error("--region (or AWS_DEFAULT_REGION) is required")
-    policy = render(args.stage, args.region, args.account or _caller_account())
+    policy = render(args.stage, args.region, args.account or _caller_account(), workflow_role=args.workflow_role)
     out = args.out or ROOT / ".chalice" / f"policy-{args.stage}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(policy, indent=2) + "\n", encoding="utf-8")

@@ -1,4 +1,4 @@
-"""Create the manifest's queues and DLQs (and the alert topic) directly with boto3, idempotently.
+"""Create the manifest's queues and DLQs (alert topic, workflow role) directly with boto3, idempotently.
 
 Used where CloudFormation is unavailable or overkill: the embedded moto
 emulator, LocalStack init hooks and tests. It reads the same `infra.manifest`
@@ -70,6 +70,31 @@ def bootstrap(sqs_client: Any, prefix: str, *, visibility_timeout: int | None = 
     return urls
 
 
+def workflow_role_name(prefix: str) -> str:
+    """Matches infra.template's WorkflowRole (`<queue prefix>-workflow-role`)."""
+    return f"{prefix}-workflow-role"
+
+
+def ensure_workflow_role(iam_client: Any, sqs_client: Any, prefix: str) -> str:
+    """The role workflow state machines run as (as the template's WorkflowRole): assumable by Step Functions,
+    allowed sqs:SendMessage on the agent queues and the workflow control queue only. Returns its ARN."""
+    name = workflow_role_name(prefix)
+    assume = {"Effect": "Allow", "Principal": {"Service": "states.amazonaws.com"}, "Action": "sts:AssumeRole"}
+    trust = {"Version": "2012-10-17", "Statement": [assume]}
+    try:
+        arn = str(iam_client.create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps(trust))["Role"]["Arn"])
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") != "EntityAlreadyExists":
+            raise
+        arn = str(iam_client.get_role(RoleName=name)["Role"]["Arn"])
+    targets = [_queue_arn(sqs_client, str(sqs_client.get_queue_url(QueueName=q.name(prefix))["QueueUrl"]))
+               for q in (*manifest.agent_queues(), manifest.workflow_control_queue())]
+    policy = {"Version": "2012-10-17", "Statement": [{"Sid": "SendStepMessages", "Effect": "Allow",
+                                                      "Action": ["sqs:SendMessage"], "Resource": targets}]}
+    iam_client.put_role_policy(RoleName=name, PolicyName="WorkflowQueues", PolicyDocument=json.dumps(policy))
+    return arn
+
+
 def alert_topic_name(prefix: str) -> str:
     """Matches infra.template's AlertTopic (`ymera-<stage>-alerts` = `<queue prefix>-alerts`)."""
     return f"{prefix}-alerts"
@@ -99,8 +124,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     # endpoint_url=None lets boto3 apply AWS_ENDPOINT_URL from the environment itself.
     sqs = boto3.client("sqs", endpoint_url=endpoint_url)
     sns = boto3.client("sns", endpoint_url=endpoint_url)
+    iam = boto3.client("iam", endpoint_url=endpoint_url)
     created = {**bootstrap(sqs, args.prefix, visibility_timeout=args.visibility_timeout),
-               alert_topic_name(args.prefix): ensure_alert_topic(sns, args.prefix)}
+               alert_topic_name(args.prefix): ensure_alert_topic(sns, args.prefix),
+               workflow_role_name(args.prefix): ensure_workflow_role(iam, sqs, args.prefix)}
     for name, url in created.items():
         print(f"{name}\t{url}")
     return 0

@@ -52,6 +52,11 @@ DLQ_RETENTION_SECONDS = 14 * 24 * 3600
 INGRESS_TIMEOUT_SECONDS = 60
 INGRESS_MAX_RECEIVE_COUNT = 100
 INGRESS_MAX_CONCURRENCY = 3
+#: The workflow control queue (docs/workflows-runtime.md): approvals, for_each fan-outs, engine steps and run
+#: reports sent by workflow state machines. Engines run in-process, so its consumer gets the long timeout.
+WORKFLOW_CONTROL_SUFFIX = "workflow-control"
+WORKFLOW_CONTROL_TIMEOUT_SECONDS = 120
+WORKFLOW_CONTROL_MAX_CONCURRENCY = 3
 
 
 @dataclass(frozen=True)
@@ -88,7 +93,9 @@ class FunctionSpec:
     #: what the function may touch: "db", "sqs:send", "sqs:consume", "sqs:inspect" (read queue depths),
     #: "sqs:reject" (send to its own queue's DLQ only),
     #: "sns:alerts" (publish to the alert topic), "llm" (Bedrock + provider keys in Secrets Manager),
-    #: "sqs:peek-dlq" (receive from the agent DLQs without deleting: the task reaper)
+    #: "sqs:peek-dlq" (receive from the agent DLQs without deleting: the task reaper),
+    #: "states:callback" (SendTaskSuccess/Failure/Heartbeat: answer workflow task tokens),
+    #: "states:read" (DescribeExecution/GetExecutionHistory on workflow executions: the reconciler)
     needs: tuple[str, ...] = ("db",)
 
 
@@ -111,13 +118,17 @@ def ingress_queue() -> QueueSpec:
                      max_receive_count=INGRESS_MAX_RECEIVE_COUNT)
 
 
+def workflow_control_queue() -> QueueSpec:
+    return QueueSpec(suffix=WORKFLOW_CONTROL_SUFFIX, visibility_timeout=6 * WORKFLOW_CONTROL_TIMEOUT_SECONDS)
+
+
 def agent_queues() -> list[QueueSpec]:
     """The queues the API and the outbox relay publish tasks to (not the producers' ingress queue)."""
     return [agent_queue(t) for t in AGENT_CONSUMERS]
 
 
 def queues() -> list[QueueSpec]:
-    return [*agent_queues(), ingress_queue()]
+    return [*agent_queues(), ingress_queue(), workflow_control_queue()]
 
 
 def functions() -> list[FunctionSpec]:
@@ -130,7 +141,8 @@ def functions() -> list[FunctionSpec]:
             batch_size=1 if agent_type in PROVIDER_BACKED else 10,
             max_concurrency=PROVIDER_CONSUMER_MAX_CONCURRENCY if agent_type in PROVIDER_BACKED
             else CONSUMER_MAX_CONCURRENCY,
-            needs=("db", "sqs:consume", *AGENT_NEEDS.get(agent_type, ())),
+            # every agent queue may carry workflow steps: their tokens are answered and kept alive
+            needs=("db", "sqs:consume", "states:callback", *AGENT_NEEDS.get(agent_type, ())),
         )
         for agent_type in AGENT_CONSUMERS
     ]
@@ -148,12 +160,34 @@ def functions() -> list[FunctionSpec]:
     )
     specs.append(
         FunctionSpec(
-            # also alerts the operators when a message is parked past the attempt cap (docs/delivery.md)
+            # also alerts the operators when a message is parked past the attempt cap (docs/delivery.md);
+            # workflow token answers are outbox rows too (destination "states")
             name="outbox-relay",
             handler="functions.outbox_relay.handler",
             timeout=60,
             schedule="rate(1 minute)",
-            needs=("db", "sqs:send", "sns:alerts"),
+            needs=("db", "sqs:send", "sns:alerts", "states:callback"),
+        )
+    )
+    specs.append(
+        FunctionSpec(
+            # approvals, for_each fan-outs, engine steps and run reports of workflow state machines
+            name="workflow-control",
+            handler="functions.workflow_control.handler",
+            queue=workflow_control_queue(),
+            timeout=WORKFLOW_CONTROL_TIMEOUT_SECONDS,
+            max_concurrency=WORKFLOW_CONTROL_MAX_CONCURRENCY,
+            needs=("db", "sqs:consume", "states:callback"),
+        )
+    )
+    specs.append(
+        FunctionSpec(
+            # runs whose execution ended while a callback or report was lost: repaired from the execution
+            name="workflow-reconciler",
+            handler="functions.workflow_reconciler.handler",
+            timeout=60,
+            schedule="rate(1 minute)",
+            needs=("db", "states:read"),
         )
     )
     specs.append(

@@ -27,7 +27,11 @@ LOG_RETENTION_DAYS = 30
 MIN_VISIBILITY_FACTOR = 6
 MIN_RECEIVE_COUNT = 5
 KNOWN_NEEDS = frozenset({"db", "sqs:send", "sqs:consume", "sqs:inspect", "sqs:reject", "sqs:peek-dlq",
-                         "sns:alerts", "llm"})
+                         "sns:alerts", "llm", "states:callback", "states:read"})
+#: Workflow state machines are created by the API at a version's first run, named `<prefix>-wf-<version>`.
+WORKFLOW_MACHINES = "wf-*"
+#: the workflow role's name under the stage prefix (infra/api_policy.py passes exactly this role).
+WORKFLOW_ROLE_SUFFIX = "workflow-role"
 #: Lambda's floor for an SQS event source's MaximumConcurrency.
 MIN_MAX_CONCURRENCY = 2
 #: Secret names under ymera/<stage>/ (docs/deploy-security.md). Every function reads the data-store URLs;
@@ -301,6 +305,17 @@ def _role(f: FunctionSpec, log_group: str, send_to: Sequence[QueueSpec]) -> Json
         # Publishing to the encrypted topic: SNS asks KMS on the publisher's behalf.
         statements.append(_statement("EncryptAlerts", ["kms:GenerateDataKey", "kms:Decrypt"],
                                      [_arn("AlertTopicKey")]))
+    if "states:callback" in f.needs:
+        # Answers to workflow task tokens. Tokens of service-integration Task states (sqs:sendMessage
+        # .waitForTaskToken) cannot be scoped by IAM: these three actions on "*" and nothing else of states.
+        callbacks = ["states:SendTaskSuccess", "states:SendTaskFailure", "states:SendTaskHeartbeat"]
+        statements.append(_statement("AnswerWorkflowTaskTokens", callbacks, "*"))  # type: ignore[arg-type]
+    if "states:read" in f.needs:
+        # The reconciler reads the executions of this stage's workflow state machines only.
+        executions = {"Fn::Sub": "arn:${AWS::Partition}:states:${AWS::Region}:${AWS::AccountId}:execution:"
+                                 f"{APP}-${{Stage}}-{WORKFLOW_MACHINES}:*"}
+        statements.append(_statement("ReadWorkflowExecutions", ["states:DescribeExecution",
+                                                                "states:GetExecutionHistory"], [executions]))
     statements.append(_statement("ReadDataStoreUrls", ["secretsmanager:GetSecretValue"],
                                  [_secret_arn(name) for name in DATA_STORE_SECRETS.values()]))
     if "llm" in f.needs:
@@ -427,6 +442,32 @@ def _function_resources(f: FunctionSpec, send_to: Sequence[QueueSpec]) -> Json:
     return out
 
 
+def _workflow_role(queue_specs: Sequence[QueueSpec]) -> Json:
+    """The role every workflow state machine runs as: it may send to the agent queues and the workflow
+    control queue, and nothing else (no Lambda, no other service, no DLQ)."""
+    targets = [_arn(logical_id(q.suffix, "Queue")) for q in queue_specs
+               if q.suffix.startswith("agent-") or q.suffix == manifest.WORKFLOW_CONTROL_SUFFIX]
+    return {"WorkflowRole": {
+        "Type": "AWS::IAM::Role",
+        "Properties": {
+            # A fixed name, so the API's iam:PassRole names exactly this role (deploy with CAPABILITY_NAMED_IAM).
+            "RoleName": _sub(WORKFLOW_ROLE_SUFFIX),
+            "AssumeRolePolicyDocument": {
+                "Version": "2012-10-17",
+                "Statement": [{"Effect": "Allow", "Principal": {"Service": "states.amazonaws.com"},
+                               "Action": "sts:AssumeRole",
+                               # confused deputy: only this account's state machines may assume it
+                               "Condition": {"StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}}}],
+            },
+            "Policies": [{
+                "PolicyName": "WorkflowQueues",
+                "PolicyDocument": {"Version": "2012-10-17",
+                                   "Statement": [_statement("SendStepMessages", ["sqs:SendMessage"], targets)]},
+            }],
+        },
+    }}
+
+
 def _outputs(queue_specs: Sequence[QueueSpec]) -> Json:
     def output(value: Json, key: str) -> Json:
         return {"Value": value, "Export": {"Name": {"Fn::Sub": f"${{AWS::StackName}}-{key}"}}}
@@ -437,6 +478,9 @@ def _outputs(queue_specs: Sequence[QueueSpec]) -> Json:
             out[f"{rid}Url"] = output({"Ref": rid}, f"{rid}Url")
             out[f"{rid}Arn"] = output(_arn(rid), f"{rid}Arn")
     out["AlertTopicArn"] = output({"Ref": "AlertTopic"}, "AlertTopicArn")
+    if any(q.suffix == manifest.WORKFLOW_CONTROL_SUFFIX for q in queue_specs):
+        # The API's YMERA_WORKFLOW_ROLE_ARN (WorkflowControlQueueUrl is among the queue outputs above).
+        out["WorkflowRoleArn"] = output(_arn("WorkflowRole"), "WorkflowRoleArn")
     return out
 
 
@@ -452,6 +496,8 @@ def build_template(
     check_specs(qs, fs)
     agent_queues = [q for q in qs if q.suffix.startswith("agent-")]
     resources: Json = _alert_topic()
+    if any(q.suffix == manifest.WORKFLOW_CONTROL_SUFFIX for q in qs):
+        resources.update(_workflow_role(qs))
     parts = [_queue_resources(q) for q in qs] + [_function_resources(f, agent_queues) for f in fs]
     for part in parts:
         clash = resources.keys() & part.keys()
@@ -460,7 +506,8 @@ def build_template(
         resources.update(part)
     return {
         "AWSTemplateFormatVersion": "2010-09-09",
-        "Description": "YMERA functions/ deploy unit: agent queues, DLQs, consumers, outbox relay, alarms.",
+        "Description": "YMERA functions/ deploy unit: agent queues, DLQs, consumers, outbox relay, workflow "
+                       "role and control queue, alarms.",
         "Parameters": _parameters(stage),
         "Conditions": _conditions(),
         "Resources": resources,

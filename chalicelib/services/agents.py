@@ -170,6 +170,13 @@ class AgentService:
                         Task.agent_id == agent.id, Task.status == TaskStatus.CANCELLED, Task.completed_at == now,
                         Task.parent_task_id.is_not(None)))):
                     on_task_finished(session, step_task)
+                from chalicelib.workflows.steps import on_task_finished as on_step_finished
+
+                # Workflow steps among them: their tokens are failed now instead of timing out.
+                for step_task in list(session.scalars(select(Task.id).where(
+                        Task.agent_id == agent.id, Task.status == TaskStatus.CANCELLED, Task.completed_at == now,
+                        Task.callback_token.is_not(None)))):
+                    on_step_finished(session, step_task)
             audit.record(session, user_id=user_id, event_type="agent.deleted", action="delete",
                          resource_type="agent", resource_id=agent.id,
                          details={"cancelled_tasks": cancelled}, meta=meta)

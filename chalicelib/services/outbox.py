@@ -31,6 +31,10 @@ from chalicelib.observability import logger
 
 if TYPE_CHECKING:
     from chalicelib.services.alerts import AlertPublisher
+    from chalicelib.workflows.ports import TaskCallbacks
+
+#: workflow token answers (chalicelib.workflows.runstate): sent to Step Functions, not to a queue.
+STATES = "states"
 
 
 @dataclass(frozen=True)
@@ -57,8 +61,11 @@ class Backoff:
 class OutboxRelay:
     def __init__(self, db: Database, publisher: Publisher, batch_limit: int = 100, *, max_attempts: int = 15,
                  backoff: Backoff | None = None, alerts: AlertPublisher | None = None,
-                 clock: Callable[[], datetime] = utcnow, rng: random.Random | None = None) -> None:
+                 clock: Callable[[], datetime] = utcnow, rng: random.Random | None = None,
+                 callbacks: Callable[[], TaskCallbacks] | None = None) -> None:
         self.db = db
+        #: where "states" rows go (SendTaskSuccess/Failure), built on first use.
+        self.callbacks = callbacks
         self.publisher = publisher
         self.batch_limit = batch_limit
         self.max_attempts = max_attempts
@@ -75,6 +82,16 @@ class OutboxRelay:
         except Exception:  # noqa: BLE001 - any failure here is retried by the scheduled relay
             logger.warning("outbox fast-path publish failed; the relay will retry",
                            extra={"outbox_id": str(outbox_id)}, exc_info=True)
+
+    def publish_many(self, outbox_ids: list[uuid.UUID]) -> None:
+        """Fast path for the rows a committed transaction wrote (workflow answers); the relay is the safety net."""
+        if not outbox_ids:
+            return
+        try:
+            self.run_once(only_ids=outbox_ids, backoff=False)
+        except Exception:  # noqa: BLE001 - any failure here is retried by the scheduled relay
+            logger.warning("outbox fast-path publish failed; the relay will retry",
+                           extra={"outbox_ids": [str(i) for i in outbox_ids[:10]]}, exc_info=True)
 
     def publish_committed(self, conn: Connection, outbox_id: uuid.UUID, destination: str,
                           payload: dict[str, Any]) -> None:
@@ -120,7 +137,7 @@ class OutboxRelay:
                 return RelayReport(0, 0)
             taken = len(rows)
             rows = _settle_external(session, rows, now)
-            published, failed, parked = self._publish(rows, now, backoff)
+            published, failed, parked = self._publish(session, rows, now, backoff)
             if published:
                 session.execute(
                     update(Task)
@@ -135,7 +152,7 @@ class OutboxRelay:
             self._alert_parked(destination, group)
         return RelayReport(len(published), len(failed), taken, counts)
 
-    def _publish(self, rows: list[OutboxMessage], now: datetime, backoff: bool
+    def _publish(self, session: Session, rows: list[OutboxMessage], now: datetime, backoff: bool
                  ) -> tuple[list[OutboxMessage], list[OutboxMessage], dict[str, list[OutboxMessage]]]:
         by_destination: dict[str, list[OutboxMessage]] = defaultdict(list)
         for row in rows:
@@ -144,13 +161,19 @@ class OutboxRelay:
         failed: list[OutboxMessage] = []
         parked: dict[str, list[OutboxMessage]] = defaultdict(list)
         for destination, group in by_destination.items():
-            try:
-                failed_ids = self.publisher.publish(destination, [(row.id.hex, row.payload) for row in group])
-                error = "rejected by the queue"
-            except Exception as exc:  # noqa: BLE001 - recorded on the row and retried
-                failed_ids = {row.id.hex for row in group}
-                error = f"{type(exc).__name__}: {exc}"[:500]
+            errors: dict[str, str] = {}
+            if destination == STATES:
+                errors = self._answer(session, group)
+                failed_ids, error = set(errors), ""
+            else:
+                try:
+                    failed_ids = self.publisher.publish(destination, [(row.id.hex, row.payload) for row in group])
+                    error = "rejected by the queue"
+                except Exception as exc:  # noqa: BLE001 - recorded on the row and retried
+                    failed_ids = {row.id.hex for row in group}
+                    error = f"{type(exc).__name__}: {exc}"[:500]
             for row in group:
+                error = errors.get(row.id.hex, error)
                 if row.id.hex not in failed_ids:
                     row.published_at = now
                     published.append(row)
@@ -164,6 +187,29 @@ class OutboxRelay:
                 elif backoff:
                     row.next_attempt_at = now + timedelta(seconds=self.backoff.delay(row.attempts, self.rng))
         return published, failed, parked
+
+    def _answer(self, session: Session, rows: list[OutboxMessage]) -> dict[str, str]:
+        """Send workflow token answers one by one; return {row id hex: error} for those to retry.
+
+        A "late" answer (the token is closed) counts as published: it is recorded on the run step."""
+        from chalicelib.workflows.runstate import record_late
+
+        errors: dict[str, str] = {}
+        if self.callbacks is None:
+            return {row.id.hex: "no Step Functions callbacks configured" for row in rows}
+        port = self.callbacks()
+        for row in rows:
+            p = row.payload
+            try:
+                result = (port.succeed(p["token"], p.get("output") or {}) if p.get("action") == "succeed"
+                          else port.fail(p["token"], p.get("error") or "Ymera.StepFailed", p.get("cause") or ""))
+            except Exception as exc:  # noqa: BLE001 - recorded on the row and retried with backoff
+                errors[row.id.hex] = f"{type(exc).__name__}: {exc}"[:500]
+                continue
+            if result == "late":
+                row.last_error = "late: the task token was no longer open"
+                record_late(session, p, self.clock())
+        return errors
 
     def _alert_parked(self, destination: str, rows: list[OutboxMessage]) -> None:
         logger.error("outbox messages parked after the attempt cap",
@@ -198,16 +244,18 @@ def _settle_external(session: Session, rows: list[OutboxMessage], now: datetime)
     """Rows announcing a task of an EXTERNAL agent are settled unpublished: that task waits in `queued`
     for its worker's lease, and on SQS a managed consumer would run it instead. TaskService writes no
     such rows; this keeps any other producer (subtasks, ...) from leaking one onto a queue."""
+    # Workflow answers name a step task only as their aggregate: they are never settled here.
     external = set(session.scalars(
         select(Task.id).join(Agent, Agent.id == Task.agent_id)
-        .where(Task.id.in_([row.aggregate_id for row in rows]), Agent.mode == AgentMode.EXTERNAL)
+        .where(Task.id.in_([row.aggregate_id for row in rows if row.destination != STATES]),
+               Agent.mode == AgentMode.EXTERNAL)
     ))
     if not external:
         return rows
     for row in rows:
-        if row.aggregate_id in external:
+        if row.aggregate_id in external and row.destination != STATES:
             row.published_at = now
             row.last_error = "not published: the task's agent is external (it leases its tasks)"
     session.execute(update(Task).where(Task.id.in_(external), Task.status == TaskStatus.PENDING)
                     .values(status=TaskStatus.QUEUED, updated_at=now).execution_options(synchronize_session=False))
-    return [row for row in rows if row.aggregate_id not in external]
+    return [row for row in rows if row.aggregate_id not in external or row.destination == STATES]

@@ -40,6 +40,7 @@ from chalicelib.errors import AgentError, MalformedMessageError, RetryLaterError
 from chalicelib.observability import logger
 from chalicelib.schemas.tasks import TaskMessage
 from chalicelib.services.results import storable, store_outcome
+from chalicelib.workflows.runstate import ANSWERS_KEY
 
 if TYPE_CHECKING:
     from chalicelib.db.session import Database
@@ -97,19 +98,48 @@ class CancelCheck:
     STOPPED = (TaskStatus.CANCELLED, TaskStatus.TIMED_OUT)
 
     def __init__(self, db: Database, task_id: uuid.UUID, every_seconds: float = 0.5,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, heartbeat: Heartbeat | None = None) -> None:
         self.db, self.task_id, self.every, self.clock = db, task_id, every_seconds, clock
         self._checked_at: float | None = None
         self._stopped = False
+        #: a workflow step's task: its token is kept alive from the same cadence (long provider work).
+        self.heartbeat = heartbeat
 
     def __call__(self) -> bool:
         now = self.clock()
+        if self.heartbeat is not None:
+            self.heartbeat.maybe(now)
         if self._stopped or (self._checked_at is not None and now - self._checked_at < self.every):
             return self._stopped
         self._checked_at = now
         with self.db.read() as session:
             self._stopped = session.scalar(select(Task.status).where(Task.id == self.task_id)) in self.STOPPED
         return self._stopped
+
+
+class Heartbeat:
+    """SendTaskHeartbeat for a workflow step's token: once when the task is claimed, then at most every
+    `every_seconds` while the agent asks whether it was cancelled. A failed beat is logged, never raised:
+    the step's HeartbeatSeconds is generous (twice the queue's visibility timeout) and the result still
+    answers the token."""
+
+    def __init__(self, send: Callable[[], Any], every_seconds: float, clock: Callable[[], float] = time.monotonic
+                 ) -> None:
+        self.send, self.every, self.clock = send, every_seconds, clock
+        self._sent_at: float | None = None
+        self.sent = 0
+
+    def beat(self) -> None:
+        self._sent_at = self.clock()
+        try:
+            self.send()
+            self.sent += 1
+        except Exception:  # noqa: BLE001 - a missed heartbeat is not the task's failure
+            logger.warning("workflow step heartbeat failed", exc_info=True)
+
+    def maybe(self, now: float) -> None:
+        if self._sent_at is None or now - self._sent_at >= self.every:
+            self.beat()
 
 
 class RecordDeferredError(RuntimeError):
@@ -161,8 +191,13 @@ class TaskProcessor:
     def __init__(self, db: Database, *, agent_loader: Callable[[str], AgentImpl] = get_agent, max_attempts: int = 5,
                  ports: AgentPorts | None = None, agent_records: AgentRecords | None = None,
                  clock: Callable[[], datetime] = utcnow, backoff: Backoff | None = None,
-                 cancel_check_seconds: float = 0.5) -> None:
+                 cancel_check_seconds: float = 0.5, answers: Callable[[list[uuid.UUID]], None] | None = None,
+                 heartbeats: Callable[[str], Heartbeat] | None = None) -> None:
         self.db = db
+        #: publishes the workflow token answers a committed outcome wrote (the outbox fast path).
+        self.answers = answers
+        #: a Heartbeat for a step task's token (None: no Step Functions here).
+        self.heartbeats = heartbeats
         #: when a retryable agent failure comes back (the consumer applies it with ChangeMessageVisibility).
         self.backoff = backoff or Backoff()
         self.cancel_check_seconds = cancel_check_seconds
@@ -219,9 +254,13 @@ class TaskProcessor:
         task = claim.task
         # The task's attempt limit: receives of this message, or runs of the task (a duplicate message counts too).
         final = max(receive_count, claim.attempt) >= self.max_attempts
+        heartbeat = None
+        if task.callback_token is not None and self.heartbeats is not None:
+            heartbeat = self.heartbeats(task.callback_token)
+            heartbeat.beat()  # claimed: the step's token hears from us before the agent starts
         ctx = AgentContext(task_id=task.id, agent_id=task.agent_id, user_id=task.user_id, agent_type=task.agent_type,
                            now=self.clock(), attempt=receive_count, ports=self.ports,
-                           cancel_check=CancelCheck(self.db, task.id, self.cancel_check_seconds))
+                           cancel_check=CancelCheck(self.db, task.id, self.cancel_check_seconds, heartbeat=heartbeat))
         started = self.clock()
         try:
             status, output, metrics, error = self._run(task, claim.config, ctx, final)
@@ -310,8 +349,10 @@ class TaskProcessor:
         try:
             with self.db.transaction() as session:
                 # The one outcome path (shared with external workers and the lease reaper): result row,
-                # status, and an orchestrator parent moved on, in one transaction.
-                return store_outcome(session, claim.task.id, status, output, metrics, error, started_at=started)
+                # status, an orchestrator parent moved on and a workflow step's answer, in one transaction.
+                moved = store_outcome(session, claim.task.id, status, output, metrics, error, started_at=started)
+            self._publish_answers(session)
+            return moved
         except Exception as exc:
             if not final:
                 self._release(claim)
@@ -321,8 +362,16 @@ class TaskProcessor:
             error = {"code": "RESULT_NOT_STORED", "message": f"the result could not be stored: {type(exc).__name__}",
                      "details": {"attempts": self.max_attempts}}
             with self.db.transaction() as session:
-                return store_outcome(session, claim.task.id, TaskStatus.FAILED, {},
-                                     {"duration_ms": metrics.get("duration_ms", 0.0)}, error)
+                moved = store_outcome(session, claim.task.id, TaskStatus.FAILED, {},
+                                      {"duration_ms": metrics.get("duration_ms", 0.0)}, error)
+            self._publish_answers(session)
+            return moved
+
+    def _publish_answers(self, session: Session) -> None:
+        """Right after the commit: the token answers it wrote go to Step Functions now, not at the next sweep."""
+        ids: list[uuid.UUID] = session.info.pop(ANSWERS_KEY, [])
+        if ids and self.answers is not None:
+            self.answers(ids)
 
     def _run(self, task: Task, config: dict[str, Any], ctx: AgentContext, final_attempt: bool) -> RunResult:
         started = time.perf_counter()

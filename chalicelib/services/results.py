@@ -54,7 +54,8 @@ def store_outcome(session: Session, task_id: uuid.UUID, status: str, output: dic
     task's own status with no output (the run is discarded, never stored as a success). `started_at`, when
     given, is when the run really started (a batch claims its tasks before running them one by one). Text
     Postgres cannot store is replaced first (`storable`), so a model's reply can never leave a task
-    unfinishable. A finished step of an orchestrator moves its parent on, in the same transaction. Returns
+    unfinishable. A finished step of an orchestrator moves its parent on, and a workflow step's task records its
+    run step and answers its task token (an outbox row), in the same transaction. Returns
     whether the status moved.
     """
     now = now or utcnow()
@@ -64,7 +65,7 @@ def store_outcome(session: Session, task_id: uuid.UUID, status: str, output: dic
         .where(Task.id == task_id, Task.status.in_(from_statuses))
         .values(status=status, error=error, completed_at=now, updated_at=now, lease_expires_at=None,
                 **({"started_at": started_at} if started_at is not None else {}))
-        .returning(Task.parent_task_id)
+        .returning(Task.parent_task_id, Task.callback_token)
         .execution_options(synchronize_session=False)
     ).first()
     if moved is None:
@@ -80,4 +81,9 @@ def store_outcome(session: Session, task_id: uuid.UUID, status: str, output: dic
         from chalicelib.services.orchestration import on_task_finished
 
         on_task_finished(session, task_id)
+    if moved.callback_token is not None:
+        # A workflow step's task: the run step records it and its token's answer goes to the outbox.
+        from chalicelib.workflows.steps import on_task_finished as on_step_finished
+
+        on_step_finished(session, task_id)
     return True

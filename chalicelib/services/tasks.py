@@ -260,6 +260,10 @@ class TaskService:
                 from chalicelib.services.orchestration import after_cancel
 
                 after_cancel(session, task.id)  # its subtasks are cancelled too; an orchestrator parent fails
+            if task.callback_token is not None:
+                from chalicelib.workflows.steps import on_task_finished
+
+                on_task_finished(session, task.id)  # a workflow step: its run step fails and its token is answered
             audit.record(session, user_id=user_id, event_type="task.cancelled", action="cancel",
                          resource_type="task", resource_id=task.id, details={"from": task.status}, meta=meta)
             session.refresh(task, attribute_names=["status", "completed_at", "updated_at"])

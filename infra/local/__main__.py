@@ -143,6 +143,12 @@ def _bootstrap(prefix: str) -> tuple[Any, dict[str, str]]:
     # The monitoring agent and functions/monitor.py publish alerts here (as to AlertTopic on AWS).
     ensure_alert_topic(boto3.client("sns", endpoint_url=os.environ.get("AWS_ENDPOINT_URL"),
                                     region_name=os.environ.get("AWS_DEFAULT_REGION", "us-east-1")), prefix)
+    from infra.bootstrap import ensure_workflow_role
+
+    # Workflow state machines run as this role (the template's WorkflowRole on AWS); the API passes it.
+    iam = boto3.client("iam", endpoint_url=os.environ.get("AWS_ENDPOINT_URL"),
+                       region_name=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"))
+    os.environ.setdefault("YMERA_WORKFLOW_ROLE_ARN", ensure_workflow_role(iam, sqs, prefix))
     return sqs, queues
 
 
