@@ -319,8 +319,10 @@ class RunService:
                                             {"status": run.status})
             if session.scalar(select(Workflow.deleted_at).where(Workflow.id == run.workflow_id)) is not None:
                 raise RunNotRedrivableError("the workflow was deleted", {"workflow_id": str(run.workflow_id)})
+            # `output` is kept: a for_each step's holds its items' results, and the items that succeeded are
+            # short-circuited from it (only the failed ones run again, and are counted again in items_failed).
             session.execute(update(RunStep).where(RunStep.run_id == run_id, RunStep.status.in_(RERUN))
-                            .values(status="pending", error=None, output=None, finished_at=None, items_failed=0,
+                            .values(status="pending", error=None, finished_at=None, items_failed=0,
                                     approval_token=None, decision=None, decided_by=None, decided_at=None,
                                     updated_at=utcnow()).execution_options(synchronize_session=False))
             previous = run.status

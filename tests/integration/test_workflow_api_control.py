@@ -200,9 +200,15 @@ def failed_run(api: Api, db: Any) -> uuid.UUID:
         session.execute(update(RunStep).where(RunStep.run_id == run_id, RunStep.step_id == "gate")
                         .values(status="failed", error={"code": "APPROVAL_REJECTED", "message": "no"},
                                 decision={"approved": False, "comment": "no", "payload": None}))
+        session.execute(update(RunStep).where(RunStep.run_id == run_id, RunStep.step_id == "final")
+                        .values(status="cancelled", output=PARTIAL))
         session.execute(update(WorkflowRun).where(WorkflowRun.id == run_id)
                         .values(status="failed", error={"Error": "Ymera.ApprovalRejected"}))
     return run_id
+
+
+#: a step's partial outcome (a for_each step's per-item results): a redrive keeps it for the short-circuits.
+PARTIAL = {"results": {"0": {"status": "succeeded", "task_id": None}}}
 
 
 def test_redrive_starts_execution_two_where_redrive_is_missing(api: Api, other_api: Api, db: Any,
@@ -220,6 +226,7 @@ def test_redrive_starts_execution_two_where_redrive_is_missing(api: Api, other_a
     assert statuses == {"check": "succeeded", "gate": "pending", "final": "pending"}
     assert run["steps"][0]["output"] == {"valid": True}  # kept: the new execution short-circuits it
     assert run["steps"][1]["approval"]["decision"] is None  # the gate asks again
+    assert run["steps"][2]["output"] == PARTIAL
     first_arn = run["executions"][0]["arn"]
     assert machines.named("redrive") == [("redrive", first_arn)]
     assert machines.named("start")[-1] == ("start", f"{run_id.hex}-2", {"run_id": str(run_id), "execution": 2})
