@@ -133,6 +133,11 @@ def test_an_approval_not_reached_yet_is_not_pending(api: Api, db: Any,
     run_id = start(api, wf["id"]).json_body["id"]
     assert_envelope(decide(api, run_id, {"approve": True, "payload": {"reviewer": "a"}}), 409,
                     "APPROVAL_NOT_PENDING")
+    run_id = waiting_run(api, db)
+    with db.transaction() as session:  # the reconciler found the execution timed out; the gate row still waits
+        session.execute(update(WorkflowRun).where(WorkflowRun.id == run_id).values(status="timed_out"))
+    assert_envelope(decide(api, run_id, {"approve": True, "payload": {"reviewer": "a"}}), 409,
+                    "APPROVAL_NOT_PENDING")
 
 
 def test_two_concurrent_decisions_one_wins(api: Api, db: Any, container: Any,
