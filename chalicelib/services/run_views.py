@@ -81,7 +81,7 @@ def _approval(row: RunStep | None) -> ApprovalPublic:
     approved = decision.get("approved")
     return ApprovalPublic(
         waiting=bool(row is not None and row.status == "waiting_approval" and row.approval_token
-                     and row.decision is None),
+                     and row.decided_at is None),
         decision=None if approved is None else ("approved" if approved else "rejected"),
         comment=decision.get("comment"), payload=decision.get("payload"),
         decided_by=row.decided_by if row is not None else None, decided_at=row.decided_at if row is not None else None)

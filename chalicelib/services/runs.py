@@ -237,8 +237,10 @@ class RunService:
             else:
                 outcome = {"status": "failed", "output": None,
                            "error": {"code": "APPROVAL_REJECTED", "message": req.comment or "rejected"}}
+            # "Not decided" is decided_at IS NULL: a JSON column set to None holds JSON null, not SQL NULL, so
+            # `decision IS NULL` misses rows whose decision was cleared (a redrive, a re-sent approval).
             waiting = (RunStep.run_id == run_id, RunStep.step_id == step_id, RunStep.status == "waiting_approval",
-                       RunStep.approval_token.is_not(None), RunStep.decision.is_(None))
+                       RunStep.approval_token.is_not(None), RunStep.decided_at.is_(None))
             token = session.scalar(select(RunStep.approval_token).where(*waiting))
             moved = token is not None and rowcount(session.execute(
                 update(RunStep).where(*waiting)
@@ -247,7 +249,7 @@ class RunService:
             if not moved:
                 row = session.scalar(select(RunStep).where(RunStep.run_id == run_id, RunStep.step_id == step_id)
                                      .execution_options(populate_existing=True))
-                if row is not None and row.decision is not None:
+                if row is not None and row.decided_at is not None:
                     raise ApprovalAlreadyDecidedError("this approval was already decided", {
                         "step_id": step_id, "decided_at": row.decided_at.isoformat() if row.decided_at else None})
                 raise ApprovalNotPendingError("this approval is not waiting for a decision",
@@ -290,7 +292,7 @@ class RunService:
                                                  "was cancelled"})
                        for row in session.scalars(select(RunStep).where(
                            RunStep.run_id == run_id, RunStep.status == "waiting_approval",
-                           RunStep.approval_token.is_not(None), RunStep.decision.is_(None)))]
+                           RunStep.approval_token.is_not(None), RunStep.decided_at.is_(None)))]
             _cancel_steps(session, run_id, ("pending", "waiting_approval"), now)
             open_tasks = list(session.scalars(select(Task.id).where(Task.run_id == run_id,
                                                                     Task.status.in_(CANCELLABLE))))
