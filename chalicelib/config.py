@@ -305,6 +305,10 @@ class Settings(BaseSettings):
     #: runs the reconciler looks at per sweep (oldest update first).
     workflow_reconcile_batch: int = Field(default=50, ge=1, le=1000)
 
+    # Workflows API (issue 9; docs/workflows-api.md).
+    #: GET /runs/{run_id} shows a step's output inline up to this many bytes of JSON, else a reference to its task.
+    workflow_output_inline_bytes: int = Field(default=64 * 1024, ge=1024, le=1024 * 1024)
+
     @field_validator("stage")
     @classmethod
     def _stage_lower(cls, value: str) -> str:

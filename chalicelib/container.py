@@ -45,12 +45,14 @@ if TYPE_CHECKING:
     from chalicelib.services.quotas import Quotas
     from chalicelib.services.reaper import DeadLetterSweep, TaskReaper
     from chalicelib.services.request_metrics import RequestMetrics
+    from chalicelib.services.runs import RunService
     from chalicelib.services.tasks import TaskService
     from chalicelib.services.users import UserService
     from chalicelib.services.watchdog import Watchdog
     from chalicelib.services.workers import WorkerService
+    from chalicelib.services.workflows import WorkflowService
     from chalicelib.workflows.control import WorkflowControl
-    from chalicelib.workflows.ports import TaskCallbacks
+    from chalicelib.workflows.ports import StateMachines, TaskCallbacks
     from chalicelib.workflows.reconcile import Reconciler
 
 
@@ -435,6 +437,58 @@ class Container:
         from chalicelib.services.watchdog import Watchdog
 
         return Watchdog(self.health, self.queue_inspector, available_types)
+
+    @cached_property
+    def state_machines(self) -> StateMachines:
+        """Step Functions (chalicelib.messaging.states); the boto3 client is built at the first call."""
+        from chalicelib.messaging.states import SfnStateMachines, make_states_client
+
+        s = self.settings
+        return SfnStateMachines(lambda: make_states_client(s.aws_region, s.aws_endpoint_url,
+                                                           s.publish_timeout_seconds))
+
+    @cached_property
+    def workflows(self) -> WorkflowService:
+        """Workflow definitions and versions (chalicelib.services.workflows; docs/workflows-api.md)."""
+        from chalicelib.services.workflows import WorkflowService
+
+        return WorkflowService(self.db, engines=_engine_names)
+
+    @cached_property
+    def runs(self) -> RunService:
+        """Workflow runs: start, read, decide, cancel, redrive (chalicelib.services.runs)."""
+        from chalicelib.messaging.sqs import QueueClient, SqsPublisher, make_sqs_client
+        from chalicelib.services.run_launch import Launcher
+        from chalicelib.services.runs import RunService
+
+        s = self.settings
+        publisher = self.publisher
+        # Queue URLs through the publisher's client and URL cache when it is the SQS one (a client costs ~50 ms).
+        queues = publisher if isinstance(publisher, SqsPublisher) else QueueClient(
+            lambda: make_sqs_client(s.aws_region, s.aws_endpoint_url, s.publish_timeout_seconds), s.queue_prefix)
+        launcher = Launcher(self.db, self.state_machines, queues.url_of, queue_prefix=s.queue_prefix,
+                            control_queue_suffix=s.workflow_control_queue_suffix, role_arn=s.workflow_role_arn)
+        relay = self.relay
+        tasks = self.tasks
+        # Token answers ("states" outbox rows) go out through the relay's fast path, which routes them to the
+        # TaskCallbacks port (chalicelib.services.outbox); the scheduled relay is the safety net.
+        return RunService(self.db, launcher, cancel_task=lambda user_id, task_id, meta: tasks.cancel(
+                              user_id, task_id, meta),
+                          publish_answer=lambda outbox_id, _payload: relay.publish_one(outbox_id),
+                          idempotency=self.idempotency, quotas=self.quotas,
+                          inline_bytes=s.workflow_output_inline_bytes)
+
+
+def _engine_names() -> frozenset[str]:
+    """The platform's engines a workflow step may name (chalicelib.engines.registry, when it is there)."""
+    import importlib
+
+    try:  # imported by name: the engines package (RUNTIME's) may not be merged yet
+        registry = importlib.import_module("chalicelib.engines.registry")
+    except ImportError:  # no engines package: no engine step validates
+        return frozenset()
+    return frozenset(registry.names())
+
 
 
 class AgentPorts:

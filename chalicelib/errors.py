@@ -177,3 +177,46 @@ class MemoryLimitExceededError(AgentError):
     """The agent needed more memory than its budget (chalicelib.agents.sandbox) and was stopped."""
 
     code = "MEMORY_LIMIT_EXCEEDED"
+
+
+# --- workflows and runs (issue 9; docs/workflows-api.md) ---------------------------------------------------------
+
+
+class WorkflowInvalidError(ValidationError):
+    """A workflow definition with violations: 422, `details.violations` lists every one ({path, code, message})."""
+
+    code = "WORKFLOW_INVALID"
+
+
+class WorkflowNotFoundError(NotFoundError):
+    """No such workflow for this user (another user's, or deleted): 404."""
+
+    code = "WORKFLOW_NOT_FOUND"
+
+
+class RunNotFoundError(NotFoundError):
+    code = "RUN_NOT_FOUND"
+
+
+class RunInputInvalidError(ValidationError):
+    """A run's input does not match its workflow version's input_schema: 422 with `details.errors`."""
+
+    code = "RUN_INPUT_INVALID"
+
+
+class RunNotCancellableError(ConflictError):
+    code = "RUN_NOT_CANCELLABLE"
+
+
+class RunNotRedrivableError(ConflictError):
+    code = "RUN_NOT_REDRIVABLE"
+
+
+class ApprovalNotPendingError(ConflictError):
+    """The step is not an approval waiting for its decision (not reached yet, or not an approval): 409."""
+
+    code = "APPROVAL_NOT_PENDING"
+
+
+class ApprovalAlreadyDecidedError(ConflictError):
+    code = "APPROVAL_ALREADY_DECIDED"

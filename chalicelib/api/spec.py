@@ -60,6 +60,17 @@ from chalicelib.schemas.workers import (
     LeaseResponse,
     TaskOutcomePublic,
 )
+from chalicelib.schemas.workflows import (
+    DecisionRequest,
+    RunListQuery,
+    RunPublic,
+    RunStart,
+    RunSummary,
+    WorkflowListQuery,
+    WorkflowPublic,
+    WorkflowSummary,
+)
+from chalicelib.workflows.definition import WorkflowCreate
 
 Auth = Literal["bearer", "agent-key", "none"]
 JSON = "application/json"
@@ -198,6 +209,54 @@ ROUTES: dict[tuple[str, str], RouteSpec] = {
                     "agent's quality estimate by your learning agent (a task is created for it) or by the "
                     "platform's sweep."),
     ("GET", "/tasks/{task_id}/feedback"): RouteSpec("Read your rating of a task", "tasks", FeedbackPublic),
+    # --- workflows and runs (docs/workflows-api.md) ------------------------------------------------------------
+    ("POST", "/workflows"): RouteSpec(
+        "Create a workflow (version 1)", "workflows", WorkflowPublic, 201, body=WorkflowCreate,
+        description="Steps run agents (`agent_type`, or one of your agents by `agent_id`), engines, or approval "
+                    "gates, with dependencies, references, conditions and fan-out (docs/workflows.md). The answer "
+                    "carries the definition and the ASL it compiled to (queue URLs as placeholders). 422 "
+                    "WORKFLOW_INVALID lists every violation at once in `details.violations` ({path, code, "
+                    "message}); another user's agent is an unknown agent."),
+    ("GET", "/workflows"): RouteSpec(
+        "List your workflows", "workflows", Page[WorkflowSummary], query=WorkflowListQuery,
+        description="Newest first, cursor pages. Deleted workflows are not listed."),
+    ("GET", "/workflows/{workflow_id}"): RouteSpec(
+        "Read a workflow: its current version's definition and ASL", "workflows", WorkflowPublic,
+        description="404 WORKFLOW_NOT_FOUND for another user's workflow or a deleted one."),
+    ("PUT", "/workflows/{workflow_id}"): RouteSpec(
+        "Replace a workflow's definition: a new version", "workflows", WorkflowPublic, body=WorkflowCreate,
+        description="Writes version current_version + 1; earlier versions, and runs pinned to them, are unchanged. "
+                    "422 WORKFLOW_INVALID as for create."),
+    ("DELETE", "/workflows/{workflow_id}"): RouteSpec(
+        "Delete a workflow (soft)", "workflows", None, 204,
+        description="New runs are refused (404); runs already started finish and stay readable at /runs/{run_id}."),
+    ("POST", "/workflows/{workflow_id}/runs"): RouteSpec(
+        "Start a run of the current version", "workflows", RunPublic, 202, body=RunStart, body_required=False,
+        errors=(409, 503),
+        description="`input` is checked against the workflow's input_schema (422 RUN_INPUT_INVALID with "
+                    "`details.errors`). 503 DEPENDENCY_UNAVAILABLE when Step Functions cannot be reached: the run "
+                    "is then `failed` (START_FAILED), never left `running`. 429 QUOTA_EXCEEDED when today's task "
+                    "quota is spent. With an Idempotency-Key a retry answers the first response again.",
+        optional_headers=IDEMPOTENCY_KEY_HEADER, response_headers=IDEMPOTENT_REPLAY_HEADERS),
+    ("GET", "/workflows/{workflow_id}/runs"): RouteSpec(
+        "List a workflow's runs", "workflows", Page[RunSummary], query=RunListQuery,
+        description="Newest first, cursor pages; filters `status`, `created_after`, `created_before`."),
+    ("GET", "/runs/{run_id}"): RouteSpec(
+        "Read a run with its step timeline", "workflows", RunPublic,
+        description="Every step in definition order: status, attempts, times, task, output (inline up to 64 KB of "
+                    "JSON, else a reference to the task), error, for_each items, approval state."),
+    ("POST", "/runs/{run_id}/steps/{step_id}/decision"): RouteSpec(
+        "Approve or reject a waiting approval step", "workflows", RunPublic, body=DecisionRequest, errors=(409,),
+        description="The run's owner or an admin, once: 409 APPROVAL_NOT_PENDING when the step is not waiting, "
+                    "409 APPROVAL_ALREADY_DECIDED on a second decision. `payload` is checked against the step's "
+                    "input_schema (422). A rejection fails the step (APPROVAL_REJECTED) and the run."),
+    ("POST", "/runs/{run_id}/cancel"): RouteSpec(
+        "Cancel a run and its open tasks", "workflows", RunPublic, errors=(409,),
+        description="409 RUN_NOT_CANCELLABLE when the run already ended."),
+    ("POST", "/runs/{run_id}/redrive"): RouteSpec(
+        "Resume a failed or timed-out run from its failed steps", "workflows", RunPublic, errors=(409, 503),
+        description="Succeeded steps keep their outputs and are not run again. 409 RUN_NOT_REDRIVABLE unless the "
+                    "run is failed or timed_out (or when its workflow was deleted)."),
     # --- workers: external agents, authenticated with X-Agent-Key (task routes also send X-Agent-Id) ---------
     ("POST", "/agents/{agent_id}/lease"): RouteSpec(
         "Lease queued tasks (long polling)", "workers", LeaseResponse, auth="agent-key", body=LeaseRequest,
@@ -264,6 +323,8 @@ TAGS: dict[str, str] = {
     "users": "Accounts. Another user's account is 404 unless you are an admin.",
     "agents": "Agents and agent types. Another user's agent is 404.",
     "tasks": "Tasks and their results. Another user's task is 404.",
+    "workflows": "Workflows (pipelines of agent, engine and approval steps on Step Functions) and their runs. "
+                 "Another user's workflow or run is 404.",
     "workers": "The API of external agents (self-hosted workers): lease, heartbeat, complete, fail.",
     "platform": "Health, metrics and status.",
     "admin": "Administration and the audit trail.",

@@ -182,7 +182,7 @@ class WorkflowControl:
                         rs.start(ctx.row)
                     elif ctx.row.status == "pending":
                         ctx.row.status = "running"
-                    user_id, attempt = ctx.run.user_id, ctx.row.attempts
+                    user_id, attempt = ctx.run.user_id, msg.retry_count + 1
             except (rs.StepFailure, AppError) as exc:
                 failure = exc if isinstance(exc, rs.StepFailure) else rs.StepFailure(exc.code, exc.message, exc.details)
                 finish(session, ctx, msg.token, aggregate_id=msg.run_id, item_index=msg.item_index, succeeded=False,

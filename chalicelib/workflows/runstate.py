@@ -251,24 +251,19 @@ def task_output(session: Session, task_id: uuid.UUID) -> dict[str, Any] | None:
     return session.scalar(select(TaskResult.output_data).where(TaskResult.task_id == task_id))
 
 
-def item_attempts(session: Session, run: WorkflowRun, step_id: str, item_index: int | None) -> int:
-    """Runs of this step (or item) in the run's current execution: its tasks created since it started."""
+def task_description(run_id: uuid.UUID, step_id: str, execution: int) -> str:
+    """A step task's description; it also says which execution created it (attempts are counted per execution)."""
+    return f"step {step_id} of workflow run {run_id}, execution {execution}"
+
+
+def item_attempts(session: Session, run: WorkflowRun, step_id: str, item_index: int | None,
+                  description: str | None) -> int:
+    """Runs of this step (or item) in the execution that created this task: the tasks it created for it."""
     stmt = select(Task.id).where(Task.run_id == run.id, Task.step_id == step_id,
                                  Task.item_index.is_(None) if item_index is None else Task.item_index == item_index)
-    since = _execution_started(run)
-    if since is not None:
-        stmt = stmt.where(Task.created_at >= since)
+    if description is not None:
+        stmt = stmt.where(Task.description == description)
     return len(list(session.scalars(stmt)))
-
-
-def _execution_started(run: WorkflowRun) -> datetime | None:
-    for entry in reversed(run.executions or []):
-        if entry.get("execution") == run.execution and entry.get("started_at"):
-            try:
-                return datetime.fromisoformat(str(entry["started_at"]).replace("Z", "+00:00"))
-            except ValueError:
-                return None
-    return None
 
 
 def output_or_reference(row: RunStep, output: Any) -> Any:

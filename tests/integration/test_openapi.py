@@ -22,7 +22,7 @@ from app import app
 from chalicelib.api import docs
 from chalicelib.api.openapi import build_document, served_routes, undocumented
 from chalicelib.api.spec import ROUTES
-from tests.integration.conftest import Api, FakeContext
+from tests.integration.conftest import PREFIX, Api, FakeContext
 from tests.integration.test_api_auth import assert_envelope
 from tests.integration.test_api_tasks import create_task
 from tests.integration.test_consumer import message, run
@@ -156,8 +156,8 @@ def test_every_operation_documents_its_errors_with_the_envelope(document: dict[s
             assert "404" in responses, (method, route)
     envelope = document["components"]["responses"]["Error422"]["content"]["application/json"]["schema"]
     assert envelope["allOf"][0] == {"$ref": "#/components/schemas/ErrorEnvelope"}
-    assert envelope["allOf"][1]["properties"]["error"]["properties"]["code"] == {"enum": ["FIELD_TOO_LARGE",
-                                                                                      "VALIDATION_ERROR"]}
+    assert envelope["allOf"][1]["properties"]["error"]["properties"]["code"] == {"enum": [
+        "FIELD_TOO_LARGE", "RUN_INPUT_INVALID", "VALIDATION_ERROR", "WORKFLOW_INVALID"]}
     assert document["components"]["schemas"]["ErrorBody"]["required"] == ["code", "message", "details", "timestamp"]
 
 
@@ -268,6 +268,31 @@ def test_main_flows_answer_with_documented_shapes(api: Api, check: Checker) -> N
     check.call("GET", "/producer-keys", expect=200)
     check.call("DELETE", "/producer-keys/{key_id}", key_id=made.json_body["key_id"], expect=204)
     check.call("DELETE", "/producer-keys/{key_id}", key_id=made.json_body["key_id"], expect=404)
+
+    # workflows and runs (docs/workflows-api.md): Step Functions is moto's (no execution here)
+    import boto3
+
+    from chalicelib.container import get_container
+
+    boto3.client("sqs", region_name="us-east-1").create_queue(QueueName=f"{PREFIX}-workflow-control")
+    get_container().runs.launcher.role_arn = "arn:aws:iam::123456789012:role/ymera-test-workflow"
+    steps = [{"step_id": "check", "agent_type": "validation", "input_data": {"schema": {}, "payload": {}}},
+             {"step_id": "gate", "type": "approval", "depends_on": ["check"]}]
+    wf = check.call("POST", "/workflows", {"name": "wf", "steps": steps}, expect=201).json_body
+    check.call("POST", "/workflows", {"name": "wf", "steps": [{"step_id": "a"}]}, expect=422)
+    check.call("GET", "/workflows", expect=200)
+    check.call("GET", "/workflows/{workflow_id}", workflow_id=wf["id"], expect=200)
+    check.call("PUT", "/workflows/{workflow_id}", {"name": "wf2", "steps": steps}, workflow_id=wf["id"], expect=200)
+    started = check.call("POST", "/workflows/{workflow_id}/runs", {"input": {}}, workflow_id=wf["id"],
+                     headers={"Idempotency-Key": "run-1"}, expect=202).json_body
+    check.call("GET", "/workflows/{workflow_id}/runs", workflow_id=wf["id"], query={"status": "running"}, expect=200)
+    check.call("GET", "/runs/{run_id}", run_id=started["id"], expect=200)
+    check.call("POST", "/runs/{run_id}/steps/{step_id}/decision", {"approve": True}, run_id=started["id"],
+               step_id="gate", expect=409)
+    check.call("POST", "/runs/{run_id}/redrive", run_id=started["id"], expect=409)
+    check.call("POST", "/runs/{run_id}/cancel", run_id=started["id"], expect=200)
+    check.call("POST", "/runs/{run_id}/cancel", run_id=started["id"], expect=409)
+    check.call("DELETE", "/workflows/{workflow_id}", workflow_id=wf["id"], expect=204)
 
     # users, audit, admin, platform
     check.call("GET", "/users/{user_id}", user_id=user["id"], expect=200)

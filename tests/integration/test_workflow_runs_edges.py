@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from botocore.stub import Stubber
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from chalicelib.db.models import OutboxMessage
 from chalicelib.db.types import utcnow
@@ -133,9 +133,9 @@ def test_a_for_each_over_too_many_items_fails_foreach_too_large(harness: Workflo
 
 def _answer_row(harness: WorkflowHarness, action: str) -> tuple[uuid.UUID, uuid.UUID]:
     user = make_user(harness.db)
-    version = harness.create(user, {"steps": [{"step_id": "s", "type": "approval"}]})
+    workflow = harness.create(user, {"steps": [{"step_id": "s", "type": "approval"}]})
     with harness.db.transaction() as s:
-        run = WorkflowRun(user_id=user, workflow_id=_workflow_of(s, version), version_id=version, status="running",
+        run = WorkflowRun(user_id=user, workflow_id=workflow, version_id=_version_of(s, workflow), status="running",
                           input={})
         s.add(run)
         s.flush()
@@ -148,11 +148,10 @@ def _answer_row(harness: WorkflowHarness, action: str) -> tuple[uuid.UUID, uuid.
         return run.id, row.id
 
 
-def _workflow_of(session: Any, version_id: uuid.UUID) -> uuid.UUID:
+def _version_of(session: Any, workflow_id: uuid.UUID) -> uuid.UUID:
     from chalicelib.db.workflow_models import WorkflowVersion
 
-    version = session.get(WorkflowVersion, version_id)
-    return version.workflow_id  # type: ignore[no-any-return]
+    return session.scalar(select(WorkflowVersion.id).where(WorkflowVersion.workflow_id == workflow_id))
 
 
 @pytest.mark.parametrize(("action", "method", "code"), [("succeed", "send_task_success", "TaskTimedOut"),
