@@ -221,3 +221,40 @@ def test_the_runtime_never_crosses_users(harness: WorkflowHarness) -> None:
         assert rows == [(alice, mine)]  # one task, Alice's, on Alice's agent
         assert s.scalar(select(Task.id).where(Task.agent_id == bobs)) is None
     _ = RunStep
+
+
+def test_a_retried_step_gets_a_new_task_per_attempt_and_heartbeats_on_claim(harness: WorkflowHarness,
+                                                                           monkeypatch: Any) -> None:
+    from chalicelib.agents.registry import get_agent
+    from chalicelib.errors import AgentError
+
+    user = make_user(harness.db)
+    make_agent(harness.db, user)
+    real, runs = get_agent("validation"), {"n": 0}
+
+    class FailsOnce:
+        Input = real.Input
+        Config = real.Config
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(real, name)
+
+        def run(self, data: Any, config: Any, ctx: Any) -> Any:
+            runs["n"] += 1
+            if runs["n"] == 1:
+                raise AgentError("first attempt fails", {})
+            return real.run(data, config, ctx)
+
+    beats: list[str] = []
+    callbacks = harness.c.callbacks
+    monkeypatch.setattr(callbacks, "heartbeat", lambda token: beats.append(token) or "ok")
+    harness.c.processor.agent_loader = lambda t: FailsOnce() if t == "validation" else get_agent(t)  # type: ignore
+    workflow = harness.create(user, {"steps": [
+        {"step_id": "a", "agent_type": "validation", "input_data": check({"name": "a"}),
+         "retry": {"max_attempts": 2, "backoff_seconds": 1}}]})
+    run_id = harness.start(user, workflow)
+    harness.drive(lambda: harness.status(run_id) != "running")
+    assert harness.status(run_id) == "succeeded", harness.describe()
+    assert harness.task_counts(run_id) == {"a": 2}  # one task per attempt
+    assert harness.steps(run_id)["a"].attempts == 2
+    assert len(beats) == 2  # one heartbeat as each attempt's task was claimed
