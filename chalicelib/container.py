@@ -312,7 +312,8 @@ class Container:
     def workers(self) -> WorkerService:
         from chalicelib.services.workers import WorkerService
 
-        return WorkerService(self.db, self.leases, max_attempts=self.settings.max_task_attempts)
+        return WorkerService(self.db, self.leases, max_attempts=self.settings.max_task_attempts,
+                             answers=self.relay.publish_many)
 
     @cached_property
     def health(self) -> HealthService:

@@ -258,3 +258,24 @@ def test_a_retried_step_gets_a_new_task_per_attempt_and_heartbeats_on_claim(harn
     assert harness.task_counts(run_id) == {"a": 2}  # one task per attempt
     assert harness.steps(run_id)["a"].attempts == 2
     assert len(beats) == 2  # one heartbeat as each attempt's task was claimed
+
+
+def test_an_external_agents_step_is_leased_and_its_completion_answers_the_token(harness: WorkflowHarness) -> None:
+    from chalicelib.schemas.workers import CompleteRequest
+
+    user = make_user(harness.db)
+    worker = make_agent(harness.db, user, "examination", mode="external")
+    make_agent(harness.db, user)
+    workflow = harness.create(user, {"steps": [
+        {"step_id": "outside", "agent_type": "examination", "input_data": {"source": "x = 1\n"}},
+        {"step_id": "after", "agent_type": "validation", "depends_on": ["outside"],
+         "input_data": {"schema": {"type": "object"}, "payload": "$.steps.outside.output"}}]})
+    run_id = harness.start(user, workflow)
+    harness.drive(lambda: harness.steps(run_id)["outside"].status == "running")
+    leased = harness.c.leases.lease(worker, 1, 0).tasks
+    assert len(leased) == 1 and leased[0].input_data["source"] == "x = 1\n"
+    harness.c.workers.complete(leased[0].id, worker, CompleteRequest(output_data={"lines": 1}))
+    harness.drive(lambda: harness.status(run_id) != "running")
+    assert harness.status(run_id) == "succeeded", harness.describe()
+    assert harness.steps(run_id)["outside"].output == {"lines": 1}
+    assert harness.task_counts(run_id) == {"outside": 1, "after": 1}
