@@ -65,10 +65,14 @@ def definition_of(version: WorkflowVersion) -> WorkflowDefinition:
 
 
 def load(session: Session, run_id: uuid.UUID, step_id: str, *, lock: bool = True) -> StepContext | None:
-    """The run, its version, the step's definition and its row (locked: answers for one step are serialised).
+    """The run, its version, the step's definition and its row (locked: a run's answers are serialised).
 
     None if the run does not exist or the step is not in its version (a malformed or foreign message)."""
-    run = session.get(WorkflowRun, run_id)
+    # Run row first, then the step's: every writer of a run's rows (consumers, hooks, API cancel/decide, the
+    # reconciler) takes them in this order, so none deadlocks another. FOR NO KEY UPDATE: a step task's insert
+    # (its run_id foreign key takes KEY SHARE on the run) does not wait for it.
+    stmt_run = select(WorkflowRun).where(WorkflowRun.id == run_id)
+    run = session.scalars(stmt_run.with_for_update(key_share=True) if lock else stmt_run).first()
     if run is None:
         return None
     version = session.get(WorkflowVersion, run.version_id)
