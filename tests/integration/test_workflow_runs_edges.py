@@ -4,6 +4,7 @@ engine steps, and the reconciler repairing a run whose report was lost."""
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
@@ -206,3 +207,33 @@ def test_the_reconciler_repairs_a_run_whose_finished_report_was_lost(harness: Wo
     run = harness.run(run_id)
     assert run.status == "succeeded" and run.output == {"steps": {"a": harness.steps(run_id)["a"].output}}
     assert reconciler.sweep().looked_at == 0  # idempotent: nothing left to repair
+
+
+def test_a_malformed_step_message_fails_alone_and_the_rest_of_the_batch_runs(harness: WorkflowHarness) -> None:
+    from functions.agent_consumer import handler
+    from tests.integration.conftest import FakeContext, sqs_event
+
+    user = make_user(harness.db)
+    make_agent(harness.db, user)
+    workflow = harness.create(user, {"steps": [
+        {"step_id": "a", "agent_type": "validation", "input_data": {"schema": {}, "payload": 1}}]})
+    harness.paused.add("validation")
+    run_id = harness.start(user, workflow)
+    url = harness._queue_url("agent-validation")
+
+    def received() -> list[dict[str, Any]]:
+        return harness.sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", [])
+
+    messages: list[dict[str, Any]] = []
+    deadline = time.monotonic() + 10
+    while not messages and time.monotonic() < deadline:
+        messages = received()
+    assert len(messages) == 1
+    stranger = json.dumps({"kind": "workflow.step", "run_id": str(uuid.uuid4()), "step_id": "a",
+                           "agent_type": "validation", "token": "t"})
+    response = handler(sqs_event([("bad", stranger), ("good", messages[0]["Body"])]), FakeContext())
+    assert response == {"batchItemFailures": [{"itemIdentifier": "bad"}]}
+    harness.paused.clear()
+    harness.drive(lambda: harness.status(run_id) != "running")
+    assert harness.status(run_id) == "succeeded"
+    assert harness.task_counts(run_id) == {"a": 1}
