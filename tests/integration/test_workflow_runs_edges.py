@@ -237,3 +237,28 @@ def test_a_malformed_step_message_fails_alone_and_the_rest_of_the_batch_runs(har
     harness.drive(lambda: harness.status(run_id) != "running")
     assert harness.status(run_id) == "succeeded"
     assert harness.task_counts(run_id) == {"a": 1}
+
+
+def test_a_dead_lettered_step_message_fails_its_task_and_the_run(harness: WorkflowHarness) -> None:
+    from chalicelib.workflows import steps
+
+    user = make_user(harness.db)
+    make_agent(harness.db, user)
+    workflow = harness.create(user, {"steps": [
+        {"step_id": "a", "agent_type": "validation", "input_data": {"schema": {}, "payload": 1}}]})
+    harness.paused.add("validation")
+    run_id = harness.start(user, workflow)
+    url = harness._queue_url("agent-validation")
+    deadline, messages = time.monotonic() + 10, []
+    while not messages and time.monotonic() < deadline:
+        messages = harness.sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=1).get("Messages", [])
+    body = messages[0]["Body"]
+    with harness.db.transaction() as s:  # a consumer made the task, then kept failing until SQS gave up
+        steps.materialise(s, steps.parse(body), "validation")  # type: ignore[arg-type]
+    harness.sqs.delete_message(QueueUrl=url, ReceiptHandle=messages[0]["ReceiptHandle"])
+    harness.sqs.send_message(QueueUrl=harness._queue_url("agent-validation-dlq"), MessageBody=body)
+    assert harness.c.dead_letter_sweep.sweep() == 1
+    harness.drive(lambda: harness.status(run_id) != "running")
+    step = harness.steps(run_id)["a"]
+    assert harness.status(run_id) == "failed"
+    assert step.status == "failed" and step.error["code"] == "DELIVERY_FAILED"
