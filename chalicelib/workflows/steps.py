@@ -157,11 +157,13 @@ def on_task_finished(session: Session, task_id: uuid.UUID) -> None:
     ctx = rs.load(session, task.run_id, task.step_id)
     if ctx is None:
         return
-    if task.status == TaskStatus.COMPLETED:
+    if task.status == TaskStatus.COMPLETED and ctx.run.status != "cancelled":
         finish(session, ctx, task.callback_token, aggregate_id=task.id, item_index=task.item_index, succeeded=True,
                task_id=task.id, output=rs.task_output(session, task.id))
         return
     error = task.error or {"code": f"TASK_{str(task.status).upper()}", "message": f"the step's task {task.status}"}
+    if task.status == TaskStatus.COMPLETED:  # finished after its run was cancelled: the run stays cancelled
+        error = {"code": "RUN_CANCELLED", "message": "the run was cancelled while the step ran"}
     if ctx.run.status == "cancelled" or (task.status == TaskStatus.CANCELLED
                                          and ctx.run.status in rs.RUN_TERMINAL):
         _record_cancelled(ctx, task.id, task.item_index, error)
