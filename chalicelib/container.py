@@ -259,13 +259,11 @@ class Container:
 
     @cached_property
     def workflow_reconciler(self) -> Reconciler:
-        from chalicelib.messaging.callbacks import StepFunctionsExecutions, make_states_client
         from chalicelib.workflows.reconcile import Reconciler
 
         s = self.settings
-        executions = StepFunctionsExecutions(lambda: make_states_client(s.aws_region, s.aws_endpoint_url,
-                                                                        s.publish_timeout_seconds))
-        return Reconciler(self.db, lambda: executions, after_seconds=s.workflow_reconcile_after_seconds,
+        # DescribeExecution / GetExecutionHistory through the API's adapter (the function may only read).
+        return Reconciler(self.db, lambda: self.state_machines, after_seconds=s.workflow_reconcile_after_seconds,
                           batch=s.workflow_reconcile_batch)
 
     @cached_property
@@ -312,7 +310,8 @@ class Container:
     def workers(self) -> WorkerService:
         from chalicelib.services.workers import WorkerService
 
-        return WorkerService(self.db, self.leases, max_attempts=self.settings.max_task_attempts)
+        return WorkerService(self.db, self.leases, max_attempts=self.settings.max_task_attempts,
+                             answers=self.relay.publish_many)
 
     @cached_property
     def health(self) -> HealthService:
