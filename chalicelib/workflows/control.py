@@ -125,6 +125,10 @@ class WorkflowControl:
             # Already resolved (a redrive, a redelivery): the same items, so results keep their indexes and
             # finished items short-circuit inside the Map.
             if row.status in ("pending", "failed", "cancelled"):
+                # A redrive: succeeded items keep their results (and short-circuit); the others run again.
+                kept = {k: v for k, v in ((row.output or {}).get("results") or {}).items()
+                        if v.get("status") == "succeeded"}
+                row.output, row.items_failed = {"results": kept}, 0
                 row.status, row.error, row.finished_at, row.attempts = "running", None, None, row.attempts + 1
             indexes(list(range(row.items_total)))
             return "resolved"
