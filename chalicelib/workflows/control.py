@@ -37,8 +37,9 @@ if TYPE_CHECKING:
 
 #: a run's error code for the error name its execution failed with (the Catch's `Error`).
 RUN_ERROR_CODES = {m.ERROR_STEP_FAILED: "STEP_FAILED", m.ERROR_TOLERANCE_EXCEEDED: "TOLERANCE_EXCEEDED",
-                   "Ymera.ApprovalRejected": "APPROVAL_REJECTED", m.ERROR_RUN_CANCELLED: "RUN_CANCELLED",
-                   "States.Timeout": "STEP_TIMED_OUT", "States.HeartbeatTimeout": "STEP_HEARTBEAT_TIMED_OUT"}
+                   m.ERROR_APPROVAL_REJECTED: "APPROVAL_REJECTED", m.ERROR_RUN_CANCELLED: "RUN_CANCELLED",
+                   "States.Timeout": "STEP_TIMED_OUT", "States.HeartbeatTimeout": "STEP_HEARTBEAT_TIMED_OUT",
+                   m.ERROR_START_LOST: "START_LOST"}
 TIMEOUTS = ("States.Timeout", "States.HeartbeatTimeout")
 
 
