@@ -60,12 +60,14 @@ def json_size(value: Any) -> int:
     return len(json.dumps(value, separators=(",", ":"), default=str).encode())
 
 
-def shown_output(row: RunStep, inline_bytes: int) -> dict[str, Any] | None:
-    if row.output is None:
+def shown_output(output: Any, row: RunStep, inline_bytes: int) -> dict[str, Any] | None:
+    """The step's output as references see it (a for_each step's: its items' outputs in order), inline up to
+    `inline_bytes` of JSON; larger, a reference (the step's task, or per item in `for_each.items`)."""
+    if output is None:
         return None
-    size = json_size(row.output)
+    size = json_size(output)
     if size <= inline_bytes:
-        return row.output
+        return output  # type: ignore[no-any-return]
     return {"truncated": True, "task_id": str(row.task_id) if row.task_id else None, "bytes": size}
 
 
@@ -87,7 +89,10 @@ def _approval(row: RunStep | None) -> ApprovalPublic:
         decided_by=row.decided_by if row is not None else None, decided_at=row.decided_at if row is not None else None)
 
 
-def _step(step: WorkflowStep, row: RunStep | None, items: list[ItemPublic], inline_bytes: int) -> RunStepPublic:
+def _step(session: Session, step: WorkflowStep, row: RunStep | None, items: list[ItemPublic],
+          inline_bytes: int) -> RunStepPublic:
+    from chalicelib.workflows.runstate import expand_output
+
     for_each = None
     if step.for_each is not None:
         for_each = ForEachPublic(items_total=row.items_total if row else None,
@@ -96,7 +101,8 @@ def _step(step: WorkflowStep, row: RunStep | None, items: list[ItemPublic], inli
         step_id=step.step_id, type=step.type, status=(row.status if row else "pending"),  # type: ignore[arg-type]
         attempts=row.attempts if row else 0, started_at=row.started_at if row else None,
         finished_at=row.finished_at if row else None, task_id=row.task_id if row else None,
-        output=shown_output(row, inline_bytes) if row else None, error=row.error if row else None,
+        output=shown_output(expand_output(session, row), row, inline_bytes) if row else None,
+        error=row.error if row else None,
         for_each=for_each, approval=_approval(row) if step.type == "approval" else None)
 
 
@@ -122,7 +128,7 @@ def detail(session: Session, run: WorkflowRun, version: WorkflowVersion, *,
     rows = {r.step_id: r for r in session.scalars(select(RunStep).where(RunStep.run_id == run.id)
                                                  .execution_options(populate_existing=True))}
     items = _items(session, run.id) if any(s.for_each is not None for s in definition.steps) else {}
-    steps = [_step(s, rows.get(s.step_id), items.get(s.step_id, []), inline_bytes) for s in definition.steps]
+    steps = [_step(session, s, rows.get(s.step_id), items.get(s.step_id, []), inline_bytes) for s in definition.steps]
     executions = [ExecutionPublic(execution=int(e.get("execution", 0)), arn=e.get("arn"),
                                   started_at=e.get("started_at"),
                                   mode="redrive" if e.get("mode") == "redrive" else "start")

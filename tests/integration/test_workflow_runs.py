@@ -105,6 +105,10 @@ def test_a_for_each_steps_output_is_its_items_outputs_in_order(harness: Workflow
     assert [o["valid"] for o in sum_input["payload"]] == [True, False, True]  # in item order
     assert harness.steps(run_id)["sum"].output["valid"] is True
     _ = TaskResult
+    # GET /runs/{id} shows the for_each step's output as references see it: the items' outputs, in order
+    shown = harness.c.runs.get(user, run_id)
+    fan = next(step for step in shown.steps if step.step_id == "fan")
+    assert fan.output is not None and [o["valid"] for o in fan.output["items"]] == [True, False, True]
 
 
 def test_a_step_that_times_out_fails_the_run_with_its_error(harness: WorkflowHarness) -> None:
