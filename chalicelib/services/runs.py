@@ -270,6 +270,9 @@ class RunService:
             previous = run.status
             run.status, run.finished_at = "cancelled", now
             run.error = {"code": "RUN_CANCELLED", "message": "cancelled by its owner"}
+            from chalicelib.workflows.plan_outcome import on_run_finished
+
+            on_run_finished(session, run)  # an orchestrator plan's run: its task fails with it
             answers = [answer(session, run_id, {"action": "fail", "token": row.approval_token,
                                                  "error": ERROR_RUN_CANCELLED, "cause": "RUN_CANCELLED: the run "
                                                  "was cancelled"})
@@ -306,6 +309,9 @@ class RunService:
                                             {"status": run.status})
             if session.scalar(select(Workflow.deleted_at).where(Workflow.id == run.workflow_id)) is not None:
                 raise RunNotRedrivableError("the workflow was deleted", {"workflow_id": str(run.workflow_id)})
+            if run.parent_task_id is not None:  # its task already failed with it: run the task again instead
+                raise RunNotRedrivableError("an orchestrator plan's run is not redriven; create the task again",
+                                            {"parent_task_id": str(run.parent_task_id)})
             session.execute(update(RunStep).where(RunStep.run_id == run_id, RunStep.status.in_(RERUN))
                             .values(status="pending", error=None, output=None, finished_at=None, items_failed=0,
                                     approval_token=None, decision=None, decided_by=None, decided_at=None,

@@ -51,6 +51,10 @@ def resolve(value: Any, data: dict[str, Any]) -> Any:
     """`value` with every whole-string reference inside it replaced (recursively through objects/arrays)."""
     if is_reference(value):
         return lookup(value, data)
+    if isinstance(value, str):
+        from chalicelib.workflows.refs import unescape
+
+        return unescape(value)  # `$$.x` is the literal `$.x` (an orchestrator plan's inputs are escaped so)
     if isinstance(value, dict):
         return {k: resolve(v, data) for k, v in value.items()}
     if isinstance(value, list):

@@ -93,7 +93,9 @@ def materialise(session: Session, msg: m.TokenMessage, queue_type: str | None) -
     session.add(Task(id=task_id, user_id=ctx.run.user_id, agent_id=agent.id, agent_type=agent.type,
                      title=f"{label}{suffix}"[:200], description=f"step {msg.step_id} of workflow run {msg.run_id}",
                      input_data=input_data, status=TaskStatus.QUEUED, run_id=msg.run_id, step_id=msg.step_id,
-                     item_index=msg.item_index, callback_token=msg.token, created_at=now, updated_at=now))
+                     item_index=msg.item_index, callback_token=msg.token, created_at=now, updated_at=now,
+                     # an orchestrator plan's step: a subtask of that task (its tree bounds count it)
+                     parent_task_id=ctx.run.parent_task_id))
     if msg.item_index is None:
         rs.start(ctx.row, now)
         ctx.row.task_id = task_id
