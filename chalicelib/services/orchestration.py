@@ -30,7 +30,13 @@ from chalicelib.db.types import utcnow
 from chalicelib.db.workflow_models import RunStep, Workflow, WorkflowRun
 from chalicelib.domain.routing import choose
 from chalicelib.domain.tasks import TaskStatus
-from chalicelib.errors import AgentError, TaskCancelledError, ValidationError, WorkflowInvalidError
+from chalicelib.errors import (
+    AgentError,
+    DependencyUnavailableError,
+    TaskCancelledError,
+    ValidationError,
+    WorkflowInvalidError,
+)
 from chalicelib.observability import logger
 from chalicelib.schemas.plans import PlanStep
 from chalicelib.services import audit
@@ -69,6 +75,14 @@ class PlanNotRunnableError(AgentError):
     """The plan passed its own checks but not the workflow compiler's (reported with its violations)."""
 
     code = "PLAN_INVALID"
+
+
+class PlanStartUnavailableError(AgentError):
+    """Step Functions (or SQS, for the queue URLs) could not be reached to start the run: retried like a
+    provider outage, and the task fails with this code on its last attempt."""
+
+    code = "DEPENDENCY_UNAVAILABLE"
+    retryable = True
 
 
 @dataclass(frozen=True)
@@ -272,9 +286,10 @@ class PlanRuns:
                                         error={"code": START_FAILED, "message": str(getattr(exc, "message", None)
                                                                                     or type(exc).__name__)[:500]})
                                 .execution_options(synchronize_session=False))
-            unavailable = self.launcher.unavailable(exc)
+            unavailable = exc if isinstance(exc, DependencyUnavailableError) else self.launcher.unavailable(exc)
             if unavailable is not None:
-                raise unavailable from exc
+                raise PlanStartUnavailableError(f"the plan's run could not start: {unavailable.message}",
+                                                {**unavailable.details, "run_id": str(run_id)}) from exc
             raise
         with self.db.transaction() as session:
             run = session.get(WorkflowRun, run_id, with_for_update=True, populate_existing=True)

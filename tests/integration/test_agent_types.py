@@ -4,11 +4,7 @@ from __future__ import annotations
 
 from chalicelib.agents import registry
 from tests.integration.conftest import Api
-from tests.integration.orchestrator_support import harness, wf_api, wf_aws, wf_container
 from tests.integration.test_api_auth import assert_envelope
-from tests.integration.workflow_support import WorkflowHarness
-
-__all__ = ["harness", "wf_api", "wf_aws", "wf_container"]
 
 
 def test_every_type_is_described_with_a_valid_example(api: Api) -> None:
@@ -36,31 +32,27 @@ def test_unknown_config_keys_are_refused_on_create_and_update(api: Api) -> None:
     assert_envelope(api.call("PUT", f"/agents/{agent['id']}", {"config": {"x": 1}}), 422, "VALIDATION_ERROR")
 
 
-def test_every_advertised_example_runs_to_completion(wf_api: Api, harness: WorkflowHarness) -> None:
+def test_every_advertised_example_runs_to_completion(api: Api) -> None:
     """GIVEN a new user with one agent of each type that needs no language model
     WHEN they send each type's advertised example_input THEN every task completes (a copied
-    example that always fails — the learning type's named a feedback id nobody has — is a bug). The
-    orchestrator's example plan runs as a workflow run on the embedded Step Functions."""
+    example that always fails — the learning type's named a feedback id nobody has — is a bug)."""
     import json
 
     from functions.agent_consumer import handler
     from tests.integration.conftest import FakeContext, sqs_event
-    from tests.integration.orchestrator_support import finish
 
-    api = wf_api
     api.signup()
-    types = [t for t in registry.available_types() if not registry.get_agent(t).provider_backed]
-    assert len(types) >= 7 and "orchestrator" in types
-    agents = {t: api.agent(t, name=f"example-{t}") for t in types}  # every step's agent exists first
+    # The orchestrator's example plan runs as a workflow run: tests/integration/test_orchestrator.py
+    # (test_the_advertised_example_plan_runs_to_completion) drives it on the embedded Step Functions.
+    types = [t for t in registry.available_types() if not registry.get_agent(t).provider_backed
+             and t != "orchestrator"]
+    assert len(types) >= 7
     for agent_type in types:
+        agent = api.agent(agent_type, name=f"example-{agent_type}")
         example = registry.get_agent(agent_type).example_input
-        created = api.call("POST", "/tasks", {"agent_id": agents[agent_type]["id"], "title": "example",
-                                              "input_data": example})
+        created = api.call("POST", "/tasks", {"agent_id": agent["id"], "title": "example", "input_data": example})
         assert created.status_code == 202, (agent_type, created.json_body)
         body = json.dumps({"task_id": created.json_body["id"], "agent_type": agent_type})
         assert handler(sqs_event([("m1", body)], agent_type), FakeContext()) == {"batchItemFailures": []}
         task = api.call("GET", f"/tasks/{created.json_body['id']}").json_body
-        if agent_type == "orchestrator":  # it waits for its plan's run, which the consumers then drive
-            assert task["status"] == "processing", task.get("error")
-            task = finish(harness, api, created.json_body["id"])
         assert task["status"] == "completed", (agent_type, task.get("error"))

@@ -248,3 +248,74 @@ def test_with_a_provider_the_orchestrator_drafts_the_plan(wf_api: Api, harness: 
     llm.script(completion('{"plan": [{"step_id": "x", "agent_type": "validation", "input_data": {}}]}'))
     bad = start(api, r.json_body, {"goal": "again"})
     assert finish(harness, api, bad["id"])["error"]["code"] == "PLAN_INVALID"
+
+
+def test_the_reconciler_finishing_a_plan_run_finishes_its_task(wf_api: Api, harness: WorkflowHarness) -> None:
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from chalicelib.db.types import utcnow
+    from chalicelib.workflows.reconcile import Reconciler
+
+    api, db = wf_api, harness.db
+    api.signup()
+    api.agent("validation", name="validator")
+    boss = api.agent("orchestrator", name="boss")
+    parent = start(api, boss, {"goal": "g", "plan": [{"step_id": "a", "agent_type": "validation",
+                                                      "input_data": OK_SCHEMA}]})
+    harness.paused.add("workflow-control")  # the execution's workflow.finished report is never read
+    harness.drive(lambda: (run := plan_run(db, parent["id"])) is not None and run.execution_arn is not None
+                  and harness.execution_status(run.id) == "SUCCEEDED")
+    run = plan_run(db, parent["id"])
+    assert run is not None and run.status == "running" and get(api, parent["id"])["status"] == "processing"
+    harness.sqs.purge_queue(QueueUrl=harness._queue_url("workflow-control"))  # the report is lost
+    with db.transaction() as s:
+        s.execute(update(WorkflowRun).where(WorkflowRun.id == run.id)
+                  .values(updated_at=utcnow() - timedelta(minutes=5)))
+    reconciler = Reconciler(db, lambda: harness.c.workflow_reconciler.executions(), after_seconds=60)
+    assert reconciler.sweep().repaired == {"succeeded": 1}
+    done = get(api, parent["id"])
+    assert done["status"] == "completed" and done["result"]["output_data"]["steps"][0]["status"] == "completed"
+
+
+def test_a_run_that_cannot_start_is_retried_and_then_fails_the_task(api: Api, container: Any) -> None:
+    """Without the workflow role (a stage whose workflows are not set up) the run cannot start: the task is
+    retried like any dependency outage, fails with DEPENDENCY_UNAVAILABLE on its last attempt, and its
+    rerun reused the one run instead of making another."""
+    from chalicelib.schemas.tasks import TaskMessage
+    from chalicelib.services.processing import TaskProcessor
+
+    api.signup()
+    api.agent("validation", name="validator")
+    boss = api.agent("orchestrator", name="boss")
+    parent = start(api, boss, {"goal": "g", "plan": [{"step_id": "a", "agent_type": "validation",
+                                                      "input_data": OK_SCHEMA}]})
+    processor = TaskProcessor(container.db, max_attempts=2, ports=container.processor.ports)
+    message = TaskMessage(task_id=uuid.UUID(parent["id"]), agent_type="orchestrator")
+    with pytest.raises(Exception, match="DEPENDENCY_UNAVAILABLE"):
+        processor.process(message)  # attempt 1 of 2: given back for a retry
+    assert get(api, parent["id"])["status"] == "queued"
+    processor.process(message)
+    failed = get(api, parent["id"])
+    assert failed["status"] == "failed" and failed["error"]["code"] == "DEPENDENCY_UNAVAILABLE", failed
+    with container.db.read() as session:
+        runs = list(session.scalars(select(WorkflowRun).where(WorkflowRun.parent_task_id == uuid.UUID(parent["id"]))))
+        assert [(r.status, r.error["code"], r.execution) for r in runs] == [("failed", "START_FAILED", 2)]
+
+
+def test_the_advertised_example_plan_runs_to_completion(wf_api: Api, harness: WorkflowHarness) -> None:
+    """GET /agent-types' orchestrator example, sent as it is, completes (its steps' agent types exist)."""
+    from chalicelib.agents import registry
+
+    api = wf_api
+    api.signup()
+    example = registry.get_agent("orchestrator").example_input
+    for agent_type in sorted({s["agent_type"] for s in example["plan"]}):
+        api.agent(agent_type, name=f"example-{agent_type}")
+    boss = api.agent("orchestrator", name="example-orchestrator")
+    advertised = next(i for i in api.call("GET", "/agent-types").json_body["items"] if i["type"] == "orchestrator")
+    assert advertised["example_input"] == example
+    done = finish(harness, api, start(api, boss, example)["id"])
+    assert done["status"] == "completed", done.get("error")
+    assert [s["status"] for s in done["result"]["output_data"]["steps"]] == ["completed"] * len(example["plan"])
