@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-unit test-integration test-e2e bench lint template api-policy build bootstrap migrate admin clean
+.PHONY: run test test-unit test-integration test-e2e bench lint template api-policy build bootstrap migrate admin deploy destroy clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] >= (3, 11) else "YMERA needs Python 3.11+")'
@@ -58,6 +58,20 @@ api-policy: $(STAMP)
 ## The functions/ deployment bundle -> infra/build/functions.zip
 build: $(STAMP)
 	$(PY) -m infra.build
+
+## Deploy one stage to AWS (docs/deploy.md): bucket, bundle, secrets, stack, migrations, API. Idempotent.
+## Needs AWS credentials and a region (REGION= or $$AWS_DEFAULT_REGION); the first deploy of a stage also
+## DATABASE_URL and REDIS_URL (stored in Secrets Manager, never printed). Optional: BUCKET=, ARCH=arm64,
+## SUBNET_IDS=a,b SECURITY_GROUP_IDS=sg (functions and API in your VPC), ARGS= (e.g. --parameter K=V, --dry-run).
+DEPLOY_FLAGS = --stage $(or $(STAGE),dev) $(if $(REGION),--region $(REGION)) $(if $(BUCKET),--bucket $(BUCKET))
+deploy: $(STAMP)
+	$(PY) -m infra.deploy deploy $(DEPLOY_FLAGS) $(if $(ARCH),--arch $(ARCH)) \
+		$(if $(SUBNET_IDS),--subnet-ids $(SUBNET_IDS)) $(if $(SECURITY_GROUP_IDS),--security-group-ids $(SECURITY_GROUP_IDS)) \
+		$(ARGS)
+
+## Tear a stage down in reverse (API, stack). Queues are kept (Retain); ARGS=--delete-secrets / --delete-bucket.
+destroy: $(STAMP)
+	$(PY) -m infra.deploy destroy $(DEPLOY_FLAGS) $(ARGS)
 
 migrate: $(STAMP)
 	$(PY) -m chalicelib.db.migrate

@@ -45,10 +45,17 @@ def secret_arns(region: str, account: str, stage: str, names: Sequence[str]) -> 
     return [base + (name if name.endswith("*") else name + SUFFIX) for name in names]
 
 
-def render(stage: str, region: str, account: str, *, workflow_role: str | None = None) -> Json:
+#: What AWS's AWSLambdaVPCAccessExecutionRole grants: the network interfaces of a function in a VPC. EC2
+#: cannot scope Describe* to a resource, hence "*" (named actions only, never ec2:*).
+VPC_ACTIONS = ["ec2:CreateNetworkInterface", "ec2:DescribeNetworkInterfaces", "ec2:DescribeSubnets",
+               "ec2:DeleteNetworkInterface", "ec2:AssignPrivateIpAddresses", "ec2:UnassignPrivateIpAddresses"]
+
+
+def render(stage: str, region: str, account: str, *, workflow_role: str | None = None, vpc: bool = False) -> Json:
     """The API's policy: its own log group, send to the agent queues (never a DLQ), read queue depths,
     receive/delete/move on the DLQs only (admin DLQ operations), run this stage's workflow state machines
-    (passing the workflow role only), and read the stage's own secrets."""
+    (passing the workflow role only), and read the stage's own secrets.
+    `vpc`: the API runs in subnets (make deploy with SUBNET_IDS/SECURITY_GROUP_IDS) and manages its ENIs."""
     if not re.fullmatch(r"[a-z][a-z0-9-]{0,19}", stage):
         raise ValueError(f"stage {stage!r} must match [a-z][a-z0-9-]{{0,19}}")
     if not re.fullmatch(r"[a-z]{2}(-gov)?-[a-z]+-\d", region):
@@ -64,47 +71,48 @@ def render(stage: str, region: str, account: str, *, workflow_role: str | None =
     queues = [sqs + q.name(prefix) for q in manifest.agent_queues()]  # never the producers' ingress queue
     dlqs = [sqs + q.dlq_name(prefix) for q in manifest.queues()]
     states = f"arn:{PARTITION}:states:{region}:{account}:"
-    return {
-        "Version": "2012-10-17",
-        "Statement": [
-            {"Sid": "WriteOwnLogs", "Effect": "Allow",
-             "Action": ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"],
-             "Resource": [log_group, f"{log_group}:*"]},
-            {"Sid": "SendTasksToAgentQueues", "Effect": "Allow",
-             "Action": ["sqs:SendMessage", "sqs:GetQueueUrl", "sqs:GetQueueAttributes"],
-             "Resource": queues},
-            {"Sid": "ReadDeadLetterDepths", "Effect": "Allow",
-             "Action": ["sqs:GetQueueUrl", "sqs:GetQueueAttributes"],
-             "Resource": dlqs},
-            # GET /admin/dlq peeks (receive, VisibilityTimeout=0) and POST /admin/dlq/{queue}/redrive moves
-            # messages back: StartMessageMoveTask, or receive + delete here and SendMessage (above) to the
-            # agent queue. Never receive or delete on an agent queue itself: that is the consumers' job.
-            {"Sid": "OperateDeadLetterQueues", "Effect": "Allow",
-             "Action": ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:StartMessageMoveTask",
-                        "sqs:ListMessageMoveTasks"],
-             "Resource": dlqs},
-            # Workflows: the API creates a version's state machine at its first run and starts, stops, redrives
-            # and reads its executions: this stage's `<prefix>-wf-*` machines only.
-            {"Sid": "RunWorkflowStateMachines", "Effect": "Allow",
-             "Action": ["states:CreateStateMachine", "states:DescribeStateMachine", "states:StartExecution",
-                        "states:TagResource"],
-             "Resource": [f"{states}stateMachine:{prefix}-wf-*"]},
-            {"Sid": "OperateWorkflowExecutions", "Effect": "Allow",
-             "Action": ["states:StopExecution", "states:RedriveExecution", "states:DescribeExecution",
-                        "states:GetExecutionHistory"],
-             "Resource": [f"{states}execution:{prefix}-wf-*:*"]},
-            # Approval decisions answer the gate's task token (tokens cannot be scoped by IAM).
-            {"Sid": "DecideWorkflowApprovals", "Effect": "Allow",
-             "Action": ["states:SendTaskSuccess", "states:SendTaskFailure"], "Resource": "*"},
-            # Step Functions runs the machines as the stack's WorkflowRole: the API may hand over that role only.
-            {"Sid": "PassWorkflowRole", "Effect": "Allow", "Action": ["iam:PassRole"],
-             "Resource": [f"arn:{PARTITION}:iam::{account}:role/{workflow_role}"],
-             "Condition": {"StringEquals": {"iam:PassedToService": "states.amazonaws.com"}}},
-            {"Sid": "ReadStageSecrets", "Effect": "Allow",
-             "Action": ["secretsmanager:GetSecretValue"],
-             "Resource": secret_arns(region, account, stage, (*STAGE_SECRETS, LLM_SECRETS))},
-        ],
-    }
+    statements: list[Json] = [
+        {"Sid": "WriteOwnLogs", "Effect": "Allow",
+         "Action": ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"],
+         "Resource": [log_group, f"{log_group}:*"]},
+        {"Sid": "SendTasksToAgentQueues", "Effect": "Allow",
+         "Action": ["sqs:SendMessage", "sqs:GetQueueUrl", "sqs:GetQueueAttributes"],
+         "Resource": queues},
+        {"Sid": "ReadDeadLetterDepths", "Effect": "Allow",
+         "Action": ["sqs:GetQueueUrl", "sqs:GetQueueAttributes"],
+         "Resource": dlqs},
+        # GET /admin/dlq peeks (receive, VisibilityTimeout=0) and POST /admin/dlq/{queue}/redrive moves
+        # messages back: StartMessageMoveTask, or receive + delete here and SendMessage (above) to the
+        # agent queue. Never receive or delete on an agent queue itself: that is the consumers' job.
+        {"Sid": "OperateDeadLetterQueues", "Effect": "Allow",
+         "Action": ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:StartMessageMoveTask",
+                    "sqs:ListMessageMoveTasks"],
+         "Resource": dlqs},
+        # Workflows: the API creates a version's state machine at its first run and starts, stops, redrives
+        # and reads its executions: this stage's `<prefix>-wf-*` machines only.
+        {"Sid": "RunWorkflowStateMachines", "Effect": "Allow",
+         "Action": ["states:CreateStateMachine", "states:DescribeStateMachine", "states:StartExecution",
+                    "states:TagResource"],
+         "Resource": [f"{states}stateMachine:{prefix}-wf-*"]},
+        {"Sid": "OperateWorkflowExecutions", "Effect": "Allow",
+         "Action": ["states:StopExecution", "states:RedriveExecution", "states:DescribeExecution",
+                    "states:GetExecutionHistory"],
+         "Resource": [f"{states}execution:{prefix}-wf-*:*"]},
+        # Approval decisions answer the gate's task token (tokens cannot be scoped by IAM).
+        {"Sid": "DecideWorkflowApprovals", "Effect": "Allow",
+         "Action": ["states:SendTaskSuccess", "states:SendTaskFailure"], "Resource": "*"},
+        # Step Functions runs the machines as the stack's WorkflowRole: the API may hand over that role only.
+        {"Sid": "PassWorkflowRole", "Effect": "Allow", "Action": ["iam:PassRole"],
+         "Resource": [f"arn:{PARTITION}:iam::{account}:role/{workflow_role}"],
+         "Condition": {"StringEquals": {"iam:PassedToService": "states.amazonaws.com"}}},
+        {"Sid": "ReadStageSecrets", "Effect": "Allow",
+         "Action": ["secretsmanager:GetSecretValue"],
+         "Resource": secret_arns(region, account, stage, (*STAGE_SECRETS, LLM_SECRETS))},
+    ]
+    if vpc:
+        statements.append({"Sid": "ManageVpcNetworkInterfaces", "Effect": "Allow", "Action": VPC_ACTIONS,
+                           "Resource": "*"})
+    return {"Version": "2012-10-17", "Statement": statements}
 
 
 def _caller_account() -> str:

@@ -5,17 +5,19 @@ when a wheel is missing (psycopg-binary on arm64), shipping a zip that dies at
 import time in Lambda. This build fails loudly instead: a pip error, a pinned
 requirement absent from the bundle, or an oversized bundle all exit non-zero.
 The zip is deterministic (sorted entries, fixed timestamps) so an unchanged
-tree yields an unchanged artifact key. Needs PyPI; tests only run `--help`.
+tree yields an unchanged artifact key (byte-compiled with hash-based .pyc and
+a fixed source path, so neither mtimes nor the staging directory leak in).
+Needs PyPI, except with `--sources-only` (chalicelib + functions, no wheels:
+for offline checks, not deployable).
 
-    python -m infra.build [--arch x86_64|arm64] [--out infra/build/functions.zip]
+    python -m infra.build [--arch x86_64|arm64] [--out infra/build/functions.zip] [--sources-only]
 """
 
 from __future__ import annotations
 
 import argparse
-import compileall
 import importlib.metadata
-import py_compile
+import os
 import re
 import shutil
 import subprocess
@@ -31,6 +33,11 @@ PLATFORMS = {"x86_64": "manylinux2014_x86_64", "arm64": "manylinux2014_aarch64"}
 PYTHON_VERSION = "3.11"  # must match infra.template.RUNTIME
 UNZIPPED_LIMIT = 250 * 1024 * 1024  # Lambda's hard limit for a zip package
 _EPOCH = (1980, 1, 1, 0, 0, 0)
+#: Left behind by local runs, editors and tools; never shipped (bytecode is rebuilt in the staging tree).
+EXCLUDED = ("__pycache__", "*.pyc", "*.pyo", ".ymera", ".mypy_cache", ".pytest_cache", ".ruff_cache",
+            ".DS_Store", "*.swp", "*~")
+#: Where Lambda unpacks the zip: the path tracebacks show, the same on every build machine.
+LAMBDA_TASK_ROOT = "/var/task"
 
 
 class BuildError(RuntimeError):
@@ -66,7 +73,9 @@ def install_wheels(requirements: Path, target: Path, arch: str) -> None:
     ]  # fmt: skip
     print("+", " ".join(cmd), flush=True)
     if subprocess.run(cmd, check=False).returncode != 0:
-        raise BuildError(f"pip could not install {requirements} for {PLATFORMS[arch]} (see output above)")
+        raise BuildError(f"pip could not install {requirements} for {PLATFORMS[arch]}: a pinned package has no "
+                         f"{PLATFORMS[arch]} wheel for CPython {PYTHON_VERSION} (see pip's output above; "
+                         "docs/deploy.md, Troubleshooting)")
 
 
 def check_installed(target: Path, required: Sequence[str]) -> None:
@@ -82,16 +91,24 @@ def copy_sources(target: Path) -> None:
         src = ROOT / name
         if not any(src.glob("*.py")):
             raise BuildError(f"{src} has no Python modules; nothing to ship")
-        shutil.copytree(src, target / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        shutil.copytree(src, target / name, ignore=shutil.ignore_patterns(*EXCLUDED))
 
 
 def precompile(target: Path) -> None:
-    """Ship .pyc: /var/task is read-only, so Lambda would otherwise compile on every cold start."""
+    """Ship .pyc: /var/task is read-only, so Lambda would otherwise compile on every cold start.
+
+    In a fresh interpreter, one file after another, with a fixed hash seed: marshal's output depends on the
+    compiling interpreter's state (reference counts decide which objects are written as back-references,
+    the hash seed orders frozenset constants), so compiling in this process or in forked workers made two
+    builds of the same tree differ."""
     if sys.version_info[:2] != tuple(int(p) for p in PYTHON_VERSION.split(".")):
         print(f"note: not Python {PYTHON_VERSION}; shipping sources without .pyc", file=sys.stderr)
         return
-    mode = py_compile.PycInvalidationMode.UNCHECKED_HASH  # reproducible: no mtimes in .pyc
-    if not compileall.compile_dir(str(target), quiet=1, invalidation_mode=mode, workers=0):
+    # unchecked-hash: no mtimes in .pyc; -s/-p: co_filename is /var/task/..., not the staging directory.
+    cmd = [sys.executable, "-I", "-m", "compileall", "-q", "-j", "1", "--invalidation-mode", "unchecked-hash",
+           "-s", str(target), "-p", LAMBDA_TASK_ROOT, str(target)]
+    env = {"PATH": os.environ.get("PATH", ""), "PYTHONHASHSEED": "0"}
+    if subprocess.run(cmd, env=env, check=False).returncode != 0:
         raise BuildError("byte-compiling the bundle failed")
 
 
@@ -117,19 +134,22 @@ def write_zip(staging: Path, out: Path) -> int:
     return total
 
 
-def build(out: Path, arch: str, requirements: Path) -> Path:
+def build(out: Path, arch: str, requirements: Path, *, wheels: bool = True) -> Path:
+    """`wheels=False`: sources only (offline checks; the zip would not run in Lambda)."""
     required = pinned_names(requirements)
     with tempfile.TemporaryDirectory(prefix="ymera-build-") as tmp:
         staging = Path(tmp)
-        install_wheels(requirements, staging, arch)
-        check_installed(staging, required)
+        if wheels:
+            install_wheels(requirements, staging, arch)
+            check_installed(staging, required)
         copy_sources(staging)
         precompile(staging)
         size = write_zip(staging, out)
     if size > UNZIPPED_LIMIT:
         out.unlink()
         raise BuildError(f"bundle is {size / 2**20:.0f} MiB unzipped; Lambda allows 250 MiB")
-    print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB zipped, {size / 2**20:.1f} MiB unzipped, {arch})")
+    kind = arch if wheels else "sources only, not deployable"
+    print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB zipped, {size / 2**20:.1f} MiB unzipped, {kind})")
     return out
 
 
@@ -138,9 +158,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--arch", choices=sorted(PLATFORMS), default="x86_64", help="Lambda architecture")
     parser.add_argument("--out", type=Path, default=ROOT / "infra" / "build" / "functions.zip")
     parser.add_argument("--requirements", type=Path, default=ROOT / "requirements.txt")
+    parser.add_argument("--sources-only", action="store_true",
+                        help="chalicelib + functions without wheels (offline; not deployable)")
     args = parser.parse_args(argv)
     try:
-        build(args.out, args.arch, args.requirements)
+        build(args.out, args.arch, args.requirements, wheels=not args.sources_only)
     except BuildError as exc:
         print(f"BUILD FAILED: {exc}", file=sys.stderr)
         return 1

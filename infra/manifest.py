@@ -57,6 +57,10 @@ INGRESS_MAX_CONCURRENCY = 3
 WORKFLOW_CONTROL_SUFFIX = "workflow-control"
 WORKFLOW_CONTROL_TIMEOUT_SECONDS = 120
 WORKFLOW_CONTROL_MAX_CONCURRENCY = 3
+#: The function `make deploy` invokes (synchronously) to run Alembic to head before the API is updated; no
+#: queue and no schedule. Long enough for an index build on a large table; Lambda's maximum is 900 s.
+MIGRATE_FUNCTION = "migrate"
+MIGRATE_TIMEOUT_SECONDS = 600
 
 
 @dataclass(frozen=True)
@@ -227,6 +231,15 @@ def functions() -> list[FunctionSpec]:
             handler="functions.learning_sweep.handler",
             timeout=60,
             schedule="rate(5 minutes)",
+            needs=("db",),
+        )
+    )
+    specs.append(
+        FunctionSpec(
+            # invoked by the deploy only (infra/deploy.py): migrations run inside the VPC, before the API changes
+            name=MIGRATE_FUNCTION,
+            handler="functions.migrate.handler",
+            timeout=MIGRATE_TIMEOUT_SECONDS,
             needs=("db",),
         )
     )

@@ -227,7 +227,8 @@ def run(args: argparse.Namespace) -> int:
         from infra import manifest
         from infra.local.server import ApiServer, load_app
 
-        specs = manifest.functions()
+        # Only what a queue or a schedule triggers: `make run` migrates itself; the migrate function is the deploy's.
+        specs = [spec for spec in manifest.functions() if spec.queue is not None or spec.schedule]
         _apply_function_env(specs)
         app_obj = load_app()
         from chalicelib.observability import logger as app_logger
