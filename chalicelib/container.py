@@ -261,13 +261,11 @@ class Container:
 
     @cached_property
     def workflow_reconciler(self) -> Reconciler:
-        from chalicelib.messaging.callbacks import StepFunctionsExecutions, make_states_client
         from chalicelib.workflows.reconcile import Reconciler
 
         s = self.settings
-        executions = StepFunctionsExecutions(lambda: make_states_client(s.aws_region, s.aws_endpoint_url,
-                                                                        s.publish_timeout_seconds))
-        return Reconciler(self.db, lambda: executions, after_seconds=s.workflow_reconcile_after_seconds,
+        # DescribeExecution / GetExecutionHistory through the API's adapter (the function may only read).
+        return Reconciler(self.db, lambda: self.state_machines, after_seconds=s.workflow_reconcile_after_seconds,
                           batch=s.workflow_reconcile_batch)
 
     @cached_property
@@ -314,7 +312,8 @@ class Container:
     def workers(self) -> WorkerService:
         from chalicelib.services.workers import WorkerService
 
-        return WorkerService(self.db, self.leases, max_attempts=self.settings.max_task_attempts)
+        return WorkerService(self.db, self.leases, max_attempts=self.settings.max_task_attempts,
+                             answers=self.relay.publish_many)
 
     @cached_property
     def health(self) -> HealthService:
@@ -496,13 +495,9 @@ class Container:
 
 
 def _engine_names() -> frozenset[str]:
-    """The platform's engines a workflow step may name (chalicelib.engines.registry, when it is there)."""
-    import importlib
+    """The platform's engines a workflow step may name (asked at each validation: tests register their own)."""
+    from chalicelib.engines import registry
 
-    try:  # imported by name: the engines package (RUNTIME's) may not be merged yet
-        registry = importlib.import_module("chalicelib.engines.registry")
-    except ImportError:  # no engines package: no engine step validates
-        return frozenset()
     return frozenset(registry.names())
 
 

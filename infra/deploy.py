@@ -60,7 +60,7 @@ def clients(target: Target) -> dict[str, Any]:
     # Migrations can take minutes: wait for the synchronous invoke, and never retry one that timed out.
     invoke = Config(read_timeout=manifest.MIGRATE_TIMEOUT_SECONDS + 60, retries={"max_attempts": 0})
     make = {name: session.client(name, endpoint_url=target.endpoint_url)
-            for name in ("sts", "s3", "secretsmanager", "cloudformation", "sqs", "sns", "apigateway")}
+            for name in ("sts", "s3", "secretsmanager", "cloudformation", "sqs", "sns", "apigateway", "iam")}
     make["lambda"] = session.client("lambda", endpoint_url=target.endpoint_url, config=invoke)
     return make
 
@@ -199,13 +199,15 @@ def deploy(target: Target, *, dry_run: bool = False, environ: Mapping[str, str] 
 
 
 def _dry_run_resources(target: Target, c: Mapping[str, Any], out: Callable[[str], None]) -> dict[str, str]:
-    from infra.bootstrap import bootstrap, ensure_alert_topic
+    from infra.bootstrap import bootstrap, ensure_alert_topic, ensure_workflow_role, workflow_role_name
 
     out("[5/7] stack: skipped (dry run; moto's CloudFormation has no Lambda). Creating its non-Lambda "
         "resources with infra.bootstrap instead:")
     made = bootstrap(c["sqs"], target.prefix)
     made[f"{target.prefix}-alerts"] = ensure_alert_topic(c["sns"], target.prefix)
-    out(f"  {len(made)} queues/topic under {target.prefix}")
+    made[workflow_role_name(target.prefix)] = ensure_workflow_role(c["iam"], c["sqs"], target.prefix)
+    out(f"  {len(made)} queues/topic/workflow role under {target.prefix} (workflow state machines are made per "
+        "workflow version at its first run, by the API)")
     out("[6/7] migrations: skipped (dry run; no migrate Lambda)")
     out("[7/7] API: skipped (dry run; chalice deploy needs Lambda and API Gateway)")
     return made

@@ -9,7 +9,7 @@ from typing import Any
 from jsonschema import Draft202012Validator
 
 from chalicelib.engines import Engine
-from chalicelib.errors import ValidationError
+from chalicelib.errors import AgentError
 
 #: engine name -> "module:Class", imported on first use (the consumers do not pay for unused engines).
 IMPLEMENTATIONS: dict[str, str] = {}
@@ -17,11 +17,13 @@ IMPLEMENTATIONS: dict[str, str] = {}
 _loaded: dict[str, Engine] = {}
 
 
-class EngineNotFoundError(ValidationError):
+# Failures of a step's work, like an agent's (not API errors: the API validates engine names and inputs at
+# create time, chalicelib.workflows.validate); they fail the step with their code.
+class EngineNotFoundError(AgentError):
     code = "ENGINE_NOT_FOUND"
 
 
-class EngineInputInvalidError(ValidationError):
+class EngineInputInvalidError(AgentError):
     code = "ENGINE_INPUT_INVALID"
 
 

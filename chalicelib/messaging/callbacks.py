@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from chalicelib.observability import logger
-from chalicelib.workflows.ports import CallbackResult, ExecutionState
+from chalicelib.workflows.ports import CallbackResult
 
 #: the error codes that mean the token is closed (retrying cannot help).
 LATE_CODES = frozenset({"TaskTimedOut", "TaskDoesNotExist", "InvalidToken", "ExecutionDoesNotExist"})
@@ -62,31 +62,3 @@ class StepFunctionsCallbacks:
             raise
         return "ok"
 
-
-class StepFunctionsExecutions:
-    """DescribeExecution / GetExecutionHistory for the reconciler (the read side of the StateMachines port)."""
-
-    def __init__(self, client_factory: Callable[[], Any]) -> None:
-        self._factory = client_factory
-        self._client: Any = None
-
-    @property
-    def client(self) -> Any:
-        if self._client is None:
-            self._client = self._factory()
-        return self._client
-
-    def describe_execution(self, execution_arn: str) -> ExecutionState:
-        out = self.client.describe_execution(executionArn=execution_arn)
-        return ExecutionState(status=out["status"], error=out.get("error"), cause=out.get("cause"))
-
-    def history(self, execution_arn: str, max_events: int = 1000) -> list[dict[str, Any]]:
-        events: list[dict[str, Any]] = []
-        kwargs: dict[str, Any] = {"executionArn": execution_arn, "maxResults": min(max_events, 1000)}
-        while len(events) < max_events:
-            page = self.client.get_execution_history(**kwargs)
-            events.extend(page.get("events", []))
-            if not page.get("nextToken"):
-                break
-            kwargs["nextToken"] = page["nextToken"]
-        return events[:max_events]

@@ -88,11 +88,19 @@ class SfnStateMachines:
         except ClientError as exc:
             if _code(exc) != "StateMachineAlreadyExists":
                 raise
-            arn = self._find(name)
+            arn = self._arn_of(name, role_arn) or self._find(name)
         current = self._call("describe_state_machine", stateMachineArn=arn)
         if json.loads(current["definition"]) != definition or current.get("roleArn") != role_arn:
             self._call("update_state_machine", stateMachineArn=arn, definition=body, roleArn=role_arn)
         return arn
+
+    def _arn_of(self, name: str, role_arn: str) -> str | None:
+        """The machine's ARN from the role's partition and account (the workflow role lives in the account that
+        runs the machines), so no ListStateMachines permission (not resource-scopable) is needed."""
+        parts = role_arn.split(":")
+        if len(parts) < 6 or parts[0] != "arn" or not parts[4]:
+            return None
+        return f"arn:{parts[1]}:states:{self.client.meta.region_name}:{parts[4]}:stateMachine:{name}"
 
     def _find(self, name: str) -> str:
         paginator = self.client.get_paginator("list_state_machines")

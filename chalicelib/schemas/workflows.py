@@ -15,7 +15,8 @@ from pydantic import Field, RootModel, StringConstraints
 from chalicelib.schemas.common import TEXT_CHARS, FilterDatetime, JsonObject, PublicModel, StrictModel
 
 RunStatus = Literal["running", "waiting_approval", "succeeded", "failed", "cancelled", "timed_out"]
-StepStatus = Literal["pending", "running", "succeeded", "failed", "skipped", "waiting_approval", "cancelled"]
+StepStatus = Literal["pending", "running", "succeeded", "failed", "skipped", "waiting_approval", "cancelled",
+                     "timed_out"]
 Cursor = Annotated[str, TEXT_CHARS]
 
 
@@ -112,8 +113,9 @@ class RunStepPublic(PublicModel):
 class ExecutionPublic(PublicModel):
     execution: int
     arn: str | None
-    started_at: str | None
-    mode: str
+    started_at: datetime | None
+    #: "start": a new execution (StartExecution); "redrive": the same execution resumed (RedriveExecution).
+    mode: Literal["start", "redrive"]
 
 
 class RunSummary(PublicModel):

@@ -128,6 +128,8 @@ class DeadLetterSweep:
 
     def sweep(self) -> int:
         from chalicelib.services.processing import parse_message
+        from chalicelib.workflows.steps import parse as parse_step
+        from chalicelib.workflows.steps import step_task_id
 
         failed = 0
         for agent_type in self.agent_types:
@@ -139,7 +141,9 @@ class DeadLetterSweep:
                 continue
             for body in bodies:
                 try:
-                    task_ids.append(parse_message(body, agent_type).task_id)
+                    step = parse_step(body)  # a workflow step's message names its task by its token
+                    task_ids.append(step_task_id(step.token, step.retry_count) if step is not None
+                                    else parse_message(body, agent_type).task_id)
                 except MalformedMessageError:
                     continue  # not a task message: nothing to mark (it stays in the DLQ for the operator)
             if not task_ids:

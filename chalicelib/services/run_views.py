@@ -81,7 +81,7 @@ def _approval(row: RunStep | None) -> ApprovalPublic:
     approved = decision.get("approved")
     return ApprovalPublic(
         waiting=bool(row is not None and row.status == "waiting_approval" and row.approval_token
-                     and row.decision is None),
+                     and row.decided_at is None),
         decision=None if approved is None else ("approved" if approved else "rejected"),
         comment=decision.get("comment"), payload=decision.get("payload"),
         decided_by=row.decided_by if row is not None else None, decided_at=row.decided_at if row is not None else None)
@@ -124,7 +124,8 @@ def detail(session: Session, run: WorkflowRun, version: WorkflowVersion, *,
     items = _items(session, run.id) if any(s.for_each is not None for s in definition.steps) else {}
     steps = [_step(s, rows.get(s.step_id), items.get(s.step_id, []), inline_bytes) for s in definition.steps]
     executions = [ExecutionPublic(execution=int(e.get("execution", 0)), arn=e.get("arn"),
-                                  started_at=e.get("started_at"), mode=str(e.get("mode", "start")))
+                                  started_at=e.get("started_at"),
+                                  mode="redrive" if e.get("mode") == "redrive" else "start")
                   for e in (run.executions or []) if isinstance(e, dict)]
     return RunPublic(**summary(run, version.version).model_dump(), executions=executions, steps=steps)
 

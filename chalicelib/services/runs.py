@@ -95,26 +95,39 @@ class RunService:
                 if stored is not None:
                     return StartResult(stored.status_code, stored.body, stored.resource_id, replayed=True)
             workflow = owned_workflow(session, user_id, workflow_id, editable=True)
-            version = current_version(session, workflow)
-            definition = WorkflowDefinition.model_validate(version.definition)
-            views.check_input(definition, req.input)
-            if self.quotas is not None:  # a run creates tasks: it is refused when today's task quota is spent
-                self.quotas.check_tasks_today(session, user_id, utcnow())
-            run = WorkflowRun(user_id=user_id, workflow_id=workflow.id, version_id=version.id, status="running",
-                              input=req.input, execution=1, executions=[])
-            session.add(run)
-            session.flush()
-            session.add_all([RunStep(run_id=run.id, step_id=s.step_id, status="pending") for s in definition.steps])
-            audit.record(session, user_id=user_id, event_type="workflow_run.started", action="start",
-                         resource_type="workflow_run", resource_id=run.id,
-                         details={"workflow_id": str(workflow.id), "version": version.version}, meta=meta)
-            run_id, version_id = run.id, version.id
+            run = self.create_in(session, user_id, workflow, current_version(session, workflow), req.input, meta)
+            run_id, version_id = run.id, run.version_id
         self._launch(run_id, version_id, 1, "start", user_id=user_id, key=key)
         with self.db.transaction() as session:
             body = self._detail(session, self._run(session, user_id, run_id)).model_dump(mode="json")
             if key is not None and self.idempotency is not None:
                 self.idempotency.complete(session, user_id, key, 202, body, run_id)
         return StartResult(202, body, run_id, replayed=False)
+
+    def create_in(self, session: Session, user_id: uuid.UUID, workflow: Workflow, version: WorkflowVersion,
+                  run_input: dict[str, Any], meta: RequestMeta | None = None, *,
+                  parent_task_id: uuid.UUID | None = None) -> WorkflowRun:
+        """A run and its pending steps, in the caller's transaction (the caller owns `workflow`). Start it with
+        `launch(run)` once that transaction committed: consumers must find the rows the execution names."""
+        definition = WorkflowDefinition.model_validate(version.definition)
+        views.check_input(definition, run_input)
+        if self.quotas is not None:  # a run creates tasks: it is refused when today's task quota is spent
+            self.quotas.check_tasks_today(session, user_id, utcnow())
+        run = WorkflowRun(user_id=user_id, workflow_id=workflow.id, version_id=version.id, status="running",
+                          input=run_input, execution=1, executions=[], parent_task_id=parent_task_id)
+        session.add(run)
+        session.flush()
+        session.add_all([RunStep(run_id=run.id, step_id=s.step_id, status="pending") for s in definition.steps])
+        audit.record(session, user_id=user_id, event_type="workflow_run.started", action="start",
+                     resource_type="workflow_run", resource_id=run.id,
+                     details={"workflow_id": str(workflow.id), "version": version.version}, meta=meta)
+        session.flush()
+        return run
+
+    def launch(self, run: WorkflowRun) -> None:
+        """Execution 1 of a committed run (`create_in`). Step Functions unreachable: the run ends failed
+        (START_FAILED) and DependencyUnavailableError is raised."""
+        self._launch(run.id, run.version_id, 1, "start", user_id=run.user_id)
 
     def _launch(self, run_id: uuid.UUID, version_id: uuid.UUID, execution: int, mode: str, *,
                 user_id: uuid.UUID, key: IdempotentRequest | None = None) -> None:
@@ -134,14 +147,14 @@ class RunService:
             run.execution_arn = arn
 
     def _start_failed(self, run_id: uuid.UUID, user_id: uuid.UUID, key: IdempotentRequest | None,
-                      exc: BaseException) -> None:
+                      exc: BaseException, *, code: str = "START_FAILED") -> None:
         logger.warning("workflow run could not start", extra={"run_id": str(run_id), "error": type(exc).__name__})
         now = utcnow()
         message = str(getattr(exc, "message", None) or type(exc).__name__)[:500]
         with self.db.transaction() as session:
             session.execute(update(WorkflowRun).where(WorkflowRun.id == run_id, WorkflowRun.status.in_(ACTIVE))
                             .values(status="failed", finished_at=now, updated_at=now,
-                                    error={"code": "START_FAILED", "message": message})
+                                    error={"code": code, "message": message})
                             .execution_options(synchronize_session=False))
             if key is not None:  # the failure is not the key's answer: a retry with it starts again
                 session.execute(delete(IdempotencyKey).where(IdempotencyKey.user_id == user_id,
@@ -214,6 +227,8 @@ class RunService:
                 raise NotFoundError("step not found", {"run_id": str(run_id), "step_id": step_id}) from None
             if step.type != "approval":
                 raise ApprovalNotPendingError("this step is not an approval", {"step_id": step_id})
+            if run.status not in ACTIVE:  # an ended run's execution has no token left to answer
+                raise ApprovalNotPendingError(f"the run is {run.status}", {"step_id": step_id, "status": run.status})
             if step.input_schema is not None and (req.approve or req.payload is not None):
                 views.check_payload(step.input_schema, req.payload if req.payload is not None else {})
             decision = {"approved": req.approve, "comment": req.comment, "payload": req.payload}
@@ -222,8 +237,10 @@ class RunService:
             else:
                 outcome = {"status": "failed", "output": None,
                            "error": {"code": "APPROVAL_REJECTED", "message": req.comment or "rejected"}}
+            # "Not decided" is decided_at IS NULL: a JSON column set to None holds JSON null, not SQL NULL, so
+            # `decision IS NULL` misses rows whose decision was cleared (a redrive, a re-sent approval).
             waiting = (RunStep.run_id == run_id, RunStep.step_id == step_id, RunStep.status == "waiting_approval",
-                       RunStep.approval_token.is_not(None), RunStep.decision.is_(None))
+                       RunStep.approval_token.is_not(None), RunStep.decided_at.is_(None))
             token = session.scalar(select(RunStep.approval_token).where(*waiting))
             moved = token is not None and rowcount(session.execute(
                 update(RunStep).where(*waiting)
@@ -232,7 +249,7 @@ class RunService:
             if not moved:
                 row = session.scalar(select(RunStep).where(RunStep.run_id == run_id, RunStep.step_id == step_id)
                                      .execution_options(populate_existing=True))
-                if row is not None and row.decision is not None:
+                if row is not None and row.decided_at is not None:
                     raise ApprovalAlreadyDecidedError("this approval was already decided", {
                         "step_id": step_id, "decided_at": row.decided_at.isoformat() if row.decided_at else None})
                 raise ApprovalNotPendingError("this approval is not waiting for a decision",
@@ -278,7 +295,7 @@ class RunService:
                                                  "was cancelled"})
                        for row in session.scalars(select(RunStep).where(
                            RunStep.run_id == run_id, RunStep.status == "waiting_approval",
-                           RunStep.approval_token.is_not(None), RunStep.decision.is_(None)))]
+                           RunStep.approval_token.is_not(None), RunStep.decided_at.is_(None)))]
             _cancel_steps(session, run_id, ("pending", "waiting_approval"), now)
             open_tasks = list(session.scalars(select(Task.id).where(Task.run_id == run_id,
                                                                     Task.status.in_(CANCELLABLE))))
@@ -312,8 +329,10 @@ class RunService:
             if run.parent_task_id is not None:  # its task already failed with it: run the task again instead
                 raise RunNotRedrivableError("an orchestrator plan's run is not redriven; create the task again",
                                             {"parent_task_id": str(run.parent_task_id)})
+            # `output` is kept: a for_each step's holds its items' results, and the items that succeeded are
+            # short-circuited from it (only the failed ones run again, and are counted again in items_failed).
             session.execute(update(RunStep).where(RunStep.run_id == run_id, RunStep.status.in_(RERUN))
-                            .values(status="pending", error=None, output=None, finished_at=None, items_failed=0,
+                            .values(status="pending", error=None, finished_at=None, items_failed=0,
                                     approval_token=None, decision=None, decided_by=None, decided_at=None,
                                     updated_at=utcnow()).execution_options(synchronize_session=False))
             previous = run.status
@@ -322,7 +341,18 @@ class RunService:
                          resource_type="workflow_run", resource_id=run_id,
                          details={"from": previous, "execution": run.execution}, meta=meta)
             arn, execution, version_id = run.execution_arn, run.execution, run.version_id
-        if arn is not None and self.launcher.redrive(arn):
+            # RedriveExecution only resumes the execution the run is on; if that one never started (a start that
+            # failed), a fresh execution is the only way, with a number no earlier attempt can have used.
+            current = bool(run.executions) and run.executions[-1].get("execution") == execution
+        try:
+            redriven = arn is not None and current and self.launcher.redrive(arn)
+        except Exception as exc:
+            unavailable = exc if isinstance(exc, DependencyUnavailableError) else self.launcher.unavailable(exc)
+            self._start_failed(run_id, user_id, None, exc, code="REDRIVE_FAILED")
+            if unavailable is not None:
+                raise unavailable from exc
+            raise
+        if redriven:
             with self.db.transaction() as session:
                 row = self._run(session, user_id, run_id, for_update=True)
                 row.executions = [*(row.executions or []), {"execution": execution, "arn": arn, "mode": "redrive",

@@ -275,6 +275,11 @@ class TaskService:
             audit.record(session, user_id=user_id, event_type="task.cancelled", action="cancel",
                          resource_type="task", resource_id=task.id, details={"from": task.status}, meta=meta)
             session.refresh(task, attribute_names=["status", "completed_at", "updated_at"])
+        if self.after_commit is not None:  # a workflow step's token answer, sent now rather than at the next sweep
+            from chalicelib.workflows.runstate import committed_answers
+
+            for outbox_id in committed_answers(session):
+                self.after_commit(outbox_id)
         return task
 
 

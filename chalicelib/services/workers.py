@@ -14,6 +14,7 @@ optional `attempt` fences off a worker whose lease expired and was handed out ag
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
@@ -49,12 +50,15 @@ STATUS_IN_FLIGHT_LIMIT = 100
 
 
 class WorkerService:
-    def __init__(self, db: Database, leases: LeaseService, *, max_attempts: int) -> None:
+    def __init__(self, db: Database, leases: LeaseService, *, max_attempts: int,
+                 answers: Callable[[list[uuid.UUID]], None] | None = None) -> None:
         # No cache invalidation here: chalicelib.cache.tracking bumps a cached agent after any committed
         # write to its row (heartbeats, revived status, a rotated key).
         self.db = db
         self.leases = leases
         self.max_attempts = max_attempts
+        #: publishes the workflow token answers an outcome wrote (outbox fast path), right after its commit.
+        self.answers = answers
 
     # -- worker calls (agent key) -----------------------------------------------------------------
 
@@ -87,7 +91,16 @@ class WorkerService:
             store_outcome(session, task.id, TaskStatus.COMPLETED, req.output_data,
                           {"duration_ms": elapsed, **req.metrics}, None, now)
             attempts = task.attempts
+        self._publish_answers(session)
         return TaskOutcomePublic(task_id=task_id, status=TaskStatus.COMPLETED, attempts=attempts, error=None)
+
+    def _publish_answers(self, session: Session) -> None:
+        """A workflow step's outcome answered its token in that transaction: send it now, not at the next sweep."""
+        from chalicelib.workflows.runstate import committed_answers
+
+        ids = committed_answers(session)
+        if ids and self.answers is not None:
+            self.answers(ids)
 
     def fail(self, task_id: uuid.UUID, agent: uuid.UUID, req: FailRequest) -> TaskOutcomePublic:
         error = req.error.model_dump(mode="json")
@@ -105,6 +118,7 @@ class WorkerService:
                 elapsed = round((now - task.started_at).total_seconds() * 1000, 3) if task.started_at else 0.0
                 store_outcome(session, task.id, TaskStatus.FAILED, {}, {"duration_ms": elapsed}, error, now)
                 status = TaskStatus.FAILED
+        self._publish_answers(session)
         return TaskOutcomePublic(task_id=task_id, status=status, attempts=attempts, error=error)
 
     # -- owner calls (JWT) ------------------------------------------------------------------------

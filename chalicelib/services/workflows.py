@@ -139,17 +139,23 @@ class WorkflowService:
     def create(self, user_id: uuid.UUID, data: dict[str, Any], meta: RequestMeta) -> WorkflowPublic:
         req = parse_create(data)
         with self.db.transaction() as session:
-            compiled = self.compile(session, user_id, req)
-            workflow = Workflow(user_id=user_id, name=req.name, description=req.description, current_version=1,
-                                kind=KIND_WORKFLOW)
-            session.add(workflow)
-            session.flush()
-            version = self._write_version(session, workflow, 1, compiled)
-            audit.record(session, user_id=user_id, event_type="workflow.created", action="create",
-                         resource_type="workflow", resource_id=workflow.id,
-                         details={"version": 1, "steps": len(compiled.definition.steps)}, meta=meta)
-            session.flush()
-            return public(workflow, version)
+            return public(*self.create_in(session, user_id, req, meta))
+
+    def create_in(self, session: Session, user_id: uuid.UUID, req: WorkflowCreate, meta: RequestMeta | None = None,
+                  *, kind: str = KIND_WORKFLOW) -> tuple[Workflow, WorkflowVersion]:
+        """Workflow + version 1 in the caller's transaction (`kind="plan"`: an orchestrator task's plan, not
+        listed nor editable). Raises WorkflowInvalidError with every violation."""
+        compiled = self.compile(session, user_id, req)
+        workflow = Workflow(user_id=user_id, name=req.name, description=req.description, current_version=1,
+                            kind=kind)
+        session.add(workflow)
+        session.flush()
+        version = self._write_version(session, workflow, 1, compiled)
+        audit.record(session, user_id=user_id, event_type="workflow.created", action="create",
+                     resource_type="workflow", resource_id=workflow.id,
+                     details={"version": 1, "steps": len(compiled.definition.steps), "kind": kind}, meta=meta)
+        session.flush()
+        return workflow, version
 
     def update(self, user_id: uuid.UUID, workflow_id: uuid.UUID, data: dict[str, Any],
                meta: RequestMeta) -> WorkflowPublic:

@@ -11,7 +11,6 @@ the stored ASL names no account.
 
 from __future__ import annotations
 
-import copy
 import re
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
@@ -36,10 +35,11 @@ MAX_STATE_NAME = 80
 
 _PLACEHOLDER = re.compile(r"\$\{([^{}]*)\}")
 
-# infra/manifest.py's consumer timeouts (chalicelib may not import infra/): an agent queue's visibility
-# timeout is 6x its consumer's. tests/unit/test_workflow_asl.py fails if the two disagree.
+# infra/manifest.py's consumer timeouts (chalicelib may not import infra/): a queue's visibility timeout is
+# 6x its consumer's. tests/unit/test_workflow_asl.py fails if the two disagree.
 _CONSUMER_TIMEOUT_SECONDS = 60
 _PROVIDER_CONSUMER_TIMEOUT_SECONDS = 300
+_CONTROL_CONSUMER_TIMEOUT_SECONDS = 120
 
 
 def agent_queue_placeholder(agent_type: str) -> str:
@@ -49,7 +49,7 @@ def agent_queue_placeholder(agent_type: str) -> str:
 def default_visibility(queue: str) -> int:
     """The visibility timeout of an agent type's queue (or of the control queue, for `CONTROL`)."""
     if queue == CONTROL:
-        return 6 * _CONSUMER_TIMEOUT_SECONDS
+        return 6 * _CONTROL_CONSUMER_TIMEOUT_SECONDS
     from chalicelib.agents import registry
 
     provider_backed = queue == "orchestrator" or registry.get_agent(queue).provider_backed
@@ -193,6 +193,9 @@ def compile_definition(defn: WorkflowDefinition, step_agent_types: Mapping[str, 
         if step.agent_type is not None:
             return step.agent_type
         if step.agent_id is not None:
+            if step.step_id not in step_agent_types:
+                raise ValueError(f"step {step.step_id!r} runs agent {step.agent_id}, whose type step_agent_types "
+                                 f"does not give: validate the definition before compiling it")
             return step_agent_types[step.step_id]
         return None
 
@@ -312,7 +315,7 @@ def render(asl: Mapping[str, Any], *, agent_queue_urls: Mapping[str, str], contr
             return [walk(v) for v in value]
         if isinstance(value, str):
             return _PLACEHOLDER.sub(substitute, value)
-        return copy.copy(value)
+        return value  # numbers, booleans, null: immutable
 
     rendered: dict[str, Any] = walk(asl)
     return rendered

@@ -49,11 +49,11 @@ class StepBatch:
             with self.db.transaction() as session:
                 results = {}
                 for mid, msg in wanted.items():
-                    with session.begin_nested():  # a malformed one is rolled back alone
-                        try:
+                    try:
+                        with session.begin_nested():  # a malformed one is rolled back alone (its savepoint)
                             results[mid] = materialise_step(session, msg, queue_type)
-                        except MalformedMessageError:
-                            continue
+                    except MalformedMessageError:
+                        continue  # retried alone when its record is handled, and reported there
             self.publish(committed_answers(session))
         except Exception:  # noqa: BLE001 - each record then materialises in its own transaction
             logger.warning("the batch's workflow steps could not be materialised together", exc_info=True)

@@ -76,8 +76,7 @@ class WorkflowControl:
         return outcome
 
     def _load(self, session: Session, msg: m.TokenMessage) -> rs.StepContext:
-        # The run row first (FOR UPDATE): a cancel or decision committing now is ordered against this.
-        session.execute(select(WorkflowRun.id).where(WorkflowRun.id == msg.run_id).with_for_update())
+        # rs.load locks the run row first: a cancel or decision committing now is ordered against this.
         ctx = rs.load(session, msg.run_id, msg.step_id)
         if ctx is None:
             raise MalformedMessageError("the control message names no step of a run",
@@ -182,7 +181,7 @@ class WorkflowControl:
                         rs.start(ctx.row)
                     elif ctx.row.status == "pending":
                         ctx.row.status = "running"
-                    user_id, attempt = ctx.run.user_id, ctx.row.attempts
+                    user_id, attempt = ctx.run.user_id, msg.retry_count + 1
             except (rs.StepFailure, AppError) as exc:
                 failure = exc if isinstance(exc, rs.StepFailure) else rs.StepFailure(exc.code, exc.message, exc.details)
                 finish(session, ctx, msg.token, aggregate_id=msg.run_id, item_index=msg.item_index, succeeded=False,
@@ -251,7 +250,8 @@ def finish_run(session: Session, run: WorkflowRun, status: str) -> None:
 
 def fail_run(session: Session, run: WorkflowRun, status: str, caught: dict[str, Any]) -> None:
     """The run ended unsuccessfully: steps still open are cancelled (a step past its deadline is failed
-    STEP_TIMED_OUT), their queued tasks cancelled, and the run records the error it ended with."""
+    STEP_TIMED_OUT; after a heartbeat timeout, the steps still running), their queued tasks cancelled, and the
+    run records the error it ended with."""
     from chalicelib.db.workflow_models import WorkflowVersion
 
     now = utcnow()
@@ -259,17 +259,21 @@ def fail_run(session: Session, run: WorkflowRun, status: str, caught: dict[str, 
     version = session.get(WorkflowVersion, run.version_id)
     assert version is not None
     definition = rs.definition_of(version)
-    timed_out: list[str] = []
-    for row in session.scalars(select(RunStep).where(RunStep.run_id == run.id,
-                                                     RunStep.status.in_(("running", "waiting_approval")))):
-        deadline = (row.started_at or now) + timedelta(seconds=_timeout_of(definition, row.step_id))
-        if name in TIMEOUTS and deadline <= now + timedelta(seconds=1):
+    open_rows = list(session.scalars(select(RunStep).where(RunStep.run_id == run.id,
+                                                           RunStep.status.in_(("running", "waiting_approval")))))
+    late: list[RunStep] = []
+    if name in TIMEOUTS:
+        # The step that timed out: one past its deadline, else (a heartbeat timeout) every step still running.
+        late = [r for r in open_rows if (r.started_at or now) + timedelta(seconds=_timeout_of(definition, r.step_id))
+                <= now + timedelta(seconds=1)] or [r for r in open_rows if r.status == "running"]
+    for row in open_rows:
+        if row in late:
             row.status, row.error = "failed", {"code": RUN_ERROR_CODES[name],
                                                "message": f"the step did not finish within its timeout ({name})"}
-            timed_out.append(row.step_id)
         else:
             row.status = "cancelled"
         row.finished_at = now
+    timed_out = [r.step_id for r in late]
     failed = list(session.scalars(select(RunStep.step_id).where(RunStep.run_id == run.id,
                                                                 RunStep.status == "failed")))
     cancel_open_tasks(session, run.id, {"code": "RUN_FAILED", "message": f"the workflow run {status}"})

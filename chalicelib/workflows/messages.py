@@ -59,6 +59,9 @@ class TokenMessage(BaseModel):
     #: the agent type whose queue carries it (STEP only): a message on the wrong queue is malformed.
     agent_type: str | None = None
     token: str = Field(min_length=1, max_length=4096)
+    #: the attempt of this state, 0 first (`$$.State.RetryCount`): an ASL Retry may reuse the token (moto
+    #: does), so the step's task is derived from the token and this.
+    retry_count: int = Field(default=0, ge=0)
 
 
 class RunReport(BaseModel):

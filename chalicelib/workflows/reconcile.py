@@ -36,7 +36,7 @@ FAILURE_EVENTS = {"ExecutionFailed": "executionFailedEventDetails", "TaskFailed"
 
 
 class ExecutionReader(Protocol):
-    """What the reconciler needs of chalicelib.workflows.ports.StateMachines."""
+    """What the reconciler needs of chalicelib.workflows.ports.StateMachines (`history` newest first)."""
 
     def describe_execution(self, execution_arn: str) -> ExecutionState: ...
 
@@ -86,7 +86,7 @@ class Reconciler:
         return report
 
     def _from_history(self, arn: str, state: ExecutionState) -> ExecutionState:
-        for event in reversed(self.executions().history(arn)):
+        for event in self.executions().history(arn):  # newest first: the failure is among the last events
             key = FAILURE_EVENTS.get(str(event.get("type")))
             if key and event.get(key):
                 details = event[key]

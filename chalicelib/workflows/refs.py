@@ -10,6 +10,7 @@ A string value is a reference iff it starts with `$.`; the whole string is the r
 ordinary key when the value there is an object). A literal string that starts with `$` signs followed by a
 dot is written with one more `$`: `"$$.5"` is the literal `"$.5"`, `"$$$.x"` the literal `"$$.x"`.
 
+`declared` tells what a workflow's input_schema says about an `$.input…` location (validate.py's check).
 Nothing here evaluates anything but these lookups; every walk is linear in the size of the value walked
 (values are JsonObjects, already bounded in size and depth by the request models).
 """
@@ -66,7 +67,14 @@ class UnresolvedReferenceError(LookupError):
         super().__init__(f"reference {ref.text!r}{where} does not resolve")
 
 
-_MISSING: Any = type("_Missing", (), {"__repr__": lambda self: "<missing>"})()
+class _Missing:
+    """What a path that does not resolve yields (None is a value: JSON null)."""
+
+    def __repr__(self) -> str:
+        return "<missing>"
+
+
+_MISSING: Any = _Missing()
 
 
 def _clip(text: str) -> str:
@@ -260,3 +268,51 @@ def holds(condition: Condition, *, run_input: Any, output_of: Callable[[str], An
     if "lt" in given and condition.lt is not None and not (_is_number(found) and found < condition.lt):
         return False
     return True
+
+
+#: keywords whose effect on a location this walk does not model: where one appears, the schema "does not say".
+_OPAQUE = frozenset({"$ref", "$dynamicRef", "anyOf", "oneOf", "allOf", "not", "if", "patternProperties",
+                     "dependentSchemas", "unevaluatedProperties", "prefixItems", "propertyNames"})
+
+
+def declared(schema: Any, path: tuple[str, ...]) -> tuple[str, set[str]]:
+    """What a run input's JSON Schema says about `$.input.<path>`: ("absent", _) it can never exist there;
+    ("known", types) the JSON types its value may have (empty: any; "integer" counts as "number").
+
+    Only certain conclusions: `type`, `properties`, `additionalProperties` and `items` are followed; anything
+    else the walk does not model (or a location without a `type` below the top) answers ("known", set()).
+    """
+    node, types = schema, {"object"}  # a run's input is always a JSON object
+    for segment in path:
+        if node is False:
+            return "absent", set()
+        if not isinstance(node, dict) or _OPAQUE & node.keys():
+            return "known", set()
+        types = types or _types(node)
+        if types == {"object"}:
+            props = node.get("properties", {})
+            extra = node.get("additionalProperties", True)
+            if isinstance(props, dict) and segment in props:
+                node = props[segment]
+            elif extra is False:
+                return "absent", set()
+            else:
+                node = extra
+        elif types == {"array"}:
+            if not segment.isdigit():
+                return "absent", set()
+            node = node.get("items", True)
+        elif types and not types & {"object", "array"}:
+            return "absent", set()  # a path into a string, number, boolean or null
+        else:
+            return "known", set()
+        types = set()
+    if node is False:
+        return "absent", set()
+    return "known", (types or _types(node)) if isinstance(node, dict) and not _OPAQUE & node.keys() else set()
+
+
+def _types(node: dict[str, Any]) -> set[str]:
+    declared = node.get("type")
+    names = {declared} if isinstance(declared, str) else set(declared) if isinstance(declared, list) else set()
+    return {"number" if t == "integer" else t for t in names if isinstance(t, str)}

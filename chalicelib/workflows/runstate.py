@@ -65,10 +65,14 @@ def definition_of(version: WorkflowVersion) -> WorkflowDefinition:
 
 
 def load(session: Session, run_id: uuid.UUID, step_id: str, *, lock: bool = True) -> StepContext | None:
-    """The run, its version, the step's definition and its row (locked: answers for one step are serialised).
+    """The run, its version, the step's definition and its row (locked: a run's answers are serialised).
 
     None if the run does not exist or the step is not in its version (a malformed or foreign message)."""
-    run = session.get(WorkflowRun, run_id)
+    # Run row first, then the step's: every writer of a run's rows (consumers, hooks, API cancel/decide, the
+    # reconciler) takes them in this order, so none deadlocks another. FOR NO KEY UPDATE: a step task's insert
+    # (its run_id foreign key takes KEY SHARE on the run) does not wait for it.
+    stmt_run = select(WorkflowRun).where(WorkflowRun.id == run_id)
+    run = session.scalars(stmt_run.with_for_update(key_share=True) if lock else stmt_run).first()
     if run is None:
         return None
     version = session.get(WorkflowVersion, run.version_id)
@@ -251,24 +255,19 @@ def task_output(session: Session, task_id: uuid.UUID) -> dict[str, Any] | None:
     return session.scalar(select(TaskResult.output_data).where(TaskResult.task_id == task_id))
 
 
-def item_attempts(session: Session, run: WorkflowRun, step_id: str, item_index: int | None) -> int:
-    """Runs of this step (or item) in the run's current execution: its tasks created since it started."""
+def task_description(run_id: uuid.UUID, step_id: str, execution: int) -> str:
+    """A step task's description; it also says which execution created it (attempts are counted per execution)."""
+    return f"step {step_id} of workflow run {run_id}, execution {execution}"
+
+
+def item_attempts(session: Session, run: WorkflowRun, step_id: str, item_index: int | None,
+                  description: str | None) -> int:
+    """Runs of this step (or item) in the execution that created this task: the tasks it created for it."""
     stmt = select(Task.id).where(Task.run_id == run.id, Task.step_id == step_id,
                                  Task.item_index.is_(None) if item_index is None else Task.item_index == item_index)
-    since = _execution_started(run)
-    if since is not None:
-        stmt = stmt.where(Task.created_at >= since)
+    if description is not None:
+        stmt = stmt.where(Task.description == description)
     return len(list(session.scalars(stmt)))
-
-
-def _execution_started(run: WorkflowRun) -> datetime | None:
-    for entry in reversed(run.executions or []):
-        if entry.get("execution") == run.execution and entry.get("started_at"):
-            try:
-                return datetime.fromisoformat(str(entry["started_at"]).replace("Z", "+00:00"))
-            except ValueError:
-                return None
-    return None
 
 
 def output_or_reference(row: RunStep, output: Any) -> Any:

@@ -32,9 +32,11 @@ from chalicelib.workflows import runstate as rs
 from chalicelib.workflows.definition import WorkflowStep
 
 
-def step_task_id(token: str) -> uuid.UUID:
-    """One task per token: a redelivered message finds the task it created."""
-    return uuid.uuid5(uuid.NAMESPACE_URL, "ymera-step:" + hashlib.sha256(token.encode()).hexdigest())
+def step_task_id(token: str, retry_count: int = 0) -> uuid.UUID:
+    """One task per token and attempt: a redelivered message finds the task it created, an ASL retry (which
+    may reuse the token) gets a new one."""
+    digest = hashlib.sha256(token.encode()).hexdigest()
+    return uuid.uuid5(uuid.NAMESPACE_URL, f"ymera-step:{digest}" + (f":{retry_count}" if retry_count else ""))
 
 
 @dataclass(frozen=True)
@@ -64,7 +66,7 @@ def materialise(session: Session, msg: m.TokenMessage, queue_type: str | None) -
     if queue_type is not None and msg.agent_type is not None and msg.agent_type != queue_type:
         raise MalformedMessageError("message agent_type does not match its queue",
                                     {"message_agent_type": msg.agent_type, "queue_agent_type": queue_type})
-    task_id = step_task_id(msg.token)
+    task_id = step_task_id(msg.token, msg.retry_count)
     existing = session.execute(select(Task.id, Task.agent_type, Task.agent_id).where(Task.id == task_id)).first()
     if existing is not None:  # a redelivery: the task's own state decides (claimable, running or finished)
         return Materialised(task_id, existing.agent_type, claim=not _external(session, existing.agent_id))
@@ -91,7 +93,8 @@ def materialise(session: Session, msg: m.TokenMessage, queue_type: str | None) -
     label = ctx.step.title or ctx.step.step_id
     suffix = f" [{msg.item_index}]" if msg.item_index is not None else ""
     session.add(Task(id=task_id, user_id=ctx.run.user_id, agent_id=agent.id, agent_type=agent.type,
-                     title=f"{label}{suffix}"[:200], description=f"step {msg.step_id} of workflow run {msg.run_id}",
+                     title=f"{label}{suffix}"[:200],
+                     description=rs.task_description(msg.run_id, msg.step_id, msg.execution),
                      input_data=input_data, status=TaskStatus.QUEUED, run_id=msg.run_id, step_id=msg.step_id,
                      item_index=msg.item_index, callback_token=msg.token, created_at=now, updated_at=now,
                      # an orchestrator plan's step: a subtask of that task (its tree bounds count it)
@@ -150,24 +153,26 @@ def _fail_without_task(session: Session, ctx: rs.StepContext, msg: m.TokenMessag
 def on_task_finished(session: Session, task_id: uuid.UUID) -> None:
     """A task reached a terminal status: if it is a workflow step's, record the step and answer its token."""
     task = session.execute(select(Task.id, Task.run_id, Task.step_id, Task.item_index, Task.callback_token,
-                                  Task.status, Task.error).where(Task.id == task_id)).first()
+                                  Task.status, Task.error, Task.description).where(Task.id == task_id)).first()
     if task is None or task.callback_token is None or task.run_id is None or task.step_id is None:
         return
     ctx = rs.load(session, task.run_id, task.step_id)
     if ctx is None:
         return
-    if task.status == TaskStatus.COMPLETED:
+    if task.status == TaskStatus.COMPLETED and ctx.run.status != "cancelled":
         finish(session, ctx, task.callback_token, aggregate_id=task.id, item_index=task.item_index, succeeded=True,
                task_id=task.id, output=rs.task_output(session, task.id))
         return
     error = task.error or {"code": f"TASK_{str(task.status).upper()}", "message": f"the step's task {task.status}"}
+    if task.status == TaskStatus.COMPLETED:  # finished after its run was cancelled: the run stays cancelled
+        error = {"code": "RUN_CANCELLED", "message": "the run was cancelled while the step ran"}
     if ctx.run.status == "cancelled" or (task.status == TaskStatus.CANCELLED
                                          and ctx.run.status in rs.RUN_TERMINAL):
         _record_cancelled(ctx, task.id, task.item_index, error)
         rs.answer(session, task.callback_token, run_id=task.run_id, step_id=task.step_id, aggregate_id=task.id,
                   item_index=task.item_index, error=m.ERROR_RUN_CANCELLED, cause=rs.cause_of(error))
         return
-    attempt = rs.item_attempts(session, ctx.run, task.step_id, task.item_index)
+    attempt = rs.item_attempts(session, ctx.run, task.step_id, task.item_index, task.description)
     finish(session, ctx, task.callback_token, aggregate_id=task.id, item_index=task.item_index, succeeded=False,
            task_id=task.id, error=error, last=attempt >= ctx.step.max_attempts)
 

@@ -31,6 +31,7 @@ UNKNOWN_STEP_REFERENCE = "UNKNOWN_STEP_REFERENCE"
 REFERENCE_NOT_UPSTREAM = "REFERENCE_NOT_UPSTREAM"
 ITEM_OUTSIDE_FOR_EACH = "ITEM_OUTSIDE_FOR_EACH"
 FOR_EACH_NOT_ARRAY = "FOR_EACH_NOT_ARRAY"
+UNKNOWN_INPUT_PATH = "UNKNOWN_INPUT_PATH"
 INPUT_SCHEMA_MISMATCH = "INPUT_SCHEMA_MISMATCH"
 INVALID_JSON_SCHEMA = "INVALID_JSON_SCHEMA"
 
@@ -72,7 +73,7 @@ def violations(defn: WorkflowDefinition, *, step_agent_types: Mapping[str, str],
             if dep not in index:
                 found.append(Violation(f"{here}.depends_on[{j}]", UNKNOWN_DEPENDENCY,
                                        f"step {step.step_id!r} depends on unknown step {dep!r}"))
-        found.extend(_references(here, step, index, ancestors[step.step_id]))
+        found.extend(_references(here, step, index, ancestors[step.step_id], defn.input_schema))
         found.extend(_input(here, step, step_agent_types))
         if step.engine is not None and isinstance(engines, Mapping) and engines.get(step.engine):
             found.extend(_engine_input(here, step, engines[step.engine]))
@@ -133,20 +134,32 @@ def _target(here: str, step: WorkflowStep, step_agent_types: Mapping[str, str],
         yield Violation(f"{here}.engine", UNKNOWN_ENGINE, f"unknown engine {step.engine!r}; known engines: {known}")
 
 
-def _references(here: str, step: WorkflowStep, index: Mapping[str, int],
-                upstream: frozenset[str]) -> Iterator[Violation]:
-    for pointer, text in refs.strings(step.input_data):
-        yield from _reference(f"{here}.input_data{dotted(pointer)}", text, step, index, upstream,
-                              item_allowed=step.for_each is not None)
+def _references(here: str, step: WorkflowStep, index: Mapping[str, int], upstream: frozenset[str],
+                input_schema: dict[str, Any] | None) -> Iterator[Violation]:
+    located = [(f"{here}.input_data{dotted(pointer)}", text) for pointer, text in refs.strings(step.input_data)]
     if step.when is not None:
-        yield from _reference(f"{here}.when.path", step.when.path, step, index, upstream, item_allowed=False)
+        located.append((f"{here}.when.path", step.when.path))
     if step.for_each is not None:
-        path = f"{here}.for_each"
-        problems = list(_reference(path, step.for_each, step, index, upstream, item_allowed=True))
+        located.append((f"{here}.for_each", step.for_each))
+    for path, text in located:
+        is_for_each = path.endswith(".for_each")
+        problems = list(_reference(path, text, step, index, upstream,
+                                   item_allowed=step.for_each is not None and not path.endswith(".when.path")))
         yield from problems
-        if not problems and step.for_each.split(".")[1] == "item":
+        ref = None if problems else refs.parse(text)
+        if ref is None:
+            continue
+        if is_for_each and ref.root == "item":
             yield Violation(path, FOR_EACH_NOT_ARRAY, "for_each must name an array in the run's input or in an "
                                                       "upstream step's output, not $.item (for_each steps do not nest)")
+        elif ref.root == "input":
+            verdict, types = refs.declared(input_schema if input_schema is not None else {}, ref.path)
+            if verdict == "absent":
+                yield Violation(path, UNKNOWN_INPUT_PATH, f"{text!r} can never resolve: the workflow's input_schema "
+                                                          f"(a run's input is a JSON object) leaves nothing there")
+            elif is_for_each and types and "array" not in types:
+                yield Violation(path, FOR_EACH_NOT_ARRAY, f"for_each must name an array; the workflow's input_schema "
+                                                          f"makes {text!r} {' or '.join(sorted(types))}")
 
 
 def _reference(path: str, text: str, step: WorkflowStep, index: Mapping[str, int], upstream: frozenset[str],

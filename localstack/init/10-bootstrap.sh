@@ -1,6 +1,6 @@
 #!/bin/bash
-# LocalStack ready.d hook: create YMERA's queues and DLQs from infra/manifest.py.
-# Runs inside the LocalStack container once its services are up.
+# LocalStack ready.d hook: create YMERA's queues, DLQs, alert topic and workflow role from infra/manifest.py
+# (the stack minus its Lambdas, which `make run`'s runner replaces). Runs inside the LocalStack container once its services are up.
 set -euo pipefail
 
 cd /opt/ymera

@@ -386,7 +386,7 @@ def test_a_full_deploy_wires_outputs_and_secrets_into_the_api_and_prints_its_url
 # --- the dry run against the embedded emulator (moto server), through the CLI -----------------------------------
 
 
-def test_the_dry_run_creates_bucket_secrets_queues_and_topic_and_skips_the_rest(
+def test_the_dry_run_creates_bucket_secrets_queues_topic_and_workflow_role_and_skips_the_rest(
         moto_server: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     for key, value in ENV.items():
         monkeypatch.setenv(key, value)
@@ -409,6 +409,8 @@ def test_the_dry_run_creates_bucket_secrets_queues_and_topic_and_skips_the_rest(
     queues = client("sqs").list_queues(QueueNamePrefix="ymera-dev")["QueueUrls"]
     assert len(queues) == 2 * len(manifest.queues())
     assert [t["TopicArn"].rsplit(":", 1)[1] for t in client("sns").list_topics()["Topics"]] == ["ymera-dev-alerts"]
+    role = client("iam").get_role(RoleName="ymera-dev-workflow-role")["Role"]
+    assert "states.amazonaws.com" in json.dumps(role["AssumeRolePolicyDocument"])
     assert "stack: skipped (dry run" in first and "API: skipped (dry run" in first
     _assert_no_secret_in(first + second, [*_secret_values(client("secretsmanager"), "dev"), DB_URL, REDIS_URL])
 

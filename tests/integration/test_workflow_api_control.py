@@ -133,6 +133,11 @@ def test_an_approval_not_reached_yet_is_not_pending(api: Api, db: Any,
     run_id = start(api, wf["id"]).json_body["id"]
     assert_envelope(decide(api, run_id, {"approve": True, "payload": {"reviewer": "a"}}), 409,
                     "APPROVAL_NOT_PENDING")
+    run_id = waiting_run(api, db)
+    with db.transaction() as session:  # the reconciler found the execution timed out; the gate row still waits
+        session.execute(update(WorkflowRun).where(WorkflowRun.id == run_id).values(status="timed_out"))
+    assert_envelope(decide(api, run_id, {"approve": True, "payload": {"reviewer": "a"}}), 409,
+                    "APPROVAL_NOT_PENDING")
 
 
 def test_two_concurrent_decisions_one_wins(api: Api, db: Any, container: Any,
@@ -200,9 +205,15 @@ def failed_run(api: Api, db: Any) -> uuid.UUID:
         session.execute(update(RunStep).where(RunStep.run_id == run_id, RunStep.step_id == "gate")
                         .values(status="failed", error={"code": "APPROVAL_REJECTED", "message": "no"},
                                 decision={"approved": False, "comment": "no", "payload": None}))
+        session.execute(update(RunStep).where(RunStep.run_id == run_id, RunStep.step_id == "final")
+                        .values(status="cancelled", output=PARTIAL))
         session.execute(update(WorkflowRun).where(WorkflowRun.id == run_id)
                         .values(status="failed", error={"Error": "Ymera.ApprovalRejected"}))
     return run_id
+
+
+#: a step's partial outcome (a for_each step's per-item results): a redrive keeps it for the short-circuits.
+PARTIAL = {"results": {"0": {"status": "succeeded", "task_id": None}}}
 
 
 def test_redrive_starts_execution_two_where_redrive_is_missing(api: Api, other_api: Api, db: Any,
@@ -220,6 +231,7 @@ def test_redrive_starts_execution_two_where_redrive_is_missing(api: Api, other_a
     assert statuses == {"check": "succeeded", "gate": "pending", "final": "pending"}
     assert run["steps"][0]["output"] == {"valid": True}  # kept: the new execution short-circuits it
     assert run["steps"][1]["approval"]["decision"] is None  # the gate asks again
+    assert run["steps"][2]["output"] == PARTIAL
     first_arn = run["executions"][0]["arn"]
     assert machines.named("redrive") == [("redrive", first_arn)]
     assert machines.named("start")[-1] == ("start", f"{run_id.hex}-2", {"run_id": str(run_id), "execution": 2})
@@ -254,3 +266,36 @@ def test_only_failed_or_timed_out_runs_are_redriven(api: Api, db: Any,
     error = assert_envelope(api.call("POST", f"/runs/{run_id}/redrive"), 409, "RUN_NOT_REDRIVABLE")
     assert "deleted" in error["message"]
     assert api.call("GET", f"/runs/{run_id}").status_code == 200  # a deleted workflow's runs stay readable
+
+
+def test_a_redrive_that_cannot_reach_step_functions_leaves_the_run_failed(
+        api: Api, db: Any, container: Any, fakes: tuple[FakeMachines, FakeCallbacks]) -> None:
+    from chalicelib.errors import DependencyUnavailableError
+
+    machines, _ = fakes
+    api.signup()
+    run_id = failed_run(api, db)
+
+    def down(arn: str) -> bool:
+        raise DependencyUnavailableError("down", {"dependency": "stepfunctions"})
+
+    machines.redrive_execution = down  # type: ignore[method-assign]
+    assert_envelope(api.call("POST", f"/runs/{run_id}/redrive"), 503, "DEPENDENCY_UNAVAILABLE")
+    run = api.call("GET", f"/runs/{run_id}").json_body
+    assert run["status"] == "failed" and run["error"]["code"] == "REDRIVE_FAILED"  # not left running
+
+
+def test_a_run_that_never_started_is_redriven_with_a_new_execution(
+        api: Api, db: Any, container: Any, fakes: tuple[FakeMachines, FakeCallbacks]) -> None:
+    machines, _ = fakes
+    machines.redrives = True  # even where RedriveExecution exists: there is no execution to resume
+    api.signup()
+    wf = create_workflow(api)
+    run_id = uuid.UUID(start(api, wf["id"]).json_body["id"])
+    with db.transaction() as session:  # what a start that failed leaves
+        session.execute(update(WorkflowRun).values(status="failed", execution_arn=None, executions=[],
+                                                   error={"code": "START_FAILED", "message": "down"}))
+    run = api.call("POST", f"/runs/{run_id}/redrive").json_body
+    assert run["status"] == "running" and run["execution"] == 2
+    assert machines.named("redrive") == []
+    assert machines.named("start")[-1][1] == f"{run_id.hex}-2"

@@ -11,7 +11,7 @@ from typing import Any
 
 from sqlalchemy import func, select, update
 
-from chalicelib.db.models import Agent, AuditLog, Task
+from chalicelib.db.models import Agent, AuditLog, Task, User
 from chalicelib.db.workflow_models import RunStep, WorkflowRun, WorkflowVersion
 from chalicelib.messaging.states import SfnStateMachines, make_states_client
 from tests.integration.conftest import PREFIX, Api
@@ -238,3 +238,27 @@ def test_another_users_run_is_404(api: Api, other_api: Api, container: Any) -> N
     assert_envelope(other_api.call("GET", f"/runs/{uuid.uuid4()}"), 404, "RUN_NOT_FOUND")
     assert_envelope(other_api.call("GET", "/runs/nope"), 404, "RUN_NOT_FOUND")
     assert_envelope(start(other_api, wf["id"]), 404, "WORKFLOW_NOT_FOUND")
+
+
+def test_a_plan_is_made_and_started_in_the_callers_transaction(api: Api, container: Any, db: Any) -> None:
+    """What the orchestrator does with its plan: workflow (kind "plan") + run in its own transaction, then launch."""
+    from chalicelib.services.workflows import parse_create
+
+    container.runs.launcher.state_machines = fake = FakeMachines()
+    api.signup()
+    with db.read() as session:
+        owner = session.scalar(select(User.id))
+    assert owner is not None
+    with db.transaction() as session:
+        workflow, version = container.workflows.create_in(
+            session, owner, parse_create({"name": "plan", "steps": [task_step("only")]}), kind="plan")
+        run = container.runs.create_in(session, owner, workflow, version, {})
+    assert fake.calls == []  # nothing reaches Step Functions before the rows are committed
+    container.runs.launch(run)
+    assert [c[1] for c in fake.named("start")] == [f"{run.id.hex}-1"]
+    got = api.call("GET", f"/runs/{run.id}").json_body
+    assert got["status"] == "running" and [s["step_id"] for s in got["steps"]] == ["only"]
+    assert api.call("GET", "/workflows").json_body["items"] == []  # plans are not listed...
+    assert api.call("GET", f"/workflows/{workflow.id}").status_code == 200  # ...but readable
+    assert_envelope(api.call("PUT", f"/workflows/{workflow.id}", definition()), 404, "WORKFLOW_NOT_FOUND")
+    assert_envelope(start(api, str(workflow.id)), 404, "WORKFLOW_NOT_FOUND")

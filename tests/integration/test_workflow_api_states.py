@@ -89,3 +89,21 @@ def test_unreachable_endpoint_is_dependency_unavailable(monkeypatch: pytest.Monk
     assert caught.value.details["dependency"] == "stepfunctions"
     with pytest.raises(DependencyUnavailableError):
         machines.start_execution("arn:aws:states:us-east-1:123456789012:stateMachine:x", "n-1", {})
+
+
+def test_already_exists_with_another_definition_is_updated_in_place() -> None:
+    """AWS answers StateMachineAlreadyExists when the name exists with another definition (moto does not)."""
+    from botocore.stub import Stubber
+
+    machines = SfnStateMachines(lambda: make_states_client("us-east-1", None, 2.0))
+    arn = "arn:aws:states:us-east-1:123456789012:stateMachine:ymera-test-wf-a"
+    with Stubber(machines.client) as stub:
+        stub.add_client_error("create_state_machine", "StateMachineAlreadyExists", "exists", 400)
+        stub.add_response("describe_state_machine", {
+            "stateMachineArn": arn, "name": "ymera-test-wf-a", "definition": json.dumps(FAIL), "roleArn": ROLE,
+            "type": "STANDARD", "creationDate": "2026-01-01T00:00:00Z"}, {"stateMachineArn": arn})
+        stub.add_response("update_state_machine", {"updateDate": "2026-01-01T00:00:00Z"},
+                          {"stateMachineArn": arn, "definition": json.dumps(PASS, separators=(",", ":"),
+                                                                            sort_keys=True), "roleArn": ROLE})
+        assert machines.ensure_state_machine("ymera-test-wf-a", PASS, ROLE) == arn
+        stub.assert_no_pending_responses()

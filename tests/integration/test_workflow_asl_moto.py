@@ -273,3 +273,15 @@ def test_a_failed_item_past_tolerance_fails_the_map_and_the_run(sfn_env: Any) ->
     assert status == "FAILED"
     assert [s.body.get("item_index") for s in c.seen if s.body["kind"] == "workflow.step"] == [None, 0, 1, 2, 3]
     assert c.seen[-1].body["kind"] == "workflow.failed"
+
+
+def test_an_unanswered_step_times_out_is_retried_and_then_fails_the_run(sfn_env: Any) -> None:
+    def never(c: Consumers, s: Seen) -> None:
+        return None  # a consumer that died: no answer, no heartbeat
+
+    status, c, _ = run(sfn_env, {"steps": [agent("slow", timeout_seconds=2,
+                                                 retry={"max_attempts": 2, "backoff_seconds": 1})]}, never)
+    assert status == "FAILED"
+    assert c.kinds() == ["workflow.step", "workflow.step", "workflow.failed"]
+    # HeartbeatSeconds (1) is shorter than TimeoutSeconds (2): the heartbeat deadline is what fires
+    assert c.seen[-1].body["error"]["Error"] in ("States.HeartbeatTimeout", "States.Timeout")

@@ -4,6 +4,7 @@ engine steps, and the reconciler repairing a run whose report was lost."""
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
@@ -11,7 +12,7 @@ from typing import Any
 
 import pytest
 from botocore.stub import Stubber
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from chalicelib.db.models import OutboxMessage
 from chalicelib.db.types import utcnow
@@ -133,9 +134,9 @@ def test_a_for_each_over_too_many_items_fails_foreach_too_large(harness: Workflo
 
 def _answer_row(harness: WorkflowHarness, action: str) -> tuple[uuid.UUID, uuid.UUID]:
     user = make_user(harness.db)
-    version = harness.create(user, {"steps": [{"step_id": "s", "type": "approval"}]})
+    workflow = harness.create(user, {"steps": [{"step_id": "s", "type": "approval"}]})
     with harness.db.transaction() as s:
-        run = WorkflowRun(user_id=user, workflow_id=_workflow_of(s, version), version_id=version, status="running",
+        run = WorkflowRun(user_id=user, workflow_id=workflow, version_id=_version_of(s, workflow), status="running",
                           input={})
         s.add(run)
         s.flush()
@@ -148,11 +149,10 @@ def _answer_row(harness: WorkflowHarness, action: str) -> tuple[uuid.UUID, uuid.
         return run.id, row.id
 
 
-def _workflow_of(session: Any, version_id: uuid.UUID) -> uuid.UUID:
+def _version_of(session: Any, workflow_id: uuid.UUID) -> uuid.UUID:
     from chalicelib.db.workflow_models import WorkflowVersion
 
-    version = session.get(WorkflowVersion, version_id)
-    return version.workflow_id  # type: ignore[no-any-return]
+    return session.scalar(select(WorkflowVersion.id).where(WorkflowVersion.workflow_id == workflow_id))
 
 
 @pytest.mark.parametrize(("action", "method", "code"), [("succeed", "send_task_success", "TaskTimedOut"),
@@ -207,3 +207,58 @@ def test_the_reconciler_repairs_a_run_whose_finished_report_was_lost(harness: Wo
     run = harness.run(run_id)
     assert run.status == "succeeded" and run.output == {"steps": {"a": harness.steps(run_id)["a"].output}}
     assert reconciler.sweep().looked_at == 0  # idempotent: nothing left to repair
+
+
+def test_a_malformed_step_message_fails_alone_and_the_rest_of_the_batch_runs(harness: WorkflowHarness) -> None:
+    from functions.agent_consumer import handler
+    from tests.integration.conftest import FakeContext, sqs_event
+
+    user = make_user(harness.db)
+    make_agent(harness.db, user)
+    workflow = harness.create(user, {"steps": [
+        {"step_id": "a", "agent_type": "validation", "input_data": {"schema": {}, "payload": 1}}]})
+    harness.paused.add("validation")
+    run_id = harness.start(user, workflow)
+    url = harness._queue_url("agent-validation")
+
+    def received() -> list[dict[str, Any]]:
+        return harness.sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", [])
+
+    messages: list[dict[str, Any]] = []
+    deadline = time.monotonic() + 10
+    while not messages and time.monotonic() < deadline:
+        messages = received()
+    assert len(messages) == 1
+    stranger = json.dumps({"kind": "workflow.step", "run_id": str(uuid.uuid4()), "step_id": "a",
+                           "agent_type": "validation", "token": "t"})
+    response = handler(sqs_event([("bad", stranger), ("good", messages[0]["Body"])]), FakeContext())
+    assert response == {"batchItemFailures": [{"itemIdentifier": "bad"}]}
+    harness.paused.clear()
+    harness.drive(lambda: harness.status(run_id) != "running")
+    assert harness.status(run_id) == "succeeded"
+    assert harness.task_counts(run_id) == {"a": 1}
+
+
+def test_a_dead_lettered_step_message_fails_its_task_and_the_run(harness: WorkflowHarness) -> None:
+    from chalicelib.workflows import steps
+
+    user = make_user(harness.db)
+    make_agent(harness.db, user)
+    workflow = harness.create(user, {"steps": [
+        {"step_id": "a", "agent_type": "validation", "input_data": {"schema": {}, "payload": 1}}]})
+    harness.paused.add("validation")
+    run_id = harness.start(user, workflow)
+    url = harness._queue_url("agent-validation")
+    deadline, messages = time.monotonic() + 10, []
+    while not messages and time.monotonic() < deadline:
+        messages = harness.sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=1).get("Messages", [])
+    body = messages[0]["Body"]
+    with harness.db.transaction() as s:  # a consumer made the task, then kept failing until SQS gave up
+        steps.materialise(s, steps.parse(body), "validation")  # type: ignore[arg-type]
+    harness.sqs.delete_message(QueueUrl=url, ReceiptHandle=messages[0]["ReceiptHandle"])
+    harness.sqs.send_message(QueueUrl=harness._queue_url("agent-validation-dlq"), MessageBody=body)
+    assert harness.c.dead_letter_sweep.sweep() == 1
+    harness.drive(lambda: harness.status(run_id) != "running")
+    step = harness.steps(run_id)["a"]
+    assert harness.status(run_id) == "failed"
+    assert step.status == "failed" and step.error["code"] == "DELIVERY_FAILED"

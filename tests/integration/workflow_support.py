@@ -1,15 +1,13 @@
 """Driving workflow runs end to end on the embedded moto (Step Functions execution on), in-process.
 
-`WorkflowHarness` starts runs (rows, a state machine, an execution), then pumps the real consumers —
+`WorkflowHarness` creates workflows and starts, decides, cancels and redrives runs through the API's services
+(chalicelib.services.workflows / runs: real state machines, real executions), then pumps the real consumers —
 functions.agent_consumer and functions.workflow_control, through infra.local.runner's EventSourceRunner with
-Lambda-shaped events — plus the outbox relay, until a condition holds. The API's run services are used
-when they exist (chalicelib.services.runs); until then `start`/`approve`/`cancel`/`redrive` do what the
-contract says those services do, with rows written directly.
+Lambda-shaped events — plus the outbox relay, until a condition holds.
 """
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -23,15 +21,11 @@ from chalicelib.config import Settings
 from chalicelib.container import Container, set_container
 from chalicelib.db.models import Agent, Task, User
 from chalicelib.db.session import Database
-from chalicelib.db.types import utcnow
 from chalicelib.db.workflow_models import RunStep, Workflow, WorkflowRun, WorkflowVersion
 from chalicelib.workflows.definition import WorkflowDefinition
 from infra import manifest
 from infra.local.runner import EventSourceRunner
 from tests.integration.conftest import PREFIX
-from tests.integration.workflow_asl import render_asl
-
-ACCOUNT = "123456789012"
 
 
 @pytest.fixture
@@ -93,114 +87,61 @@ class WorkflowHarness:
         #: agent queues not pumped (their steps' messages wait, e.g. to make a step time out).
         self.paused: set[str] = set()
 
-    # -- runs --------------------------------------------------------------------------------
+    # -- runs (through the API's services: chalicelib.services.workflows / runs) -------------
 
-    def create(self, user_id: uuid.UUID, definition: dict[str, Any], step_types: dict[str, str] | None = None
-               ) -> uuid.UUID:
+    def create(self, user_id: uuid.UUID, definition: dict[str, Any]) -> uuid.UUID:
+        """A workflow through WorkflowService (validated, compiled); returns its id."""
+        from chalicelib.services.audit import RequestMeta
+
+        body = {"name": f"wf-{uuid.uuid4().hex[:6]}", **definition}
+        return self.c.workflows.create(user_id, body, RequestMeta()).id
+
+    def create_unchecked(self, user_id: uuid.UUID, definition: dict[str, Any], step_types: dict[str, str]
+                         ) -> uuid.UUID:
+        """A workflow written directly (skipping create-time validation): what the runtime must survive
+        when the world changed after a version was written (an agent gone, another user's agent)."""
+        from chalicelib.workflows import asl
+
         parsed = WorkflowDefinition.model_validate(definition)
         with self.db.transaction() as s:
             wf = Workflow(user_id=user_id, name=f"wf-{uuid.uuid4().hex[:6]}")
             s.add(wf)
             s.flush()
-            version = WorkflowVersion(workflow_id=wf.id, version=1, definition=parsed.model_dump(mode="json"),
-                                      asl={}, step_agent_types=step_types or {})
-            s.add(version)
-            s.flush()
-            return version.id
+            s.add(WorkflowVersion(workflow_id=wf.id, version=1, definition=parsed.model_dump(mode="json"),
+                                  asl=asl.compile_definition(parsed, step_types), step_agent_types=step_types))
+            return wf.id
 
-    def start(self, user_id: uuid.UUID, version_id: uuid.UUID, run_input: dict[str, Any] | None = None
+    def start(self, user_id: uuid.UUID, workflow_id: uuid.UUID, run_input: dict[str, Any] | None = None
               ) -> uuid.UUID:
-        with self.db.transaction() as s:
-            version = s.get(WorkflowVersion, version_id)
-            assert version is not None
-            parsed = WorkflowDefinition.model_validate(version.definition)
-            run = WorkflowRun(user_id=user_id, workflow_id=version.workflow_id, version_id=version_id,
-                              status="running", input=run_input or {}, execution=1, executions=[])
-            s.add(run)
-            s.flush()
-            for step in parsed.steps:
-                s.add(RunStep(run_id=run.id, step_id=step.step_id, status="pending", attempts=0, items_failed=0))
-            run_id = run.id
-            arn = self._machine(version, parsed)
-        self._execute(run_id, arn, 1, "start")
-        return run_id
+        from chalicelib.schemas.workflows import RunStart
+        from chalicelib.services.audit import RequestMeta
 
-    def _machine(self, version: WorkflowVersion, parsed: WorkflowDefinition) -> str:
-        name = f"{PREFIX}-wf-{version.id.hex}"
-        asl = render_asl(parsed, version.step_agent_types, self._queue_url)
-        role = self.c.settings.workflow_role_arn
-        try:
-            arn = self.sfn.create_state_machine(name=name, definition=json.dumps(asl), roleArn=role)
-        except self.sfn.exceptions.StateMachineAlreadyExists:
-            return f"arn:aws:states:us-east-1:{ACCOUNT}:stateMachine:{name}"
-        return str(arn["stateMachineArn"])
+        result = self.c.runs.start(user_id, workflow_id, RunStart(input=run_input or {}), RequestMeta())
+        assert result.run_id is not None
+        return result.run_id
 
     def _queue_url(self, suffix: str) -> str:
         return str(self.sqs.get_queue_url(QueueName=f"{PREFIX}-{suffix}")["QueueUrl"])
 
-    def _execute(self, run_id: uuid.UUID, machine_arn: str, n: int, mode: str) -> None:
-        started = utcnow()
-        arn = self.sfn.start_execution(stateMachineArn=machine_arn, name=f"{run_id.hex}-{n}",
-                                       input=json.dumps({"run_id": str(run_id), "execution": n}))["executionArn"]
-        with self.db.transaction() as s:
-            run = s.get(WorkflowRun, run_id)
-            assert run is not None
-            run.execution_arn = arn
-            run.executions = [*run.executions, {"execution": n, "arn": arn, "started_at": started.isoformat(),
-                                                "mode": mode}]
+    def _owner(self, run_id: uuid.UUID) -> uuid.UUID:
+        return self.run(run_id).user_id
 
     def redrive(self, run_id: uuid.UUID) -> None:
-        """What the API's redrive does where RedriveExecution is missing (moto): a new execution."""
-        with self.db.transaction() as s:
-            run = s.get(WorkflowRun, run_id)
-            assert run is not None and run.status in ("failed", "timed_out")
-            for row in s.scalars(select(RunStep).where(RunStep.run_id == run_id,
-                                                       RunStep.status.in_(("failed", "cancelled", "timed_out")))):
-                row.status, row.error, row.finished_at = "pending", None, None
-            run.status, run.error, run.finished_at, run.execution = "running", None, None, run.execution + 1
-            version = s.get(WorkflowVersion, run.version_id)
-            assert version is not None
-            arn = self._machine(version, WorkflowDefinition.model_validate(version.definition))
-            n = run.execution
-        self._execute(run_id, arn, n, "new_execution")
-
-    def approve(self, run_id: uuid.UUID, step_id: str, approve: bool = True) -> None:
-        """What the API's decision does: answer the gate's token, record the decision."""
-        with self.db.transaction() as s:
-            row = s.get(RunStep, (run_id, step_id))
-            run = s.get(WorkflowRun, run_id)
-            assert row is not None and run is not None and row.approval_token
-            now = utcnow()
-            row.decision, row.decided_at = {"approve": approve}, now
-            row.status, row.finished_at = ("succeeded" if approve else "failed"), now
-            row.output = {"approved": approve}
-            if not approve:
-                row.error = {"code": "APPROVAL_REJECTED", "message": "rejected"}
-            run.status = "running"
-            token = row.approval_token
-        if approve:
-            self.c.callbacks.succeed(token, {"step_id": step_id, "status": "succeeded"})
-        else:
-            self.c.callbacks.fail(token, "Ymera.ApprovalRejected", "rejected")
-
-    def cancel(self, run_id: uuid.UUID) -> None:
-        """What the API's cancel does: run cancelled, open tasks cancelled through TaskService.cancel."""
         from chalicelib.services.audit import RequestMeta
 
-        with self.db.transaction() as s:
-            run = s.get(WorkflowRun, run_id)
-            assert run is not None
-            run.status, run.finished_at = "cancelled", utcnow()
-            user_id = run.user_id
-            open_tasks = list(s.scalars(select(Task.id).where(Task.run_id == run_id,
-                                                              Task.status.in_(("pending", "queued", "processing")))))
-            approvals = [(r.step_id, r.approval_token) for r in s.scalars(select(RunStep).where(
-                RunStep.run_id == run_id, RunStep.status == "waiting_approval"))]
-        for task_id in open_tasks:
-            self.c.tasks.cancel(user_id, task_id, RequestMeta())
-        for _, token in approvals:
-            if token:
-                self.c.callbacks.fail(token, "Ymera.RunCancelled", "the run was cancelled")
+        self.c.runs.redrive(self._owner(run_id), run_id, RequestMeta())
+
+    def approve(self, run_id: uuid.UUID, step_id: str, approve: bool = True) -> None:
+        from chalicelib.schemas.workflows import DecisionRequest
+        from chalicelib.services.audit import RequestMeta
+
+        self.c.runs.decide(self._owner(run_id), False, run_id, step_id, DecisionRequest(approve=approve),
+                           RequestMeta())
+
+    def cancel(self, run_id: uuid.UUID) -> None:
+        from chalicelib.services.audit import RequestMeta
+
+        self.c.runs.cancel(self._owner(run_id), run_id, RequestMeta())
 
     # -- pumping ---------------------------------------------------------------------------
 

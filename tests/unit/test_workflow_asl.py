@@ -114,6 +114,15 @@ def test_default_visibility_matches_the_infra_manifest() -> None:
         assert asl.default_visibility(agent_type) == manifest.agent_queue(agent_type).visibility_timeout, agent_type
 
 
+def test_default_control_visibility_matches_the_manifests_control_queue() -> None:
+    from infra import manifest
+
+    specs = {q.suffix: q for q in manifest.queues()}
+    if asl.CONTROL not in specs:
+        pytest.skip("the manifest has no workflow control queue yet (the runtime branch adds it)")
+    assert asl.default_visibility(asl.CONTROL) == specs[asl.CONTROL].visibility_timeout
+
+
 def test_levels_group_by_longest_path_and_keep_definition_order() -> None:
     d = defn(task("z"), task("a"), task("b", depends_on=["a"]), task("c", depends_on=["b", "z"]),
              task("d", depends_on=["a"]))
@@ -309,3 +318,8 @@ def test_render_names_a_missing_agent_queue() -> None:
 def test_the_compiled_machine_is_plain_json() -> None:
     m = compiled(EXAMPLES["for_each_in_parallel"])
     assert json.loads(json.dumps(m)) == m
+
+
+def test_an_agent_id_step_without_its_resolved_type_is_refused_clearly() -> None:
+    with pytest.raises(ValueError, match="step 'send' runs agent .* whose type step_agent_types does not give"):
+        compiled(EXAMPLES["approval"], {})

@@ -191,3 +191,21 @@ def holds(**kw: Any) -> bool:
 ])
 def test_holds(kw: dict[str, Any], expected: bool) -> None:
     assert holds(**kw) is expected
+
+
+@pytest.mark.parametrize(("schema", "path", "expected"), [
+    ({}, (), ("known", {"object"})),  # a run's input is always an object
+    ({}, ("a",), ("known", set())),
+    ({"properties": {"n": {"type": "integer"}}}, ("n",), ("known", {"number"})),
+    ({"properties": {"n": {"type": ["array", "null"]}}}, ("n",), ("known", {"array", "null"})),
+    ({"additionalProperties": False}, ("a",), ("absent", set())),
+    ({"additionalProperties": {"type": "string"}}, ("a", "b"), ("absent", set())),
+    ({"properties": {"l": {"type": "array", "items": {"type": "boolean"}}}}, ("l", "7"), ("known", {"boolean"})),
+    ({"properties": {"l": {"type": "array"}}}, ("l", "x"), ("absent", set())),
+    ({"$ref": "#/$defs/x", "additionalProperties": False}, ("a",), ("known", set())),
+    ({"properties": {"a": {"oneOf": [{"type": "string"}]}}}, ("a",), ("known", set())),
+    ({"properties": {"a": False}}, ("a",), ("absent", set())),
+])
+def test_declared_concludes_only_what_the_schema_makes_certain(schema: dict[str, Any], path: tuple[str, ...],
+                                                               expected: tuple[str, set[str]]) -> None:
+    assert refs.declared(schema, path) == expected

@@ -201,6 +201,52 @@ def test_json_schemas_are_bounded_like_validation_agent_schemas() -> None:
                                                ("steps[0].input_schema.properties.a.pattern", v.INVALID_JSON_SCHEMA)]
 
 
+INPUT_SCHEMA = {"type": "object", "additionalProperties": False, "properties": {
+    "topic": {"type": "string"},
+    "files": {"type": "array", "items": {"type": "object", "properties": {"name": {"type": "string"}},
+                                         "additionalProperties": False}},
+    "meta": {"type": "object"},
+    "loose": {"properties": {"a": {"type": "string"}}, "additionalProperties": False},  # no type: any value
+    "either": {"anyOf": [{"type": "string"}, {"type": "array"}]},
+    "never": False,
+}}
+
+
+@pytest.mark.parametrize(("reference", "expected"), [
+    ("$.input.topic", None),
+    ("$.input.files.0.name", None),
+    ("$.input.meta.anything.at.all", None),
+    ("$.input.loose.b", None),  # without a type the value could be an array or a string: not certain
+    ("$.input.either.x", None),  # anyOf is not modelled: never a guess
+    ("$.input.nope", v.UNKNOWN_INPUT_PATH),
+    ("$.input.never", v.UNKNOWN_INPUT_PATH),
+    ("$.input.topic.x", v.UNKNOWN_INPUT_PATH),  # into a string
+    ("$.input.files.first", v.UNKNOWN_INPUT_PATH),  # arrays have only digit segments
+    ("$.input.files.3.size", v.UNKNOWN_INPUT_PATH),
+])
+def test_input_references_the_input_schema_rules_out_are_unknown(reference: str, expected: str | None) -> None:
+    d = defn(step("a", input_data={"text": reference}), input_schema=INPUT_SCHEMA)
+    assert found(d) == ([("steps[0].input_data.text", expected)] if expected else [])
+
+
+def test_for_each_over_the_input_must_be_an_array_where_the_schema_says() -> None:
+    d = defn(step("a", for_each="$.input", max_concurrency=1),  # a run's input is always an object
+             step("b", for_each="$.input.topic", max_concurrency=1),
+             step("c", for_each="$.input.files", max_concurrency=1),
+             step("d", for_each="$.input.either", max_concurrency=1),
+             step("e", for_each="$.input.missing", max_concurrency=1),
+             input_schema=INPUT_SCHEMA)
+    got = v.violations(d, step_agent_types={}, engines=ENGINES)
+    assert [(x.path, x.code) for x in got] == [("steps[0].for_each", v.FOR_EACH_NOT_ARRAY),
+                                               ("steps[1].for_each", v.FOR_EACH_NOT_ARRAY),
+                                               ("steps[4].for_each", v.UNKNOWN_INPUT_PATH)]
+    assert "makes '$.input.topic' string" in got[1].message
+    # without an input_schema only the input itself is known (an object)
+    assert found(defn(step("a", for_each="$.input", max_concurrency=1),
+                      step("b", for_each="$.input.x", max_concurrency=1))) == [("steps[0].for_each",
+                                                                                v.FOR_EACH_NOT_ARRAY)]
+
+
 def test_more_than_the_step_limit_is_a_clear_violation() -> None:
     d = defn(step("s0"))
     d.steps.extend(d.steps[0].model_copy(update={"step_id": f"s{i}"}) for i in range(1, 101))
