@@ -474,7 +474,7 @@ class Container:
         """Orchestrator plans as workflow runs (chalicelib.services.orchestration)."""
         from chalicelib.services.orchestration import PlanRuns
 
-        return PlanRuns(self.db, self.launcher, self.workflows)
+        return PlanRuns(self.db, self.runs, self.workflows)
 
     @cached_property
     def runs(self) -> RunService:

@@ -10,7 +10,7 @@ task ends first (cancelled, timed out) `plan_outcome.on_task_ended` cancels the 
 
 Idempotent for a rerun of the orchestrator task (its consumer died after the run was written): the run of
 that task is found by `parent_task_id` and nothing is created twice; a run whose start failed is started
-again.
+again. A plan run counts against the owner's daily task quota like any run (`RunService.create_in`).
 """
 
 from __future__ import annotations
@@ -26,8 +26,7 @@ from sqlalchemy.orm import Session
 from chalicelib.agents import registry
 from chalicelib.db.models import Agent, Task
 from chalicelib.db.session import Database
-from chalicelib.db.types import utcnow
-from chalicelib.db.workflow_models import RunStep, Workflow, WorkflowRun
+from chalicelib.db.workflow_models import WorkflowRun
 from chalicelib.domain.routing import choose
 from chalicelib.domain.tasks import TaskStatus
 from chalicelib.errors import (
@@ -37,13 +36,11 @@ from chalicelib.errors import (
     ValidationError,
     WorkflowInvalidError,
 )
-from chalicelib.observability import logger
 from chalicelib.schemas.plans import PlanStep
-from chalicelib.services import audit
 from chalicelib.services.routing import candidates
 
 if TYPE_CHECKING:
-    from chalicelib.services.run_launch import Launcher
+    from chalicelib.services.runs import RunService
     from chalicelib.services.workflows import WorkflowService
 
 ORCHESTRATOR = "orchestrator"
@@ -210,10 +207,11 @@ def plan_of(input_data: dict[str, Any] | None) -> tuple[str, list[PlanStep]]:
 
 
 class PlanRuns:
-    """Starts an orchestrator task's plan as a workflow run (the AgentPorts `plans` port)."""
+    """Starts an orchestrator task's plan as a workflow run (the AgentPorts `plans` port), through the API's
+    own services: `WorkflowService.create_in` (kind "plan"), `RunService.create_in` and `RunService.launch`."""
 
-    def __init__(self, db: Database, launcher: Launcher, workflows: WorkflowService) -> None:
-        self.db, self.launcher, self.workflows = db, launcher, workflows
+    def __init__(self, db: Database, runs: RunService, workflows: WorkflowService) -> None:
+        self.db, self.runs, self.workflows = db, runs, workflows
 
     def start(self, task_id: uuid.UUID, goal: str, plan: Sequence[PlanStep], *, drafted: bool,
               bounds: Bounds) -> uuid.UUID:
@@ -231,13 +229,19 @@ class PlanRuns:
             if run is None:
                 run = self._create(session, parent, goal, plan, drafted=drafted, bounds=bounds)
             elif run.status == "failed" and (run.error or {}).get("code") == START_FAILED:
-                # A rerun after a start that could not reach Step Functions: the same run, a new execution.
-                run.status, run.error, run.finished_at, run.execution = "running", None, None, run.execution + 1
-            launch = run.execution_arn is None or len(run.executions or []) < run.execution
-            run_id, version_id, execution = run.id, run.version_id, run.execution
+                # A rerun after a start that could not reach Step Functions: the same run, started again (no
+                # execution was created, so its name `<run_id.hex>-1` is free).
+                run.status, run.error, run.finished_at = "running", None, None
+            launch = run.execution_arn is None and run.status == "running"
         if launch:
-            self._launch(run_id, version_id, execution)
-        return run_id
+            try:
+                self.runs.launch(run)  # unreachable: the run ends failed START_FAILED and this raises
+            except DependencyUnavailableError as exc:
+                # Retried like a provider outage (the rerun takes the branch above); on the task's last attempt
+                # it fails with this code.
+                raise PlanStartUnavailableError(f"the plan's run could not start: {exc.message}",
+                                                {**exc.details, "run_id": str(run.id)}) from exc
+        return run.id
 
     def _create(self, session: Session, parent: Any, goal: str, plan: Sequence[PlanStep], *, drafted: bool,
                 bounds: Bounds) -> WorkflowRun:
@@ -247,8 +251,8 @@ class PlanRuns:
         for step in plan:  # every step is checked before anything is written: a bad plan fails whole
             resolve_step(session, parent.user_id, step)
         try:
-            compiled = self.workflows.compile(session, parent.user_id,
-                                              parse_create(plan_definition(parent.id, goal, plan, bounds)))
+            workflow, version = self.workflows.create_in(
+                session, parent.user_id, parse_create(plan_definition(parent.id, goal, plan, bounds)), kind=KIND_PLAN)
         except WorkflowInvalidError as exc:
             raise PlanNotRunnableError(f"the plan cannot run as a workflow: {exc.message}", exc.details) from exc
         if drafted:  # the outcome reads the plan from the task's input (plan_of)
@@ -256,44 +260,4 @@ class PlanRuns:
                             .values(input_data={**parent.input_data, "plan": [s.model_dump(mode="json")
                                                                               for s in plan]})
                             .execution_options(synchronize_session=False))
-        workflow = Workflow(user_id=parent.user_id, name=f"plan of task {parent.id}", description=goal[:2000],
-                            current_version=1, kind=KIND_PLAN)
-        session.add(workflow)
-        session.flush()
-        version = self.workflows._write_version(session, workflow, 1, compiled)
-        run = WorkflowRun(user_id=parent.user_id, workflow_id=workflow.id, version_id=version.id, status="running",
-                          input={}, execution=1, executions=[], parent_task_id=parent.id)
-        session.add(run)
-        session.flush()
-        session.add_all([RunStep(run_id=run.id, step_id=s.step_id, status="pending", attempts=0, items_failed=0)
-                         for s in compiled.definition.steps])
-        audit.record(session, user_id=parent.user_id, event_type="workflow_run.started", action="start",
-                     resource_type="workflow_run", resource_id=run.id,
-                     details={"workflow_id": str(workflow.id), "version": 1, "orchestrator_task_id": str(parent.id)})
-        return run
-
-    def _launch(self, run_id: uuid.UUID, version_id: uuid.UUID, execution: int) -> None:
-        try:
-            arn = self.launcher.start(run_id, version_id, execution)
-        except Exception as exc:
-            # The run is `failed` START_FAILED without finishing the task: the consumer retries the task (or
-            # fails it on its last attempt), and a rerun starts this run again (above).
-            logger.warning("a plan's run could not start", extra={"run_id": str(run_id), "error": type(exc).__name__})
-            now = utcnow()
-            with self.db.transaction() as session:
-                session.execute(update(WorkflowRun).where(WorkflowRun.id == run_id)
-                                .values(status="failed", finished_at=now, updated_at=now,
-                                        error={"code": START_FAILED, "message": str(getattr(exc, "message", None)
-                                                                                    or type(exc).__name__)[:500]})
-                                .execution_options(synchronize_session=False))
-            unavailable = exc if isinstance(exc, DependencyUnavailableError) else self.launcher.unavailable(exc)
-            if unavailable is not None:
-                raise PlanStartUnavailableError(f"the plan's run could not start: {unavailable.message}",
-                                                {**unavailable.details, "run_id": str(run_id)}) from exc
-            raise
-        with self.db.transaction() as session:
-            run = session.get(WorkflowRun, run_id, with_for_update=True, populate_existing=True)
-            assert run is not None
-            run.executions = [*(run.executions or []), {"execution": execution, "arn": arn, "mode": "start",
-                                                        "started_at": utcnow().isoformat()}]
-            run.execution_arn = arn
+        return self.runs.create_in(session, parent.user_id, workflow, version, {}, parent_task_id=parent.id)

@@ -301,7 +301,7 @@ def test_a_run_that_cannot_start_is_retried_and_then_fails_the_task(api: Api, co
     assert failed["status"] == "failed" and failed["error"]["code"] == "DEPENDENCY_UNAVAILABLE", failed
     with container.db.read() as session:
         runs = list(session.scalars(select(WorkflowRun).where(WorkflowRun.parent_task_id == uuid.UUID(parent["id"]))))
-        assert [(r.status, r.error["code"], r.execution) for r in runs] == [("failed", "START_FAILED", 2)]
+        assert [(r.status, r.error["code"], r.execution) for r in runs] == [("failed", "START_FAILED", 1)]
 
 
 def test_the_advertised_example_plan_runs_to_completion(wf_api: Api, harness: WorkflowHarness) -> None:
