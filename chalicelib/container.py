@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from chalicelib.services.login_throttle import LoginThrottle
     from chalicelib.services.messages import MessageService
     from chalicelib.services.monitoring import MonitoringService
+    from chalicelib.services.orchestration import PlanRuns
     from chalicelib.services.outbox import OutboxRelay
     from chalicelib.services.processing import TaskProcessor
     from chalicelib.services.producer_keys import ProducerKeyService
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
     from chalicelib.services.quotas import Quotas
     from chalicelib.services.reaper import DeadLetterSweep, TaskReaper
     from chalicelib.services.request_metrics import RequestMetrics
+    from chalicelib.services.run_launch import Launcher
     from chalicelib.services.runs import RunService
     from chalicelib.services.tasks import TaskService
     from chalicelib.services.users import UserService
@@ -458,19 +460,33 @@ class Container:
         return WorkflowService(self.db, engines=_engine_names)
 
     @cached_property
-    def runs(self) -> RunService:
-        """Workflow runs: start, read, decide, cancel, redrive (chalicelib.services.runs)."""
+    def launcher(self) -> Launcher:
+        """Workflow executions: state machines created lazily, StartExecution (chalicelib.services.run_launch)."""
         from chalicelib.messaging.sqs import QueueClient, SqsPublisher, make_sqs_client
         from chalicelib.services.run_launch import Launcher
-        from chalicelib.services.runs import RunService
 
         s = self.settings
         publisher = self.publisher
         # Queue URLs through the publisher's client and URL cache when it is the SQS one (a client costs ~50 ms).
         queues = publisher if isinstance(publisher, SqsPublisher) else QueueClient(
             lambda: make_sqs_client(s.aws_region, s.aws_endpoint_url, s.publish_timeout_seconds), s.queue_prefix)
-        launcher = Launcher(self.db, self.state_machines, queues.url_of, queue_prefix=s.queue_prefix,
-                            control_queue_suffix=s.workflow_control_queue_suffix, role_arn=s.workflow_role_arn)
+        return Launcher(self.db, self.state_machines, queues.url_of, queue_prefix=s.queue_prefix,
+                        control_queue_suffix=s.workflow_control_queue_suffix, role_arn=s.workflow_role_arn)
+
+    @cached_property
+    def plans(self) -> PlanRuns:
+        """Orchestrator plans as workflow runs (chalicelib.services.orchestration)."""
+        from chalicelib.services.orchestration import PlanRuns
+
+        return PlanRuns(self.db, self.runs, self.workflows)
+
+    @cached_property
+    def runs(self) -> RunService:
+        """Workflow runs: start, read, decide, cancel, redrive (chalicelib.services.runs)."""
+        from chalicelib.services.runs import RunService
+
+        s = self.settings
+        launcher = self.launcher
         relay = self.relay
         tasks = self.tasks
         # Token answers ("states" outbox rows) go out through the relay's fast path, which routes them to the
@@ -515,6 +531,10 @@ class AgentPorts:
 
     def transaction(self) -> AbstractContextManager[Session]:
         return self._container.db.transaction()
+
+    @property
+    def plans(self) -> PlanRuns:
+        return self._container.plans
 
 
 _container: Container | None = None

@@ -14,7 +14,7 @@ from __future__ import annotations
 import builtins
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -83,6 +83,16 @@ class AgentPorts(Protocol):
     def watchdog(self) -> WatchdogPort: ...
 
     def transaction(self) -> AbstractContextManager[Session]: ...
+
+    @property
+    def plans(self) -> PlanPort: ...
+
+
+class PlanPort(Protocol):
+    """Starts an orchestrator task's plan as a workflow run (chalicelib.services.orchestration.PlanRuns)."""
+
+    def start(self, task_id: uuid.UUID, goal: str, plan: Sequence[Any], *, drafted: bool,
+              bounds: Any) -> uuid.UUID: ...
 
 
 class NoDatabaseError(RuntimeError):
@@ -165,6 +175,7 @@ class StaticPorts:
     providers: Any = None
     alerts: Any = None
     watchdog: Any = None
+    plans: Any = None
     transactions: Callable[[], AbstractContextManager[Session]] | None = None
 
     def transaction(self) -> AbstractContextManager[Session]:

@@ -1,16 +1,15 @@
 """The `orchestrator` agent: a goal and a plan of steps, each run by another agent.
 
-Running the task resolves every step (an agent of yours by id, or your best
-active agent of a type), validates each step's input, and creates the
-subtasks of the steps with no dependencies — with their outbox rows, in one
-short transaction — then leaves the task `processing`. Plans do not nest (no
-step may run an orchestrator), and a root task's tree is bounded in depth and
-size (docs/consumers.md). As subtasks finish,
-`chalicelib.services.orchestration.on_task_finished` starts the steps whose
-dependencies completed, and finally completes the task with every step's
-output, or fails it (SUBTASK_FAILED, naming the step) as soon as one step
-fails, cancelling the rest. Step Functions will take this over in the engines
-issue; the plan format stays.
+Running the task checks every step (an agent of yours by id, or your best
+active agent of a type, and each step's input), then starts the plan as a
+workflow run on Step Functions (chalicelib.services.orchestration: a hidden
+workflow of kind "plan" whose run's parent is this task) and leaves the task
+`processing`. Each step is a task of the run and a subtask of this one. Plans
+do not nest (no step may run an orchestrator), and a root task's tree is
+bounded in depth and size (docs/consumers.md). When the run ends
+(chalicelib.workflows.plan_outcome) the task completes with every step's
+output, or fails (SUBTASK_FAILED, naming the step) when a step failed, the
+rest cancelled; cancelling the task cancels its run.
 """
 
 from __future__ import annotations
@@ -60,9 +59,9 @@ class OrchestratorAgent(Agent):
     type = "orchestrator"
     Input = OrchestratorInput
     Config = OrchestratorConfig
-    description = ("Runs a plan: fans the steps out as subtasks to your other agents (by id or by type), starts "
-                   "dependent steps when their dependencies complete, and completes with every step's output — or "
-                   "fails with the first failed step, cancelling the rest.")
+    description = ("Runs a plan as a workflow run: each step is a subtask on one of your other agents (by id or by "
+                   "type), dependent steps start when their dependencies complete, and the task completes with every "
+                   "step's output — or fails with the first failed step, cancelling the rest.")
     capabilities = ("fan-out", "dependencies", "aggregation", "fail-fast")
     example_input = {
         "goal": "Check the order payload and review the code that builds it",
@@ -79,7 +78,7 @@ class OrchestratorAgent(Agent):
         if ctx is None:
             raise AgentError("the orchestrator needs the database (no task context)")
         from chalicelib.agents.provider_support import load_config
-        from chalicelib.services.orchestration import Bounds, start_plan
+        from chalicelib.services.orchestration import Bounds
 
         cfg = load_config(OrchestratorConfig, config)
         metrics: dict[str, Any] = {}
@@ -91,14 +90,16 @@ class OrchestratorAgent(Agent):
             raise PlanTooLongError(f"the plan has {len(plan)} steps; this orchestrator allows {cfg.max_steps}",
                                    {"steps": len(plan), "max_steps": cfg.max_steps})
         settings = ctx.settings
-        bounds = Bounds(settings.orchestrator_max_depth, settings.orchestrator_max_descendants) \
-            if settings is not None else Bounds()
-        with ctx.transaction() as session:
-            started = start_plan(session, ctx.task_id, data.goal, plan, drafted=data.plan is None, bounds=bounds)
+        bounds = Bounds(settings.orchestrator_max_depth, settings.orchestrator_max_descendants,
+                        settings.task_max_run_seconds) if settings is not None else Bounds()
+        plans = ctx.ports.plans if ctx.ports is not None else None
+        if plans is None:
+            raise AgentError("the orchestrator needs the workflow runtime (no plans port)")
+        run_id = plans.start(ctx.task_id, data.goal, plan, drafted=data.plan is None, bounds=bounds)
         return AgentOutput(
             output={"goal": data.goal, "planned_by": "provider" if data.plan is None else "input",
-                    "started": [{"step_id": step_id, "task_id": str(task_id)} for step_id, task_id in started]},
-            metrics={**metrics, "steps": len(plan), "subtasks_started": len(started)},
+                    "run_id": str(run_id)},
+            metrics={**metrics, "steps": len(plan)},
             pending=True,
         )
 

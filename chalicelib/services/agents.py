@@ -163,16 +163,16 @@ class AgentService:
                         error={"code": "AGENT_DELETED", "message": "the agent was deleted"})
             ))
             if cancelled:
-                from chalicelib.services.orchestration import on_task_finished
-
-                # Steps of orchestrator tasks among them: their parents fail now instead of waiting forever.
-                for step_task in list(session.scalars(select(Task.id).where(
-                        Task.agent_id == agent.id, Task.status == TaskStatus.CANCELLED, Task.completed_at == now,
-                        Task.parent_task_id.is_not(None)))):
-                    on_task_finished(session, step_task)
+                from chalicelib.workflows.plan_outcome import on_task_ended
                 from chalicelib.workflows.steps import on_task_finished as on_step_finished
 
-                # Workflow steps among them: their tokens are failed now instead of timing out.
+                # Orchestrator tasks among them (a rerun waiting in the queue): their plan runs are cancelled.
+                for parent in list(session.scalars(select(Task.id).where(
+                        Task.agent_id == agent.id, Task.status == TaskStatus.CANCELLED, Task.completed_at == now,
+                        Task.agent_type == "orchestrator"))):
+                    on_task_ended(session, parent, {"code": "PARENT_CANCELLED", "message": "the agent was deleted"})
+                # Workflow steps among them (orchestrator plans' steps too): their tokens are failed now instead of
+                # timing out, and their runs (and orchestrator tasks) fail.
                 for step_task in list(session.scalars(select(Task.id).where(
                         Task.agent_id == agent.id, Task.status == TaskStatus.CANCELLED, Task.completed_at == now,
                         Task.callback_token.is_not(None)))):

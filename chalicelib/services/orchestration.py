@@ -1,42 +1,51 @@
-"""Subtasks of an orchestrator task: creating them, and finishing the parent when they finish.
+"""An orchestrator task's plan becomes a workflow run on the workflow machinery (issue 9).
 
-A subtask's id is uuid5(parent id, step id): creating a step twice (two
-siblings finishing at once, a redelivery) hits the primary key instead of
-running the step twice, and the step of a subtask is found without a column.
+`PlanRuns.start` checks the plan whole (bounds, every step's agent and input), then writes a hidden workflow
+(kind "plan", never listed by GET /workflows), one version whose definition is the plan, and a run whose
+`parent_task_id` is the orchestrator task — in one transaction — and starts its execution. Step Functions
+then sequences the steps like any workflow: each step is a task of the run (`parent_task_id` = the
+orchestrator task, so the depth and size bounds below still count them). When the run ends,
+`chalicelib.workflows.plan_outcome.on_run_finished` completes or fails the orchestrator task, and when the
+task ends first (cancelled, timed out) `plan_outcome.on_task_ended` cancels the run.
 
-`on_task_finished` must be called, in the same transaction, whenever a task
-with a parent reaches a terminal state (the consumer, cancellation, agent
-deletion, external completion, a reaper). It locks the parent row first, so
-siblings finishing concurrently are handled one after the other: the second
-sees the first's committed state, and the parent is completed or failed
-exactly once (also guarded by a conditional update on its status).
+Idempotent for a rerun of the orchestrator task (its consumer died after the run was written): the run of
+that task is found by `parent_task_id` and nothing is created twice; a run whose start failed is started
+again. A plan run counts against the owner's daily task quota like any run (`RunService.create_in`).
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Row, func, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from chalicelib.agents import registry
-from chalicelib.db.models import Agent, OutboxMessage, Task, TaskResult
-from chalicelib.db.session import rowcount
-from chalicelib.db.types import utcnow
+from chalicelib.db.models import Agent, Task
+from chalicelib.db.session import Database
+from chalicelib.db.workflow_models import WorkflowRun
 from chalicelib.domain.routing import choose
-from chalicelib.domain.tasks import CANCELLABLE, TaskStatus
-from chalicelib.errors import AgentError, ValidationError
-from chalicelib.observability import logger
+from chalicelib.domain.tasks import TaskStatus
+from chalicelib.errors import (
+    AgentError,
+    DependencyUnavailableError,
+    TaskCancelledError,
+    ValidationError,
+    WorkflowInvalidError,
+)
 from chalicelib.schemas.plans import PlanStep
-from chalicelib.services import audit
 from chalicelib.services.routing import candidates
 
+if TYPE_CHECKING:
+    from chalicelib.services.runs import RunService
+    from chalicelib.services.workflows import WorkflowService
+
 ORCHESTRATOR = "orchestrator"
-UNSUCCESSFUL = (TaskStatus.FAILED, TaskStatus.CANCELLED, TaskStatus.TIMED_OUT)
+KIND_PLAN = "plan"
+START_FAILED = "START_FAILED"
 
 
 class StepAgentUnavailableError(AgentError):
@@ -59,27 +68,34 @@ class OrchestrationTooLargeError(AgentError):
     code = "ORCHESTRATION_TOO_LARGE"
 
 
+class PlanNotRunnableError(AgentError):
+    """The plan passed its own checks but not the workflow compiler's (reported with its violations)."""
+
+    code = "PLAN_INVALID"
+
+
+class PlanStartUnavailableError(AgentError):
+    """Step Functions (or SQS, for the queue URLs) could not be reached to start the run: retried like a
+    provider outage, and the task fails with this code on its last attempt."""
+
+    code = "DEPENDENCY_UNAVAILABLE"
+    retryable = True
+
+
 @dataclass(frozen=True)
 class Bounds:
     """How far one root task may fan out (settings orchestrator_max_depth / orchestrator_max_descendants)."""
 
     max_depth: int = 3
     max_descendants: int = 100
+    #: each step's deadline in the run (Step Functions TimeoutSeconds): the reaper's longest run by default.
+    step_timeout_seconds: int = 6 * 3600
 
 
-@dataclass(frozen=True)
-class ResolvedStep:
-    step: PlanStep
-    agent: Agent
-    input_data: dict[str, Any]
+def resolve_step(session: Session, user_id: uuid.UUID, step: PlanStep) -> Agent:
+    """The agent that would run the step now (its input checked against its type); AgentError naming the step.
 
-
-def subtask_id(parent_id: uuid.UUID, step_id: str) -> uuid.UUID:
-    return uuid.uuid5(parent_id, step_id)
-
-
-def resolve_step(session: Session, user_id: uuid.UUID, step: PlanStep) -> ResolvedStep:
-    """The agent that runs the step and its validated input; AgentError naming the step otherwise."""
+    Checked for every step before the run exists, so a plan that cannot run fails whole with no task."""
     where = {"step_id": step.step_id}
     if step.agent_id is not None:
         agent = session.get(Agent, step.agent_id)
@@ -105,27 +121,10 @@ def resolve_step(session: Session, user_id: uuid.UUID, step: PlanStep) -> Resolv
         raise OrchestratorStepForbiddenError(f"step {step.step_id!r}: a plan step may not run an orchestrator",
                                              {**where, "agent_id": str(agent.id)})
     try:
-        data = registry.validate_input(agent.type, step.input_data)
+        registry.validate_input(agent.type, step.input_data)
     except ValidationError as exc:
         raise StepInputInvalidError(f"step {step.step_id!r}: {exc.message}", {**where, **exc.details}) from exc
-    return ResolvedStep(step, agent, data)
-
-
-def create_subtask(session: Session, parent_id: uuid.UUID, user_id: uuid.UUID, priority: str, goal: str,
-                   resolved: ResolvedStep) -> Task:
-    step, agent = resolved.step, resolved.agent
-    task = Task(id=subtask_id(parent_id, step.step_id), user_id=user_id, agent_id=agent.id,
-                agent_type=agent.type, title=(step.title or f"{step.step_id}: {goal}")[:200],
-                description=f"step {step.step_id} of orchestrator task {parent_id}", priority=priority,
-                input_data=resolved.input_data, status=TaskStatus.PENDING, parent_task_id=parent_id)
-    session.add(task)
-    session.flush()
-    session.add(OutboxMessage(aggregate_id=task.id, destination=agent.type,
-                              payload={"task_id": str(task.id), "agent_type": agent.type}))
-    audit.record(session, user_id=user_id, event_type="task.created", action="create", resource_type="task",
-                 resource_id=task.id, details={"agent_id": str(agent.id), "agent_type": agent.type,
-                                               "parent_task_id": str(parent_id), "step_id": step.step_id})
-    return task
+    return agent
 
 
 def ancestors(session: Session, task_id: uuid.UUID, limit: int) -> list[uuid.UUID]:
@@ -147,28 +146,7 @@ def descendant_count(session: Session, root_id: uuid.UUID) -> int:
     return int(session.scalar(select(func.count()).select_from(tree)) or 0)
 
 
-def start_plan(session: Session, task_id: uuid.UUID, goal: str, plan: Sequence[PlanStep], *, drafted: bool,
-               bounds: Bounds) -> list[tuple[str, uuid.UUID]]:
-    """Create the subtasks of the plan's first steps; return (step_id, task_id) of each.
-
-    Idempotent for a rerun of the orchestrator task (its consumer died after this committed): the
-    subtasks already exist, so none is created again and the parent is brought up to date instead.
-    """
-    parent = session.execute(select(Task.id, Task.user_id, Task.priority, Task.input_data, Task.status)
-                             .where(Task.id == task_id).with_for_update(key_share=True)).first()
-    assert parent is not None  # the consumer claimed it a moment ago
-    if parent.status in (TaskStatus.CANCELLED, TaskStatus.TIMED_OUT):
-        # Cancelled while the plan was drafted: the row lock orders this against the cancel, which cancels
-        # the subtasks it finds; none may be created after it.
-        from chalicelib.errors import TaskCancelledError
-
-        raise TaskCancelledError("the task was cancelled before its plan started", {"task_id": str(task_id)})
-    existing = dict(session.execute(select(Task.id, Task.parent_task_id).where(Task.parent_task_id == task_id))
-                    .tuples().all())
-    if existing:
-        advance(session, task_id)
-        return [(s.step_id, subtask_id(task_id, s.step_id)) for s in plan
-                if not s.depends_on and subtask_id(task_id, s.step_id) in existing]
+def check_bounds(session: Session, task_id: uuid.UUID, planned: int, bounds: Bounds) -> None:
     chain = ancestors(session, task_id, bounds.max_depth)
     if len(chain) + 1 > bounds.max_depth:
         raise OrchestrationTooDeepError(
@@ -176,44 +154,51 @@ def start_plan(session: Session, task_id: uuid.UUID, goal: str, plan: Sequence[P
             {"depth": len(chain) + 1, "max_depth": bounds.max_depth})
     root = chain[-1] if chain else task_id
     below = descendant_count(session, root)
-    if below + len(plan) > bounds.max_descendants:
+    if below + planned > bounds.max_descendants:
         raise OrchestrationTooLargeError(
-            f"the root task would have {below + len(plan)} tasks below it; the limit is {bounds.max_descendants}",
-            {"root_task_id": str(root), "descendants": below, "planned": len(plan),
+            f"the root task would have {below + planned} tasks below it; the limit is {bounds.max_descendants}",
+            {"root_task_id": str(root), "descendants": below, "planned": planned,
              "max_descendants": bounds.max_descendants})
-    if drafted:  # the subtasks' bookkeeping reads the plan from the task's input (plan_of)
-        session.execute(update(Task).where(Task.id == task_id)
-                        .values(input_data={**parent.input_data, "plan": [s.model_dump(mode="json") for s in plan]})
-                        .execution_options(synchronize_session=False))
-    # Every step is checked before anything is created: a bad plan fails whole, with no orphan subtasks.
-    resolved = {step.step_id: resolve_step(session, parent.user_id, step) for step in plan}
-    roots = [s for s in plan if not s.depends_on]
-    return [(s.step_id, create_subtask(session, task_id, parent.user_id, parent.priority, goal,
-                                       resolved[s.step_id]).id) for s in roots]
 
 
-def cancel_tree(session: Session, task_ids: Iterable[uuid.UUID], now: datetime,
-                error: dict[str, Any]) -> list[uuid.UUID]:
-    """Cancel these tasks if still cancellable, and every live descendant of them; return what moved.
+def workflow_step_ids(plan: Sequence[PlanStep]) -> dict[str, str]:
+    """Plan step id -> workflow step id. Plan ids may hold dots, workflow ids may not (a dot separates a
+    reference's segments): dots become underscores, and a clash gets the step's position appended."""
+    out: dict[str, str] = {}
+    taken: set[str] = set()
+    for index, step in enumerate(plan):
+        wanted = step.step_id.replace(".", "_")
+        if wanted in taken:
+            wanted = f"{wanted[:56]}_{index}"
+        out[step.step_id] = wanted
+        taken.add(wanted)
+    return out
 
-    Rows another transaction holds (a consumer running that step right now) are skipped, not waited
-    for: that consumer will want the parent row this caller holds, and waiting would deadlock. Such a
-    step finishes normally and its hook finds the parent already final.
-    """
-    cancelled: list[uuid.UUID] = []
-    frontier = list(task_ids)
-    while frontier:
-        free = list(session.scalars(select(Task.id).where(Task.id.in_(frontier), Task.status.in_(CANCELLABLE))
-                                    .with_for_update(key_share=True, skip_locked=True)))
-        moved = list(session.scalars(
-            update(Task).where(Task.id.in_(free), Task.status.in_(CANCELLABLE))
-            .values(status=TaskStatus.CANCELLED, completed_at=now, updated_at=now, error=error)
-            .returning(Task.id).execution_options(synchronize_session=False)
-        )) if free else []
-        cancelled += moved
-        frontier = list(session.scalars(select(Task.id).where(Task.parent_task_id.in_(moved),
-                                                              Task.status.in_(CANCELLABLE)))) if moved else []
-    return cancelled
+
+def _literal(value: Any) -> Any:
+    """Plan inputs are literals: a string a workflow would read as a reference (`$.x`) is escaped (`$$.x`)."""
+    if isinstance(value, str):
+        return "$" + value if value.startswith("$") and value.lstrip("$").startswith(".") else value
+    if isinstance(value, list):
+        return [_literal(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _literal(v) for k, v in value.items()}
+    return value
+
+
+def plan_definition(task_id: uuid.UUID, goal: str, plan: Sequence[PlanStep], bounds: Bounds) -> dict[str, Any]:
+    """The WorkflowCreate body of a plan: the same steps, dependencies and inputs, nothing else."""
+    ids = workflow_step_ids(plan)
+    steps = []
+    for s in plan:
+        step: dict[str, Any] = {"step_id": ids[s.step_id], "input_data": _literal(s.input_data),
+                                "depends_on": [ids[d] for d in s.depends_on],
+                                "timeout_seconds": bounds.step_timeout_seconds}
+        step.update({"agent_id": str(s.agent_id)} if s.agent_id is not None else {"agent_type": s.agent_type})
+        if s.title:
+            step["title"] = s.title
+        steps.append(step)
+    return {"name": f"plan of task {task_id}", "description": goal[:2000], "steps": steps}
 
 
 def plan_of(input_data: dict[str, Any] | None) -> tuple[str, list[PlanStep]]:
@@ -221,108 +206,58 @@ def plan_of(input_data: dict[str, Any] | None) -> tuple[str, list[PlanStep]]:
     return str(data.get("goal", "")), [PlanStep.model_validate(s) for s in data.get("plan") or []]
 
 
-# The bookkeeping reads plain rows, never ORM entities: reloading a Task entity here would reset
-# what the caller's session holds (e.g. a cancelled task with its result loaded, about to be returned).
-_PARENT = (Task.id, Task.user_id, Task.priority, Task.status, Task.agent_type, Task.input_data, Task.started_at)
-_STEP = (Task.id, Task.status, Task.error, Task.agent_id, Task.agent_type)
-Steps = dict[str, Row[Any] | None]
+class PlanRuns:
+    """Starts an orchestrator task's plan as a workflow run (the AgentPorts `plans` port), through the API's
+    own services: `WorkflowService.create_in` (kind "plan"), `RunService.create_in` and `RunService.launch`."""
 
+    def __init__(self, db: Database, runs: RunService, workflows: WorkflowService) -> None:
+        self.db, self.runs, self.workflows = db, runs, workflows
 
-def _steps(session: Session, parent_id: uuid.UUID, plan: Sequence[PlanStep]) -> Steps:
-    rows = {r.id: r for r in session.execute(select(*_STEP).where(Task.parent_task_id == parent_id))}
-    return {s.step_id: rows.get(subtask_id(parent_id, s.step_id)) for s in plan}
+    def start(self, task_id: uuid.UUID, goal: str, plan: Sequence[PlanStep], *, drafted: bool,
+              bounds: Bounds) -> uuid.UUID:
+        """The run of the task's plan, started (or found started); AgentError when the plan cannot run."""
+        with self.db.transaction() as session:
+            # FOR NO KEY UPDATE: ordered against a cancel of the task (which cancels the run it finds) without
+            # blocking the key-share locks its step tasks' foreign keys take.
+            parent = session.execute(select(Task.id, Task.user_id, Task.input_data, Task.status)
+                                     .where(Task.id == task_id).with_for_update(key_share=True)).first()
+            assert parent is not None  # the consumer claimed it a moment ago
+            if parent.status in (TaskStatus.CANCELLED, TaskStatus.TIMED_OUT):
+                raise TaskCancelledError("the task was cancelled before its plan started", {"task_id": str(task_id)})
+            run = session.scalars(select(WorkflowRun).where(WorkflowRun.parent_task_id == task_id)
+                                  .order_by(WorkflowRun.created_at).limit(1).with_for_update()).first()
+            if run is None:
+                run = self._create(session, parent, goal, plan, drafted=drafted, bounds=bounds)
+            elif run.status == "failed" and (run.error or {}).get("code") == START_FAILED:
+                # A rerun after a start that could not reach Step Functions: the same run, started again (no
+                # execution was created, so its name `<run_id.hex>-1` is free).
+                run.status, run.error, run.finished_at = "running", None, None
+            launch = run.execution_arn is None and run.status == "running"
+        if launch:
+            try:
+                self.runs.launch(run)  # unreachable: the run ends failed START_FAILED and this raises
+            except DependencyUnavailableError as exc:
+                # Retried like a provider outage (the rerun takes the branch above); on the task's last attempt
+                # it fails with this code.
+                raise PlanStartUnavailableError(f"the plan's run could not start: {exc.message}",
+                                                {**exc.details, "run_id": str(run.id)}) from exc
+        return run.id
 
+    def _create(self, session: Session, parent: Any, goal: str, plan: Sequence[PlanStep], *, drafted: bool,
+                bounds: Bounds) -> WorkflowRun:
+        from chalicelib.services.workflows import parse_create
 
-def on_task_finished(session: Session, task_id: uuid.UUID) -> None:
-    """A task reached a terminal state: move its orchestrator parent on (see the module docstring)."""
-    parent_id = session.scalar(select(Task.parent_task_id).where(Task.id == task_id))
-    if parent_id is not None:
-        advance(session, parent_id)
-
-
-def advance(session: Session, parent_id: uuid.UUID) -> None:
-    """Start the parent's steps whose dependencies completed, or finish it (failed fast, or all done)."""
-    # FOR NO KEY UPDATE: serialises the siblings' hooks on the parent row without conflicting with the
-    # KEY SHARE lock each sibling's own UPDATE takes on it (the tasks.parent_task_id foreign key check):
-    # a plain FOR UPDATE deadlocks two siblings that finish at the same moment.
-    parent = session.execute(select(*_PARENT).where(Task.id == parent_id).with_for_update(key_share=True)).first()
-    if parent is None or parent.status != TaskStatus.PROCESSING or parent.agent_type != ORCHESTRATOR:
-        return
-    goal, plan = plan_of(parent.input_data)
-    by_step = _steps(session, parent.id, plan)
-    failed = next(((s, t) for s, t in ((s, by_step[s.step_id]) for s in plan) if t and t.status in UNSUCCESSFUL),
-                  None)
-    if failed is not None:
-        step, child = failed
-        error = {"code": "SUBTASK_FAILED", "message": f"step {step.step_id!r} {child.status}",
-                 "details": {"step_id": step.step_id, "task_id": str(child.id), "status": child.status,
-                             "error": child.error}}
-        _finish(session, parent, goal, plan, by_step, TaskStatus.FAILED, error)
-        return
-    if all(t is not None and t.status == TaskStatus.COMPLETED for t in by_step.values()):
-        _finish(session, parent, goal, plan, by_step, TaskStatus.COMPLETED, None)
-        return
-    done = {sid for sid, t in by_step.items() if t is not None and t.status == TaskStatus.COMPLETED}
-    ready = [s for s in plan if by_step[s.step_id] is None and set(s.depends_on) <= done]
-    try:
-        resolved = [resolve_step(session, parent.user_id, s) for s in ready]
-    except AgentError as exc:
-        error = {"code": exc.code, "message": exc.message, "details": exc.details}
-        _finish(session, parent, goal, plan, by_step, TaskStatus.FAILED, error)
-        return
-    for r in resolved:
-        create_subtask(session, parent.id, parent.user_id, parent.priority, goal, r)
-    if resolved:
-        logger.info("orchestrator started dependent steps",
-                    extra={"task_id": str(parent.id), "steps": [r.step.step_id for r in resolved]})
-
-
-def aggregate(goal: str, plan: Sequence[PlanStep], by_step: Steps,
-              results: dict[uuid.UUID, dict[str, Any]]) -> dict[str, Any]:
-    steps = []
-    for s in plan:
-        t = by_step[s.step_id]
-        steps.append({"step_id": s.step_id, "task_id": str(t.id) if t else None,
-                      "agent_id": str(t.agent_id) if t else None, "agent_type": t.agent_type if t else s.agent_type,
-                      "status": t.status if t else "not_started", "output": results.get(t.id) if t else None,
-                      "error": t.error if t else None})
-    return {"goal": goal, "steps": steps}
-
-
-def _finish(session: Session, parent: Row[Any], goal: str, plan: Sequence[PlanStep], by_step: Steps,
-            status: TaskStatus, error: dict[str, Any] | None) -> None:
-    now = utcnow()
-    if status == TaskStatus.FAILED:
-        live = [t.id for t in by_step.values() if t is not None and t.status in CANCELLABLE]
-        cancel_tree(session, live, now, {"code": "PARENT_FAILED", "message": "a sibling step failed",
-                                         "details": {"parent_task_id": str(parent.id)}})
-        by_step = _steps(session, parent.id, plan)
-    moved = rowcount(session.execute(
-        update(Task).where(Task.id == parent.id, Task.status == TaskStatus.PROCESSING)
-        .values(status=status, error=error, completed_at=now, updated_at=now)
-        .execution_options(synchronize_session=False)
-    ))
-    if not moved:  # someone else finished it (we hold the row lock, so only a non-locking writer could)
-        return
-    ids = [t.id for t in by_step.values() if t is not None]
-    results: dict[uuid.UUID, dict[str, Any]] = dict(
-        session.execute(select(TaskResult.task_id, TaskResult.output_data).where(TaskResult.task_id.in_(ids)))
-        .tuples().all()) if ids else {}
-    started = parent.started_at or now
-    metrics = {"duration_ms": round((now - started).total_seconds() * 1000, 3), "subtasks": len(ids),
-               "subtasks_completed": sum(1 for t in by_step.values() if t and t.status == TaskStatus.COMPLETED)}
-    session.add(TaskResult(task_id=parent.id, status=status, output_data=aggregate(goal, plan, by_step, results),
-                           metrics=metrics))
-    session.flush()
-    logger.info("orchestrator task finished", extra={"task_id": str(parent.id), "status": str(status)})
-    on_task_finished(session, parent.id)  # an orchestrator may itself be a step of another
-
-
-def after_cancel(session: Session, task_id: uuid.UUID) -> None:
-    """A user cancelled this task: cancel its subtasks, and let its parent react."""
-    now = utcnow()
-    children = list(session.scalars(select(Task.id).where(Task.parent_task_id == task_id)))
-    if children:
-        cancel_tree(session, children, now, {"code": "PARENT_CANCELLED", "message": "the parent task was cancelled",
-                                             "details": {"parent_task_id": str(task_id)}})
-    on_task_finished(session, task_id)
+        check_bounds(session, parent.id, len(plan), bounds)
+        for step in plan:  # every step is checked before anything is written: a bad plan fails whole
+            resolve_step(session, parent.user_id, step)
+        try:
+            workflow, version = self.workflows.create_in(
+                session, parent.user_id, parse_create(plan_definition(parent.id, goal, plan, bounds)), kind=KIND_PLAN)
+        except WorkflowInvalidError as exc:
+            raise PlanNotRunnableError(f"the plan cannot run as a workflow: {exc.message}", exc.details) from exc
+        if drafted:  # the outcome reads the plan from the task's input (plan_of)
+            session.execute(update(Task).where(Task.id == parent.id)
+                            .values(input_data={**parent.input_data, "plan": [s.model_dump(mode="json")
+                                                                              for s in plan]})
+                            .execution_options(synchronize_session=False))
+        return self.runs.create_in(session, parent.user_id, workflow, version, {}, parent_task_id=parent.id)

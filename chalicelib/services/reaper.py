@@ -8,7 +8,7 @@ cleanly, an orchestrator parent moves on, and a run still in flight is discarded
   SQS redelivers only after the visibility timeout (at most 30 min), which would have claimed it again — no
   redelivery came (the message dead-lettered or vanished) → `timed_out` (`TASK_STUCK`);
 - `processing` longer than `max_run` (orchestrator parents included) → `timed_out` (`TASK_RUN_TOO_LONG`);
-  the subtasks of such a parent are cancelled;
+  the plan run of such a parent is cancelled, and its open step tasks with it;
 - `pending`/`queued` older than `max_queued` → `failed` (`DELIVERY_FAILED`): never delivered.
 
 A dead-lettered message's task fails at once instead (`DeadLetterSweep`), without waiting for these ages.
@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session
 from chalicelib.db.models import Agent, Task
 from chalicelib.db.types import utcnow
 from chalicelib.domain.leases import AgentMode
-from chalicelib.domain.tasks import CANCELLABLE, CLAIMABLE, TaskStatus
+from chalicelib.domain.tasks import CLAIMABLE, TaskStatus
 from chalicelib.errors import MalformedMessageError
 from chalicelib.observability import logger
 from chalicelib.services.results import store_outcome
@@ -55,17 +55,9 @@ def _managed() -> Any:
 
 def finish(session: Session, task_id: uuid.UUID, status: str, error: dict[str, Any], now: datetime,
            from_statuses: tuple[str, ...]) -> bool:
-    """Move one task to a terminal status with a reason; an orchestrator's live subtasks are cancelled."""
-    if not store_outcome(session, task_id, status, {}, {}, error, now=now, from_statuses=from_statuses):
-        return False
-    children = list(session.scalars(select(Task.id).where(Task.parent_task_id == task_id,
-                                                          Task.status.in_(CANCELLABLE))))
-    if children:
-        from chalicelib.services.orchestration import cancel_tree
-
-        cancel_tree(session, children, now, {"code": "PARENT_FINISHED", "message": f"the parent task {status}",
-                                             "details": {"parent_task_id": str(task_id), "parent_error": error}})
-    return True
+    """Move one task to a terminal status with a reason (an orchestrator's plan run is cancelled with it:
+    `store_outcome` calls chalicelib.workflows.plan_outcome.on_task_ended)."""
+    return store_outcome(session, task_id, status, {}, {}, error, now=now, from_statuses=from_statuses)
 
 
 class TaskReaper:

@@ -54,8 +54,9 @@ def store_outcome(session: Session, task_id: uuid.UUID, status: str, output: dic
     task's own status with no output (the run is discarded, never stored as a success). `started_at`, when
     given, is when the run really started (a batch claims its tasks before running them one by one). Text
     Postgres cannot store is replaced first (`storable`), so a model's reply can never leave a task
-    unfinishable. A finished step of an orchestrator moves its parent on, and a workflow step's task records its
-    run step and answers its task token (an outbox row), in the same transaction. Returns
+    unfinishable. An orchestrator task that ends unsuccessfully cancels its plan's run, and a workflow step's task
+    (an orchestrator plan's steps included) records its run step and answers its task token (an outbox row),
+    in the same transaction. Returns
     whether the status moved.
     """
     now = now or utcnow()
@@ -65,7 +66,7 @@ def store_outcome(session: Session, task_id: uuid.UUID, status: str, output: dic
         .where(Task.id == task_id, Task.status.in_(from_statuses))
         .values(status=status, error=error, completed_at=now, updated_at=now, lease_expires_at=None,
                 **({"started_at": started_at} if started_at is not None else {}))
-        .returning(Task.parent_task_id, Task.callback_token)
+        .returning(Task.agent_type, Task.callback_token)
         .execution_options(synchronize_session=False)
     ).first()
     if moved is None:
@@ -76,11 +77,12 @@ def store_outcome(session: Session, task_id: uuid.UUID, status: str, output: dic
         session.add(TaskResult(task_id=task_id, status=status, output_data=output, metrics=metrics))
         return False
     session.add(TaskResult(task_id=task_id, status=status, output_data=output, metrics=metrics))
-    if moved.parent_task_id is not None:
-        # Only subtasks pay for importing the orchestrator: start dependent steps, or finish the parent.
-        from chalicelib.services.orchestration import on_task_finished
+    if moved.agent_type == "orchestrator" and status != TaskStatus.COMPLETED:
+        # An orchestrator that ended first (timed out, failed): its plan's run is cancelled with it.
+        from chalicelib.workflows.plan_outcome import on_task_ended
 
-        on_task_finished(session, task_id)
+        on_task_ended(session, task_id, {"code": "PARENT_FINISHED", "message": f"the orchestrator task {status}",
+                                         "details": {"parent_task_id": str(task_id), "parent_error": error}})
     if moved.callback_token is not None:
         # A workflow step's task: the run step records it and its token's answer goes to the outbox.
         from chalicelib.workflows.steps import on_task_finished as on_step_finished

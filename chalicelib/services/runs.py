@@ -286,6 +286,9 @@ class RunService:
             previous = run.status
             run.status, run.finished_at = "cancelled", now
             run.error = {"code": "RUN_CANCELLED", "message": "cancelled by its owner"}
+            from chalicelib.workflows.plan_outcome import on_run_finished
+
+            on_run_finished(session, run)  # an orchestrator plan's run: its task fails with it
             answers = [answer(session, run_id, {"action": "fail", "token": row.approval_token,
                                                  "error": ERROR_RUN_CANCELLED, "cause": "RUN_CANCELLED: the run "
                                                  "was cancelled"})
@@ -322,6 +325,9 @@ class RunService:
                                             {"status": run.status})
             if session.scalar(select(Workflow.deleted_at).where(Workflow.id == run.workflow_id)) is not None:
                 raise RunNotRedrivableError("the workflow was deleted", {"workflow_id": str(run.workflow_id)})
+            if run.parent_task_id is not None:  # its task already failed with it: run the task again instead
+                raise RunNotRedrivableError("an orchestrator plan's run is not redriven; create the task again",
+                                            {"parent_task_id": str(run.parent_task_id)})
             # `output` is kept: a for_each step's holds its items' results, and the items that succeeded are
             # short-circuited from it (only the failed ones run again, and are counted again in items_failed).
             session.execute(update(RunStep).where(RunStep.run_id == run_id, RunStep.status.in_(RERUN))

@@ -17,6 +17,7 @@ from chalicelib.cache.namespaces import Namespace
 from chalicelib.db.models import Agent, OutboxMessage, Task
 from chalicelib.db.session import Database, rowcount
 from chalicelib.db.types import utcnow
+from chalicelib.db.workflow_models import WorkflowRun
 from chalicelib.domain.leases import AgentMode
 from chalicelib.domain.tasks import CANCELLABLE, TERMINAL, TaskStatus
 from chalicelib.errors import ConflictError, NotFoundError, ValidationError
@@ -246,6 +247,11 @@ class TaskService:
     def cancel(self, user_id: uuid.UUID, task_id: uuid.UUID, meta: RequestMeta) -> Task:
         with self.db.transaction() as session:
             task = _get_owned_task(session, user_id, task_id, with_result=True)
+            if task.agent_type == "orchestrator":
+                # Its plan's run row first: the run-finished side locks run then task, so must this.
+                session.execute(select(WorkflowRun.id).where(WorkflowRun.parent_task_id == task.id,
+                                                             WorkflowRun.status.in_(("running", "waiting_approval")))
+                                .with_for_update())
             now = utcnow()
             # Conditional update: a consumer finishing at the same moment wins or loses cleanly.
             moved = rowcount(session.execute(
@@ -256,14 +262,16 @@ class TaskService:
             ))
             if not moved:
                 raise ConflictError(f"task is already {task.status}", {"status": task.status})
-            if task.parent_task_id is not None or task.agent_type == "orchestrator":
-                from chalicelib.services.orchestration import after_cancel
+            if task.agent_type == "orchestrator":
+                from chalicelib.workflows.plan_outcome import on_task_ended
 
-                after_cancel(session, task.id)  # its subtasks are cancelled too; an orchestrator parent fails
+                on_task_ended(session, task.id, {"code": "PARENT_CANCELLED", "message": "the parent task was "
+                                                 "cancelled", "details": {"parent_task_id": str(task.id)}})
             if task.callback_token is not None:
                 from chalicelib.workflows.steps import on_task_finished
 
-                on_task_finished(session, task.id)  # a workflow step: its run step fails and its token is answered
+                # a workflow step (an orchestrator plan's too): its run step fails and its token is answered
+                on_task_finished(session, task.id)
             audit.record(session, user_id=user_id, event_type="task.cancelled", action="cancel",
                          resource_type="task", resource_id=task.id, details={"from": task.status}, meta=meta)
             session.refresh(task, attribute_names=["status", "completed_at", "updated_at"])

@@ -250,6 +250,7 @@ def finish_run(session: Session, run: WorkflowRun, status: str) -> None:
     run.output = {"steps": {sid: rs.output_or_reference(rows[sid], rs.expand_output(session, rows[sid]))
                             for sid in ends if sid in rows}}
     run.status, run.error, run.finished_at, run.updated_at = status, None, now, now
+    _ended(session, run)
 
 
 def fail_run(session: Session, run: WorkflowRun, status: str, caught: dict[str, Any]) -> None:
@@ -285,6 +286,14 @@ def fail_run(session: Session, run: WorkflowRun, status: str, caught: dict[str, 
     run.error = {"code": code, "message": cause or f"the execution failed with {name}",
                  "details": {"error": name, "cause": cause, "failed_steps": failed, "timed_out_steps": timed_out}}
     run.status, run.finished_at, run.updated_at = status, now, now
+    _ended(session, run)
+
+
+def _ended(session: Session, run: WorkflowRun) -> None:
+    """Every terminal run (reports, the reconciler) finishes the orchestrator task it belongs to, if any."""
+    from chalicelib.workflows.plan_outcome import on_run_finished
+
+    on_run_finished(session, run)
 
 
 def _timeout_of(definition: Any, step_id: str) -> int:

@@ -96,7 +96,9 @@ def materialise(session: Session, msg: m.TokenMessage, queue_type: str | None) -
                      title=f"{label}{suffix}"[:200],
                      description=rs.task_description(msg.run_id, msg.step_id, msg.execution),
                      input_data=input_data, status=TaskStatus.QUEUED, run_id=msg.run_id, step_id=msg.step_id,
-                     item_index=msg.item_index, callback_token=msg.token, created_at=now, updated_at=now))
+                     item_index=msg.item_index, callback_token=msg.token, created_at=now, updated_at=now,
+                     # an orchestrator plan's step: a subtask of that task (its tree bounds count it)
+                     parent_task_id=ctx.run.parent_task_id))
     if msg.item_index is None:
         rs.start(ctx.row, now)
         ctx.row.task_id = task_id

@@ -155,7 +155,7 @@ def test_an_orchestrator_cancelled_before_its_plan_starts_creates_no_subtask(api
                                                                             container: Container) -> None:
     # GIVEN an orchestrator task whose user cancels it while it runs (here: just before its plan starts)
     from chalicelib.agents.orchestrator import OrchestratorAgent
-    from tests.integration.test_orchestrator import OK_SCHEMA, children, start
+    from tests.integration.orchestrator_support import OK_SCHEMA, children, plan_run, start
 
     api.signup()
     api.agent("validation", name="validator")
@@ -171,7 +171,7 @@ def test_an_orchestrator_cancelled_before_its_plan_starts_creates_no_subtask(api
     container.processor = TaskProcessor(db, agent_loader=lambda _t: CancelledMidRun(), ports=container.processor.ports)
     assert handler(sqs_event([("m1", message(parent["id"], "orchestrator"))], "orchestrator"),
                    FakeContext()) == {"batchItemFailures": []}
-    # THEN it stays cancelled and no subtask exists
+    # THEN it stays cancelled and no run (nor any subtask) exists
     task, result = result_of(db, parent["id"])
-    assert task.status == "cancelled" and children(db, parent["id"]) == {}
+    assert task.status == "cancelled" and children(db, parent["id"]) == {} and plan_run(db, parent["id"]) is None
     assert result is not None and result.status == "cancelled"

@@ -1,6 +1,7 @@
 """Nothing stuck: a dead-lettered task message fails its task at once (DELIVERY_FAILED) and stays in the
-DLQ; a task stuck `processing` ends `timed_out`; a task never delivered fails; orchestrator parents
-cascade. Real Postgres, moto SQS; the reaper is driven by the local runner like the deployed schedule."""
+DLQ; a task stuck `processing` ends `timed_out`; a task never delivered fails; orchestrator parents and
+their plans' runs cascade. Real Postgres, moto SQS (Step Functions execution on for plans); the reaper is
+driven by the local runner like the deployed schedule."""
 
 from __future__ import annotations
 
@@ -8,10 +9,10 @@ import time
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from chalicelib.container import Container
-from chalicelib.db.models import Task, TaskResult
+from chalicelib.db.models import Agent, Task, TaskResult
 from chalicelib.db.session import Database
 from chalicelib.db.types import utcnow
 from chalicelib.schemas.tasks import TaskMessage
@@ -19,9 +20,22 @@ from chalicelib.services.reaper import TaskReaper
 from infra import manifest
 from infra.local.runner import EventSourceRunner
 from tests.integration.conftest import PREFIX, Api
+from tests.integration.orchestrator_support import (
+    OK_SCHEMA,
+    children,
+    finish,
+    harness,
+    plan_run,
+    start,
+    wf_api,
+    wf_aws,
+    wf_container,
+)
 from tests.integration.test_api_tasks import create_task
 from tests.integration.test_dlq import depth
-from tests.integration.test_orchestrator import OK_SCHEMA, children, relay_and_consume, start
+from tests.integration.workflow_support import WorkflowHarness
+
+__all__ = ["harness", "wf_api", "wf_aws", "wf_container"]
 
 REAPER = next(s for s in manifest.functions() if s.name == "task-reaper")
 
@@ -103,41 +117,46 @@ def test_a_task_never_delivered_fails_and_external_tasks_are_left_alone(api: Api
     assert task_row(db, external["id"])[0].status == "queued"  # waits for its worker's lease
 
 
-def test_a_dead_lettered_subtask_fails_its_orchestrator_parent(api: Api, aws: Any, db: Database,
-                                                               container: Container) -> None:
-    # GIVEN an orchestrator waiting on one subtask whose message dead-letters
+def _waiting_step(api: Api, harness: WorkflowHarness) -> tuple[dict[str, Any], Task]:
+    """An orchestrator task whose plan's one step task waits `queued` (an external agent's: no worker yet)."""
     api.signup()
-    api.agent("validation", name="validator")
+    worker = api.call("POST", "/agents", {"name": "worker", "type": "validation", "mode": "external"}).json_body
     boss = api.agent("orchestrator", name="boss")
-    parent = start(api, boss, {"goal": "g", "plan": [{"step_id": "a", "agent_type": "validation",
+    parent = start(api, boss, {"goal": "g", "plan": [{"step_id": "a", "agent_id": worker["id"],
                                                        "input_data": OK_SCHEMA}]})
-    assert relay_and_consume(container, aws) == ["orchestrator"]
-    container.relay.run_once()
-    dead_letter(aws)
-    # WHEN the reaper sweeps the DLQs
-    assert container.dead_letter_sweep.sweep() == 1
-    # THEN the subtask failed and the parent with it (not `processing` forever)
-    child = children(db, parent["id"])["a"]
-    assert task_row(db, child.id)[0].status == "failed"
-    got = api.call("GET", f"/tasks/{parent['id']}").json_body
-    assert got["status"] == "failed", got
+    harness.drive(lambda: "a" in children(harness.db, parent["id"]))
+    return parent, children(harness.db, parent["id"])["a"]
 
 
-def test_a_parent_past_its_run_time_times_out_and_its_subtasks_are_cancelled(api: Api, aws: Any, db: Database,
-                                                                             container: Container) -> None:
-    api.signup()
-    api.agent("validation", name="validator")
-    boss = api.agent("orchestrator", name="boss")
-    parent = start(api, boss, {"goal": "g", "plan": [{"step_id": "a", "agent_type": "validation",
-                                                       "input_data": OK_SCHEMA}]})
-    assert relay_and_consume(container, aws) == ["orchestrator"]
-    # the subtask's queue is backed up for 7 hours (max run 6 h; max queued age 24 h)
-    report = reaper(db, timedelta(hours=7)).reap()
+def test_a_step_the_reaper_times_out_fails_its_orchestrator_parent(wf_api: Api, harness: WorkflowHarness) -> None:
+    # GIVEN an orchestrator whose step task was claimed by a consumer that died (its lease ran out)
+    parent, step = _waiting_step(wf_api, harness)
+    with harness.db.transaction() as session:
+        session.execute(update(Agent).where(Agent.id == step.agent_id).values(mode="managed"))
+        session.execute(update(Task).where(Task.id == step.id).values(status="processing", started_at=utcnow(),
+                                                                      lease_expires_at=utcnow()))
+    # WHEN the reaper sweeps an hour later (past the stuck grace, not past the parent's run time)
+    assert reaper(harness.db, timedelta(hours=1)).reap().timed_out == 1
+    # THEN the step timed out, its run failed and the parent with it (not `processing` forever)
+    got = finish(harness, wf_api, parent["id"])
+    assert got["status"] == "failed" and got["error"]["code"] == "SUBTASK_FAILED", got
+    assert got["error"]["details"]["status"] == "timed_out"
+    assert task_row(harness.db, step.id)[0].status == "timed_out"
+
+
+def test_a_parent_past_its_run_time_times_out_and_its_run_is_cancelled(wf_api: Api,
+                                                                        harness: WorkflowHarness) -> None:
+    parent, step = _waiting_step(wf_api, harness)
+    # the step waits for 7 hours (max run 6 h; max queued age 24 h)
+    report = reaper(harness.db, timedelta(hours=7)).reap()
     assert report.timed_out == 1
-    got, _ = task_row(db, parent["id"])
+    got, _ = task_row(harness.db, parent["id"])
     assert (got.status, got.error["code"]) == ("timed_out", "TASK_RUN_TOO_LONG")
-    child = children(db, parent["id"])["a"]
-    assert task_row(db, child.id)[0].status == "cancelled"
+    child, _ = task_row(harness.db, step.id)
+    assert (child.status, child.error["code"]) == ("cancelled", "PARENT_FINISHED")
+    run = plan_run(harness.db, parent["id"])
+    assert run is not None and run.status == "cancelled"
+    assert {s.status for s in harness.steps(run.id).values()} == {"cancelled"}
 
 
 def test_the_reaper_may_read_the_dlqs_but_never_delete() -> None:

@@ -1,4 +1,5 @@
-"""An orchestrator's plan is checked when the task is created: every violation is a 422, before anything runs."""
+"""An orchestrator's plan is checked when the task is created: every violation is a 422, before anything runs;
+a plan maps onto a workflow definition step for step (its strings stay literals)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ import pytest
 
 from chalicelib.agents import registry
 from chalicelib.errors import ValidationError
-from chalicelib.services.orchestration import subtask_id
+from chalicelib.schemas.plans import PlanStep
+from chalicelib.services.orchestration import Bounds, plan_definition, workflow_step_ids
+from chalicelib.workflows.definition import WorkflowCreate
 
 SCHEMA_STEP = {"schema": {"type": "object"}, "payload": {}}
 
@@ -66,7 +69,19 @@ def test_empty_goal_and_empty_plan_are_refused() -> None:
     assert any(m.startswith("input_data.plan") for m in messages)
 
 
-def test_subtask_ids_are_stable_per_parent_and_step() -> None:
-    parent = uuid.uuid4()
-    assert subtask_id(parent, "a") == subtask_id(parent, "a")
-    assert subtask_id(parent, "a") != subtask_id(parent, "b") != subtask_id(uuid.uuid4(), "b")
+def test_a_plan_maps_to_a_workflow_definition_step_for_step() -> None:
+    agent = uuid.uuid4()
+    plan = [PlanStep.model_validate(step("a.1", title="first")),
+            PlanStep.model_validate({"step_id": "a_1", "agent_id": str(agent), "depends_on": ["a.1"],
+                                     "input_data": {"text": "$.input.x", "deep": ["$$.y", "plain", 3]}})]
+    body = plan_definition(uuid.uuid4(), "the goal", plan, Bounds(step_timeout_seconds=600))
+    definition = WorkflowCreate.model_validate(body).definition()
+    first, second = definition.steps
+    # a dot is not allowed in a workflow step id; the clash it would cause is broken by position
+    assert (first.step_id, second.step_id) == ("a_1", "a_1_1") and second.depends_on == ["a_1"]
+    assert first.agent_type == "validation" and first.title == "first" and first.timeout == 600
+    assert second.agent_id == agent and second.agent_type is None
+    # strings that a workflow would read as references are escaped: the agent gets them as written
+    assert second.input_data == {"text": "$$.input.x", "deep": ["$$$.y", "plain", 3]}
+    assert body["description"] == "the goal"
+    assert workflow_step_ids(plan) == {"a.1": "a_1", "a_1": "a_1_1"}
