@@ -67,8 +67,12 @@ class TaskPublic(PublicModel):
     updated_at: datetime
     started_at: datetime | None
     completed_at: datetime | None
-    #: the orchestrator task this one is a step of (chalicelib.services.orchestration).
+    #: the orchestrator task whose plan this task is a step of (chalicelib.services.orchestration).
     parent_task_id: uuid.UUID | None = None
+    #: a workflow step's task: its run, step, and for_each item (GET /runs/{run_id} has the timeline).
+    run_id: uuid.UUID | None = None
+    step_id: str | None = None
+    item_index: int | None = None
     result: TaskResultPublic | None = None
 
 
