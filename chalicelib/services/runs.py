@@ -227,7 +227,8 @@ class RunService:
             if step.type != "approval":
                 raise ApprovalNotPendingError("this step is not an approval", {"step_id": step_id})
             if run.status not in ACTIVE:  # an ended run's execution has no token left to answer
-                raise ApprovalNotPendingError(f"the run is {run.status}", {"step_id": step_id, "status": run.status})
+                raise ApprovalNotPendingError(f"the run has ended ({run.status}): there is nothing to decide",
+                                              {"step_id": step_id, "status": run.status})
             if step.input_schema is not None and (req.approve or req.payload is not None):
                 views.check_payload(step.input_schema, req.payload if req.payload is not None else {})
             decision = {"approved": req.approve, "comment": req.comment, "payload": req.payload}
