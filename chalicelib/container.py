@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from chalicelib.services.audit import AuditLogService
     from chalicelib.services.cache_admin import CacheAdminService
     from chalicelib.services.dlq_admin import DlqAdminService
+    from chalicelib.services.engines import EngineService
     from chalicelib.services.feedback import FeedbackService
     from chalicelib.services.health import HealthService
     from chalicelib.services.idempotency import IdempotencyStore
@@ -445,6 +446,13 @@ class Container:
         s = self.settings
         return SfnStateMachines(lambda: make_states_client(s.aws_region, s.aws_endpoint_url,
                                                            s.publish_timeout_seconds))
+
+    @cached_property
+    def engines(self) -> EngineService:
+        """The engines over HTTP (chalicelib.services.engines; docs/engines.md)."""
+        from chalicelib.services.engines import EngineService
+
+        return EngineService(self.db, self.settings)
 
     @cached_property
     def workflows(self) -> WorkflowService:
