@@ -187,6 +187,20 @@ class Settings(BaseSettings):
     #: the local runtime; default = infra.manifest.PROVIDER_CONSUMER_TIMEOUT_SECONDS). Caps max_wall_seconds.
     function_timeout_seconds: int = Field(default=300, ge=1, le=900)
 
+    # --- engines: analytics and performance (chalicelib/engines; docs/engines.md) ---------------------------
+    #: the analytics time series refuses a range of more buckets than this (each bucket is a row of output).
+    engine_analytics_max_buckets: int = Field(default=2000, ge=1, le=100_000)
+    #: what the agent consumers are deployed with, which the performance engine's recommendations compare
+    #: observations against. chalicelib may not import infra/, so these mirror infra/manifest.py's
+    #: FunctionSpec values (tests/unit/test_engine_deployed_values.py fails when they drift); provider-backed
+    #: consumers' timeout is `function_timeout_seconds` above.
+    engine_consumer_timeout_seconds: int = Field(default=60, ge=1, le=900)
+    engine_consumer_memory_mb: int = Field(default=512, ge=128, le=10240)
+    engine_consumer_batch_size: int = Field(default=10, ge=1, le=10_000)
+    engine_consumer_max_concurrency: int = Field(default=5, ge=2, le=1000)
+    engine_provider_consumer_batch_size: int = Field(default=1, ge=1, le=10_000)
+    engine_provider_consumer_max_concurrency: int = Field(default=3, ge=2, le=1000)
+
     @property
     def outbound_private_allowed(self) -> bool:
         return self.is_development if self.outbound_allow_private is None else self.outbound_allow_private

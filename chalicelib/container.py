@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from chalicelib.services.audit import AuditLogService
     from chalicelib.services.cache_admin import CacheAdminService
     from chalicelib.services.dlq_admin import DlqAdminService
+    from chalicelib.services.engines import EngineService
     from chalicelib.services.feedback import FeedbackService
     from chalicelib.services.health import HealthService
     from chalicelib.services.idempotency import IdempotencyStore
@@ -451,6 +452,13 @@ class Container:
         from chalicelib.messaging.states import SfnStateMachines
 
         return SfnStateMachines(lambda: self.states_client)
+
+    @cached_property
+    def engines(self) -> EngineService:
+        """The engines over HTTP (chalicelib.services.engines; docs/engines.md)."""
+        from chalicelib.services.engines import EngineService
+
+        return EngineService(self.db, self.settings)
 
     @cached_property
     def workflows(self) -> WorkflowService:

@@ -220,3 +220,19 @@ class ApprovalNotPendingError(ConflictError):
 
 class ApprovalAlreadyDecidedError(ConflictError):
     code = "APPROVAL_ALREADY_DECIDED"
+
+
+# --- engines over HTTP (POST /engines/{name}; docs/engines.md) ----------------------------------------------------
+# A workflow step fails with chalicelib.engines.registry's step errors (same codes); the API answers these.
+
+
+class EngineUnknownError(NotFoundError):
+    """No engine of that name is registered: 404, `details.available` lists those that are."""
+
+    code = "ENGINE_NOT_FOUND"
+
+
+class EngineRequestInvalidError(ValidationError):
+    """The input does not match the engine's input schema (or the engine refused it): 422 with details."""
+
+    code = "ENGINE_INPUT_INVALID"

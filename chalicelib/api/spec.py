@@ -31,6 +31,7 @@ from chalicelib.api.agents import AgentListQuery
 from chalicelib.schemas.agents import AgentCreate, AgentPublic, AgentUpdate
 from chalicelib.schemas.audit import AuditLogPublic, AuditLogQuery
 from chalicelib.schemas.common import Page
+from chalicelib.schemas.engines import EngineInput, EngineList
 from chalicelib.schemas.feedback import FeedbackCreate, FeedbackCreated, FeedbackPublic
 from chalicelib.schemas.ingress import ProducerKeyCreate, ProducerKeyCreated, ProducerKeyList
 from chalicelib.schemas.messages import MessageListQuery, MessagePublic
@@ -309,6 +310,18 @@ ROUTES: dict[tuple[str, str], RouteSpec] = {
     ("GET", "/audit-logs"): RouteSpec(
         "Audit trail (admins: everyone's; users: their own)", "admin", Page[AuditLogPublic], query=AuditLogQuery,
         errors=(403, 404)),
+    # --- engines (docs/engines.md) -------------------------------------------------------------------------------
+    ("GET", "/engines"): RouteSpec(
+        "The platform's engines: what each takes and answers, with an example", "engines", EngineList,
+        description="Every registered engine (analytics, performance, ...). POST an engine's `example` to "
+                    "`/engines/{name}` to try it; a workflow step runs it with `engine: \"<name>\"`."),
+    ("POST", "/engines/{name}"): RouteSpec(
+        "Run an engine now, over your own data", "engines", {"type": "object"}, body=EngineInput,
+        body_required=False,
+        description="Synchronous. The body is the engine's input (an empty body is `{}`), checked against its "
+                    "`input_schema`: 422 ENGINE_INPUT_INVALID lists every violation; an unknown name is 404 "
+                    "ENGINE_NOT_FOUND. The answer matches the engine's `output_schema`. Engines see the "
+                    "caller's tasks and runs only; an admin's cover every user's and say `\"scope\": \"all\"`."),
     # --- this description -------------------------------------------------------------------------------------
     ("GET", "/openapi.json"): RouteSpec("This OpenAPI document", "docs", {"type": "object"}, auth="none"),
     ("GET", "/docs"): RouteSpec("Interactive API docs (Swagger UI, no external assets)", "docs", TEXT,
@@ -326,6 +339,7 @@ TAGS: dict[str, str] = {
     "workflows": "Workflows (pipelines of agent, engine and approval steps on Step Functions) and their runs. "
                  "Another user's workflow or run is 404.",
     "workers": "The API of external agents (self-hosted workers): lease, heartbeat, complete, fail.",
+    "engines": "Platform computations over your data (analytics, performance, ...), also usable as workflow steps.",
     "platform": "Health, metrics and status.",
     "admin": "Administration and the audit trail.",
     "docs": "This API description.",

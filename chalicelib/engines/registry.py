@@ -12,7 +12,10 @@ from chalicelib.engines import Engine
 from chalicelib.errors import AgentError
 
 #: engine name -> "module:Class", imported on first use (the consumers do not pay for unused engines).
-IMPLEMENTATIONS: dict[str, str] = {}
+IMPLEMENTATIONS: dict[str, str] = {
+    "analytics": "chalicelib.engines.analytics:AnalyticsEngine",
+    "performance": "chalicelib.engines.performance:PerformanceEngine",
+}
 
 _loaded: dict[str, Engine] = {}
 

@@ -157,7 +157,10 @@ def test_every_operation_documents_its_errors_with_the_envelope(document: dict[s
     envelope = document["components"]["responses"]["Error422"]["content"]["application/json"]["schema"]
     assert envelope["allOf"][0] == {"$ref": "#/components/schemas/ErrorEnvelope"}
     assert envelope["allOf"][1]["properties"]["error"]["properties"]["code"] == {"enum": [
-        "FIELD_TOO_LARGE", "RUN_INPUT_INVALID", "VALIDATION_ERROR", "WORKFLOW_INVALID"]}
+        "ENGINE_INPUT_INVALID", "FIELD_TOO_LARGE", "RUN_INPUT_INVALID", "VALIDATION_ERROR", "WORKFLOW_INVALID"]}
+    # POST /engines/{name}: an unknown engine is a 404 (chalicelib.errors.EngineUnknownError)
+    not_found = document["components"]["responses"]["Error404"]["content"]["application/json"]["schema"]
+    assert "ENGINE_NOT_FOUND" in not_found["allOf"][1]["properties"]["error"]["properties"]["code"]["enum"]
     assert document["components"]["schemas"]["ErrorBody"]["required"] == ["code", "message", "details", "timestamp"]
 
 
@@ -293,6 +296,13 @@ def test_main_flows_answer_with_documented_shapes(api: Api, check: Checker) -> N
     check.call("POST", "/runs/{run_id}/cancel", run_id=started["id"], expect=200)
     check.call("POST", "/runs/{run_id}/cancel", run_id=started["id"], expect=409)
     check.call("DELETE", "/workflows/{workflow_id}", workflow_id=wf["id"], expect=204)
+
+    # engines
+    check.call("GET", "/engines", expect=200)
+    check.call("POST", "/engines/{name}", {"bucket": "hour"}, name="analytics", expect=200)
+    check.call("POST", "/engines/{name}", {"bucket": "week"}, name="analytics", expect=422)
+    check.call("POST", "/engines/{name}", name="nope", expect=404)
+    check.call("POST", "/engines/{name}", name="performance", token=admin, expect=200)
 
     # users, audit, admin, platform
     check.call("GET", "/users/{user_id}", user_id=user["id"], expect=200)
