@@ -12,7 +12,10 @@ from chalicelib.engines import Engine
 from chalicelib.errors import AgentError
 
 #: engine name -> "module:Class", imported on first use (the consumers do not pay for unused engines).
-IMPLEMENTATIONS: dict[str, str] = {}
+IMPLEMENTATIONS: dict[str, str] = {
+    "optimization": "chalicelib.engines.optimization:OptimizationEngine",
+    "learning": "chalicelib.engines.learning:LearningEngine",
+}
 
 _loaded: dict[str, Engine] = {}
 

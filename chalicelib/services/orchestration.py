@@ -27,13 +27,12 @@ from chalicelib.agents import registry
 from chalicelib.db.models import Agent, OutboxMessage, Task, TaskResult
 from chalicelib.db.session import rowcount
 from chalicelib.db.types import utcnow
-from chalicelib.domain.routing import choose
 from chalicelib.domain.tasks import CANCELLABLE, TaskStatus
+from chalicelib.engines.optimization import candidates, choose
 from chalicelib.errors import AgentError, ValidationError
 from chalicelib.observability import logger
 from chalicelib.schemas.plans import PlanStep
 from chalicelib.services import audit
-from chalicelib.services.routing import candidates
 
 ORCHESTRATOR = "orchestrator"
 UNSUCCESSFUL = (TaskStatus.FAILED, TaskStatus.CANCELLED, TaskStatus.TIMED_OUT)
@@ -91,7 +90,7 @@ def resolve_step(session: Session, user_id: uuid.UUID, step: PlanStep) -> Resolv
                                             {**where, "agent_id": str(agent.id), "status": agent.status})
     else:
         assert step.agent_type is not None
-        # The same rule as POST /tasks with only a type (chalicelib.domain.routing).
+        # The same rule as POST /tasks with only a type (chalicelib.engines.optimization).
         decision = choose(candidates(session, user_id, step.agent_type))
         if decision.chosen is None:
             raise StepAgentUnavailableError(

@@ -19,13 +19,13 @@ from chalicelib.db.session import Database, rowcount
 from chalicelib.db.types import utcnow
 from chalicelib.domain.leases import AgentMode
 from chalicelib.domain.tasks import CANCELLABLE, TERMINAL, TaskStatus
+from chalicelib.engines.optimization import route
 from chalicelib.errors import ConflictError, NotFoundError, ValidationError
 from chalicelib.schemas.tasks import TaskCreate, TaskListQuery, TaskPublic
 from chalicelib.services import audit
 from chalicelib.services.agents import AgentRecord, get_owned_agent
 from chalicelib.services.meta import RequestMeta
 from chalicelib.services.pagination import after_cursor, encode_cursor
-from chalicelib.services.routing import route
 
 if TYPE_CHECKING:
     from chalicelib.cache.twolevel import TwoLevelCache
