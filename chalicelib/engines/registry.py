@@ -14,6 +14,7 @@ from chalicelib.errors import AgentError
 #: engine name -> "module:Class", imported on first use (the consumers do not pay for unused engines).
 IMPLEMENTATIONS: dict[str, str] = {
     "optimization": "chalicelib.engines.optimization:OptimizationEngine",
+    "recommendation": "chalicelib.engines.recommendation:RecommendationEngine",
     "learning": "chalicelib.engines.learning:LearningEngine",
 }
 
