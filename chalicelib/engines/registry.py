@@ -15,6 +15,7 @@ from chalicelib.errors import AgentError
 IMPLEMENTATIONS: dict[str, str] = {
     "optimization": "chalicelib.engines.optimization:OptimizationEngine",
     "recommendation": "chalicelib.engines.recommendation:RecommendationEngine",
+    "intelligence": "chalicelib.engines.intelligence:IntelligenceEngine",
     "learning": "chalicelib.engines.learning:LearningEngine",
 }
 
