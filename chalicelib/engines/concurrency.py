@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import extract, func, or_, select
+from sqlalchemy import ColumnElement, extract, func, or_, select
 from sqlalchemy.orm import Session
 
 from chalicelib import capacity
@@ -38,7 +38,10 @@ def observe(session: Session, user_id: uuid.UUID, types: Sequence[str], *, now: 
     """Backlog now, arrivals and finished-task durations in the window, per type: one grouped statement."""
     since = now - timedelta(hours=window_hours)
     finished = (Task.status.in_(list(TERMINAL)) & (Task.completed_at >= since) & Task.started_at.is_not(None))
-    duration = extract("epoch", Task.completed_at - Task.started_at)
+    if session.get_bind().dialect.name == "postgresql":
+        duration: ColumnElement[Any] = extract("epoch", Task.completed_at - Task.started_at)
+    else:  # SQLite (the local runtime) stores text timestamps: julianday differences are days
+        duration = (func.julianday(Task.completed_at) - func.julianday(Task.started_at)) * 86400
     rows = session.execute(
         select(Task.agent_type,
                func.count().filter(Task.status.in_(WAITING)),

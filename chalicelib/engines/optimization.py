@@ -29,6 +29,7 @@ from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
 from chalicelib.db.models import Agent, Task
+from chalicelib.domain.agents import AGENT_TYPES
 from chalicelib.domain.tasks import TaskStatus
 from chalicelib.engines import Engine, EngineContext
 from chalicelib.errors import NoAgentAvailableError
@@ -170,7 +171,7 @@ class OptimizationEngine(Engine):
     input_schema = {
         "type": "object", "additionalProperties": False,
         "properties": {
-            "agent_type": {"type": "string", "minLength": 1, "maxLength": 32,
+            "agent_type": {"enum": list(AGENT_TYPES),
                            "description": "one agent type; omitted: every type you have agents or tasks of"},
             "window_hours": {"type": "integer", "minimum": 1, "maximum": 24 * 30, "default": 24,
                              "description": "how far back arrivals and durations are observed"},

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, func, null, select
 
 from chalicelib.db.models import ProviderUsage
 from chalicelib.engines import EngineContext
@@ -45,6 +45,11 @@ def report(ctx: EngineContext, input: dict[str, Any]) -> dict[str, Any]:  # noqa
     served = ProviderUsage.cached.is_(False)
     latency = ProviderUsage.latency_ms
     with ctx.transaction() as session:
+        if session.get_bind().dialect.name == "postgresql":
+            p50: ColumnElement[Any] = func.percentile_cont(0.5).within_group(latency).filter(served)
+            p90: ColumnElement[Any] = func.percentile_cont(0.9).within_group(latency).filter(served)
+        else:  # SQLite (the local runtime) has no percentile_cont: mean and max only
+            p50 = p90 = null()
         rows = session.execute(
             select(ProviderUsage.endpoint, ProviderUsage.model, func.count(),
                    func.count().filter(ProviderUsage.cached.is_(True)),
@@ -55,8 +60,7 @@ def report(ctx: EngineContext, input: dict[str, Any]) -> dict[str, Any]:  # noqa
                    func.coalesce(func.sum(ProviderUsage.total_tokens).filter(ProviderUsage.cached.is_(True)), 0),
                    func.coalesce(func.sum(ProviderUsage.attempts).filter(served), 0),
                    func.avg(latency).filter(served),
-                   func.percentile_cont(0.5).within_group(latency).filter(served),
-                   func.percentile_cont(0.9).within_group(latency).filter(served),
+                   p50, p90,
                    func.max(latency).filter(served))
             .where(ProviderUsage.user_id == ctx.user_id, ProviderUsage.created_at >= start,
                    ProviderUsage.created_at < end)
