@@ -68,7 +68,9 @@ def measure() -> str:
         os.environ.update({"DATABASE_URL": url, "YMERA_JWT_SECRET": "b" * 48, "YMERA_STAGE": "test",
                            "POWERTOOLS_LOG_LEVEL": "ERROR", "YMERA_QUEUE_PREFIX": PREFIX,
                            "AWS_DEFAULT_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "bench",
-                           "AWS_SECRET_ACCESS_KEY": "bench"})
+                           "AWS_SECRET_ACCESS_KEY": "bench",
+                           # a loaded machine can take over the default 2 s to answer a Step Functions call
+                           "YMERA_PUBLISH_TIMEOUT_SECONDS": "10"})
         os.environ.pop("REDIS_URL", None)
         os.environ.pop("AWS_ENDPOINT_URL", None)
         from infra.local.emulator import start_moto

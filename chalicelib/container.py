@@ -245,11 +245,17 @@ class Container:
     @cached_property
     def callbacks(self) -> TaskCallbacks:
         """SendTaskSuccess/Failure/Heartbeat for workflow task tokens (built on first use)."""
-        from chalicelib.messaging.callbacks import StepFunctionsCallbacks, make_states_client
+        from chalicelib.messaging.callbacks import StepFunctionsCallbacks
+
+        return StepFunctionsCallbacks(lambda: self.states_client)
+
+    @cached_property
+    def states_client(self) -> Any:
+        """One boto3 Step Functions client for the API's adapter and the token callbacks (built on first use)."""
+        from chalicelib.messaging.states import make_states_client
 
         s = self.settings
-        return StepFunctionsCallbacks(lambda: make_states_client(s.aws_region, s.aws_endpoint_url,
-                                                                 s.publish_timeout_seconds))
+        return make_states_client(s.aws_region, s.aws_endpoint_url, s.publish_timeout_seconds)
 
     @cached_property
     def workflow_control(self) -> WorkflowControl:
@@ -440,11 +446,9 @@ class Container:
     @cached_property
     def state_machines(self) -> StateMachines:
         """Step Functions (chalicelib.messaging.states); the boto3 client is built at the first call."""
-        from chalicelib.messaging.states import SfnStateMachines, make_states_client
+        from chalicelib.messaging.states import SfnStateMachines
 
-        s = self.settings
-        return SfnStateMachines(lambda: make_states_client(s.aws_region, s.aws_endpoint_url,
-                                                           s.publish_timeout_seconds))
+        return SfnStateMachines(lambda: self.states_client)
 
     @cached_property
     def workflows(self) -> WorkflowService:

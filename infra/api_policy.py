@@ -91,8 +91,8 @@ def render(stage: str, region: str, account: str, *, workflow_role: str | None =
         # Workflows: the API creates a version's state machine at its first run and starts, stops, redrives
         # and reads its executions: this stage's `<prefix>-wf-*` machines only.
         {"Sid": "RunWorkflowStateMachines", "Effect": "Allow",
-         "Action": ["states:CreateStateMachine", "states:DescribeStateMachine", "states:StartExecution",
-                    "states:TagResource"],
+         "Action": ["states:CreateStateMachine", "states:UpdateStateMachine", "states:DescribeStateMachine",
+                    "states:StartExecution", "states:TagResource"],
          "Resource": [f"{states}stateMachine:{prefix}-wf-*"]},
         {"Sid": "OperateWorkflowExecutions", "Effect": "Allow",
          "Action": ["states:StopExecution", "states:RedriveExecution", "states:DescribeExecution",

@@ -111,7 +111,8 @@ def deploy_stack(cfn: Any, name: str, template_url: str, parameters: Mapping[str
         stack = cfn.describe_stacks(StackName=name)["Stacks"][0]
         previous = [p["ParameterKey"] for p in stack.get("Parameters", [])]
     started = datetime.now().astimezone()
-    common = {"StackName": name, "TemplateURL": template_url, "Capabilities": ["CAPABILITY_IAM"],
+    common = {"StackName": name, "TemplateURL": template_url,
+              "Capabilities": ["CAPABILITY_IAM", "CAPABILITY_NAMED_IAM"],  # the workflow role has a fixed name
               "Parameters": _parameters(parameters, previous)}
     waiter_config = {"Delay": delay, "MaxAttempts": max_attempts}
     try:

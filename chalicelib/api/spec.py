@@ -28,7 +28,6 @@ from pydantic import BaseModel
 
 from chalicelib.api.admin import CacheClearRequest, CacheClearResult, DlqList, DlqQuery, RedriveRequest, RedriveResult
 from chalicelib.api.agents import AgentListQuery
-from chalicelib.engines import registry as _engines  # noqa: F401 - its error classes (422) are documented too
 from chalicelib.schemas.agents import AgentCreate, AgentPublic, AgentUpdate
 from chalicelib.schemas.audit import AuditLogPublic, AuditLogQuery
 from chalicelib.schemas.common import Page

@@ -21,14 +21,6 @@ LATE_CODES = frozenset({"TaskTimedOut", "TaskDoesNotExist", "InvalidToken", "Exe
 MAX_ERROR, MAX_CAUSE = 256, 32_768
 
 
-def make_states_client(region: str, endpoint_url: str | None, timeout: float) -> Any:
-    import boto3
-    from botocore.config import Config
-
-    config = Config(connect_timeout=timeout, read_timeout=timeout, retries={"max_attempts": 2, "mode": "standard"})
-    return boto3.client("stepfunctions", region_name=region, endpoint_url=endpoint_url, config=config)
-
-
 class StepFunctionsCallbacks:
     def __init__(self, client_factory: Callable[[], Any]) -> None:
         self._factory = client_factory

@@ -28,6 +28,7 @@ from chalicelib.domain.leases import AgentMode
 from chalicelib.domain.tasks import TaskStatus
 from chalicelib.messaging.sqs import Publisher
 from chalicelib.observability import logger
+from chalicelib.workflows.messages import ERROR_STEP_FAILED
 
 if TYPE_CHECKING:
     from chalicelib.services.alerts import AlertPublisher
@@ -202,7 +203,7 @@ class OutboxRelay:
             p = row.payload
             try:
                 result = (port.succeed(p["token"], p.get("output") or {}) if p.get("action") == "succeed"
-                          else port.fail(p["token"], p.get("error") or "Ymera.StepFailed", p.get("cause") or ""))
+                          else port.fail(p["token"], p.get("error") or ERROR_STEP_FAILED, p.get("cause") or ""))
             except Exception as exc:  # noqa: BLE001 - recorded on the row and retried with backoff
                 errors[row.id.hex] = f"{type(exc).__name__}: {exc}"[:500]
                 continue

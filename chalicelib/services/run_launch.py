@@ -19,7 +19,7 @@ from chalicelib.errors import DependencyUnavailableError
 from chalicelib.messaging.sqs import queue_name
 from chalicelib.observability import logger
 from chalicelib.workflows.definition import WorkflowDefinition
-from chalicelib.workflows.messages import ExecutionInput
+from chalicelib.workflows.messages import ERROR_RUN_CANCELLED, ExecutionInput
 from chalicelib.workflows.ports import StateMachines
 
 #: a queue's URL by its full name (QueueClient.url_of: looked up once per container).
@@ -87,7 +87,7 @@ class Launcher:
         """Best effort: Postgres already says `cancelled` and every consumer short-circuits on it (and moto keeps
         a stopped execution RUNNING anyway)."""
         try:
-            self.state_machines.stop_execution(execution_arn, "Ymera.RunCancelled", "the run was cancelled")
+            self.state_machines.stop_execution(execution_arn, ERROR_RUN_CANCELLED, "the run was cancelled")
         except Exception:  # noqa: BLE001 - the run is cancelled in Postgres whatever Step Functions says
             logger.warning("StopExecution failed; the run stays cancelled", extra={"execution_arn": execution_arn},
                            exc_info=True)

@@ -45,7 +45,7 @@ from chalicelib.services.run_answers import PublishAnswer, answer
 from chalicelib.services.run_launch import Launcher
 from chalicelib.services.workflows import current_version, owned_workflow
 from chalicelib.workflows.definition import WorkflowDefinition
-from chalicelib.workflows.messages import ERROR_RUN_CANCELLED
+from chalicelib.workflows.messages import ERROR_APPROVAL_REJECTED, ERROR_RUN_CANCELLED
 
 if TYPE_CHECKING:
     from chalicelib.services.idempotency import IdempotencyStore, IdempotentRequest
@@ -55,7 +55,6 @@ ACTIVE = ("running", "waiting_approval")
 REDRIVABLE = ("failed", "timed_out")
 #: step statuses a redrive runs again (succeeded and skipped steps keep their outcome).
 RERUN = ("failed", "cancelled", "timed_out")
-ERROR_APPROVAL_REJECTED = "Ymera.ApprovalRejected"
 #: the existing task cancellation (TaskService.cancel): (owner, task id, meta).
 CancelTask = Callable[[uuid.UUID, uuid.UUID, RequestMeta], Any]
 

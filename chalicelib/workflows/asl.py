@@ -24,10 +24,9 @@ CONTROL_QUEUE = "${ControlQueueUrl}"
 #: the key `visibility_of` is asked for the control queue (engine and FOREACH tasks run on its consumer).
 CONTROL = "workflow-control"
 #: an approval's rejection (SendTaskFailure from the decision endpoint); never retried.
-ERROR_APPROVAL_REJECTED = "Ymera.ApprovalRejected"
 #: the Fail state's error when a step failed and the failure was reported.
 ERROR_RUN_FAILED = "Ymera.RunFailed"
-NOT_RETRIED = [messages.ERROR_RUN_CANCELLED, messages.ERROR_TOLERANCE_EXCEEDED, ERROR_APPROVAL_REJECTED]
+NOT_RETRIED = [messages.ERROR_RUN_CANCELLED, messages.ERROR_TOLERANCE_EXCEEDED, messages.ERROR_APPROVAL_REJECTED]
 REPORT_SUCCESS = "ReportSuccess"
 REPORT_FAILURE = "ReportFailure"
 RUN_FAILED = "RunFailed"

@@ -37,8 +37,9 @@ if TYPE_CHECKING:
 
 #: a run's error code for the error name its execution failed with (the Catch's `Error`).
 RUN_ERROR_CODES = {m.ERROR_STEP_FAILED: "STEP_FAILED", m.ERROR_TOLERANCE_EXCEEDED: "TOLERANCE_EXCEEDED",
-                   "Ymera.ApprovalRejected": "APPROVAL_REJECTED", m.ERROR_RUN_CANCELLED: "RUN_CANCELLED",
-                   "States.Timeout": "STEP_TIMED_OUT", "States.HeartbeatTimeout": "STEP_HEARTBEAT_TIMED_OUT"}
+                   m.ERROR_APPROVAL_REJECTED: "APPROVAL_REJECTED", m.ERROR_RUN_CANCELLED: "RUN_CANCELLED",
+                   "States.Timeout": "STEP_TIMED_OUT", "States.HeartbeatTimeout": "STEP_HEARTBEAT_TIMED_OUT",
+                   m.ERROR_START_LOST: "START_LOST"}
 TIMEOUTS = ("States.Timeout", "States.HeartbeatTimeout")
 
 
@@ -125,6 +126,10 @@ class WorkflowControl:
             # Already resolved (a redrive, a redelivery): the same items, so results keep their indexes and
             # finished items short-circuit inside the Map.
             if row.status in ("pending", "failed", "cancelled"):
+                # A redrive: succeeded items keep their results (and short-circuit); the others run again.
+                kept = {k: v for k, v in ((row.output or {}).get("results") or {}).items()
+                        if v.get("status") == "succeeded"}
+                row.output, row.items_failed = {"results": kept}, 0
                 row.status, row.error, row.finished_at, row.attempts = "running", None, None, row.attempts + 1
             indexes(list(range(row.items_total)))
             return "resolved"

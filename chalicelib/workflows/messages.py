@@ -34,6 +34,9 @@ TOKEN_KINDS = (STEP, APPROVAL, FOREACH, ENGINE)
 ERROR_RUN_CANCELLED = "Ymera.RunCancelled"
 ERROR_STEP_FAILED = "Ymera.StepFailed"
 ERROR_TOLERANCE_EXCEEDED = "Ymera.ToleranceExceeded"
+ERROR_APPROVAL_REJECTED = "Ymera.ApprovalRejected"
+#: the reconciler: a run whose StartExecution never happened (not an ASL error; recorded on the run).
+ERROR_START_LOST = "Ymera.StartLost"
 
 
 class ExecutionInput(BaseModel):

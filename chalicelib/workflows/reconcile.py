@@ -23,6 +23,7 @@ from sqlalchemy import select
 from chalicelib.db.types import utcnow
 from chalicelib.db.workflow_models import WorkflowRun
 from chalicelib.observability import logger
+from chalicelib.workflows import messages as m
 from chalicelib.workflows.control import fail_run, finish_run
 from chalicelib.workflows.ports import ExecutionState
 
@@ -67,6 +68,7 @@ class Reconciler:
                 .where(WorkflowRun.status.in_(OPEN), WorkflowRun.updated_at < cutoff,
                        WorkflowRun.execution_arn.is_not(None))
                 .order_by(WorkflowRun.updated_at).limit(self.batch)).all()
+        report.repaired.update(self._fail_lost_starts(cutoff))
         for run_id, arn, seen in candidates:
             report.looked_at += 1
             assert arn is not None  # selected so
@@ -84,6 +86,22 @@ class Reconciler:
             elif outcome:
                 report.repaired[outcome] = report.repaired.get(outcome, 0) + 1
         return report
+
+    def _fail_lost_starts(self, cutoff: datetime) -> dict[str, int]:
+        """Runs committed but never given an execution (the starting process died between its commit and
+        StartExecution): failed START_LOST, so they can be redriven, instead of `running` forever. Orchestrator
+        plans are left alone: the orchestrator task's retry launches its run again."""
+        with self.db.transaction() as session:
+            lost = list(session.scalars(
+                select(WorkflowRun).where(WorkflowRun.status.in_(OPEN), WorkflowRun.execution_arn.is_(None),
+                                          WorkflowRun.parent_task_id.is_(None), WorkflowRun.updated_at < cutoff)
+                .order_by(WorkflowRun.updated_at).limit(self.batch).with_for_update(skip_locked=True)))
+            for run in lost:
+                fail_run(session, run, "failed", {"Error": m.ERROR_START_LOST,
+                                                  "Cause": "the run's execution was never started; redrive starts it"})
+                logger.warning("workflow run had no execution; failed so it can be redriven",
+                               extra={"run_id": str(run.id)})
+        return {"failed": len(lost)} if lost else {}
 
     def _from_history(self, arn: str, state: ExecutionState) -> ExecutionState:
         for event in self.executions().history(arn):  # newest first: the failure is among the last events
@@ -108,7 +126,7 @@ class Reconciler:
                 fail_run(session, run, "timed_out", {"Error": "Ymera.RunTimedOut",
                                                      "Cause": "the run did not finish within its timeout_seconds"})
             elif state.status == "ABORTED":
-                fail_run(session, run, "cancelled", {"Error": "Ymera.RunCancelled",
+                fail_run(session, run, "cancelled", {"Error": m.ERROR_RUN_CANCELLED,
                                                      "Cause": "the execution was stopped"})
             else:
                 fail_run(session, run, "failed", caught)

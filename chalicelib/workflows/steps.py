@@ -207,20 +207,17 @@ def finish(session: Session, ctx: rs.StepContext, token: str, *, aggregate_id: u
         rs.answer(session, token, error=m.ERROR_STEP_FAILED, cause=rs.cause_of(error), **where)
         return
     results = dict((row.output or {}).get("results") or {})
-    previous = (results.get(str(item_index)) or {}).get("status")
     entry: dict[str, Any] = {"task_id": str(task_id) if task_id else None}
     if succeeded:
         entry["status"] = "succeeded"
-        if previous == "failed":  # a redrive re-ran an item that had failed
-            row.items_failed = max(0, row.items_failed - 1)
         if task_id is None:  # an engine item: its output is kept here (there is no task result)
             entry["output"] = output
     else:
         entry.update(status="failed" if last else "retrying", error=error)
-        if last and previous != "failed":
-            row.items_failed += 1
     results[str(item_index)] = entry
     row.output = {**(row.output or {}), "results": results}
+    # Counted from the results, not incremented: a redelivered answer or a redrive cannot skew it.
+    row.items_failed = sum(1 for r in results.values() if r.get("status") == "failed")
     total = row.items_total or 0
     if not succeeded and not last:
         rs.answer(session, token, error=m.ERROR_STEP_FAILED, cause=rs.cause_of(error), **where)

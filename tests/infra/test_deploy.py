@@ -245,7 +245,7 @@ def test_a_rolled_back_update_stops_with_the_failed_resources_and_keeps_other_pa
                            out=lambda _: None)
     assert "UPDATE_ROLLBACK_COMPLETE" in str(caught.value)
     assert "MigrateFunction (AWS::Lambda::Function) UPDATE_FAILED: Resource handler" in str(caught.value)
-    assert cfn.kwargs["Capabilities"] == ["CAPABILITY_IAM"] and "TemplateBody" not in cfn.kwargs
+    assert cfn.kwargs["Capabilities"] == ["CAPABILITY_IAM", "CAPABILITY_NAMED_IAM"] and "TemplateBody" not in cfn.kwargs
     assert {"ParameterKey": "LlmProvider", "UsePreviousValue": True} in cfn.kwargs["Parameters"]
 
 

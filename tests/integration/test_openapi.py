@@ -157,8 +157,7 @@ def test_every_operation_documents_its_errors_with_the_envelope(document: dict[s
     envelope = document["components"]["responses"]["Error422"]["content"]["application/json"]["schema"]
     assert envelope["allOf"][0] == {"$ref": "#/components/schemas/ErrorEnvelope"}
     assert envelope["allOf"][1]["properties"]["error"]["properties"]["code"] == {"enum": [
-        "ENGINE_INPUT_INVALID", "ENGINE_NOT_FOUND", "FIELD_TOO_LARGE", "RUN_INPUT_INVALID", "VALIDATION_ERROR",
-        "WORKFLOW_INVALID"]}
+        "FIELD_TOO_LARGE", "RUN_INPUT_INVALID", "VALIDATION_ERROR", "WORKFLOW_INVALID"]}
     assert document["components"]["schemas"]["ErrorBody"]["required"] == ["code", "message", "details", "timestamp"]
 
 

@@ -102,3 +102,24 @@ def test_one_broken_run_does_not_stop_the_sweep(harness: WorkflowHarness, owner:
     report = Reconciler(harness.db, lambda: reader, after_seconds=60).sweep()
     assert report.errors == 1 and report.repaired == {"succeeded": 1}
     assert harness.status(broken) == "running" and harness.status(fine) == "succeeded"
+
+
+def test_a_run_whose_execution_never_started_is_failed_so_it_can_be_redriven(
+        harness: WorkflowHarness, owner: tuple[uuid.UUID, uuid.UUID]) -> None:
+    # GIVEN a run committed by a process that died before StartExecution (no execution ARN), and a fresh one
+    lost, _ = _run(harness, *owner)
+    fresh, _ = _run(harness, *owner, minutes_ago=0)
+    with harness.db.transaction() as s:
+        for run_id in (lost, fresh):
+            row = s.get(WorkflowRun, run_id)
+            assert row is not None
+            row.execution_arn = None
+        s.get(WorkflowRun, lost).updated_at = utcnow() - timedelta(minutes=10)  # type: ignore[union-attr]
+    reader = FakeReader({})
+    # WHEN the reconciler sweeps
+    report = Reconciler(harness.db, lambda: reader, after_seconds=60).sweep()
+    # THEN the old one is failed START_LOST (redrivable), the one still starting is left alone, nothing is asked
+    assert report.repaired == {"failed": 1} and reader.asked == 0
+    run = harness.run(lost)
+    assert run.status == "failed" and run.error is not None and run.error["code"] == "START_LOST"
+    assert harness.status(fresh) == "running"

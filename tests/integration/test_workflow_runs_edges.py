@@ -262,3 +262,41 @@ def test_a_dead_lettered_step_message_fails_its_task_and_the_run(harness: Workfl
     step = harness.steps(run_id)["a"]
     assert harness.status(run_id) == "failed"
     assert step.status == "failed" and step.error["code"] == "DELIVERY_FAILED"
+
+
+def test_redrive_of_a_failed_for_each_reruns_only_its_failed_item(harness: WorkflowHarness) -> None:
+    from chalicelib.agents.registry import get_agent
+    from chalicelib.errors import AgentError
+
+    user = make_user(harness.db)
+    make_agent(harness.db, user)
+    real, broken = get_agent("validation"), {"on": True}
+
+    class FailsItemFour:
+        Input = real.Input
+        Config = real.Config
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(real, name)
+
+        def run(self, data: Any, config: Any, ctx: Any) -> Any:
+            if broken["on"] and data.model_dump(mode="json").get("payload") == 4:
+                raise AgentError("item 4 is broken for now", {})
+            return real.run(data, config, ctx)
+
+    harness.c.processor.agent_loader = lambda t: FailsItemFour() if t == "validation" else get_agent(t)  # type: ignore
+    workflow = harness.create(user, {"steps": [
+        {"step_id": "fan", "agent_type": "validation", "for_each": "$.input.items", "max_concurrency": 5,
+         "input_data": {"schema": {"type": "integer"}, "payload": "$.item"}}]})
+    run_id = harness.start(user, workflow, {"items": [0, 1, 2, 3, 4]})
+    harness.drive(lambda: harness.status(run_id) != "running")
+    assert harness.status(run_id) == "failed"
+    harness.drive(lambda: harness.steps(run_id)["fan"].output is not None and sum(
+        1 for r in harness.steps(run_id)["fan"].output["results"].values() if r["status"] == "succeeded") == 4)
+    broken["on"] = False
+    harness.redrive(run_id)
+    harness.drive(lambda: harness.status(run_id) != "running")
+    fan = harness.steps(run_id)["fan"]
+    assert harness.status(run_id) == "succeeded", harness.describe()
+    assert harness.task_counts(run_id) == {"fan": 6}  # items 0-3 short-circuited, item 4 ran again
+    assert fan.items_failed == 0 and fan.status == "succeeded"
