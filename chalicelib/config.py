@@ -323,6 +323,13 @@ class Settings(BaseSettings):
     #: GET /runs/{run_id} shows a step's output inline up to this many bytes of JSON, else a reference to its task.
     workflow_output_inline_bytes: int = Field(default=64 * 1024, ge=1024, le=1024 * 1024)
 
+    # Intelligence gateway (issue 10; docs/engines-more.md): the prompt cache provider-backed agents opt into with
+    # `config.cache_ttl_seconds`, in Redis, per user.
+    #: an agent's cache_ttl_seconds is capped at this; 0 turns prompt caching off for everyone.
+    llm_cache_max_ttl_seconds: int = Field(default=24 * 3600, ge=0, le=30 * 86_400)
+    #: answers larger than this (as JSON) are not cached: Redis memory is shared with sessions and rate limits.
+    llm_cache_max_entry_bytes: int = Field(default=256 * 1024, ge=1024, le=8 * 1024 * 1024)
+
     @field_validator("stage")
     @classmethod
     def _stage_lower(cls, value: str) -> str:

@@ -82,7 +82,7 @@ class Container:
         from chalicelib.providers.user_keys import UserKeyStore
 
         return Providers(self.settings, usage=UsageLedger(self.db),
-                         user_keys=UserKeyStore(self.db, lambda: self.provider_key_cipher))
+                         user_keys=UserKeyStore(self.db, lambda: self.provider_key_cipher), redis=lambda: self.redis)
 
     @cached_property
     def db(self) -> Database:

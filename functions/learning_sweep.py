@@ -8,10 +8,10 @@ from __future__ import annotations
 from typing import Any
 
 from chalicelib.container import get_container
+from chalicelib.engines.learning import sweep
 from chalicelib.observability import logger
-from chalicelib.services.learning import sweep
 
 
 @logger.inject_lambda_context(clear_state=True)
-def handler(event: dict[str, Any], context: Any) -> dict[str, int]:
+def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     return sweep(get_container())

@@ -13,11 +13,26 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+# Concurrency and the connection budget live in chalicelib.capacity (standard library only, so the hooks can
+# still import this module) because the optimization engine reasons about the same numbers. Re-exported here
+# for the template, the bootstrap and their tests.
+from chalicelib.capacity import (
+    CONSUMER_MAX_CONCURRENCY,
+    DB_CONNECTION_BUDGET,
+    DB_CONNECTIONS_PER_INSTANCE,
+    INGRESS_MAX_CONCURRENCY,
+    PROVIDER_BACKED,
+    PROVIDER_CONSUMER_MAX_CONCURRENCY,
+    WORKFLOW_CONTROL_MAX_CONCURRENCY,
+    agent_max_concurrency,
+)
+
+__all__ = ["CONSUMER_MAX_CONCURRENCY", "DB_CONNECTION_BUDGET", "DB_CONNECTIONS_PER_INSTANCE", "INGRESS_MAX_CONCURRENCY",
+           "PROVIDER_BACKED", "PROVIDER_CONSUMER_MAX_CONCURRENCY", "WORKFLOW_CONTROL_MAX_CONCURRENCY"]
+
 #: Agent types with a consumer (must match chalicelib.agents.registry.IMPLEMENTATIONS).
 AGENT_CONSUMERS: tuple[str, ...] = ("validation", "examination", "security", "llm", "drafting", "editing",
                                     "enhancement", "learning", "communication", "orchestrator", "metrics", "monitoring")
-#: Types whose work is a language-model call: seconds to minutes per task, not milliseconds.
-PROVIDER_BACKED: tuple[str, ...] = ("llm", "drafting", "editing", "enhancement", "orchestrator")
 #: What some consumers need beyond their own queue: the monitoring agent reads queue depths (its alerts are
 #: the user's audit rows, never the operators' topic: only the scheduled monitor publishes there);
 #: provider-backed agents call Bedrock and read provider keys from Secrets Manager (ymera/llm/*).
@@ -30,17 +45,6 @@ AGENT_NEEDS: dict[str, tuple[str, ...]] = {
 PROVIDER_CONSUMER_TIMEOUT_SECONDS = 300
 
 CONSUMER_TIMEOUT_SECONDS = 60
-#: At most this many instances of one consumer run at once (the event source's MaximumConcurrency, >= 2):
-#: a flood on one queue cannot take every Postgres connection from the others and the API.
-CONSUMER_MAX_CONCURRENCY = 5
-#: Provider-backed consumers wait on models, not Postgres, but hold a connection while they claim/store.
-PROVIDER_CONSUMER_MAX_CONCURRENCY = 3
-#: Connections one function instance may hold (the engine's pool opens them lazily; one invocation at a time
-#: uses one, a second only while the outbox or audit writes overlap).
-DB_CONNECTIONS_PER_INSTANCE = 2
-#: What all consumers together may hold at their maximum concurrency; the template refuses more. Sized for a
-#: small RDS instance (max_connections ~ 100-170) with room for the API, the schedules and migrations.
-DB_CONNECTION_BUDGET = 120
 #: AWS guidance for SQS event sources: visibility timeout >= 6x the function timeout.
 VISIBILITY_TIMEOUT_SECONDS = 6 * CONSUMER_TIMEOUT_SECONDS
 MAX_RECEIVE_COUNT = 5
@@ -51,12 +55,10 @@ DLQ_RETENTION_SECONDS = 14 * 24 * 3600
 #: over its budget for a while is delayed, not dead-lettered after five tries.
 INGRESS_TIMEOUT_SECONDS = 60
 INGRESS_MAX_RECEIVE_COUNT = 100
-INGRESS_MAX_CONCURRENCY = 3
 #: The workflow control queue (docs/workflows-runtime.md): approvals, for_each fan-outs, engine steps and run
 #: reports sent by workflow state machines. Engines run in-process, so its consumer gets the long timeout.
 WORKFLOW_CONTROL_SUFFIX = "workflow-control"
 WORKFLOW_CONTROL_TIMEOUT_SECONDS = 120
-WORKFLOW_CONTROL_MAX_CONCURRENCY = 3
 #: The function `make deploy` invokes (synchronously) to run Alembic to head before the API is updated; no
 #: queue and no schedule. Long enough for an index build on a large table; Lambda's maximum is 900 s.
 MIGRATE_FUNCTION = "migrate"
@@ -143,8 +145,7 @@ def functions() -> list[FunctionSpec]:
             queue=agent_queue(agent_type),
             timeout=consumer_timeout(agent_type),
             batch_size=1 if agent_type in PROVIDER_BACKED else 10,
-            max_concurrency=PROVIDER_CONSUMER_MAX_CONCURRENCY if agent_type in PROVIDER_BACKED
-            else CONSUMER_MAX_CONCURRENCY,
+            max_concurrency=agent_max_concurrency(agent_type),
             # every agent queue may carry workflow steps: their tokens are answered and kept alive
             needs=("db", "sqs:consume", "states:callback", *AGENT_NEEDS.get(agent_type, ())),
         )

@@ -335,16 +335,29 @@ class ProviderKey(Base):
 
 
 class ProviderUsage(Base):
-    """Tokens a user spent on the operator's endpoints, one row per model call (the daily budget sums them)."""
+    """One model call of a user's agent, through the intelligence gateway (chalicelib.engines.intelligence).
+
+    `tokens` is what the call charged against the daily budget (operator endpoints; 0 for the user's own endpoint
+    and for answers served from the prompt cache) — the budget sums it; the other columns are the accounting.
+    """
 
     __tablename__ = "provider_usage"
 
     id: Mapped[uuid.UUID] = _uuid_pk()
     user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), nullable=False)
     task_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, nullable=True)
+    #: the catalog alias, or "own" for the user's own endpoint.
     endpoint: Mapped[str] = mapped_column(String(64), nullable=False)
     tokens: Mapped[int] = mapped_column(Integer, nullable=False)
     created_at: Mapped[datetime] = _created()
+    model: Mapped[str] = mapped_column(String(200), nullable=False, default="", server_default="")
+    input_tokens: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default=text("0"))
+    output_tokens: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default=text("0"))
+    total_tokens: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default=text("0"))
+    latency_ms: Mapped[float] = mapped_column(Float, nullable=False, default=0.0, server_default=text("0"))
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=1, server_default=text("1"))
+    #: served from the prompt cache: no provider call was made.
+    cached: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False, server_default=text("false"))
 
     # The budget check is one index-only range scan: (user_id, created_at) carrying tokens.
     __table_args__ = (Index("ix_provider_usage_user_id_created_at", "user_id", "created_at",

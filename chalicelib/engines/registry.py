@@ -15,6 +15,10 @@ from chalicelib.errors import AgentError
 IMPLEMENTATIONS: dict[str, str] = {
     "analytics": "chalicelib.engines.analytics:AnalyticsEngine",
     "performance": "chalicelib.engines.performance:PerformanceEngine",
+    "optimization": "chalicelib.engines.optimization:OptimizationEngine",
+    "recommendation": "chalicelib.engines.recommendation:RecommendationEngine",
+    "intelligence": "chalicelib.engines.intelligence:IntelligenceEngine",
+    "learning": "chalicelib.engines.learning:LearningEngine",
 }
 
 _loaded: dict[str, Engine] = {}

@@ -62,6 +62,8 @@ class Completion:
     #: attempts it took, retries included (set by the resilient wrapper).
     attempts: int = 1
     extra: dict[str, str] = field(default_factory=dict)
+    #: answered from the intelligence gateway's prompt cache (no provider call; nothing charged).
+    cached: bool = False
 
 
 class Provider(Protocol):

@@ -50,6 +50,11 @@ class ProviderConfig(BaseModel):
     max_total_tokens: int | None = Field(
         default=20_000, ge=1,
         description="Per-task cap on input+output tokens; an operator endpoint's max_tokens_per_task caps it")
+    cache_ttl_seconds: int | None = Field(
+        default=None, ge=1, le=30 * 86_400,
+        description="Opt-in: an identical prompt (same endpoint, model, messages and parameters) from you is answered "
+                    "from a cache for this long instead of calling the model again (capped by "
+                    "YMERA_LLM_CACHE_MAX_TTL_SECONDS; never shared between users)")
     max_wall_seconds: float = Field(
         default=50.0, gt=0, le=900,
         description="Per-task cap on time spent; capped below the function timeout (YMERA_FUNCTION_TIMEOUT_SECONDS)")

@@ -64,7 +64,9 @@ class Providers:
                  bedrock_client_factory: Callable[[float], Any] | None = None,
                  secrets_client_factory: Callable[[], Any] | None = None,
                  usage: UsageLedger | None = None, user_keys: UserKeyStore | None = None,
-                 outbound: OutboundPolicy | None = None) -> None:
+                 outbound: OutboundPolicy | None = None, redis: Callable[[], Any] | None = None) -> None:
+        from chalicelib.engines.intelligence import Gateway
+
         self.settings = settings
         self.policy = RetryPolicy(settings.llm_max_attempts, settings.llm_retry_base_seconds,
                                   settings.llm_retry_max_seconds)
@@ -81,6 +83,8 @@ class Providers:
         self.outbound = outbound or OutboundPolicy(allow_private=settings.outbound_private_allowed,
                                                    allow_http=settings.is_development)
         self._static_catalog = Catalog.from_settings(settings)  # a bad YMERA_LLM_ENDPOINTS fails the cold start
+        #: every model call of every session goes through it: budget, accounting, the opt-in prompt cache.
+        self.gateway = Gateway(settings, usage=usage, redis=redis)
 
     def catalog(self) -> Catalog:
         arn = self.settings.llm_endpoints_secret_arn
@@ -99,7 +103,8 @@ class Providers:
         cap = wall_cap_seconds(self.settings.function_timeout_seconds)
         return LLMSession(self.resolve(config, user_id=user_id, task_id=task_id), config, policy=self.policy,
                           clock=self._clock, sleep=self._sleep, rng=self._rng,
-                          max_wall_seconds=min(config.max_wall_seconds, cap))
+                          max_wall_seconds=min(config.max_wall_seconds, cap), gateway=self.gateway,
+                          user_id=user_id, task_id=task_id)
 
     def resolve(self, config: ProviderConfig, *, user_id: uuid.UUID | None = None,
                 task_id: uuid.UUID | None = None) -> Endpoint:
@@ -129,7 +134,8 @@ class Providers:
         tenant = str(user_id) if user_id else "anonymous"
         provider = OpenAICompatibleProvider(base, key, policy=self.outbound, label=OWN)
         return Endpoint(provider, config.model, self.breaker(f"openai at {base} for {tenant}"),
-                        alias=None, max_total_tokens=config.max_total_tokens, timeout=config.timeout_seconds)
+                        alias=None, max_total_tokens=config.max_total_tokens, timeout=config.timeout_seconds,
+                        identity=f"own:{base}")
 
     # --- the operator's endpoints -----------------------------------------------------------------------------
 
@@ -158,7 +164,7 @@ class Providers:
                 {"endpoint": alias, "models": list(entry.models)})
         ceiling = min(config.max_total_tokens or entry.max_tokens_per_task, entry.max_tokens_per_task)
         timeout = max(config.timeout_seconds, self.settings.llm_min_timeout_seconds)
-        budget = self._budget(alias, user_id, task_id)
+        budget = self._budget(user_id)
         if entry.provider == "bedrock":
             from chalicelib.providers.bedrock import BedrockProvider
 
@@ -184,13 +190,13 @@ class Providers:
             raise key_unavailable(alias)
         return None  # a keyless server the operator runs (Ollama, vLLM without auth)
 
-    def _budget(self, alias: str, user_id: uuid.UUID | None, task_id: uuid.UUID | None) -> Budget | None:
+    def _budget(self, user_id: uuid.UUID | None) -> Budget | None:
         limit = self.settings.llm_daily_token_budget_per_user
         if not limit or user_id is None or self.usage is None:
             return None
         from chalicelib.providers.usage import DailyBudget
 
-        return DailyBudget(self.usage, limit, user_id, task_id, alias)
+        return DailyBudget(self.usage, limit, user_id)
 
     # --- shared state -----------------------------------------------------------------------------------------
 

@@ -9,19 +9,22 @@ TIME_LIMIT_EXCEEDED.
 
 The endpoint carries the operator's limits (chalicelib.providers.registry): its per-task token ceiling
 (the config can only lower it), the attempt timeout actually used, and — for operator endpoints — the
-user's daily budget, checked before every call (BUDGET_EXCEEDED) and charged after it.
+user's daily budget. Every call goes through the intelligence gateway (chalicelib.engines.intelligence),
+which checks that budget before the call (BUDGET_EXCEEDED), answers from the opt-in prompt cache when it
+can, and records each call's usage; an answer from the cache costs the task no tokens.
 """
 
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from chalicelib.providers.base import Completion, CompletionRequest, Message, Provider, Usage, estimate_tokens
 from chalicelib.providers.config import ProviderConfig
-from chalicelib.providers.errors import BudgetExceededError, TimeLimitExceededError, TokenLimitExceededError
+from chalicelib.providers.errors import TimeLimitExceededError, TokenLimitExceededError
 from chalicelib.providers.resilience import CircuitBreaker, RetryPolicy, call_with_retries
 
 
@@ -32,7 +35,13 @@ class Budget(Protocol):
 
     def remaining(self) -> int: ...
 
-    def charge(self, tokens: int) -> None: ...
+
+class Gateway(Protocol):
+    """Where a session's model calls go (chalicelib.engines.intelligence.Gateway)."""
+
+    def complete(self, endpoint: Endpoint, request: CompletionRequest, *, user_id: uuid.UUID | None,
+                 task_id: uuid.UUID | None, requested_max_tokens: int, prompt_tokens: int,
+                 cache_ttl_seconds: int | None, call: Callable[[CompletionRequest], Completion]) -> Completion: ...
 
 
 @dataclass(frozen=True)
@@ -52,6 +61,13 @@ class Endpoint:
     breaker_timeout_floor: float = 0.0
     #: the user's daily budget, for operator endpoints (None = not metered).
     budget: Budget | None = None
+    #: what identifies the endpoint in prompt-cache keys: the alias, or "own:<base url>".
+    identity: str = ""
+
+    @property
+    def label(self) -> str:
+        """The endpoint as usage accounting names it: the alias, or "own"."""
+        return self.alias or "own"
 
     def describe(self) -> dict[str, Any]:
         info: dict[str, Any] = {"name": self.provider.name, "model": self.model}
@@ -62,7 +78,8 @@ class Endpoint:
 class LLMSession:
     def __init__(self, endpoint: Endpoint, config: ProviderConfig, *, policy: RetryPolicy,
                  clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep,
-                 rng: Callable[[], float] | None = None, max_wall_seconds: float | None = None) -> None:
+                 rng: Callable[[], float] | None = None, max_wall_seconds: float | None = None,
+                 gateway: Gateway, user_id: uuid.UUID | None = None, task_id: uuid.UUID | None = None) -> None:
         self.endpoint = endpoint
         self.config = config
         self._policy = policy
@@ -77,6 +94,10 @@ class LLMSession:
         self.calls = 0
         self.attempts = 0
         self.latency_ms = 0.0
+        self.cache_hits = 0
+        self.gateway = gateway
+        self.user_id = user_id
+        self.task_id = task_id
         #: called before each model call (the task's cancellation check: it raises to stop the agent).
         self.before_call: Callable[[], None] | None = None
 
@@ -87,43 +108,40 @@ class LLMSession:
         if isinstance(messages, str):
             messages = (Message("user", messages),)
         limit = self.endpoint.max_total_tokens
-        out_tokens = max_tokens or self.config.max_tokens
+        requested = out_tokens = max_tokens or self.config.max_tokens
         prompt = estimate_tokens((system or "") + "".join(m.content for m in messages))
         if limit is not None:
             # A prompt that alone would blow the budget is refused before it is paid for.
             if self.usage.total_tokens + prompt >= limit:
                 raise self._token_error(prompt)
             out_tokens = min(out_tokens, limit - self.usage.total_tokens - prompt)
-        budget = self.endpoint.budget
-        if budget is not None:
-            left = budget.remaining()
-            if prompt >= left:
-                raise BudgetExceededError(
-                    f"your daily token budget on the platform's endpoints is spent ({budget.limit} tokens a day, "
-                    f"{max(0, left)} left; the next call needs about {prompt}): it resets at 00:00 UTC",
-                    {"limit": budget.limit, "remaining": max(0, left), "estimated_prompt_tokens": prompt})
-            out_tokens = min(out_tokens, left - prompt)
         request = CompletionRequest(messages=tuple(messages), model=self.endpoint.model, system=system,
                                     max_tokens=out_tokens, temperature=self.config.temperature,
                                     timeout=self.endpoint.timeout)
         try:
-            completion = call_with_retries(self.endpoint.provider, request, breaker=self.endpoint.breaker,
-                                           policy=self._policy, deadline=self.deadline, clock=self._clock,
-                                           sleep=self._sleep, rng=self._rng,
-                                           breaker_timeout_floor=self.endpoint.breaker_timeout_floor)
+            completion = self.gateway.complete(self.endpoint, request, user_id=self.user_id, task_id=self.task_id,
+                                               requested_max_tokens=requested, prompt_tokens=prompt,
+                                               cache_ttl_seconds=self.config.cache_ttl_seconds, call=self._call)
         except TimeLimitExceededError as exc:
             exc.details.update(limit_seconds=self.max_wall_seconds,
                                elapsed_seconds=round(self._clock() - self.started, 3), usage=self.usage.as_dict())
             raise
         self.calls += 1
+        if completion.cached:
+            self.cache_hits += 1
+            return completion  # nothing was spent: the task's tokens and attempts stay as they were
         self.attempts += completion.attempts
         self.usage = self.usage + completion.usage
-        if budget is not None:
-            budget.charge(completion.usage.total_tokens)
         self.latency_ms = round(self.latency_ms + completion.latency_ms, 3)
         if limit is not None and self.usage.total_tokens > limit:
             raise self._token_error()
         return completion
+
+    def _call(self, request: CompletionRequest) -> Completion:
+        """One provider call with retries and the breaker, within the task's deadline (the gateway calls it)."""
+        return call_with_retries(self.endpoint.provider, request, breaker=self.endpoint.breaker, policy=self._policy,
+                                 deadline=self.deadline, clock=self._clock, sleep=self._sleep, rng=self._rng,
+                                 breaker_timeout_floor=self.endpoint.breaker_timeout_floor)
 
     def _token_error(self, next_prompt: int | None = None) -> TokenLimitExceededError:
         limit = self.endpoint.max_total_tokens or 0  # only called when there is a limit
@@ -142,6 +160,9 @@ class LLMSession:
 
     def metrics(self) -> dict[str, Any]:
         """What `task_results.metrics` records about the model calls."""
-        return {"provider": self.endpoint.provider.name, "model": self.endpoint.model,
-                "provider_calls": self.calls, "provider_attempts": self.attempts,
-                "provider_latency_ms": self.latency_ms, **self.usage.as_dict()}
+        metrics: dict[str, Any] = {"provider": self.endpoint.provider.name, "model": self.endpoint.model,
+                                   "provider_calls": self.calls, "provider_attempts": self.attempts,
+                                   "provider_latency_ms": self.latency_ms, **self.usage.as_dict()}
+        if self.cache_hits:
+            metrics["provider_cache_hits"] = self.cache_hits
+        return metrics

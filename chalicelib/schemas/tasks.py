@@ -12,7 +12,7 @@ from chalicelib.schemas.common import NAME_CHARS, TEXT_CHARS, FilterDatetime, Js
 
 
 class TaskCreate(StrictModel):
-    #: exactly one of the two: a named agent, or an agent type to route to (chalicelib.domain.routing).
+    #: exactly one of the two: a named agent, or an agent type to route to (chalicelib.engines.optimization).
     agent_id: uuid.UUID | None = None
     agent_type: str | None = None
     title: Annotated[str, StringConstraints(min_length=1, max_length=200), NAME_CHARS]

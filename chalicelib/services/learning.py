@@ -5,7 +5,8 @@ counted yet. Folding claims rows with FOR UPDATE SKIP LOCKED, updates the
 rated agents (locked in id order, so concurrent folders never deadlock) and
 stamps `processed_at` in the same transaction. A row is therefore counted
 exactly once, whoever folds it: a user's learning agent (a task created with
-the feedback) or the platform's scheduled sweep (functions/learning_sweep.py),
+the feedback) or the learning engine (chalicelib.engines.learning: the API, workflow steps and the
+scheduled sweep, functions/learning_sweep.py),
 which picks up whatever nobody else did — feedback is never lost.
 """
 
@@ -16,16 +17,13 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from chalicelib.db.models import Agent, TaskFeedback
 from chalicelib.domain.quality import Posterior, decay_factor, update
-
-if TYPE_CHECKING:
-    from chalicelib.container import Container
 
 DAY_SECONDS = 24 * 3600
 #: rows folded per transaction by the sweep; a learning task folds at most this many too.
@@ -80,18 +78,3 @@ def fold_feedback(session: Session, *, now: datetime, half_life_days: float, use
         row.processed_at = now
     session.flush()
     return report
-
-
-def sweep(container: Container, now: datetime | None = None) -> dict[str, int]:
-    """Fold every unprocessed rating, a transaction per batch (functions/learning_sweep.py)."""
-    from chalicelib.db.types import utcnow
-
-    counted = agents = 0
-    while True:
-        with container.db.transaction() as session:
-            report = fold_feedback(session, now=now or utcnow(),
-                                   half_life_days=container.settings.quality_half_life_days)
-        counted += report.folded
-        agents += len(report.agents)
-        if report.folded < FOLD_LIMIT:
-            return {"feedback_counted": counted, "agent_updates": agents}

@@ -27,8 +27,8 @@ from chalicelib.agents import registry
 from chalicelib.db.models import Agent, Task
 from chalicelib.db.session import Database
 from chalicelib.db.workflow_models import WorkflowRun
-from chalicelib.domain.routing import choose
 from chalicelib.domain.tasks import TaskStatus
+from chalicelib.engines.optimization import candidates, choose
 from chalicelib.errors import (
     AgentError,
     DependencyUnavailableError,
@@ -37,7 +37,6 @@ from chalicelib.errors import (
     WorkflowInvalidError,
 )
 from chalicelib.schemas.plans import PlanStep
-from chalicelib.services.routing import candidates
 
 if TYPE_CHECKING:
     from chalicelib.services.runs import RunService
@@ -107,7 +106,7 @@ def resolve_step(session: Session, user_id: uuid.UUID, step: PlanStep) -> Agent:
                                             {**where, "agent_id": str(agent.id), "status": agent.status})
     else:
         assert step.agent_type is not None
-        # The same rule as POST /tasks with only a type (chalicelib.domain.routing).
+        # The same rule as POST /tasks with only a type (chalicelib.engines.optimization).
         decision = choose(candidates(session, user_id, step.agent_type))
         if decision.chosen is None:
             raise StepAgentUnavailableError(

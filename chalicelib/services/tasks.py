@@ -20,13 +20,13 @@ from chalicelib.db.types import utcnow
 from chalicelib.db.workflow_models import WorkflowRun
 from chalicelib.domain.leases import AgentMode
 from chalicelib.domain.tasks import CANCELLABLE, TERMINAL, TaskStatus
+from chalicelib.engines.optimization import route
 from chalicelib.errors import ConflictError, NotFoundError, ValidationError
 from chalicelib.schemas.tasks import TaskCreate, TaskListQuery, TaskPublic
 from chalicelib.services import audit
 from chalicelib.services.agents import AgentRecord, get_owned_agent
 from chalicelib.services.meta import RequestMeta
 from chalicelib.services.pagination import after_cursor, encode_cursor
-from chalicelib.services.routing import route
 
 if TYPE_CHECKING:
     from chalicelib.cache.twolevel import TwoLevelCache

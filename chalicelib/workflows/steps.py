@@ -22,11 +22,10 @@ from chalicelib.agents import registry
 from chalicelib.db.models import Agent, Task
 from chalicelib.db.types import utcnow
 from chalicelib.domain.leases import AgentMode
-from chalicelib.domain.routing import choose
 from chalicelib.domain.tasks import TaskStatus
+from chalicelib.engines.optimization import candidates, choose
 from chalicelib.errors import MalformedMessageError, ValidationError
 from chalicelib.observability import logger
-from chalicelib.services.routing import candidates
 from chalicelib.workflows import messages as m
 from chalicelib.workflows import runstate as rs
 from chalicelib.workflows.definition import WorkflowStep

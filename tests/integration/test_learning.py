@@ -10,7 +10,8 @@ from sqlalchemy import select, update
 
 from chalicelib.db.models import Agent, TaskFeedback
 from chalicelib.db.types import utcnow
-from chalicelib.services.learning import fold_feedback, sweep
+from chalicelib.engines.learning import sweep
+from chalicelib.services.learning import fold_feedback
 from tests.integration.conftest import Api
 from tests.integration.test_api_auth import assert_envelope
 from tests.integration.test_api_tasks import create_task

@@ -1,4 +1,4 @@
-"""The routing rule (chalicelib.domain.routing) and the lease rules, as pure functions."""
+"""The routing rule (chalicelib.engines.optimization) and the lease rules, as pure functions."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 
 from chalicelib.auth import agent_keys
 from chalicelib.domain.leases import Expiry, may_retry, on_expiry
-from chalicelib.domain.routing import Candidate, choose, quality_estimate
+from chalicelib.engines.optimization import Candidate, choose, quality_estimate
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
