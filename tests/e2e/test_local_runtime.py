@@ -57,7 +57,9 @@ class Runtime:
             if self.proc.poll() is not None:
                 raise AssertionError(f"runtime exited early:\n{self.output(tail=20000)}")
             try:
-                if requests.get(f"{self.base}/health/ready", timeout=2).status_code == 200:
+                # Ready = the API answers and the banner is out (the API serves a moment before it is printed).
+                if (requests.get(f"{self.base}/health/ready", timeout=2).status_code == 200
+                        and "local runtime ready in" in self.output(tail=10**7)):
                     return
             except requests.RequestException:
                 pass
