@@ -401,3 +401,5 @@ class IngressReceipt(Base):
 
 # The workflow engine's tables (a module of their own; registered on the same metadata).
 from chalicelib.db import workflow_models as workflow_models  # noqa: E402
+# The analytics rollups (chalicelib.engines.rollups).
+from chalicelib.db import rollup_models as rollup_models  # noqa: E402
