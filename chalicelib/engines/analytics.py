@@ -207,7 +207,7 @@ def _latency_exact(session: Session, spans: rollups.Plan, owner: uuid.UUID | Non
 def _latency_estimated(session: Session, spans: rollups.Plan, owner: uuid.UUID | None) -> dict[str, Any]:
     """Percentiles from the rollups' histograms merged with the raw spans' tasks, bucketed the same way."""
     done = Task.status == TaskStatus.COMPLETED.value
-    parts: list[Select[Any]] = []
+    parts: list[Any] = []
     for window in _raw_windows(spans, owner):
         for metric, seconds in (("run", q.seconds(Task.completed_at, Task.started_at)),
                                 ("e2e", q.seconds(Task.completed_at, Task.created_at))):
