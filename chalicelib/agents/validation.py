@@ -11,7 +11,11 @@ other consumers.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
@@ -205,7 +209,7 @@ class ValidationAgent(Agent):
             return _data_quality(check)
         assert isinstance(check, JsonSchemaCheck)
         started = time.perf_counter()
-        validator = _build_validator(check.json_schema)
+        validator = SCHEMA_CACHE.validator(check.json_schema)
         errors, truncated = _collect_errors(validator, check.payload, ValidationConfig.model_validate(config).max_steps)
         duration_ms = round((time.perf_counter() - started) * 1000, 3)
         return AgentOutput(
@@ -248,6 +252,57 @@ def _validator_class(schema: dict[str, Any]) -> type[Validator]:
             {"schema_path": "/$schema", "reason": f"unknown dialect {dialect!r}"},
         )
     return found
+
+
+class SchemaCache:
+    """Checked validators by schema (a bounded LRU): a schema is meta-validated and its validator built once.
+
+    Meta-validating the user's schema (`check_schema`) was 86% of a small validation task; tasks of one user
+    mostly share a schema. The key is a digest of the schema's JSON text in its own key order (jsonschema walks
+    keywords in that order, so two orderings may report the first MAX_ERRORS violations differently). A schema
+    that fails the check is not cached: it raises every time. Validators are immutable and hold no per-run state
+    (the step budget lives in a ContextVar), so one instance serves every task and thread.
+    """
+
+    def __init__(self, maxsize: int = 128) -> None:
+        #: 0 turns caching off (bench/consumer_vs_celery.py's plain worker).
+        self.maxsize = maxsize
+        self._entries: OrderedDict[bytes, Validator] = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = self.misses = 0
+
+    def validator(self, schema: dict[str, Any]) -> Validator:
+        if self.maxsize <= 0:
+            return _build_validator(schema)
+        try:
+            text = json.dumps(schema, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        except (TypeError, ValueError):  # not plain JSON (a caller outside the task path): checked every time
+            return _build_validator(schema)
+        key = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=20).digest()
+        with self._lock:
+            found = self._entries.get(key)
+            if found is not None:
+                self._entries.move_to_end(key)
+                self.hits += 1
+                return found
+        # Built from its own copy (the cached validator must not share a dict with a task's input), outside the
+        # lock: a slow check never blocks tasks of other schemas.
+        validator = _build_validator(json.loads(text))
+        with self._lock:
+            self.misses += 1
+            self._entries[key] = validator
+            self._entries.move_to_end(key)
+            while len(self._entries) > self.maxsize:
+                self._entries.popitem(last=False)
+        return validator
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+
+#: one per process: a forked (isolated) run reads the parent's entries; what it adds dies with it.
+SCHEMA_CACHE = SchemaCache()
 
 
 def _build_validator(schema: dict[str, Any]) -> Validator:

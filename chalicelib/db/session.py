@@ -64,6 +64,13 @@ class Database:
             yield session
 
     @contextmanager
+    def statements(self) -> Iterator[Connection]:
+        """A Core connection inside one transaction (committed on success): for hot paths that only run
+        statements and need none of the ORM unit of work (the consumer's claim and outcome)."""
+        with self.engine.begin() as conn:
+            yield conn
+
+    @contextmanager
     def connection(self) -> Iterator[Connection]:
         """One pool checkout, held for a `transaction(connection)` and what follows it."""
         with self.engine.connect() as conn:

@@ -16,6 +16,7 @@ number the claim took, so a stale claimer never moves a task it no longer holds.
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import random
 import time
@@ -26,7 +27,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError as PydanticValidationError
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import Connection, and_, bindparam, or_, select, update
 from sqlalchemy.orm import Session
 
 from chalicelib.agents.base import Agent as AgentImpl
@@ -34,12 +35,12 @@ from chalicelib.agents.base import AgentContext, AgentPorts
 from chalicelib.agents.registry import get_agent, pydantic_errors
 from chalicelib.agents.sandbox import run_task_agent
 from chalicelib.db.models import Agent, Task
-from chalicelib.db.types import utcnow
+from chalicelib.db.types import UTCDateTime, utcnow
 from chalicelib.domain.tasks import CLAIMABLE, TaskStatus
 from chalicelib.errors import AgentError, MalformedMessageError, RetryLaterError
 from chalicelib.observability import logger
 from chalicelib.schemas.tasks import TaskMessage
-from chalicelib.services.results import storable, store_outcome
+from chalicelib.services.results import storable, store_outcome, store_plain_outcome
 from chalicelib.workflows.runstate import ANSWERS_KEY
 
 if TYPE_CHECKING:
@@ -62,8 +63,31 @@ class Outcome:
 
 
 @dataclass(frozen=True)
+class ClaimedTask:
+    """What a run needs of its task, returned by the claim statement itself (no ORM object, no second read)."""
+
+    id: uuid.UUID
+    user_id: uuid.UUID
+    agent_id: uuid.UUID
+    agent_type: str
+    input_data: dict[str, Any]
+    attempts: int
+    callback_token: str | None
+
+    @property
+    def plain(self) -> bool:
+        """Neither a workflow step nor an orchestrator: its outcome needs no follow-up (Core outcome path)."""
+        return self.callback_token is None and self.agent_type != "orchestrator"
+
+
+#: the columns `ClaimedTask` reads, in its field order.
+_CLAIMED = (Task.id, Task.user_id, Task.agent_id, Task.agent_type, Task.input_data, Task.attempts,
+            Task.callback_token)
+
+
+@dataclass(frozen=True)
 class Claim:
-    task: Task  # detached snapshot, read in the claim's transaction
+    task: ClaimedTask  # read by the claim statement, in the claim's transaction
     config: dict[str, Any]
 
     @property
@@ -187,6 +211,26 @@ def parse_message(body: str, queue_agent_type: str | None) -> TaskMessage:
     return message
 
 
+@functools.cache
+def _claim_statement(joined: bool, typed: bool) -> Any:
+    """The conditional claim, built once per shape (per task only parameters are bound): the tasks `p_ids`
+    (of type `p_type` when `typed`) that are claimable or abandoned, returning what their runs need.
+
+    `joined` (Postgres) also returns each task's agent config (`UPDATE tasks ... FROM agents`): no agent lookup
+    per task. SQLite cannot return a joined table's columns; there the config is read per task."""
+    now = bindparam("p_now", type_=UTCDateTime())
+    claim = (update(Task)
+             .where(Task.id.in_(bindparam("p_ids", expanding=True)),
+                    or_(Task.status.in_(CLAIMABLE), TaskProcessor._abandoned(now)))
+             .values(status=TaskStatus.PROCESSING, attempts=Task.attempts + 1, started_at=now, updated_at=now,
+                     lease_expires_at=bindparam("p_lease", type_=UTCDateTime())))
+    if typed:
+        claim = claim.where(Task.agent_type == bindparam("p_type"))
+    if joined:
+        return claim.where(Agent.id == Task.agent_id).returning(*_CLAIMED, Agent.config)
+    return claim.returning(*_CLAIMED)
+
+
 class TaskProcessor:
     def __init__(self, db: Database, *, agent_loader: Callable[[str], AgentImpl] = get_agent, max_attempts: int = 5,
                  ports: AgentPorts | None = None, agent_records: AgentRecords | None = None,
@@ -221,29 +265,25 @@ class TaskProcessor:
         wanted = {m.task_id: m.agent_type for m in messages}
         if not wanted:
             return {}
-        with self.db.transaction() as session:
-            now = self.clock()
-            claim = (update(Task)
-                     .where(or_(*(and_(Task.id == i, Task.agent_type == t) for i, t in wanted.items())),
-                            or_(Task.status.in_(CLAIMABLE), self._abandoned(now)))
-                     .values(status=TaskStatus.PROCESSING, attempts=Task.attempts + 1, started_at=now,
-                             updated_at=now, lease_expires_at=lease_until)
-                     .returning(Task))
-            tasks = session.scalars(select(Task).from_statement(claim),
-                                    execution_options={"populate_existing": True}).all()
-            return {t.id: Claim(t, self._agent_config(session, t.agent_id)) for t in tasks}
+        by_type: dict[str, list[uuid.UUID]] = {}
+        for task_id, agent_type in wanted.items():
+            by_type.setdefault(agent_type, []).append(task_id)
+        claims: list[Claim] = []
+        with self.db.statements() as conn:
+            for agent_type, ids in by_type.items():  # one statement per agent type: one for a queue's batch
+                claims += self._claimed(conn, ids, lease_until, agent_type)
+        return {c.task.id: c for c in claims}
 
     def release_unstarted(self, claims: list[Claim]) -> None:
         """Give back claims that were never run: `queued` again, with the attempt they took undone."""
         if not claims:
             return
-        with self.db.transaction() as session:
-            session.execute(update(Task).where(
+        with self.db.statements() as conn:
+            conn.execute(update(Task).where(
                 or_(*(and_(Task.id == c.task.id, Task.attempts == c.attempt) for c in claims)),
                 Task.status == TaskStatus.PROCESSING)
                 .values(status=TaskStatus.QUEUED, attempts=Task.attempts - 1, lease_expires_at=None,
-                        updated_at=self.clock())
-                .execution_options(synchronize_session=False))
+                        updated_at=self.clock()))
 
     def process(self, message: TaskMessage, receive_count: int = 1, *, lease_until: datetime | None = None,
                 claimed: Claim | None = None) -> Outcome:
@@ -284,31 +324,35 @@ class TaskProcessor:
         return Outcome(task.id, status)
 
     def _claim(self, message: TaskMessage, lease_until: datetime) -> Claim | None:
-        with self.db.transaction() as session:
-            now = self.clock()
-            claim = (update(Task)
-                     .where(Task.id == message.task_id, or_(Task.status.in_(CLAIMABLE), self._abandoned(now)))
-                     .values(status=TaskStatus.PROCESSING, attempts=Task.attempts + 1, started_at=now,
-                             updated_at=now, lease_expires_at=lease_until)
-                     .returning(Task))
-            # One statement claims and reads the row; only a refused claim costs a second (why?).
-            task = session.scalars(select(Task).from_statement(claim),
-                                   execution_options={"populate_existing": True}).first()
-            if task is None:
-                status = session.scalar(select(Task.status).where(Task.id == message.task_id))
+        with self.db.statements() as conn:
+            # One statement claims and reads what the run needs; only a refused claim costs a second (why?).
+            claims = self._claimed(conn, [message.task_id], lease_until)
+            if not claims:
+                status = conn.scalar(select(Task.status).where(Task.id == message.task_id))
                 if status is None:
                     raise MalformedMessageError("message names a task that does not exist",
                                                 {"task_id": str(message.task_id)})
                 logger.info("task not claimable; duplicate or stale delivery acknowledged",
                             extra={"task_id": str(message.task_id), "status": status})
                 return None
-            if task.agent_type != message.agent_type:
+            claim = claims[0]
+            if claim.task.agent_type != message.agent_type:
                 raise MalformedMessageError("message agent_type does not match the task",
-                                            {"task_agent_type": task.agent_type})  # rolls the claim back
-            return Claim(task, self._agent_config(session, task.agent_id))
+                                            {"task_agent_type": claim.task.agent_type})  # rolls the claim back
+            return claim
+
+    def _claimed(self, conn: Connection, ids: list[uuid.UUID], lease_until: datetime,
+                 agent_type: str | None = None) -> list[Claim]:
+        joined = self.db.dialect == "postgresql"
+        params = {"p_ids": ids, "p_type": agent_type, "p_now": self.clock(), "p_lease": lease_until}
+        rows = conn.execute(_claim_statement(joined, agent_type is not None), params).all()
+        if joined:
+            return [Claim(ClaimedTask(*row[:-1]), row[-1] or {}) for row in rows]
+        with Session(bind=conn) as session:  # the agent cache takes a session for its miss
+            return [Claim(ClaimedTask(*row), self._agent_config(session, row.agent_id)) for row in rows]
 
     @staticmethod
-    def _abandoned(now: datetime) -> Any:
+    def _abandoned(now: Any) -> Any:
         """A `processing` task whose claim lease passed: claimed by an invocation that is over."""
         return and_(Task.status == TaskStatus.PROCESSING, Task.lease_expires_at.is_not(None),
                     Task.lease_expires_at < now)
@@ -325,11 +369,10 @@ class TaskProcessor:
 
     def _held(self, claim: Claim, **values: Any) -> None:
         """Update the task if this claim still holds it (status `processing`, same attempt)."""
-        with self.db.transaction() as session:
-            session.execute(update(Task).where(Task.id == claim.task.id, Task.status == TaskStatus.PROCESSING,
-                                               Task.attempts == claim.attempt)
-                            .values(updated_at=self.clock(), **values)
-                            .execution_options(synchronize_session=False))
+        with self.db.statements() as conn:
+            conn.execute(update(Task).where(Task.id == claim.task.id, Task.status == TaskStatus.PROCESSING,
+                                            Task.attempts == claim.attempt)
+                         .values(updated_at=self.clock(), **values))
 
     def _release(self, claim: Claim, error: dict[str, Any] | None = None) -> None:
         try:
@@ -347,6 +390,10 @@ class TaskProcessor:
                error: dict[str, Any] | None, final: bool, started: datetime) -> bool:
         """Store the outcome; return False when the task had been cancelled (or timed out) meanwhile."""
         try:
+            if claim.task.plain:  # no parent, no token: the same rules in Core statements, no unit of work
+                with self.db.statements() as conn:
+                    return store_plain_outcome(conn, claim.task.id, status, output, metrics, error,
+                                               started_at=started)
             with self.db.transaction() as session:
                 # The one outcome path (shared with external workers and the lease reaper): result row,
                 # status, an orchestrator parent moved on and a workflow step's answer, in one transaction.
@@ -373,7 +420,7 @@ class TaskProcessor:
         if ids and self.answers is not None:
             self.answers(ids)
 
-    def _run(self, task: Task, config: dict[str, Any], ctx: AgentContext, final_attempt: bool) -> RunResult:
+    def _run(self, task: ClaimedTask, config: dict[str, Any], ctx: AgentContext, final_attempt: bool) -> RunResult:
         started = time.perf_counter()
 
         def failed(code: str, message: str, details: dict[str, Any]) -> RunResult:

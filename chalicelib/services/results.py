@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import Connection, String, Uuid, bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from chalicelib.db.models import Task, TaskResult
-from chalicelib.db.types import utcnow
+from chalicelib.db.types import JSONType, UTCDateTime, utcnow
 from chalicelib.domain.tasks import TaskStatus
 
 REPLACEMENT = "\ufffd"
@@ -89,3 +90,57 @@ def store_outcome(session: Session, task_id: uuid.UUID, status: str, output: dic
 
         on_step_finished(session, task_id)
     return True
+
+
+def store_plain_outcome(conn: Connection, task_id: uuid.UUID, status: str, output: dict[str, Any],
+                        metrics: dict[str, Any], error: dict[str, Any] | None, *, started_at: datetime,
+                        now: datetime | None = None) -> bool:
+    """`store_outcome` for a task that is neither a workflow step nor an orchestrator, in Core statements.
+
+    The same rules (moves only from `processing`; a run that finished after its task was cancelled or timed out
+    is discarded), in the caller's Core transaction. On Postgres the status update and the result row are one
+    statement (`WITH moved AS (UPDATE ... RETURNING id) INSERT ... SELECT ... FROM moved`); the discarded case
+    costs two more. The statements are built once (module level): per task only their parameters are bound.
+    Returns whether the status moved.
+    """
+    now = now or utcnow()
+    params = {"p_task": task_id, "p_status": status, "p_error": storable(error), "p_now": now,
+              "p_started": started_at, "p_output": storable(output), "p_metrics": storable(metrics),
+              "p_result": uuid.uuid4()}
+    if conn.dialect.name == "postgresql":
+        if conn.execute(_FINISH_AND_RESULT, params).first() is not None:
+            return True
+    elif conn.execute(_FINISH, params).rowcount:
+        conn.execute(_RESULT, params)
+        return True
+    current = conn.scalar(_STATUS, params)
+    if current in DISCARDING:
+        params["p_output"] = {}
+        params["p_metrics"] = {"duration_ms": params["p_metrics"].get("duration_ms", 0.0), "discarded": status}
+        params["p_status"] = current
+    conn.execute(_RESULT, params)
+    return False
+
+
+def _plain_statements() -> tuple[Any, Any, Any, Any]:
+    json_param = functools.partial(bindparam, type_=JSONType)
+    finish = (update(Task)
+              .where(Task.id == bindparam("p_task"), Task.status == TaskStatus.PROCESSING)
+              .values(status=bindparam("p_status", type_=String()), error=json_param("p_error"),
+                      completed_at=bindparam("p_now", type_=UTCDateTime()),
+                      updated_at=bindparam("p_now", type_=UTCDateTime()), lease_expires_at=None,
+                      started_at=bindparam("p_started", type_=UTCDateTime())))
+    result_values = {"id": bindparam("p_result", type_=Uuid()), "status": bindparam("p_status", type_=String()),
+                     "output_data": json_param("p_output"), "metrics": json_param("p_metrics"),
+                     "created_at": bindparam("p_now", type_=UTCDateTime())}
+    moved = finish.returning(Task.id).cte("moved")
+    columns: list[Any] = [result_values[c] if c != "task_id" else moved.c.id for c in _RESULT_COLUMNS]
+    row = select(*columns).select_from(moved)
+    finish_and_result = insert(TaskResult).from_select(_RESULT_COLUMNS, row).returning(TaskResult.id)
+    result = insert(TaskResult).values(task_id=bindparam("p_task"), **result_values)
+    status = select(Task.status).where(Task.id == bindparam("p_task"))
+    return finish_and_result, finish, result, status
+
+
+_RESULT_COLUMNS = ["id", "task_id", "status", "output_data", "metrics", "created_at"]
+_FINISH_AND_RESULT, _FINISH, _RESULT, _STATUS = _plain_statements()

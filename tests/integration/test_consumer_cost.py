@@ -1,0 +1,85 @@
+"""What one consumer batch costs in database round trips (issue 14, docs/consumers.md "Cost per task").
+
+The figures are pinned: a change that adds a statement per task (an ORM read-back, an agent lookup, a second
+result statement) fails here, where it is cheap to see, instead of in the benchmark.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import event, select
+
+from chalicelib.agents.validation import SCHEMA_CACHE
+from chalicelib.db.models import Task, TaskResult
+from functions.agent_consumer import handler
+from tests.integration.conftest import Api, FakeContext, sqs_event
+from tests.integration.test_api_tasks import create_task
+
+
+@contextmanager
+def round_trips(db: Any) -> Iterator[Counter[str]]:
+    """Statements by first word, commits, and pool checkouts (each one a pre-ping `SELECT 1`)."""
+    seen: Counter[str] = Counter()
+
+    def statement(conn: Any, cursor: Any, sql: str, *args: Any) -> None:
+        seen[sql.split(None, 1)[0].upper()] += 1
+
+    def commit(conn: Any) -> None:
+        seen["COMMIT"] += 1
+
+    def checkout(*args: Any) -> None:
+        seen["CHECKOUT"] += 1
+
+    listeners = [(db.engine, "before_cursor_execute", statement), (db.engine, "commit", commit),
+                 (db.engine.pool, "checkout", checkout)]
+    for target, name, fn in listeners:
+        event.listen(target, name, fn)
+    try:
+        yield seen
+    finally:
+        for target, name, fn in listeners:
+            event.remove(target, name, fn)
+
+
+def test_a_batch_of_ten_costs_one_claim_and_one_statement_and_commit_per_task(api: Api, db: Any) -> None:
+    # GIVEN ten queued validation tasks (one schema) delivered in one 10-record batch
+    api.signup()
+    agent = api.agent()
+    ids = [create_task(api, agent["id"]).json_body["id"] for _ in range(10)]
+    records = [(f"m{i}", json.dumps({"task_id": t, "agent_type": "validation"})) for i, t in enumerate(ids)]
+    # WHEN the consumer runs the batch
+    with round_trips(db) as seen:
+        assert handler(sqs_event(records), FakeContext()) == {"batchItemFailures": []}
+    # THEN every task completed with its result ...
+    with db.read() as session:
+        statuses = set(session.scalars(select(Task.status).where(Task.id.in_(ids))))
+        results = session.scalars(select(TaskResult.output_data)).all()
+    assert statuses == {"completed"} and len(results) == 10
+    assert all(r["valid"] is True and r["error_count"] == 0 for r in results)
+    # ... for one claim statement (which also returns each task's agent config) and one statement per task
+    # (`WITH moved AS (UPDATE tasks ...) INSERT INTO task_results ...`), each transaction one checkout and commit.
+    assert seen == Counter({"UPDATE": 1, "WITH": 10, "COMMIT": 11, "CHECKOUT": 11})
+
+
+def test_tasks_sharing_a_schema_check_it_once(api: Api) -> None:
+    # GIVEN three tasks with the same schema, one with another schema
+    SCHEMA_CACHE.clear()
+    api.signup()
+    agent = api.agent()
+    other = {"schema": {"type": "array", "maxItems": 1}, "payload": [1, 2]}
+    ids = [create_task(api, agent["id"]).json_body["id"] for _ in range(3)]
+    ids.append(create_task(api, agent["id"], input_data=other).json_body["id"])
+    hits, misses = SCHEMA_CACHE.hits, SCHEMA_CACHE.misses
+    # WHEN one batch runs them
+    records = [(f"m{i}", json.dumps({"task_id": t, "agent_type": "validation"})) for i, t in enumerate(ids)]
+    assert handler(sqs_event(records), FakeContext()) == {"batchItemFailures": []}
+    # THEN each schema was meta-validated once, and each task still got its own answer
+    assert (SCHEMA_CACHE.hits - hits, SCHEMA_CACHE.misses - misses) == (2, 2)
+    outputs = [api.call("GET", f"/tasks/{t}").json_body["result"]["output_data"] for t in ids]
+    assert [o["error_count"] for o in outputs] == [0, 0, 0, 1]
+    assert outputs[3]["errors"][0]["validator"] == "maxItems"
