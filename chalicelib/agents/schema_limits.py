@@ -13,7 +13,10 @@ of each item instead of comparing every pair, and the caller stops collecting er
 from __future__ import annotations
 
 import contextvars
+import hashlib
 import json
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from functools import cache
 from typing import Any
@@ -50,14 +53,47 @@ class StepBudgetExceeded(Exception):  # noqa: N818 - an escape from deep inside 
 
 
 def check_schema_input(schema: Any, payload: Any) -> None:
+    texts = []
     for name, value, limit in (("schema", schema, MAX_SCHEMA_BYTES), ("payload", payload, MAX_PAYLOAD_BYTES)):
         if nesting_depth(value) > MAX_DEPTH:
             raise SchemaLimitError(f"the {name} is nested deeper than {MAX_DEPTH} levels")
-        size = len(json.dumps(value, separators=(",", ":")).encode())
-        if size > limit:
-            raise SchemaLimitError(f"the {name} is {size} bytes of JSON; at most {limit} are accepted")
+        text = json.dumps(value, separators=(",", ":")).encode()
+        if len(text) > limit:
+            raise SchemaLimitError(f"the {name} is {len(text)} bytes of JSON; at most {limit} are accepted")
+        texts.append(text)
+    # The walks over the schema (patterns, $refs) depend on the schema alone: a schema that passed them once
+    # passes again (the consumer re-validates every task's input; tasks of one user mostly share a schema).
+    key = hashlib.blake2b(texts[0], digest_size=20).digest()
+    if _PASSED.seen(key):
+        return
     _check_patterns(schema)
     _check_refs(schema)
+    _PASSED.add(key)
+
+
+class _Passed:
+    """A bounded set of schema digests that passed the schema walks (least recently seen dropped first)."""
+
+    def __init__(self, maxsize: int) -> None:
+        self.maxsize = maxsize
+        self._keys: OrderedDict[bytes, None] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def seen(self, key: bytes) -> bool:
+        with self._lock:
+            if key not in self._keys:
+                return False
+            self._keys.move_to_end(key)
+            return True
+
+    def add(self, key: bytes) -> None:
+        with self._lock:
+            self._keys[key] = None
+            while len(self._keys) > self.maxsize:
+                self._keys.popitem(last=False)
+
+
+_PASSED = _Passed(maxsize=512)
 
 
 def nesting_depth(value: Any) -> int:
