@@ -66,3 +66,24 @@ def test_the_agent_answers_the_same_with_a_warm_cache() -> None:
     data = ValidationInput.model_validate({"schema": SCHEMA, "payload": {"id": 3}})
     first, second = agent.run(data, {}), agent.run(data, {})
     assert first.output == second.output and first.output["error_count"] == 1
+
+
+def test_a_schema_that_passed_its_walks_still_has_its_payload_checked() -> None:
+    from chalicelib.agents.schema_limits import MAX_DEPTH, SchemaLimitError, check_schema_input
+
+    schema = {"type": "array", "items": {"pattern": "^a+$"}}
+    check_schema_input(schema, [])
+    deep: list = []
+    for _ in range(MAX_DEPTH + 1):
+        deep = [deep]
+    with pytest.raises(SchemaLimitError, match="payload is nested deeper"):
+        check_schema_input(schema, deep)
+
+
+def test_a_schema_refused_by_its_walks_is_refused_every_time() -> None:
+    from chalicelib.agents.schema_limits import SchemaLimitError, check_schema_input
+
+    schema = {"type": "string", "pattern": "(a)\\1"}  # a backreference: RE2 cannot run it
+    for _ in range(2):
+        with pytest.raises(SchemaLimitError):
+            check_schema_input(schema, "aa")
