@@ -163,12 +163,14 @@ def _apply_function_env(specs: list[Any]) -> None:
 
 
 def _banner(api_url: str, aws: Any, queues: dict[str, str], specs: list[Any],
-            state_dir: Path, runner_on: bool, seconds: float, embedded_db: bool) -> str:
+            state_dir: Path, runner_on: bool, seconds: float, embedded_db: bool, ws: Any = None) -> str:
     mask = environment.mask_url
     lines = [
         "",
         f"YMERA local runtime ready in {seconds:.2f}s",
         f"  API          {api_url}   (try {api_url}/health)",
+        *([f"  WebSocket    {ws.url}/?token=<access token>   (Management API {ws.management_url})"]
+          if ws is not None else []),
         f"  AWS endpoint {aws.url}   ({'embedded moto' if aws.kind == 'moto' else 'external'})",
         f"  Database     {mask(os.environ['DATABASE_URL'])}"
         + ("   (embedded Postgres)" if embedded_db else ""),
@@ -180,6 +182,7 @@ def _banner(api_url: str, aws: Any, queues: dict[str, str], specs: list[Any],
         for spec in specs:
             every = float(os.environ.get("YMERA_LOCAL_SCHEDULE_SECONDS", "2")) * rate_minutes(spec.schedule or "")
             src = f"queue {spec.queue.name(os.environ['YMERA_QUEUE_PREFIX'])}" if spec.queue else \
+                f"looping, re-invoked at once ({spec.schedule} when deployed)" if spec.loops else \
                 f"schedule every {every:g}s ({spec.schedule} when deployed)"
             lines.append(f"  Function     {spec.name:<20} {spec.handler}  <- {src}")
     else:
@@ -230,6 +233,12 @@ def run(args: argparse.Namespace) -> int:
         # Only what a queue or a schedule triggers: `make run` migrates itself; the migrate function is the deploy's.
         specs = [spec for spec in manifest.functions() if spec.queue is not None or spec.schedule]
         _apply_function_env(specs)
+        from infra.local.wsgateway import default_ports
+
+        # Before the app is imported (settings are read once): where clients connect, where the notifier posts.
+        ws_port, management_port = default_ports(args.port)
+        os.environ.setdefault("YMERA_WEBSOCKET_URL", f"ws://{args.host}:{ws_port}")
+        os.environ.setdefault("YMERA_WEBSOCKET_MANAGEMENT_URL", f"http://{args.host}:{management_port}/local")
         app_obj = load_app()
         from chalicelib.observability import logger as app_logger
         from infra.local.logkeys import per_thread_log_keys
@@ -241,6 +250,15 @@ def run(args: argparse.Namespace) -> int:
             raise StartupError(f"cannot listen on {args.host}:{args.port}: {exc}") from exc
         front = stack.enter_context(_StopTogether())
         front.add("API server", api.stop)
+        from infra.local.wsgateway import LocalWebSocketGateway, handlers_of
+
+        try:
+            ws = LocalWebSocketGateway(handlers_of(app_obj), args.host, ws_port, management_port,
+                                       function_prefix=prefix,
+                                       region=os.environ.get("AWS_DEFAULT_REGION", "us-east-1")).start()
+        except OSError as exc:
+            raise StartupError(f"WebSocket gateway: {exc} (set YMERA_WS_PORT to move it)") from exc
+        front.add("WebSocket gateway", ws.stop)
 
         if not args.no_runner:
             from infra.local.runner import EventSourceRunner
@@ -250,7 +268,7 @@ def run(args: argparse.Namespace) -> int:
             front.add("runner", runner.stop)
 
         print(_banner(api.url, aws, queues, specs, state_dir, not args.no_runner,
-                      time.monotonic() - started, pg is not None), flush=True)
+                      time.monotonic() - started, pg is not None, ws), flush=True)
         try:
             while True:
                 time.sleep(3600)  # signals interrupt the sleep by raising _Shutdown
