@@ -32,10 +32,10 @@ from sqlalchemy.exc import SQLAlchemyError
 from chalicelib.observability import logger
 
 if TYPE_CHECKING:
-    from chalicelib.events.ledger import Event
     from sqlalchemy.orm import Session
 
     from chalicelib.db.session import Database
+    from chalicelib.events.ledger import Event
 
 #: a lease outlives a stalled round by this much; renewed every round.
 LEASE_SECONDS = 15
@@ -122,7 +122,7 @@ class Notifier:
                  sweep_seconds: float = 1.0, reserve_ms: int = 5000, max_run_seconds: float = 60.0,
                  replayer: Replayer | None = None,
                  replay_users: Callable[[], list[str]] | None = None,
-                 publish: Callable[[Any, str, Event], None] | None = None,
+                 publish: Callable[[Any, str, Event], object] | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.db = db
         self.sinks = list(sinks)
@@ -258,8 +258,9 @@ class Notifier:
 
 def wake(db: Database, user_id: uuid.UUID) -> None:
     """Wake a LISTENing notifier now (a connection asked for a replay) instead of at its next sweep."""
-    from chalicelib.events.ledger import NOTIFY_CHANNEL
     from sqlalchemy import text
+
+    from chalicelib.events.ledger import NOTIFY_CHANNEL
 
     try:
         with db.transaction() as session:
@@ -276,7 +277,7 @@ def libpq_dsn(url: str) -> str:
     return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
-def _live_publish() -> Callable[[Any, str, Event], None]:
+def _live_publish() -> Callable[[Any, str, Event], object]:
     from chalicelib.events import live
 
     return live.publish

@@ -22,8 +22,9 @@ from chalicelib.events.connections import Connection, ConnectionIndex
 from chalicelib.observability import logger
 
 if TYPE_CHECKING:
-    from chalicelib.events.ledger import Event
     from sqlalchemy.orm import Session
+
+    from chalicelib.events.ledger import Event
 
 #: events read per ledger page while replaying.
 REPLAY_PAGE = 200

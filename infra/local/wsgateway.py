@@ -116,15 +116,17 @@ class LocalWebSocketGateway:
     def _run(self) -> None:
         from websockets.asyncio.server import serve
 
+        async def listen() -> Any:  # serve() needs the running loop
+            return await serve(self._session, self.host, self.port, process_request=self._connect,
+                               select_subprotocol=_select_subprotocol, ping_interval=None, max_size=128 * 1024,
+                               compression=None)
+
         loop = asyncio.new_event_loop()
         self._loop = loop
         try:
-            self._server = loop.run_until_complete(serve(
-                self._session, self.host, self.port, process_request=self._connect,
-                select_subprotocol=_select_subprotocol, ping_interval=None, max_size=128 * 1024,
-                compression=None))
+            self._server = loop.run_until_complete(listen())
             self.port = self._server.sockets[0].getsockname()[1]
-        except OSError as exc:  # reported by start()
+        except Exception as exc:  # noqa: BLE001 - reported by start(), which is waiting for this thread
             self._error = exc
             self._ready.set()
             loop.close()
