@@ -93,7 +93,11 @@ class PgListener:
         try:
             if self._conn is None or self._conn.closed:
                 self._conn = self._connect()
-            return sum(1 for _ in self._conn.notifies(timeout=max(timeout, 0.0), stop_after=1000))
+            # Block until the first notification (or the timeout), then take whatever else is already queued.
+            n = sum(1 for _ in self._conn.notifies(timeout=max(timeout, 0.0), stop_after=1))
+            if n:
+                n += sum(1 for _ in self._conn.notifies(timeout=0, stop_after=10_000))
+            return n
         except psycopg.Error as exc:
             logger.warning("notifier LISTEN connection failed; sweeping on the timer",
                            extra={"error": type(exc).__name__})
