@@ -408,7 +408,7 @@ def test_only_provider_backed_functions_read_llm_secrets_and_bedrock_only_on_lis
         raw = [s for p in role["Properties"]["Policies"] for s in p["PolicyDocument"]["Statement"]]
         secrets = sorted(r["Fn::Sub"].rsplit(":secret:", 1)[1] for st in _statements(role)
                          if "secretsmanager:GetSecretValue" in _actions(st) for r in st["Resource"])
-        bedrock = [s for s in raw if "Fn::If" in s]
+        bedrock = [s for s in raw if "Fn::If" in s and s["Fn::If"][0] == "BedrockAllowed"]
         if "llm" in spec.needs:
             assert secrets == ["ymera/${Stage}/database-??????", "ymera/${Stage}/llm/*",
                                "ymera/${Stage}/provider-key-encryption-??????", "ymera/${Stage}/redis-??????"]
@@ -599,3 +599,21 @@ def test_a_local_run_never_takes_the_deployed_stages_secret_names(tmp_path: Path
     assert "YMERA_QUEUE_PREFIX" in applied
     assert not [name for name in applied if name.endswith("_SECRET_ARN")]
     assert "YMERA_DATABASE_URL_SECRET_ARN" not in os.environ
+
+
+def test_only_the_notifier_may_post_to_websocket_connections_and_only_on_its_api(template: dict[str, Any]) -> None:
+    """execute-api:ManageConnections on the stage's WebSocket API (a parameter: Chalice deploys it after this
+    stack), nothing when it is not given; the management URL reaches the notifier the same way."""
+    assert template["Parameters"]["WebSocketApiId"]["Default"] == ""
+    for spec in manifest.functions():
+        role = template["Resources"][logical_id(spec.name, "Role")]
+        raw = [s for p in role["Properties"]["Policies"] for s in p["PolicyDocument"]["Statement"]]
+        manage = [s["Fn::If"] for s in raw if "Fn::If" in s and s["Fn::If"][0] == "HasWebSocketApi"]
+        env = template["Resources"][logical_id(spec.name, "Function")]["Properties"]["Environment"]["Variables"]
+        if spec.name == "notifier":
+            assert len(manage) == 1 and manage[0][2] == {"Ref": "AWS::NoValue"}
+            assert _actions(manage[0][1]) == ["execute-api:ManageConnections"]
+            assert manage[0][1]["Resource"][0]["Fn::Sub"].endswith(":${WebSocketApiId}/*/*/@connections/*")
+            assert "YMERA_WEBSOCKET_MANAGEMENT_URL" in env
+        else:
+            assert manage == [] and "YMERA_WEBSOCKET_MANAGEMENT_URL" not in env
