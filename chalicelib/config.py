@@ -341,6 +341,9 @@ class Settings(BaseSettings):
     websocket_max_connections_per_user: int = Field(default=10, ge=1, le=1000)
     #: events read (and delivered) per user per notifier round; a busy user waits its turn per batch.
     notifier_batch_size: int = Field(default=100, ge=1, le=1000)
+    #: users delivered to at once (threads; each holds a database connection while it delivers). On AWS a
+    #: post_to_connection is a network round trip: in parallel, one slow client does not pace the rest.
+    notifier_concurrency: int = Field(default=8, ge=1, le=32)
     #: users handled per sweep of pending cursors.
     notifier_users_per_sweep: int = Field(default=200, ge=1, le=10_000)
     #: one notifier invocation runs this long at most (AWS: scheduled every minute with a 90 s timeout).

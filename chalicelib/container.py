@@ -238,7 +238,7 @@ class Container:
                                                                          NOTIFY_CHANNEL),
                         redis=self.redis, key_prefix=s.redis_key_prefix, batch_size=s.notifier_batch_size,
                         users_per_sweep=s.notifier_users_per_sweep, reserve_ms=int(s.notifier_reserve_seconds * 1000),
-                        max_run_seconds=s.notifier_run_seconds, replayer=ws,
+                        max_run_seconds=s.notifier_run_seconds, concurrency=s.notifier_concurrency, replayer=ws,
                         replay_users=None if ws is None else ws.index.take_replays)
 
     @cached_property

@@ -23,6 +23,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -124,6 +125,7 @@ class Notifier:
     def __init__(self, db: Database, sinks: Sequence[EventSink], *, listener: Listener,
                  redis: Any = None, key_prefix: str = "ymera:", batch_size: int = 100, users_per_sweep: int = 200,
                  sweep_seconds: float = 1.0, reserve_ms: int = 5000, max_run_seconds: float = 60.0,
+                 concurrency: int = 1,
                  replayer: Replayer | None = None,
                  replay_users: Callable[[], list[str]] | None = None,
                  publish: Callable[[Any, str, Event], object] | None = None,
@@ -138,6 +140,8 @@ class Notifier:
         self.sweep_seconds = sweep_seconds
         self.reserve_ms = reserve_ms
         self.max_run_seconds = max_run_seconds
+        self.concurrency = concurrency
+        self._pool: ThreadPoolExecutor | None = None
         self.replayer = replayer
         self.replay_users = replay_users
         self._publish = publish
@@ -164,7 +168,7 @@ class Notifier:
                 # Wait for a NOTIFY, but never past the sweep period nor into the reserve.
                 report.notifies += self.listener.wait(max(0.0, min(self.sweep_seconds, budget())))
         finally:
-            self.listener.close()
+            self.close()
             self._release_lease()
         return report
 
@@ -175,18 +179,43 @@ class Notifier:
         report.rounds += 1
         with self.db.read() as session:
             pending = ledger.pending_users(session, self.users_per_sweep)
-        for user_id, delivered, _last in pending:
+        if self.concurrency <= 1 or len(pending) <= 1:
+            results = [self._drain(user_id, delivered) for user_id, delivered, _ in pending]
+        else:  # users are independent (one cursor each); a user's own batches stay in order on one thread
+            results = list(self._executor().map(lambda p: self._drain(p[0], p[1]), pending))
+        for events, batches, lost in results:
+            report.events += events
+            report.users += batches
+            report.lost_cas += lost
+        self._replays()
+
+    def _drain(self, user_id: uuid.UUID, delivered: int) -> tuple[int, int, int]:
+        """Deliver the user's batches until one comes back short: (events, batches, lost CAS)."""
+        events = batches = 0
+        try:
             while True:
                 n = self.deliver_user(user_id, delivered)
                 if n is None:  # lost the CAS: another invocation is on it
-                    report.lost_cas += 1
-                    break
-                report.users += 1
-                report.events += n
+                    return events, batches, 1
+                events, batches = events + n, batches + 1
                 if n < self.batch_size:
-                    break
+                    return events, batches, 0
                 delivered += n
-        self._replays()
+        except Exception as exc:  # noqa: BLE001 - one user's failure must not hold back the others; retried next round
+            logger.exception("notifier delivery failed for a user", extra={"user_id": str(user_id),
+                                                                          "error": type(exc).__name__})
+            return events, batches, 0
+
+    def _executor(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="notifier")
+        return self._pool
+
+    def close(self) -> None:
+        self.listener.close()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
 
     def deliver_user(self, user_id: uuid.UUID, delivered: int) -> int | None:
         """Deliver the batch after `delivered`; the number of events, or None if the cursor moved meanwhile."""
