@@ -315,3 +315,17 @@ def _drain(pubsub: Any) -> list[dict[str, Any]]:
     while (m := pubsub.get_message(timeout=0.2)) is not None:
         out.append(m)
     return out
+
+
+def test_the_openapi_document_describes_the_websocket_messages(container: Container, api: Api) -> None:
+    import jsonschema
+
+    doc = api.call("GET", "/openapi.json").json_body["x-websocket"]
+    subscribe = doc["client_messages"]["subscribe"]
+    jsonschema.validate({"action": "subscribe", "task_ids": [str(uuid.uuid4())]}, subscribe)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({"action": "subscribe", "colour": ["red"]}, subscribe)
+    owner = user_id(api.signup())
+    with container.db.transaction() as session:
+        event = ledger.append(session, owner, ledger.TASK_STATUS_CHANGED, "task", uuid.uuid4(), "queued", {})
+    jsonschema.validate(event.to_json(), doc["server_messages"]["event"])
