@@ -283,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
         stream=sys.stderr, level=os.environ.get("YMERA_LOG_LEVEL", "INFO").upper(),
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
     )
-    for noisy in ("werkzeug", "botocore", "boto3", "urllib3", "fakeredis", "pgserver"):
+    for noisy in ("werkzeug", "botocore", "boto3", "urllib3", "fakeredis", "pgserver", "websockets"):
         logging.getLogger(noisy).setLevel(logging.WARNING)  # moto logs every request at INFO
     args = _parse_args(argv)
     _install_signal_handlers()

@@ -541,10 +541,15 @@ def test_the_api_policy_names_its_account_and_region_and_only_its_own_resources(
                 assert arn.split(":")[4] == "111122223333", arn
                 continue
             assert arn.split(":")[3:5] == ["eu-west-1", "111122223333"], arn
-    # Only the API's own log group (Chalice names the function ymera-<stage>), not every ymera-<stage>-* group.
-    assert _arns(by_sid["WriteOwnLogs"]) == [
-        f"arn:aws:logs:eu-west-1:111122223333:log-group:/aws/lambda/ymera-{stage}",
-        f"arn:aws:logs:eu-west-1:111122223333:log-group:/aws/lambda/ymera-{stage}:*"]
+    # Only the API's own log groups (Chalice names the function ymera-<stage>, and each WebSocket handler
+    # ymera-<stage>-websocket_<route>), not every ymera-<stage>-* group.
+    group = f"arn:aws:logs:eu-west-1:111122223333:log-group:/aws/lambda/ymera-{stage}"
+    ws_groups = [f"{group}-websocket_connect", f"{group}-websocket_message", f"{group}-websocket_disconnect"]
+    assert _arns(by_sid["WriteOwnLogs"]) == [group, f"{group}:*", *ws_groups, *(f"{g}:*" for g in ws_groups)]
+    # The $default handler answers on its own connection: ManageConnections, POST on @connections of stage "api".
+    assert _actions(by_sid["AnswerWebSocketConnections"]) == ["execute-api:ManageConnections"]
+    assert _arns(by_sid["AnswerWebSocketConnections"]) == [
+        "arn:aws:execute-api:eu-west-1:111122223333:*/api/POST/@connections/*"]
     sends = [st for st in policy["Statement"] if "sqs:SendMessage" in _actions(st)]
     assert len(sends) == 1
     assert _arns(sends[0]) == [f"arn:aws:sqs:eu-west-1:111122223333:ymera-{stage}-agent-{t}"
