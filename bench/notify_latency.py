@@ -86,6 +86,11 @@ class Runtime:
             time.sleep(0.2)
         raise RuntimeError("runtime not ready")
 
+    def websocket_url(self) -> str:
+
+        s, _, _ = signup(self.base)
+        return str(s.get(f"{self.base}/status", timeout=5).json()["websocket_url"])
+
     def stop(self) -> None:
         self.proc.send_signal(signal.SIGINT)
         try:
@@ -265,7 +270,7 @@ def main() -> int:
         db = Database(make_engine(url))
         try:
             rt.wait_ready()
-            ws_url = f"ws://127.0.0.1:{rt.port + 1}"
+            ws_url = rt.websocket_url()
             print(f"notify latency on make run (real Postgres, Redis); {os.cpu_count()} cores")
             real = asyncio.run(real_tasks(rt, ws_url))
             timed = asyncio.run(commit_timed(rt, ws_url, db))

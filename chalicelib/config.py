@@ -346,6 +346,9 @@ class Settings(BaseSettings):
     notifier_concurrency: int = Field(default=8, ge=1, le=32)
     #: users handled per sweep of pending cursors.
     notifier_users_per_sweep: int = Field(default=200, ge=1, le=10_000)
+    #: the Postgres URL the notifier LISTENs on when DATABASE_URL goes through RDS Proxy (a LISTEN pins a proxied
+    #: connection for its whole session): the instance's own endpoint. Empty: the database URL.
+    notifier_listen_url: str = Field(default="", repr=False)
     #: one notifier invocation runs this long at most (AWS: scheduled every minute with a 90 s timeout).
     notifier_run_seconds: float = Field(default=60.0, gt=0, le=850)
     #: the notifier returns when less than this is left of its invocation (the schedule starts the next one).

@@ -234,8 +234,8 @@ class Container:
 
         s = self.settings
         ws = self.websocket_sink
-        return Notifier(self.db, self.event_sinks(), listener=PgListener(libpq_dsn(load_database_url(s)),
-                                                                         NOTIFY_CHANNEL),
+        listen_url = s.notifier_listen_url or load_database_url(s)
+        return Notifier(self.db, self.event_sinks(), listener=PgListener(libpq_dsn(listen_url), NOTIFY_CHANNEL),
                         redis=self.redis, key_prefix=s.redis_key_prefix, batch_size=s.notifier_batch_size,
                         users_per_sweep=s.notifier_users_per_sweep, reserve_ms=int(s.notifier_reserve_seconds * 1000),
                         max_run_seconds=s.notifier_run_seconds, concurrency=s.notifier_concurrency, replayer=ws,

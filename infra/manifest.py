@@ -65,8 +65,8 @@ WORKFLOW_CONTROL_TIMEOUT_SECONDS = 120
 #: delivers for ~60 s (settings.notifier_run_seconds) and the timeout leaves room for its last round; an
 #: overlap with the next run is harmless (a Redis lease, then the cursor CAS). Trade-offs on AWS: LISTEN needs
 #: a direct Postgres connection (RDS Proxy pins a session that LISTENs, so the notifier bypasses the proxy
-#: and holds one connection of DB_CONNECTION_BUDGET), and a function that runs all the time costs
-#: ~43,200 GB-s a month at 512 MB (about $0.72/month at $0.0000166667 per GB-s, plus 43,800 requests).
+#: and holds one connection of DB_CONNECTION_BUDGET), and a function that runs all the time costs: 30 GB-s per
+#: run at 512 MB, 43,200 runs a month = ~1.3M GB-s, about $21.60/month at $0.0000166667 per GB-s (docs/websocket.md).
 NOTIFIER_TIMEOUT_SECONDS = 90
 MIGRATE_FUNCTION = "migrate"
 MIGRATE_TIMEOUT_SECONDS = 600

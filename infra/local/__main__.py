@@ -191,6 +191,25 @@ def _banner(api_url: str, aws: Any, queues: dict[str, str], specs: list[Any],
     return "\n".join(lines)
 
 
+def _start_gateway(host: str, api_port: int, prefix: str) -> Any:
+    """The local WebSocket gateway on API port + 1 (Management API on + 2), or where YMERA_WS_PORT says.
+    Without YMERA_WS_PORT, a busy default falls back to free ports (the banner shows them)."""
+    from infra.local.wsgateway import LocalWebSocketGateway, default_ports
+
+    region = os.environ.get("AWS_DEFAULT_REGION", "us-east-1")
+    ws_port, management_port = default_ports(api_port)
+    try:
+        return LocalWebSocketGateway({}, host, ws_port, management_port, function_prefix=prefix, region=region).start()
+    except OSError as exc:
+        if os.environ.get("YMERA_WS_PORT"):
+            raise StartupError(f"WebSocket gateway: {exc} (YMERA_WS_PORT={ws_port})") from exc
+        log.warning("WebSocket gateway: %s; using free ports instead", exc)
+    try:
+        return LocalWebSocketGateway({}, host, 0, 0, function_prefix=prefix, region=region).start()
+    except OSError as exc:
+        raise StartupError(f"WebSocket gateway: {exc}") from exc
+
+
 def run(args: argparse.Namespace) -> int:
     started = time.monotonic()
     with contextlib.ExitStack() as stack:  # unwinds in reverse start order
@@ -233,13 +252,17 @@ def run(args: argparse.Namespace) -> int:
         # Only what a queue or a schedule triggers: `make run` migrates itself; the migrate function is the deploy's.
         specs = [spec for spec in manifest.functions() if spec.queue is not None or spec.schedule]
         _apply_function_env(specs)
-        from infra.local.wsgateway import default_ports
-
+        front = stack.enter_context(_StopTogether())
         # Before the app is imported (settings are read once): where clients connect, where the notifier posts.
-        ws_port, management_port = default_ports(args.port)
-        os.environ.setdefault("YMERA_WEBSOCKET_URL", f"ws://{args.host}:{ws_port}")
-        os.environ.setdefault("YMERA_WEBSOCKET_MANAGEMENT_URL", f"http://{args.host}:{management_port}/local")
+        # The gateway listens now and learns the app's handlers below (until then it refuses connects: 503).
+        ws = _start_gateway(args.host, args.port, prefix)
+        front.add("WebSocket gateway", ws.stop)
+        os.environ.setdefault("YMERA_WEBSOCKET_URL", ws.url)
+        os.environ.setdefault("YMERA_WEBSOCKET_MANAGEMENT_URL", ws.management_url)
         app_obj = load_app()
+        from infra.local.wsgateway import handlers_of
+
+        ws.handlers = handlers_of(app_obj)
         from chalicelib.observability import logger as app_logger
         from infra.local.logkeys import per_thread_log_keys
 
@@ -248,17 +271,7 @@ def run(args: argparse.Namespace) -> int:
             api = ApiServer(app_obj, args.host, args.port, function_name=f"{prefix}-api").start()
         except OSError as exc:
             raise StartupError(f"cannot listen on {args.host}:{args.port}: {exc}") from exc
-        front = stack.enter_context(_StopTogether())
         front.add("API server", api.stop)
-        from infra.local.wsgateway import LocalWebSocketGateway, handlers_of
-
-        try:
-            ws = LocalWebSocketGateway(handlers_of(app_obj), args.host, ws_port, management_port,
-                                       function_prefix=prefix,
-                                       region=os.environ.get("AWS_DEFAULT_REGION", "us-east-1")).start()
-        except OSError as exc:
-            raise StartupError(f"WebSocket gateway: {exc} (set YMERA_WS_PORT to move it)") from exc
-        front.add("WebSocket gateway", ws.stop)
 
         if not args.no_runner:
             from infra.local.runner import EventSourceRunner

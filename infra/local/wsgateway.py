@@ -156,6 +156,8 @@ class LocalWebSocketGateway:
     # --- the WebSocket side -------------------------------------------------------------------------------------
 
     async def _invoke(self, route_key: str, event: dict[str, Any]) -> dict[str, Any]:
+        if not self.handlers:  # listening before the app is loaded: nobody may connect yet
+            return {"statusCode": 503, "body": "starting"}
         handler = self.handlers.get(route_key) or self.handlers.get("$default")
         if handler is None:
             return {"statusCode": 200}

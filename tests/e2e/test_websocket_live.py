@@ -7,7 +7,6 @@ import json
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -46,6 +45,10 @@ def user(base: str) -> tuple[requests.Session, str, dict[str, Any]]:
     return s, token, agent
 
 
+def websocket_url(s: requests.Session, base: str) -> str:
+    return str(s.get(f"{base}/status", timeout=5).json()["websocket_url"])
+
+
 def create_task(s: requests.Session, base: str, agent: dict[str, Any]) -> str:
     r = s.post(f"{base}/tasks", json={"agent_id": agent["id"], "title": "watch me",
                                       "input_data": {"schema": {"type": "object"}, "payload": {}}}, timeout=5)
@@ -78,8 +81,7 @@ def test_a_client_sees_its_task_live_and_never_another_users(runtime: Runtime) -
     base = runtime.base
     alice, alice_token, alice_agent = user(base)
     bob, bob_token, bob_agent = user(base)
-    ws_url = alice.get(f"{base}/status", timeout=5).json()["websocket_url"]
-    assert ws_url == f"ws://127.0.0.1:{runtime.port + 1}"
+    ws_url = websocket_url(alice, base)
 
     with connect(f"{ws_url}/?token={alice_token}", open_timeout=5) as a, \
             connect(f"{ws_url}/?token={bob_token}", open_timeout=5) as b:
@@ -97,7 +99,7 @@ def test_a_client_sees_its_task_live_and_never_another_users(runtime: Runtime) -
 def test_reconnecting_with_last_event_id_replays_exactly_the_missed_events(runtime: Runtime) -> None:
     base = runtime.base
     s, token, agent = user(base)
-    ws_url = f"ws://127.0.0.1:{runtime.port + 1}"
+    ws_url = websocket_url(s, base)
     with connect(f"{ws_url}/?token={token}", open_timeout=5) as ws:
         first = create_task(s, base, agent)
         seen = until_terminal(ws, first)
@@ -116,12 +118,17 @@ def test_reconnecting_with_last_event_id_replays_exactly_the_missed_events(runti
 
 
 def test_an_invalid_token_is_refused_at_connect(runtime: Runtime) -> None:
+    s, _, _ = user(runtime.base)
     with pytest.raises(InvalidStatus) as info:
-        connect(f"ws://127.0.0.1:{runtime.port + 1}/?token=forged.jwt.value", open_timeout=5)
+        connect(f"{websocket_url(s, runtime.base)}/?token=forged.jwt.value", open_timeout=5)
     assert info.value.response.status_code == 401
 
 
-def test_the_banner_names_the_websocket_endpoint(runtime: Runtime, tmp_path: Path) -> None:
+def test_the_banner_names_the_websocket_endpoint(runtime: Runtime) -> None:
+    s, _, _ = user(runtime.base)
+    url = websocket_url(s, runtime.base)
+    # API port + 1 unless that port was taken (then free ports, named in the banner all the same).
+    assert url.startswith("ws://127.0.0.1:")
     out = runtime.output(tail=10**7)
-    assert f"WebSocket    ws://127.0.0.1:{runtime.port + 1}" in out
+    assert f"WebSocket    {url}/?token=<access token>" in out
     assert "notifier             functions.notifier.handler  <- looping" in out

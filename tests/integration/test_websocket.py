@@ -329,3 +329,24 @@ def test_the_openapi_document_describes_the_websocket_messages(container: Contai
     with container.db.transaction() as session:
         event = ledger.append(session, owner, ledger.TASK_STATUS_CHANGED, "task", uuid.uuid4(), "queued", {})
     jsonschema.validate(event.to_json(), doc["server_messages"]["event"])
+
+
+def test_a_busy_default_websocket_port_falls_back_to_free_ports_unless_it_was_asked_for(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    from infra.local.__main__ import StartupError, _start_gateway
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        taken = busy.getsockname()[1]
+        monkeypatch.delenv("YMERA_WS_PORT", raising=False)
+        gw = _start_gateway("127.0.0.1", taken - 1, "ymera-test")  # API port + 1 is the busy one
+        try:
+            assert gw.port not in (0, taken) and gw.url == f"ws://127.0.0.1:{gw.port}"
+        finally:
+            gw.stop()
+        monkeypatch.setenv("YMERA_WS_PORT", str(taken))
+        with pytest.raises(StartupError, match="YMERA_WS_PORT"):
+            _start_gateway("127.0.0.1", 8000, "ymera-test")
