@@ -190,6 +190,13 @@ class Settings(BaseSettings):
     # --- engines: analytics and performance (chalicelib/engines; docs/engines.md) ---------------------------
     #: the analytics time series refuses a range of more buckets than this (each bucket is a row of output).
     engine_analytics_max_buckets: int = Field(default=2000, ge=1, le=100_000)
+    #: the rollup compactor (functions/analytics_compactor.py, chalicelib/engines/rollups.py): an hour is
+    #: compacted once it closed at least this long ago (longer than any transaction that writes tasks) ...
+    analytics_compaction_grace_seconds: int = Field(default=600, ge=60, le=86_400)
+    #: ... at most this many hours per user and run (a user's first run catches up over several), and at most
+    #: this many users per run (the least compacted first).
+    analytics_compaction_max_hours: int = Field(default=24 * 31, ge=1, le=24 * 3660)
+    analytics_compaction_max_users: int = Field(default=1000, ge=1, le=1_000_000)
     #: what the agent consumers are deployed with, which the performance engine's recommendations compare
     #: observations against. chalicelib may not import infra/, so these mirror infra/manifest.py's
     #: FunctionSpec values (tests/unit/test_engine_deployed_values.py fails when they drift); provider-backed
@@ -337,7 +344,7 @@ class Settings(BaseSettings):
     #: the API Gateway Management API the notifier posts to (https://<api id>.execute-api.<region>.amazonaws.com/
     #: <stage>; the local runtime's gateway serves it too). Empty: WebSocket delivery is off (webhooks still run).
     websocket_management_url: str = ""
-    #: connections one user may hold at once; a connect past it is refused (403) until one closes.
+    #: connections one user may hold at once; a connect past it is refused (429) until one closes.
     websocket_max_connections_per_user: int = Field(default=10, ge=1, le=1000)
     #: events read (and delivered) per user per notifier round; a busy user waits its turn per batch.
     notifier_batch_size: int = Field(default=100, ge=1, le=1000)
@@ -355,6 +362,16 @@ class Settings(BaseSettings):
     notifier_reserve_seconds: float = Field(default=5.0, ge=0, le=60)
     #: an event replayed at connect (`last_event_id`) goes back at most this many events; older ones: GET /events.
     websocket_replay_max_events: int = Field(default=1000, ge=1, le=100_000)
+
+    # Event ledger, GET /events and long-polling (issue 11; docs/events.md). Events are written by triggers.
+    #: events older than this are purged (the outbox relay's sweep, every minute); a client offline for longer
+    #: cannot catch up from GET /events and must re-read the resources it watches.
+    events_retention_days: int = Field(default=7, ge=1, le=365)
+    #: events one purge transaction deletes; the sweep repeats it while its invocation has time.
+    events_purge_batch: int = Field(default=5000, ge=1, le=1_000_000)
+    #: GET /tasks/{id}?wait=N and GET /runs/{id}?wait=N re-read the resource this often while waiting (the
+    #: Redis channel the notifier publishes to usually answers first; this covers a notifier that is down).
+    long_poll_recheck_seconds: float = Field(default=2.0, gt=0, le=20)
 
     @field_validator("stage")
     @classmethod

@@ -34,12 +34,14 @@ if TYPE_CHECKING:
     from chalicelib.services.cache_admin import CacheAdminService
     from chalicelib.services.dlq_admin import DlqAdminService
     from chalicelib.services.engines import EngineService
+    from chalicelib.services.events import EventService
     from chalicelib.services.feedback import FeedbackService
     from chalicelib.services.health import HealthService
     from chalicelib.services.idempotency import IdempotencyStore
     from chalicelib.services.ingress import IngressService
     from chalicelib.services.leases import LeaseService
     from chalicelib.services.login_throttle import LoginThrottle
+    from chalicelib.services.long_poll import LongPoll
     from chalicelib.services.messages import MessageService
     from chalicelib.services.monitoring import MonitoringService
     from chalicelib.services.orchestration import PlanRuns
@@ -267,6 +269,24 @@ class Container:
 
         return TaskService(self.db, after_commit=self.relay.publish_one, agents=self.agents, cache=self.cache,
                            quotas=self.quotas, idempotency=self.idempotency, fast_publish=self.relay.publish_committed)
+
+    @cached_property
+    def events(self) -> EventService:
+        """The event ledger's reads and retention purge (chalicelib.services.events; docs/events.md)."""
+        from chalicelib.services.events import EventService
+
+        s = self.settings
+        return EventService(self.db, retention_days=s.events_retention_days, purge_batch=s.events_purge_batch)
+
+    @cached_property
+    def long_poll(self) -> LongPoll:
+        """?wait=N on GET /tasks/{id} and GET /runs/{id}: Redis pub/sub wake-ups plus periodic re-reads."""
+        from chalicelib.events.live import Waiter
+        from chalicelib.services.long_poll import LongPoll
+
+        s = self.settings
+        waiter = Waiter(self.redis, s.redis_key_prefix, s.long_poll_recheck_seconds)
+        return LongPoll(waiter, tasks=lambda: self.tasks, runs=lambda: self.runs)
 
     @cached_property
     def quotas(self) -> Quotas:
