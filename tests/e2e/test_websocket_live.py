@@ -113,6 +113,8 @@ def test_reconnecting_with_last_event_id_replays_exactly_the_missed_events(runti
         replayed = quiet(ws)
     ids = [m["event_id"] for m in replayed]
     assert ids == list(range(last + 1, last + 1 + len(ids))), ids  # every missed one, once, in order
+    # ... and exactly what the ledger holds after that id (GET /events is the same record).
+    assert replayed == s.get(f"{base}/events?after={last}", timeout=5).json()["items"]
     assert {m["resource"]["id"] for m in replayed} == {offline}
     assert [m["status"] for m in replayed][-1] == "completed" and "processing" in [m["status"] for m in replayed]
 
