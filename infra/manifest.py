@@ -59,15 +59,15 @@ INGRESS_MAX_RECEIVE_COUNT = 100
 #: reports sent by workflow state machines. Engines run in-process, so its consumer gets the long timeout.
 WORKFLOW_CONTROL_SUFFIX = "workflow-control"
 WORKFLOW_CONTROL_TIMEOUT_SECONDS = 120
-#: The function `make deploy` invokes (synchronously) to run Alembic to head before the API is updated; no
-#: queue and no schedule. Long enough for an index build on a large table; Lambda's maximum is 900 s.
 #: The notifier (chalicelib/events/notifier.py) loops inside one invocation: scheduled every minute, each run
 #: delivers for ~60 s (settings.notifier_run_seconds) and the timeout leaves room for its last round; an
 #: overlap with the next run is harmless (a Redis lease, then the cursor CAS). Trade-offs on AWS: LISTEN needs
-#: a direct Postgres connection (RDS Proxy pins a session that LISTENs, so the notifier bypasses the proxy
+#: a direct Postgres connection (RDS Proxy pins a session that LISTENs: YMERA_NOTIFIER_LISTEN_URL bypasses it
 #: and holds one connection of DB_CONNECTION_BUDGET), and a function that runs all the time costs: 30 GB-s per
 #: run at 512 MB, 43,200 runs a month = ~1.3M GB-s, about $21.60/month at $0.0000166667 per GB-s (docs/websocket.md).
 NOTIFIER_TIMEOUT_SECONDS = 90
+#: The function `make deploy` invokes (synchronously) to run Alembic to head before the API is updated; no
+#: queue and no schedule. Long enough for an index build on a large table; Lambda's maximum is 900 s.
 MIGRATE_FUNCTION = "migrate"
 MIGRATE_TIMEOUT_SECONDS = 600
 
