@@ -131,8 +131,8 @@ def list_runs(workflow_id: str) -> Response:
 def get_run(run_id: str) -> Response:
     request = bp.current_request
     user = principal(request)
-    query = validate(WaitQuery, dict(request.query_params or {}), ("query",))
-    if query.wait is not None:
+    query = validate(WaitQuery, dict(request.query_params), ("query",)) if request.query_params else None
+    if query is not None and query.wait is not None:
         return ok(get_container().long_poll.run(user.user_id, _run_id(run_id), query.wait))
     return ok(get_container().runs.get(user.user_id, _run_id(run_id)))
 

@@ -333,3 +333,25 @@ def test_a_real_run_with_an_approval_writes_its_story_in_order(harness: Workflow
     # the step's task, tagged with its run and step
     task_story = [(e.step_id, e.status) for e in events if e.type == "task.status_changed"]
     assert task_story[-1] == ("check", "completed") and ("check", "processing") in task_story
+
+
+def test_append_and_the_cursor_work_on_sqlite_which_has_no_triggers(tmp_path: Any) -> None:
+    from chalicelib.db.migrate import upgrade
+    from chalicelib.db.session import make_engine
+
+    url = f"sqlite:///{tmp_path / 'e.db'}"
+    upgrade(url)
+    lite = Database(make_engine(url))
+    owner = make_user(lite)
+    add_tasks(lite, owner, 1)  # no trigger: no event
+    hooks = [uuid.uuid4(), uuid.uuid4()]
+    for hook in hooks:
+        with lite.transaction() as session:
+            ledger.append(session, owner, "webhook.disabled", "webhook", hook, "disabled", {"reason": "x"})
+    got = events_of(lite, owner)
+    assert [(e.event_id, e.resource_id) for e in got] == [(1, hooks[0]), (2, hooks[1])]
+    assert got[0].to_json()["resource"] == {"type": "webhook", "id": str(hooks[0])}
+    with lite.transaction() as session:
+        assert ledger.pending_users(session, 5) == [(owner, 0, 2)]
+        assert ledger.advance(session, owner, 0, 2) is True
+    lite.engine.dispose()
