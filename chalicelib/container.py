@@ -241,7 +241,8 @@ class Container:
                         redis=self.redis, key_prefix=s.redis_key_prefix, batch_size=s.notifier_batch_size,
                         users_per_sweep=s.notifier_users_per_sweep, reserve_ms=int(s.notifier_reserve_seconds * 1000),
                         max_run_seconds=s.notifier_run_seconds, concurrency=s.notifier_concurrency, replayer=ws,
-                        replay_users=None if ws is None else ws.index.take_replays)
+                        replay_users=None if ws is None else ws.index.take_replays,
+                        replay_retry=None if ws is None else ws.index.request_replay)
 
     @cached_property
     def accounts(self) -> AccountService:

@@ -171,6 +171,9 @@ class ConnectionIndex:
                 found.append(conn)
         return found
 
+    def request_replay(self, user_id: uuid.UUID | str) -> None:
+        self.redis.sadd(self.replay_key, str(user_id))
+
     def take_replays(self) -> list[str]:
         """User ids with a connection waiting for its replay (removed from the set: the caller replays)."""
         members = self.redis.spop(self.replay_key, 1000) or []

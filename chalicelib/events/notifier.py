@@ -128,6 +128,7 @@ class Notifier:
                  concurrency: int = 1,
                  replayer: Replayer | None = None,
                  replay_users: Callable[[], list[str]] | None = None,
+                 replay_retry: Callable[[str], None] | None = None,
                  publish: Callable[[Any, str, Event], object] | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.db = db
@@ -144,6 +145,7 @@ class Notifier:
         self._pool: ThreadPoolExecutor | None = None
         self.replayer = replayer
         self.replay_users = replay_users
+        self.replay_retry = replay_retry
         self._publish = publish
         self._clock = clock
         self._lease_token = uuid.uuid4().hex
@@ -243,8 +245,14 @@ class Notifier:
                 user_id = uuid.UUID(raw)
             except ValueError:
                 continue
-            with self.db.read() as session:
-                self.replayer.replay(session, user_id)
+            try:
+                with self.db.read() as session:
+                    self.replayer.replay(session, user_id)
+            except Exception as exc:  # noqa: BLE001 - keep the request: the next round tries again
+                logger.warning("replay failed; retrying next round", extra={"user_id": raw,
+                                                                         "error": type(exc).__name__})
+                if self.replay_retry is not None:
+                    self.replay_retry(raw)
 
     def _publish_all(self, user_id: uuid.UUID, events: Sequence[Event]) -> None:
         if self.redis is None:

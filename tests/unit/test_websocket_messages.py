@@ -69,3 +69,44 @@ def test_ctrl_c_leaves_a_local_lambda_no_time() -> None:
     assert context.get_remaining_time_in_millis() > 80_000
     stopping.set()
     assert context.get_remaining_time_in_millis() == 0
+
+
+def test_a_failed_replay_is_asked_for_again() -> None:
+    """The replay set is SPOPed: a replay that fails (Redis or Postgres hiccup) goes back, or it would wait
+    for the user's next event."""
+    from contextlib import contextmanager
+    from typing import Any
+
+    from chalicelib.events.notifier import Notifier
+
+    class Db:
+        @contextmanager
+        def read(self) -> Any:
+            yield None
+
+    class Flaky:
+        calls = 0
+
+        def replay(self, session: Any, user_id: uuid.UUID) -> int:
+            self.calls += 1
+            if self.calls == 1:
+                raise ConnectionError("redis went away")
+            return 1
+
+    class Listener:
+        def wait(self, timeout: float) -> int:
+            return 0
+
+        def close(self) -> None:
+            pass
+
+    user = str(uuid.uuid4())
+    pending, retried = [user], []
+    flaky = Flaky()
+    notifier = Notifier(Db(), [], listener=Listener(), replayer=flaky,  # type: ignore[arg-type]
+                        replay_users=lambda: [pending.pop()] if pending else [], replay_retry=retried.append)
+    notifier._replays()
+    assert retried == [user] and flaky.calls == 1
+    pending.extend(retried)
+    notifier._replays()
+    assert flaky.calls == 2 and retried == [user]  # the second try worked: nothing asked again
