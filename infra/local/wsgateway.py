@@ -239,8 +239,9 @@ class LocalWebSocketGateway:
         conn = self._conns.get(connection_id)
         if conn is None or conn.socket is None:
             return None
-        return {"ConnectedAt": _iso(conn.connected_at), "LastActiveAt": _iso(conn.last_active),
-                "Identity": {"SourceIp": conn.source_ip, "UserAgent": conn.user_agent}}
+        # The wire names (botocore's model maps them to ConnectedAt, Identity.SourceIp, ...).
+        return {"connectedAt": _iso(conn.connected_at), "lastActiveAt": _iso(conn.last_active),
+                "identity": {"sourceIp": conn.source_ip, "userAgent": conn.user_agent}}
 
     def _call(self, coro: Any) -> bool:
         if self._loop is None:

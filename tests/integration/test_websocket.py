@@ -350,3 +350,22 @@ def test_a_busy_default_websocket_port_falls_back_to_free_ports_unless_it_was_as
         monkeypatch.setenv("YMERA_WS_PORT", str(taken))
         with pytest.raises(StartupError, match="YMERA_WS_PORT"):
             _start_gateway("127.0.0.1", 8000, "ymera-test")
+
+
+def test_the_local_management_api_speaks_boto3s_get_and_delete_connection(container: Container, gateway: Any,
+                                                                          api: Api) -> None:
+    """GET /@connections/{id} answers the wire names botocore parses; DELETE closes the socket (and $disconnect
+    runs); both answer GoneException afterwards."""
+    tokens = api.signup()
+    client = container.websocket_management
+    with open_ws(gateway, tokens["access_token"]) as ws:
+        [conn] = container.websocket_connections.connections(user_id(tokens))
+        info = client.get_connection(ConnectionId=conn.connection_id)
+        assert info["Identity"]["SourceIp"] == "127.0.0.1" and info["ConnectedAt"].year >= 2026
+        client.delete_connection(ConnectionId=conn.connection_id)
+        with pytest.raises(Exception, match="closed by the server|1000"):
+            ws.recv(timeout=3)
+    wait_until(lambda: container.websocket_connections.connections(user_id(tokens)) == [])
+    for call in (client.get_connection, client.delete_connection):
+        with pytest.raises(client.exceptions.GoneException):
+            call(ConnectionId=conn.connection_id)
