@@ -242,6 +242,16 @@ def profile(bench: Bench) -> int:
                     lambda conn, cur, stmt, *a: kinds.update([" ".join(stmt.split()[:3])[:40]]))
     sa_event.listen(bench.db.engine, "commit", lambda conn: kinds.update(["COMMIT"]))
     sa_event.listen(bench.db.engine.pool, "checkout", lambda *a: kinds.update(["(checkout: pre-ping SELECT 1)"]))
+    from psycopg._connection_base import BaseConnection
+
+    original = BaseConnection._exec_command
+
+    def command(conn: Any, cmd: Any, *args: Any, **kwargs: Any) -> Any:  # BEGIN / COMMIT sent by the driver
+        text = cmd if isinstance(cmd, bytes) else str(cmd).encode()
+        kinds.update([f"(wire {text.split()[0].decode().upper()})"])
+        return original(conn, cmd, *args, **kwargs)
+
+    BaseConnection._exec_command = command  # type: ignore[method-assign]
     with _harness.quiet_stdout():
         ymera_round(bench, 100)
         kinds.clear()
@@ -259,8 +269,10 @@ def profile(bench: Bench) -> int:
         triggers(bench.db, True)
     print(f"YMERA consumer, {PROFILE_TASKS} validation tasks in batches of {BATCH} ({cpu_ms:.2f} CPU ms/task "
           "under cProfile)")
-    print(f"  SQL round trips per task: {sum(v for k, v in per_task.items() if k != 'COMMIT'):.2f} statements "
-          f"(pre-pings included) + {per_task.get('COMMIT', 0):.2f} commits")
+    statements = sum(v for k, v in per_task.items() if k != "COMMIT" and not k.startswith("(wire"))
+    wire = sum(v for k, v in per_task.items() if k.startswith("(wire"))
+    print(f"  round trips per task: {statements:.2f} statements (pre-pings included) + {wire:.2f} BEGIN/COMMIT "
+          f"commands sent = {statements + wire:.2f}; SQLAlchemy commits {per_task.get('COMMIT', 0):.2f}")
     for kind, count in sorted(per_task.items(), key=lambda kv: -kv[1]):
         print(f"    {count:5.2f}  {kind}")
     stats: dict[Any, Any] = pstats.Stats(profiler).stats  # type: ignore[attr-defined]

@@ -71,6 +71,17 @@ class Database:
             yield conn
 
     @contextmanager
+    def statement(self) -> Iterator[Connection]:
+        """A Core connection for ONE writing statement that is its own transaction (Postgres autocommit): the
+        statement commits when it completes, atomically, triggers included, with the same WAL flush as a
+        COMMIT, and the BEGIN and COMMIT round trips are not sent. `commit()` at the end is SQLAlchemy's (its
+        commit event fires); the driver has nothing left to commit. Never for two statements that must
+        commit together: use `statements()`."""
+        with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            yield conn
+            conn.commit()
+
+    @contextmanager
     def connection(self) -> Iterator[Connection]:
         """One pool checkout, held for a `transaction(connection)` and what follows it."""
         with self.engine.connect() as conn:

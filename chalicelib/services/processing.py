@@ -40,7 +40,7 @@ from chalicelib.domain.tasks import CLAIMABLE, TaskStatus
 from chalicelib.errors import AgentError, MalformedMessageError, RetryLaterError
 from chalicelib.observability import logger
 from chalicelib.schemas.tasks import TaskMessage
-from chalicelib.services.results import storable, store_outcome, store_plain_outcome
+from chalicelib.services.results import finish_plain, plain_outcome, storable, store_outcome, store_plain_outcome
 from chalicelib.workflows.runstate import ANSWERS_KEY
 
 if TYPE_CHECKING:
@@ -391,9 +391,15 @@ class TaskProcessor:
         """Store the outcome; return False when the task had been cancelled (or timed out) meanwhile."""
         try:
             if claim.task.plain:  # no parent, no token: the same rules in Core statements, no unit of work
-                with self.db.statements() as conn:
-                    return store_plain_outcome(conn, claim.task.id, status, output, metrics, error,
-                                               started_at=started)
+                outcome = plain_outcome(claim.task.id, status, output, metrics, error, started_at=started)
+                tried = self.db.dialect == "postgresql"
+                if tried:
+                    # The common case is one statement, its own transaction: no BEGIN/COMMIT round trips.
+                    with self.db.statement() as conn:
+                        if finish_plain(conn, outcome):
+                            return True
+                with self.db.statements() as conn:  # not `processing` any more (cancelled?): its result row
+                    return store_plain_outcome(conn, outcome, finish_tried=tried)
             with self.db.transaction() as session:
                 # The one outcome path (shared with external workers and the lease reaper): result row,
                 # status, an orchestrator parent moved on and a workflow step's answer, in one transaction.

@@ -92,33 +92,45 @@ def store_outcome(session: Session, task_id: uuid.UUID, status: str, output: dic
     return True
 
 
-def store_plain_outcome(conn: Connection, task_id: uuid.UUID, status: str, output: dict[str, Any],
-                        metrics: dict[str, Any], error: dict[str, Any] | None, *, started_at: datetime,
-                        now: datetime | None = None) -> bool:
+def plain_outcome(task_id: uuid.UUID, status: str, output: dict[str, Any], metrics: dict[str, Any],
+                  error: dict[str, Any] | None, *, started_at: datetime, now: datetime | None = None
+                  ) -> dict[str, Any]:
+    """The parameters of `finish_plain` / `store_plain_outcome` (text Postgres cannot store replaced)."""
+    return {"p_task": task_id, "p_status": status, "p_error": storable(error), "p_now": now or utcnow(),
+            "p_started": started_at, "p_output": storable(output), "p_metrics": storable(metrics),
+            "p_result": uuid.uuid4()}
+
+
+def finish_plain(conn: Connection, outcome: dict[str, Any]) -> bool:
+    """Postgres: finish a `processing` task and write its result in one statement
+    (`WITH moved AS (UPDATE tasks ...) INSERT INTO task_results ... SELECT ... FROM moved`), atomic on its own
+    (it may run as its own transaction, `Database.statement()`). False when the task was not `processing`:
+    nothing was written, and `store_plain_outcome` decides what its result row says."""
+    return conn.execute(_FINISH_AND_RESULT, outcome).first() is not None
+
+
+def store_plain_outcome(conn: Connection, outcome: dict[str, Any], *, finish_tried: bool = False) -> bool:
     """`store_outcome` for a task that is neither a workflow step nor an orchestrator, in Core statements.
 
     The same rules (moves only from `processing`; a run that finished after its task was cancelled or timed out
-    is discarded), in the caller's Core transaction. On Postgres the status update and the result row are one
-    statement (`WITH moved AS (UPDATE ... RETURNING id) INSERT ... SELECT ... FROM moved`); the discarded case
-    costs two more. The statements are built once (module level): per task only their parameters are bound.
+    is discarded, its result row recording the task's own status), in the caller's Core transaction. The
+    statements are built once (module level): per task only their parameters are bound. `finish_tried`: the
+    caller ran `finish_plain` already and it moved nothing; only the discarded result row is left to write.
     Returns whether the status moved.
     """
-    now = now or utcnow()
-    params = {"p_task": task_id, "p_status": status, "p_error": storable(error), "p_now": now,
-              "p_started": started_at, "p_output": storable(output), "p_metrics": storable(metrics),
-              "p_result": uuid.uuid4()}
-    if conn.dialect.name == "postgresql":
-        if conn.execute(_FINISH_AND_RESULT, params).first() is not None:
+    if finish_tried:
+        pass
+    elif conn.dialect.name == "postgresql":
+        if finish_plain(conn, outcome):
             return True
-    elif conn.execute(_FINISH, params).rowcount:
-        conn.execute(_RESULT, params)
+    elif conn.execute(_FINISH, outcome).rowcount:
+        conn.execute(_RESULT, outcome)
         return True
-    current = conn.scalar(_STATUS, params)
+    current = conn.scalar(_STATUS, outcome)
     if current in DISCARDING:
-        params["p_output"] = {}
-        params["p_metrics"] = {"duration_ms": params["p_metrics"].get("duration_ms", 0.0), "discarded": status}
-        params["p_status"] = current
-    conn.execute(_RESULT, params)
+        metrics = {"duration_ms": outcome["p_metrics"].get("duration_ms", 0.0), "discarded": outcome["p_status"]}
+        outcome = {**outcome, "p_output": {}, "p_metrics": metrics, "p_status": current}
+    conn.execute(_RESULT, outcome)
     return False
 
 

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from psycopg._connection_base import BaseConnection
 from sqlalchemy import event, select
 
 from chalicelib.agents.validation import SCHEMA_CACHE
@@ -35,13 +36,23 @@ def round_trips(db: Any) -> Iterator[Counter[str]]:
     def checkout(*args: Any) -> None:
         seen["CHECKOUT"] += 1
 
+    # What the driver sends besides statements: BEGIN and COMMIT (psycopg's transaction commands).
+    original = BaseConnection._exec_command
+
+    def command(self: Any, cmd: Any, *args: Any, **kwargs: Any) -> Any:
+        text = cmd if isinstance(cmd, bytes) else cmd.as_bytes(self) if hasattr(cmd, "as_bytes") else str(cmd)
+        seen["wire " + (text.decode() if isinstance(text, bytes) else text).split()[0].upper()] += 1
+        return original(self, cmd, *args, **kwargs)
+
     listeners = [(db.engine, "before_cursor_execute", statement), (db.engine, "commit", commit),
                  (db.engine.pool, "checkout", checkout)]
     for target, name, fn in listeners:
         event.listen(target, name, fn)
+    BaseConnection._exec_command = command  # type: ignore[method-assign]
     try:
         yield seen
     finally:
+        BaseConnection._exec_command = original  # type: ignore[method-assign]
         for target, name, fn in listeners:
             event.remove(target, name, fn)
 
@@ -62,8 +73,10 @@ def test_a_batch_of_ten_costs_one_claim_and_one_statement_and_commit_per_task(ap
     assert statuses == {"completed"} and len(results) == 10
     assert all(r["valid"] is True and r["error_count"] == 0 for r in results)
     # ... for one claim statement (which also returns each task's agent config) and one statement per task
-    # (`WITH moved AS (UPDATE tasks ...) INSERT INTO task_results ...`), each transaction one checkout and commit.
-    assert seen == Counter({"UPDATE": 1, "WITH": 10, "COMMIT": 11, "CHECKOUT": 11})
+    # (`WITH moved AS (UPDATE tasks ...) INSERT INTO task_results ...`), each its own commit and checkout;
+    # a task's statement is its own transaction, so only the claim sends BEGIN and COMMIT over the wire.
+    assert seen == Counter({"UPDATE": 1, "WITH": 10, "COMMIT": 11, "CHECKOUT": 11,
+                            "wire BEGIN": 1, "wire COMMIT": 1})
 
 
 def test_tasks_sharing_a_schema_check_it_once(api: Api) -> None:
