@@ -21,6 +21,7 @@ from chalicelib.api import (
     provider_keys,
     tasks,
     users,
+    webhooks,
     workers,
     workflows,
 )
@@ -49,6 +50,7 @@ app.register_blueprint(provider_keys.bp)  # PUT/GET/DELETE /provider-keys: users
 app.register_blueprint(producer_keys.bp)  # POST/GET/DELETE /producer-keys: event producers' signing keys
 app.register_blueprint(workflows.bp)  # /workflows, /runs: pipelines on Step Functions (docs/workflows-api.md)
 app.register_blueprint(engines.bp)  # GET /engines, POST /engines/{name}: analytics, performance, ... (docs/engines.md)
+app.register_blueprint(webhooks.bp)  # /webhooks: signed, retried deliveries with a log (docs/webhooks.md)
 app.register_blueprint(workers.bp)  # external agents: lease, heartbeat, complete/fail; agent status
 app.register_blueprint(docs.bp)  # GET /openapi.json, /docs (routes documented in chalicelib/api/spec.py)
 # Outermost: Chalice's own answers (405, 415) and anything raised outside a view use the error envelope.

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from chalicelib.messaging.ingress import IngressQueues
     from chalicelib.messaging.inspection import QueueInspector
     from chalicelib.messaging.sqs import Publisher, VisibilityPort
+    from chalicelib.net.outbound import OutboundPolicy
     from chalicelib.providers.registry import Providers
     from chalicelib.providers.user_keys import KeyCipher
     from chalicelib.ratelimit import RateLimiter
@@ -52,8 +53,11 @@ if TYPE_CHECKING:
     from chalicelib.services.tasks import TaskService
     from chalicelib.services.users import UserService
     from chalicelib.services.watchdog import Watchdog
+    from chalicelib.services.webhooks import WebhookService
     from chalicelib.services.workers import WorkerService
     from chalicelib.services.workflows import WorkflowService
+    from chalicelib.webhooks.fanout import WebhookSink
+    from chalicelib.webhooks.sender import WebhookSender
     from chalicelib.workflows.control import WorkflowControl
     from chalicelib.workflows.ports import StateMachines, TaskCallbacks
     from chalicelib.workflows.reconcile import Reconciler
@@ -504,6 +508,39 @@ class Container:
                           publish_answer=lambda outbox_id, _payload: relay.publish_one(outbox_id),
                           idempotency=self.idempotency, quotas=self.quotas,
                           inline_bytes=s.workflow_output_inline_bytes)
+
+    # --- webhooks (docs/webhooks.md) ---------------------------------------------------------------------------
+
+    @cached_property
+    def outbound_policy(self) -> OutboundPolicy:
+        """Where user-chosen URLs may lead: the same rules as users' own model endpoints (chalicelib.net.outbound)."""
+        from chalicelib.net.outbound import OutboundPolicy
+
+        s = self.settings
+        return OutboundPolicy(allow_private=s.outbound_private_allowed, allow_http=s.is_development)
+
+    @cached_property
+    def webhook_sender(self) -> WebhookSender:
+        from chalicelib.webhooks.sender import SenderConfig, WebhookSender
+
+        return WebhookSender(self.db, lambda: self.provider_key_cipher, self.outbound_policy,
+                             SenderConfig.from_settings(self.settings))
+
+    @cached_property
+    def webhook_sink(self) -> WebhookSink:
+        """The notifier's sink for webhook subscriptions (chalicelib.webhooks.fanout)."""
+        from chalicelib.webhooks.fanout import WebhookSink
+
+        return WebhookSink(self.settings.webhook_retry_window_seconds)
+
+    @cached_property
+    def webhooks(self) -> WebhookService:
+        from chalicelib.services.webhooks import WebhookService
+
+        s = self.settings
+        return WebhookService(self.db, lambda: self.provider_key_cipher, self.outbound_policy,
+                              lambda: self.webhook_sender, max_per_user=s.webhook_max_per_user,
+                              retry_window_seconds=s.webhook_retry_window_seconds)
 
 
 def _engine_names() -> frozenset[str]:

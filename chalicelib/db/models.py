@@ -400,6 +400,9 @@ class IngressReceipt(Base):
 
 
 # The workflow engine's tables (a module of their own; registered on the same metadata).
-from chalicelib.db import workflow_models as workflow_models  # noqa: E402
 # The analytics rollups (chalicelib.engines.rollups).
 from chalicelib.db import rollup_models as rollup_models  # noqa: E402
+
+# Webhook subscriptions, deliveries and attempts (chalicelib.webhooks).
+from chalicelib.db import webhook_models as webhook_models  # noqa: E402
+from chalicelib.db import workflow_models as workflow_models  # noqa: E402
