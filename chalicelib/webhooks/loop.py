@@ -12,6 +12,7 @@ context's remaining time drops to 0 on Ctrl-C.
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from typing import Any
 
 from chalicelib.observability import logger
@@ -53,19 +54,59 @@ def listener_for(sender: WebhookSender) -> Listener | None:
 
 def run(sender: WebhookSender, remaining_seconds: Callable[[], float], *, reserve_seconds: float,
         poll_seconds: float, listener: Listener | None = None) -> SendReport:
+    """A pipeline, not rounds: whenever one of the sender's threads is free, claim that many due deliveries
+    and start them; each is recorded as soon as its receiver answers. A slow receiver therefore holds only its
+    own threads (at most `per_user_concurrency` for one user), never the others' next deliveries."""
     total = SendReport()
-    while remaining_seconds() > reserve_seconds:
-        report = sender.run_once()
-        total.add(report)
-        if report.taken >= sender.config.batch_size:
-            continue  # more may be due now
-        wait = min(poll_seconds, remaining_seconds() - reserve_seconds)
-        if wait <= 0:
-            break
-        if listener is not None:
-            listener.wait(wait)
-        else:
-            import time
-
-            time.sleep(wait)
+    pool = sender.pool()
+    threads = sender.config.threads
+    inflight: set[Future[SendReport]] = set()
+    try:
+        while remaining_seconds() > reserve_seconds:
+            for future in [f for f in inflight if f.done()]:
+                inflight.discard(future)
+                _collect(future, total)
+            free = threads - len(inflight)
+            jobs = sender.claim(limit=free) if free > 0 else []
+            total.taken += len(jobs)
+            inflight.update(pool.submit(sender.send_one, job) for job in jobs)
+            if jobs and len(jobs) == free:
+                continue  # every thread busy and more may be due: wait for one below on the next pass
+            left = remaining_seconds() - reserve_seconds
+            if left <= 0:
+                break
+            if len(inflight) >= threads:
+                wait(inflight, timeout=min(poll_seconds, left), return_when=FIRST_COMPLETED)
+            else:
+                # nothing more is due now: sleep until the sink's NOTIFY (or the poll, for due retries); while
+                # sends are out, in short slices, so a user held back by the per-user bound goes next promptly
+                _sleep(listener, min(poll_seconds if not inflight else BUSY_SLICE_SECONDS, left))
+    finally:
+        for future in inflight:
+            _collect(future, total)  # bounded by the attempt deadline, which the reserve covers
     return total
+
+
+#: how long the loop waits for new work while sends are in flight (a completed send may free a user's slot)
+BUSY_SLICE_SECONDS = 0.1
+
+
+def _sleep(listener: Listener | None, seconds: float) -> None:
+    if listener is not None:
+        listener.wait(seconds)
+    else:
+        import time
+
+        time.sleep(seconds)
+
+
+def _collect(future: Future[SendReport], total: SendReport) -> None:
+    try:
+        report = future.result()
+    except Exception:  # noqa: BLE001 - recording failed (database): the claim's lease makes the row due again
+        logger.warning("recording a webhook attempt failed; it is retried when its claim expires", exc_info=True)
+        return
+    total.succeeded += report.succeeded
+    total.retrying += report.retrying
+    total.failed += report.failed
+    total.disabled.extend(report.disabled)

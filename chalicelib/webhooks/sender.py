@@ -153,18 +153,21 @@ class WebhookSender:
         if len(jobs) == 1:
             outcomes = [self.attempt(jobs[0])]
         else:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(self.config.threads, thread_name_prefix="webhook-send")
-            outcomes = list(self._pool.map(self.attempt, jobs))
+            outcomes = list(self.pool().map(self.attempt, jobs))
         report = self.record(outcomes)
         report.taken = len(jobs)
         return report
 
     # --- claim ------------------------------------------------------------------------------------------------
 
-    def claim(self, only_ids: Sequence[uuid.UUID] | None = None) -> list[Job]:
+    def send_one(self, job: Job) -> SendReport:
+        """Attempt and record one claimed job (the looping sender runs these on its threads)."""
+        return self.record([self.attempt(job)])
+
+    def claim(self, only_ids: Sequence[uuid.UUID] | None = None, limit: int | None = None) -> list[Job]:
         now = self.clock()
         cfg = self.config
+        limit = cfg.batch_size if limit is None else min(limit, cfg.batch_size)
         with self.db.transaction() as session:
             self._abandon_orphans(session, now)
             ranked_q = (select(D.id, D.user_id, D.next_attempt_at,
@@ -176,7 +179,7 @@ class WebhookSender:
             if only_ids is not None:
                 ranked_q = ranked_q.where(D.id.in_(list(only_ids)))
             ranked = ranked_q.subquery()
-            pick = select(ranked.c.id).order_by(ranked.c.rn, ranked.c.next_attempt_at).limit(cfg.batch_size)
+            pick = select(ranked.c.id).order_by(ranked.c.rn, ranked.c.next_attempt_at).limit(limit)
             if only_ids is None:  # the API's fast path runs in its own request, not on the sender's threads
                 inflight = (select(D.user_id, func.count().label("n"))
                             .where(D.status == "pending", D.claimed_until > now).group_by(D.user_id).subquery())
@@ -304,6 +307,11 @@ class WebhookSender:
             disable(session, hook, f"{hook.failure_count} deliveries in a row failed (last: {outcome.error})",
                     now, except_id=row.id)
             report.disabled.append(hook.id)
+
+    def pool(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.config.threads, thread_name_prefix="webhook-send")
+        return self._pool
 
     def close(self) -> None:
         if self._pool is not None:

@@ -3,6 +3,7 @@ loopback (allowed on the test stage, like development), signatures checked with 
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 import uuid
@@ -199,7 +200,7 @@ def test_backoff_grows_and_a_429_retry_after_is_honoured_within_bounds(container
     # and without Retry-After the exponential backoff applies (base 10 s here: 2nd failure -> 10-20 s)
     from chalicelib.services.outbox import Backoff
 
-    sender.config = type(sender.config)(**{**sender.config.__dict__, "backoff": Backoff(10.0, 3600.0)})
+    sender.config = dataclasses.replace(sender.config, backoff=Backoff(10.0, 3600.0))
     receiver.script = [Answer(502)]
     _make_due(container, row.id)
     sender.run_once()
@@ -433,7 +434,7 @@ def test_one_users_backlog_does_not_take_every_slot_of_a_round(container: Contai
     fan(container, user_of(container, api), [FakeEvent(i) for i in range(1, 11)])
     fan(container, user_of(container, other_api), [FakeEvent(1)])
     sender = container.webhook_sender
-    sender.config = type(sender.config)(**{**sender.config.__dict__, "per_user_concurrency": 2})
+    sender.config = dataclasses.replace(sender.config, per_user_concurrency=2)
     # WHEN a sender claims (and, like a slow receiver, does not finish yet)
     jobs = sender.claim()
     # THEN it took 2 of A's and B's one; a second sender meanwhile takes nothing more of A's
@@ -561,6 +562,37 @@ def test_the_looping_sender_wakes_on_the_sinks_notify(container: Container, api:
     finally:
         thread.join()
         listener.close()
+
+
+def test_a_slow_receiver_does_not_hold_back_another_users_deliveries(container: Container, api: Api,
+                                                                     other_api: Api) -> None:
+    # GIVEN user A's receiver takes 0.8 s per request (the deadline is 1 s) and user B's answers at once
+    api.signup()
+    other_api.signup()
+    with receiving() as slow, receiving() as fast:
+        slow.default = Answer(200, delay=0.8)
+        subscribe(api, slow.url)
+        subscribe(other_api, fast.url)
+        sender = container.webhook_sender
+        listener = loop.listener_for(sender)
+        deadline = time.monotonic() + 5
+        thread = threading.Thread(target=loop.run, args=(sender, lambda: deadline - time.monotonic()),
+                                  kwargs={"reserve_seconds": 0, "poll_seconds": 1.0, "listener": listener})
+        thread.start()
+        try:
+            # WHEN A has a backlog of 20 deliveries and B then gets one event
+            fan(container, user_of(container, api), [FakeEvent(i) for i in range(1, 21)])
+            slow.wait_for(4)  # A's 4 (the per-user bound) are out
+            committed = time.time()
+            fan(container, user_of(container, other_api), [FakeEvent(1)])
+            (got,) = fast.wait_for(1, timeout=3)
+            # THEN B's arrives at once, not after A's backlog; A never has more than 4 in flight
+            assert got.at - committed < 0.5
+            assert len(slow.requests) <= 8  # 0.5 s after A's first 4 started, at most 4 more
+        finally:
+            thread.join()
+            if listener is not None:
+                listener.close()
 
 
 def _delivery_row(container: Container, hook_id: str) -> WebhookDelivery:
