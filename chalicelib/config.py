@@ -190,6 +190,13 @@ class Settings(BaseSettings):
     # --- engines: analytics and performance (chalicelib/engines; docs/engines.md) ---------------------------
     #: the analytics time series refuses a range of more buckets than this (each bucket is a row of output).
     engine_analytics_max_buckets: int = Field(default=2000, ge=1, le=100_000)
+    #: the rollup compactor (functions/analytics_compactor.py, chalicelib/engines/rollups.py): an hour is
+    #: compacted once it closed at least this long ago (longer than any transaction that writes tasks) ...
+    analytics_compaction_grace_seconds: int = Field(default=600, ge=60, le=86_400)
+    #: ... at most this many hours per user and run (a user's first run catches up over several), and at most
+    #: this many users per run (the least compacted first).
+    analytics_compaction_max_hours: int = Field(default=24 * 31, ge=1, le=24 * 3660)
+    analytics_compaction_max_users: int = Field(default=1000, ge=1, le=1_000_000)
     #: what the agent consumers are deployed with, which the performance engine's recommendations compare
     #: observations against. chalicelib may not import infra/, so these mirror infra/manifest.py's
     #: FunctionSpec values (tests/unit/test_engine_deployed_values.py fails when they drift); provider-backed

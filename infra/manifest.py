@@ -253,6 +253,16 @@ def functions() -> list[FunctionSpec]:
     )
     specs.append(
         FunctionSpec(
+            # closed hours of tasks -> hour/day rollups the analytics engine reads (chalicelib/engines/rollups.py)
+            name="analytics-compactor",
+            handler="functions.analytics_compactor.handler",
+            timeout=300,
+            schedule="rate(10 minutes)",
+            needs=("db",),
+        )
+    )
+    specs.append(
+        FunctionSpec(
             # invoked by the deploy only (infra/deploy.py): migrations run inside the VPC, before the API changes
             name=MIGRATE_FUNCTION,
             handler="functions.migrate.handler",

@@ -399,10 +399,10 @@ class IngressReceipt(Base):
                                        name="uq_ingress_receipts_user_id_idempotency_key"),)
 
 
-# The workflow engine's tables (a module of their own; registered on the same metadata).
-# The analytics rollups (chalicelib.engines.rollups).
+# Tables in modules of their own, registered on the same metadata: the event ledger (chalicelib.events; its
+# rows are written by triggers, chalicelib/events/triggers.py), the analytics rollups (chalicelib.engines.rollups),
+# webhook subscriptions, deliveries and attempts (chalicelib.webhooks) and the workflow engine's tables.
+from chalicelib.db import event_models as event_models  # noqa: E402
 from chalicelib.db import rollup_models as rollup_models  # noqa: E402
-
-# Webhook subscriptions, deliveries and attempts (chalicelib.webhooks).
 from chalicelib.db import webhook_models as webhook_models  # noqa: E402
 from chalicelib.db import workflow_models as workflow_models  # noqa: E402

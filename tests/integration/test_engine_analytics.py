@@ -96,7 +96,7 @@ def test_the_statement_count_does_not_grow_with_the_number_of_tasks(db: Database
         else:
             assert sum(a["tasks"] for a in out["agent_types"]) == n
     assert counts[0] == counts[1], counts
-    assert counts[0] == {"analytics": 9, "performance": 3}[engine_name]  # as each module's docstring lists
+    assert counts[0] == {"analytics": 7, "performance": 3}[engine_name]  # as each module's docstring lists
 
 
 def test_user_b_never_sees_user_a_and_an_admin_sees_everyone_marked(db: Database, settings: Settings) -> None:

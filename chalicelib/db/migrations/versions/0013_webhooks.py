@@ -1,7 +1,7 @@
 """webhooks: subscriptions (secret encrypted), deliveries (one per event and subscription) and every attempt
 
 Revision ID: 0013_webhooks
-Revises: 0011_task_rollups
+Revises: 0012_event_ledger
 Create Date: 2026-12-02
 """
 from alembic import op
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from chalicelib.db.types import JSONType, UTCDateTime
 
 revision = "0013_webhooks"
-down_revision = "0011_task_rollups"
+down_revision = "0012_event_ledger"
 branch_labels = None
 depends_on = None
 
