@@ -12,6 +12,7 @@ from chalicelib.api import (
     auth,
     docs,
     engines,
+    events,
     feedback,
     health,
     messages,
@@ -50,6 +51,7 @@ app.register_blueprint(provider_keys.bp)  # PUT/GET/DELETE /provider-keys: users
 app.register_blueprint(producer_keys.bp)  # POST/GET/DELETE /producer-keys: event producers' signing keys
 app.register_blueprint(workflows.bp)  # /workflows, /runs: pipelines on Step Functions (docs/workflows-api.md)
 app.register_blueprint(engines.bp)  # GET /engines, POST /engines/{name}: analytics, performance, ... (docs/engines.md)
+app.register_blueprint(events.bp)  # GET /events: the caller's event ledger after a cursor (docs/events.md)
 app.register_blueprint(webhooks.bp)  # /webhooks: signed, retried deliveries with a log (docs/webhooks.md)
 app.register_blueprint(workers.bp)  # external agents: lease, heartbeat, complete/fail; agent status
 app.register_blueprint(docs.bp)  # GET /openapi.json, /docs (routes documented in chalicelib/api/spec.py)

@@ -337,6 +337,16 @@ class Settings(BaseSettings):
     #: answers larger than this (as JSON) are not cached: Redis memory is shared with sessions and rate limits.
     llm_cache_max_entry_bytes: int = Field(default=256 * 1024, ge=1024, le=8 * 1024 * 1024)
 
+    # Event ledger, GET /events and long-polling (issue 11; docs/events.md). Events are written by triggers.
+    #: events older than this are purged (the outbox relay's sweep, every minute); a client offline for longer
+    #: cannot catch up from GET /events and must re-read the resources it watches.
+    events_retention_days: int = Field(default=7, ge=1, le=365)
+    #: events one purge transaction deletes; the sweep repeats it while its invocation has time.
+    events_purge_batch: int = Field(default=5000, ge=1, le=1_000_000)
+    #: GET /tasks/{id}?wait=N and GET /runs/{id}?wait=N re-read the resource this often while waiting (the
+    #: Redis channel the notifier publishes to usually answers first; this covers a notifier that is down).
+    long_poll_recheck_seconds: float = Field(default=2.0, gt=0, le=20)
+
     # --- Webhooks (issue 11; docs/webhooks.md): chalicelib/webhooks, chalicelib/api/webhooks.py, the sender ----------
     #: subscriptions one user may have (active or disabled); creating one more is 409 QUOTA_EXCEEDED. URLs follow
     #: the outbound rules of user-chosen model endpoints (https outside development; private targets only with

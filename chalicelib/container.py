@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from chalicelib.services.cache_admin import CacheAdminService
     from chalicelib.services.dlq_admin import DlqAdminService
     from chalicelib.services.engines import EngineService
+    from chalicelib.services.events import EventService
     from chalicelib.services.feedback import FeedbackService
     from chalicelib.services.health import HealthService
     from chalicelib.services.idempotency import IdempotencyStore
@@ -203,6 +204,14 @@ class Container:
 
         return TaskService(self.db, after_commit=self.relay.publish_one, agents=self.agents, cache=self.cache,
                            quotas=self.quotas, idempotency=self.idempotency, fast_publish=self.relay.publish_committed)
+
+    @cached_property
+    def events(self) -> EventService:
+        """The event ledger's reads and retention purge (chalicelib.services.events; docs/events.md)."""
+        from chalicelib.services.events import EventService
+
+        s = self.settings
+        return EventService(self.db, retention_days=s.events_retention_days, purge_batch=s.events_purge_batch)
 
     @cached_property
     def quotas(self) -> Quotas:

@@ -32,6 +32,7 @@ from chalicelib.schemas.agents import AgentCreate, AgentPublic, AgentUpdate
 from chalicelib.schemas.audit import AuditLogPublic, AuditLogQuery
 from chalicelib.schemas.common import Page
 from chalicelib.schemas.engines import EngineInput, EngineList
+from chalicelib.schemas.events import EventListQuery, EventPage
 from chalicelib.schemas.feedback import FeedbackCreate, FeedbackCreated, FeedbackPublic
 from chalicelib.schemas.ingress import ProducerKeyCreate, ProducerKeyCreated, ProducerKeyList
 from chalicelib.schemas.messages import MessageListQuery, MessagePublic
@@ -264,6 +265,14 @@ ROUTES: dict[tuple[str, str], RouteSpec] = {
                     "agent's quality estimate by your learning agent (a task is created for it) or by the "
                     "platform's sweep."),
     ("GET", "/tasks/{task_id}/feedback"): RouteSpec("Read your rating of a task", "tasks", FeedbackPublic),
+    # --- events (docs/events.md) ------------------------------------------------------------------------------
+    ("GET", "/events"): RouteSpec(
+        "Your events after a cursor (catch up after being offline)", "events", EventPage, query=EventListQuery,
+        description="Oldest first: every status change of your tasks, runs and run steps, approvals waiting and "
+                    "webhooks disabled, as WebSocket messages and webhook bodies carry them. `event_id` is "
+                    "gap-free per user: pass the last one you saw as `after` (default 0), `limit` 1..500 "
+                    "(default 100); follow `next_after` while `has_more`. Events are kept for "
+                    "`events_retention_days` (default 7)."),
     # --- workflows and runs (docs/workflows-api.md) ------------------------------------------------------------
     ("POST", "/workflows"): RouteSpec(
         "Create a workflow (version 1)", "workflows", WorkflowPublic, 201, body=WorkflowCreate,
@@ -393,6 +402,7 @@ TAGS: dict[str, str] = {
     "workflows": "Workflows (pipelines of agent, engine and approval steps on Step Functions) and their runs. "
                  "Another user's workflow or run is 404.",
     "workers": "The API of external agents (self-hosted workers): lease, heartbeat, complete, fail.",
+    "events": "Your event ledger: status changes of tasks, runs and steps, numbered per user (docs/events.md).",
     "webhooks": "Signed HTTP deliveries of your events to your URLs, retried, with a delivery log. Another "
                 "user's webhook is 404.",
     "engines": "Platform computations over your data (analytics, performance, ...), also usable as workflow steps.",

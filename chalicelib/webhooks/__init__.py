@@ -8,13 +8,15 @@
 
 from __future__ import annotations
 
-#: what a subscription may name (the ledger's event types; chalicelib/events), or ["*"] for all of them.
-EVENT_TYPES: tuple[str, ...] = ("task.status_changed", "run.status_changed", "run.step_changed",
-                                "run.approval_requested", "webhook.disabled")
+from chalicelib.events.ledger import EVENT_TYPES, WEBHOOK_DISABLED
+
+__all__ = ["ALL", "DISABLED_EVENT", "EVENT_TYPES", "NOTIFY_CHANNEL", "TEST_EVENT", "matches"]
+
+#: a subscription names exact types of the ledger (EVENT_TYPES), or ["*"] for all of them.
 ALL = "*"
 #: sent by POST /webhooks/{id}/test to that subscription only, whatever its event_types.
 TEST_EVENT = "webhook.test"
-DISABLED_EVENT = "webhook.disabled"
+DISABLED_EVENT = WEBHOOK_DISABLED
 #: pg_notify channel the sink signals (on commit) so the looping sender wakes up at once.
 NOTIFY_CHANNEL = "ymera_webhooks"
 

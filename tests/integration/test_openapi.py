@@ -223,6 +223,11 @@ def test_main_flows_answer_with_documented_shapes(api: Api, check: Checker) -> N
     check.call("GET", "/tasks", query={"status": "completed", "limit": "10"}, expect=200)
     check.call("GET", "/tasks", query={"status": "bogus"}, expect=422)
 
+    # the event ledger: the tasks above, in order; a bad cursor or limit is 422
+    events = check.call("GET", "/events", query={"after": "0", "limit": "2"}, expect=200).json_body
+    assert [e["event_id"] for e in events["items"]] == [1, 2] and events["has_more"] is True
+    check.call("GET", "/events", query={"after": "-1"}, expect=422)
+
     # feedback on the completed task; a message delivered by a communication agent, read from the inbox
     check.call("POST", "/tasks/{task_id}/feedback", {"rating": 4, "comment": "useful"}, task_id=task["id"],
                expect=201)

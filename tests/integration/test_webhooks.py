@@ -123,6 +123,30 @@ def test_a_receiver_on_loopback_gets_a_delivery_signed_as_the_docs_verify_it(
     assert "secret" not in api.call("GET", f"/webhooks/{hook['id']}").json_body
 
 
+def test_a_tasks_ledger_events_reach_the_receiver_as_get_events_shows_them(
+        container: Container, api: Api, receiver: Receiver) -> None:
+    """Real events: the triggers write them as the task changes; the sink gets them the way the notifier
+    hands them over (ledger.list_after after its cursor)."""
+    from tests.integration.test_api_tasks import create_task
+    from tests.integration.test_consumer import message, run
+
+    api.signup()
+    uid = user_of(container, api)
+    hook = subscribe(api, receiver.url, ["task.status_changed"])
+    agent = api.agent()
+    task = create_task(api, agent["id"]).json_body
+    assert run([("m1", message(task["id"]))]) == {"batchItemFailures": []}
+    events = _ledger_events(container, uid)
+    assert [e.status for e in events][-2:] == ["processing", "completed"]
+    fan(container, uid, events)  # type: ignore[arg-type]
+    container.webhook_sender.run_once()
+    got = receiver.wait_for(len(events))
+    verify = docs_verify()
+    bodies = sorted((verify(hook["secret"], r.headers, r.body) for r in got), key=lambda e: e["event_id"])
+    shown = api.call("GET", "/events?after=0").json_body["items"]
+    assert bodies == shown and {b["resource"]["id"] for b in bodies} == {task["id"]}
+
+
 def test_the_same_event_handed_over_twice_is_one_delivery(container: Container, api: Api,
                                                           receiver: Receiver) -> None:
     api.signup()
