@@ -640,3 +640,48 @@ def test_a_secret_is_stored_encrypted(container: Container, api: Api, receiver: 
         blob = session.scalar(select(Webhook.secret_ciphertext).where(Webhook.id == uuid.UUID(hook["id"])))
     assert blob is not None and hook["secret"].encode() not in bytes(blob)
     assert hook["secret"].removeprefix("whsec_").encode() not in bytes(blob)
+
+
+def test_the_readmes_receiver_accepts_a_real_delivery_and_refuses_a_forged_one(
+        container: Container, api: Api, tmp_path: Any) -> None:
+    """The "Receive webhooks" receiver in README.md, run as the README says (its own process)."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    import urllib.error
+    import urllib.request
+
+    from tests.integration.webhook_support import ROOT, python_block
+
+    script = tmp_path / "receiver.py"
+    script.write_text(python_block(ROOT / "README.md", "<!-- receiver-snippet"))
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    api.signup()
+    hook = subscribe(api, f"http://127.0.0.1:{port}/hook")
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            env={**os.environ, "PORT": str(port), "YMERA_WEBHOOK_SECRET": hook["secret"]}, text=True)
+    try:
+        deadline = time.monotonic() + 10
+        while True:  # until it listens
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "the README receiver did not start"
+                time.sleep(0.05)
+        r = api.call("POST", f"/webhooks/{hook['id']}/test")
+        assert r.json_body["status"] == "succeeded" and r.json_body["last_status_code"] == 204
+        # a delivery signed with another secret is refused with 401 (and would not be retried)
+        forged = urllib.request.Request(f"http://127.0.0.1:{port}/hook", data=b"{}", method="POST", headers={
+            "webhook-id": "msg_x", "webhook-timestamp": str(int(time.time())), "webhook-signature": "v1,AAAA"})
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(forged, timeout=5)
+        assert refused.value.code == 401
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=5)
+    assert f"None webhook.test webhook {hook['id'][:8]} test" in out
+    assert "refused: no valid signature" in out
