@@ -66,16 +66,18 @@ def run(sender: WebhookSender, remaining_seconds: Callable[[], float], *, reserv
             for future in [f for f in inflight if f.done()]:
                 inflight.discard(future)
                 _collect(future, total)
-            free = threads - len(inflight)
+            # Up to two jobs per thread are claimed ahead (queued in the pool, their lease running), so a
+            # thread that finishes starts the next at once instead of waiting for a claim statement.
+            free = QUEUE_PER_THREAD * threads - len(inflight)
             jobs = sender.claim(limit=free) if free > 0 else []
             total.taken += len(jobs)
             inflight.update(pool.submit(sender.send_one, job) for job in jobs)
             if jobs and len(jobs) == free:
-                continue  # every thread busy and more may be due: wait for one below on the next pass
+                continue  # the queue is full and more may be due: wait for one below on the next pass
             left = remaining_seconds() - reserve_seconds
             if left <= 0:
                 break
-            if len(inflight) >= threads:
+            if len(inflight) >= QUEUE_PER_THREAD * threads:
                 wait(inflight, timeout=min(poll_seconds, left), return_when=FIRST_COMPLETED)
             else:
                 # nothing more is due now: sleep until the sink's NOTIFY (or the poll, for due retries); while
@@ -87,6 +89,8 @@ def run(sender: WebhookSender, remaining_seconds: Callable[[], float], *, reserv
     return total
 
 
+#: claimed jobs per sender thread (running or queued)
+QUEUE_PER_THREAD = 2
 #: how long the loop waits for new work while sends are in flight (a completed send may free a user's slot)
 BUSY_SLICE_SECONDS = 0.1
 

@@ -49,6 +49,8 @@ if TYPE_CHECKING:
 
 D, W = WebhookDelivery, Webhook
 USER_AGENT = "ymera-webhooks/1"
+#: pending rows of disabled subscriptions are cleaned up this often (the claim skips them meanwhile)
+ORPHAN_CHECK_EVERY = timedelta(seconds=30)
 EXCERPT_CHARS = 500
 
 
@@ -144,6 +146,7 @@ class WebhookSender:
         self.wall = wall
         self.rng = rng or random.Random()
         self._pool: ThreadPoolExecutor | None = None
+        self._orphans_checked: datetime | None = None
 
     def run_once(self, only_ids: Sequence[uuid.UUID] | None = None) -> SendReport:
         """One round: claim, send (in parallel), record. `only_ids`: the API's fast path (test, redeliver)."""
@@ -169,7 +172,9 @@ class WebhookSender:
         cfg = self.config
         limit = cfg.batch_size if limit is None else min(limit, cfg.batch_size)
         with self.db.transaction() as session:
-            self._abandon_orphans(session, now)
+            if self._orphans_checked is None or now - self._orphans_checked >= ORPHAN_CHECK_EVERY:
+                self._abandon_orphans(session, now)
+                self._orphans_checked = now
             ranked_q = (select(D.id, D.user_id, D.next_attempt_at,
                                func.row_number().over(partition_by=D.user_id,
                                                       order_by=(D.next_attempt_at, D.id)).label("rn"))
@@ -257,9 +262,15 @@ class WebhookSender:
         now = self.clock()
         with self.db.transaction() as session:
             hook_ids = sorted({o.job.webhook_id for o in outcomes})
-            # subscriptions first, in id order (the API locks a subscription before its deliveries too)
-            hooks = {h.id: h for h in session.scalars(select(W).where(W.id.in_(hook_ids)).order_by(W.id)
-                                                      .with_for_update())}
+            # A subscription's row is locked only when its failure count may change (a failure, or a success
+            # after failures): one user's concurrent successes do not queue on it. Subscriptions first, in id
+            # order, then deliveries: the order the API locks them in.
+            counts = dict(session.execute(select(W.id, W.failure_count).where(W.id.in_(hook_ids))).tuples().all())
+            failing = {o.job.webhook_id for o in outcomes if not o.ok}
+            lock = sorted(h for h in counts if h in failing or counts[h])
+            hooks = {h.id: h for h in session.scalars(select(W).where(W.id.in_(lock)).order_by(W.id)
+                                                      .with_for_update())} if lock else {}
+            hooks.update({h.id: h for h in session.scalars(select(W).where(W.id.in_(set(counts) - set(lock))))})
             rows = {r.id: r for r in session.scalars(
                 select(D).where(D.id.in_([o.job.delivery_id for o in outcomes])).order_by(D.id).with_for_update())}
             for outcome in outcomes:
@@ -284,7 +295,8 @@ class WebhookSender:
             return
         if outcome.ok:
             row.status, row.next_attempt_at = "succeeded", None
-            hook.failure_count = 0
+            if hook.failure_count:
+                hook.failure_count = 0
             report.succeeded += 1
             return
         if outcome.retryable:
