@@ -68,9 +68,13 @@ class WebhookDelivery(Base):
     __table_args__ = (
         # the notifier delivers at least once: the same event handed over twice makes one delivery
         UniqueConstraint("webhook_id", "event_id", name="uq_webhook_deliveries_webhook_id_event_id"),
-        Index("ix_webhook_deliveries_status_next_attempt_at", "status", "next_attempt_at"),
+        # the claim: per user, its oldest due pending rows (and the loose scan over users with pending rows)
+        Index("ix_webhook_deliveries_user_id_next_attempt_at", "user_id", "next_attempt_at",
+              postgresql_where=text("status = 'pending'"), sqlite_where=text("status = 'pending'")),
+        # per user, what is in flight (claimed rows are few: at most the senders' queues)
+        Index("ix_webhook_deliveries_user_id_claimed_until", "user_id", "claimed_until",
+              postgresql_where=text("claimed_until IS NOT NULL"), sqlite_where=text("claimed_until IS NOT NULL")),
         Index("ix_webhook_deliveries_webhook_id_created_at", "webhook_id", "created_at"),
-        Index("ix_webhook_deliveries_user_id", "user_id"),
     )
 
 

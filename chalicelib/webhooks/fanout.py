@@ -20,6 +20,9 @@ from chalicelib.db.types import utcnow
 from chalicelib.db.webhook_models import Webhook, WebhookDelivery
 from chalicelib.webhooks import NOTIFY_CHANNEL, matches
 
+#: rows per INSERT (13 columns each)
+INSERT_CHUNK = 1000
+
 
 class LedgerEvent(Protocol):
     """What the sink reads of chalicelib.events.ledger.Event."""
@@ -38,10 +41,13 @@ def insert_ignoring_duplicates(session: Session, rows: list[dict[str, Any]]) -> 
         from sqlalchemy.dialects.postgresql import insert
     else:
         from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]
-    stmt = insert(WebhookDelivery).values(rows).on_conflict_do_nothing(
-        index_elements=[WebhookDelivery.webhook_id, WebhookDelivery.event_id])
-    result: Any = session.execute(stmt)
-    return int(result.rowcount or 0)
+    inserted = 0
+    for i in range(0, len(rows), INSERT_CHUNK):  # a statement holds at most 65,535 parameters
+        stmt = insert(WebhookDelivery).values(rows[i:i + INSERT_CHUNK]).on_conflict_do_nothing(
+            index_elements=[WebhookDelivery.webhook_id, WebhookDelivery.event_id])
+        result: Any = session.execute(stmt)
+        inserted += int(result.rowcount or 0)
+    return inserted
 
 
 def wake_sender(session: Session) -> None:

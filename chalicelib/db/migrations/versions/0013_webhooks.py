@@ -58,9 +58,12 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_webhook_deliveries")),
         sa.UniqueConstraint("webhook_id", "event_id", name="uq_webhook_deliveries_webhook_id_event_id"),
     )
-    op.create_index("ix_webhook_deliveries_status_next_attempt_at", "webhook_deliveries", ["status", "next_attempt_at"])
+    op.create_index("ix_webhook_deliveries_user_id_next_attempt_at", "webhook_deliveries", ["user_id", "next_attempt_at"],
+                    postgresql_where=sa.text("status = 'pending'"), sqlite_where=sa.text("status = 'pending'"))
+    op.create_index("ix_webhook_deliveries_user_id_claimed_until", "webhook_deliveries", ["user_id", "claimed_until"],
+                    postgresql_where=sa.text("claimed_until IS NOT NULL"),
+                    sqlite_where=sa.text("claimed_until IS NOT NULL"))
     op.create_index("ix_webhook_deliveries_webhook_id_created_at", "webhook_deliveries", ["webhook_id", "created_at"])
-    op.create_index("ix_webhook_deliveries_user_id", "webhook_deliveries", ["user_id"])
     op.create_table(
         "webhook_attempts",
         sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
