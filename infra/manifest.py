@@ -98,6 +98,9 @@ class FunctionSpec:
     #: concurrent instances at most (event source ScalingConfig.MaximumConcurrency); consumers only.
     max_concurrency: int = CONSUMER_MAX_CONCURRENCY
     schedule: str | None = None  # EventBridge schedule expression
+    #: a function that loops until its context's time is nearly out (the notifier): the local runner
+    #: re-invokes it as soon as it returns instead of waiting for the schedule.
+    loops: bool = False
     env: dict[str, str] = field(default_factory=dict)
     #: what the function may touch: "db", "sqs:send", "sqs:consume", "sqs:inspect" (read queue depths),
     #: "sqs:reject" (send to its own queue's DLQ only),
@@ -208,6 +211,7 @@ def functions() -> list[FunctionSpec]:
             handler="functions.webhook_sender.handler",
             timeout=WEBHOOK_SENDER_TIMEOUT_SECONDS,
             schedule="rate(1 minute)",
+            loops=True,
             needs=("db",),
         )
     )
