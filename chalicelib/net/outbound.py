@@ -129,7 +129,7 @@ class OutboundPolicy:
         scheme, host, port = self.check_url(url)
         try:
             addresses = self.resolver(host, port)
-        except OSError as exc:
+        except (OSError, UnicodeError) as exc:  # UnicodeError: not a valid host name ("a..b", a label over 63)
             raise OutboundRefusedError("the URL's host name does not resolve", {"reason": "dns"}) from exc
         if not addresses:
             raise OutboundRefusedError("the URL's host name does not resolve", {"reason": "dns"})

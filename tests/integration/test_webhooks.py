@@ -374,7 +374,8 @@ def test_loopback_and_private_urls_are_refused_when_the_setting_disallows_them(
     assert d["status"] == "failed" and d["last_error"].startswith("OUTBOUND_REFUSED")
     # metadata stays refused even where private targets are allowed; credentials in a URL are refused
     container.webhooks.policy = OutboundPolicy(allow_private=True, allow_http=True)
-    for url in ("http://169.254.169.254/latest/meta-data", "http://user:pw@example.com/hook", "ftp://example.com/"):
+    for url in ("http://169.254.169.254/latest/meta-data", "http://user:pw@example.com/hook", "ftp://example.com/",
+                "http://a..b/hook", "http://no-such-host.invalid/hook"):
         assert api.call("POST", "/webhooks", {"url": url, "event_types": ["*"]}).status_code == 422, url
 
 
