@@ -28,7 +28,7 @@ from datetime import datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import func, select, text, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from chalicelib.config import ConfigError
@@ -41,7 +41,7 @@ from chalicelib.net.outbound import OutboundPolicy, OutboundRefusedError
 from chalicelib.observability import logger
 from chalicelib.services import audit
 from chalicelib.services.outbox import Backoff
-from chalicelib.webhooks import DISABLED_EVENT, signing
+from chalicelib.webhooks import DISABLED_EVENT, claims, signing
 
 if TYPE_CHECKING:
     from chalicelib.config import Settings
@@ -173,9 +173,9 @@ class WebhookSender:
         limit = cfg.batch_size if limit is None else min(limit, cfg.batch_size)
         with self.db.transaction() as session:
             if self._orphans_checked is None or now - self._orphans_checked >= ORPHAN_CHECK_EVERY:
-                self._abandon_orphans(session, now)
+                claims.abandon_orphans(session, now)
                 self._orphans_checked = now
-            pick = self._candidates(session, now, only_ids, limit)
+            pick = claims.candidates(session, now, only_ids, limit, cfg.per_user_concurrency)
             rows = list(session.scalars(
                 select(D).where(D.id.in_(pick), D.status == "pending", D.next_attempt_at <= now)
                 .with_for_update(skip_locked=True)))
@@ -190,39 +190,6 @@ class WebhookSender:
                         bytes(hooks[row.webhook_id].secret_ciphertext), body_of(row.payload), row.attempts + 1)
                        for row in rows if hooks[row.webhook_id].user_id == row.user_id]
         return [Job(d, w, u, url, self._secret(blob, u, w), body, n) for d, w, u, url, blob, body, n in claimed]
-
-    def _candidates(self, session: Session, now: datetime, only_ids: Sequence[uuid.UUID] | None,
-                    limit: int) -> Any:
-        """Ids of due deliveries to try to lock: every user's oldest first, none over the per-user bound."""
-        k = self.config.per_user_concurrency
-        if only_ids is None and session.get_bind().dialect.name == "postgresql":
-            # Users with pending rows by a loose index scan, then per user (LATERAL, on the partial index) its
-            # in-flight count and its oldest due rows: the cost follows the number of users with pending rows,
-            # not the size of one user's backlog (a window over every due row took 0.6 s at 100k).
-            ids = session.scalars(_FAIR_CLAIM, {"now": now, "k": k, "limit": limit}).all()
-            return list(ids)
-        ranked_q = (select(D.id, D.user_id, D.next_attempt_at,
-                           func.row_number().over(partition_by=D.user_id,
-                                                  order_by=(D.next_attempt_at, D.id)).label("rn"))
-                    .join(W, W.id == D.webhook_id)
-                    .where(W.status == "active", W.user_id == D.user_id, D.status == "pending",
-                           D.next_attempt_at <= now))
-        if only_ids is not None:  # the API's fast path: its own request, not the sender's threads
-            ranked = ranked_q.where(D.id.in_(list(only_ids))).subquery()
-            return select(ranked.c.id).limit(limit)
-        ranked = ranked_q.subquery()
-        inflight = (select(D.user_id, func.count().label("n"))
-                    .where(D.status == "pending", D.claimed_until > now).group_by(D.user_id).subquery())
-        return (select(ranked.c.id).outerjoin(inflight, inflight.c.user_id == ranked.c.user_id)
-                .where(ranked.c.rn + func.coalesce(inflight.c.n, 0) <= k)
-                .order_by(ranked.c.rn, ranked.c.next_attempt_at).limit(limit))
-
-    def _abandon_orphans(self, session: Session, now: datetime) -> None:
-        """Pending rows of a disabled subscription (inserted while it was being disabled) are never sent."""
-        session.execute(
-            update(D).where(D.status == "pending", D.webhook_id.in_(select(W.id).where(W.status != "active")))
-            .values(status="abandoned", next_attempt_at=None, claimed_until=None, updated_at=now,
-                    last_error="the webhook is disabled").execution_options(synchronize_session=False))
 
     def _secret(self, blob: bytes, user_id: uuid.UUID, webhook_id: uuid.UUID) -> str | None:
         try:
@@ -341,31 +308,6 @@ class WebhookSender:
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
-
-
-_FAIR_CLAIM = text("""
-WITH RECURSIVE pending_users(user_id) AS (
-    (SELECT user_id FROM webhook_deliveries WHERE status = 'pending' ORDER BY user_id LIMIT 1)
-    UNION ALL
-    SELECT (SELECT d.user_id FROM webhook_deliveries d WHERE d.status = 'pending' AND d.user_id > p.user_id
-            ORDER BY d.user_id LIMIT 1)
-    FROM pending_users p WHERE p.user_id IS NOT NULL
-), picked AS (
-    SELECT p.user_id, c.id, c.next_attempt_at FROM pending_users p
-    CROSS JOIN LATERAL (SELECT count(*) AS n FROM webhook_deliveries f
-                        WHERE f.user_id = p.user_id AND f.claimed_until > :now) inflight
-    CROSS JOIN LATERAL (SELECT d.id, d.next_attempt_at
-                        FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id
-                        WHERE d.user_id = p.user_id AND d.status = 'pending' AND d.next_attempt_at <= :now
-                          AND w.status = 'active' AND w.user_id = d.user_id
-                        ORDER BY d.next_attempt_at
-                        LIMIT greatest(:k - inflight.n, 0)) c
-    WHERE p.user_id IS NOT NULL
-)
-SELECT id FROM picked
-ORDER BY row_number() OVER (PARTITION BY user_id ORDER BY next_attempt_at), next_attempt_at
-LIMIT :limit
-""")
 
 
 def disable(session: Session, hook: Webhook, reason: str, now: datetime, *,
