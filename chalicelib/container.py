@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from chalicelib.services.ingress import IngressService
     from chalicelib.services.leases import LeaseService
     from chalicelib.services.login_throttle import LoginThrottle
+    from chalicelib.services.long_poll import LongPoll
     from chalicelib.services.messages import MessageService
     from chalicelib.services.monitoring import MonitoringService
     from chalicelib.services.orchestration import PlanRuns
@@ -212,6 +213,16 @@ class Container:
 
         s = self.settings
         return EventService(self.db, retention_days=s.events_retention_days, purge_batch=s.events_purge_batch)
+
+    @cached_property
+    def long_poll(self) -> LongPoll:
+        """?wait=N on GET /tasks/{id} and GET /runs/{id}: Redis pub/sub wake-ups plus periodic re-reads."""
+        from chalicelib.events.live import Waiter
+        from chalicelib.services.long_poll import LongPoll
+
+        s = self.settings
+        waiter = Waiter(self.redis, s.redis_key_prefix, s.long_poll_recheck_seconds)
+        return LongPoll(waiter, tasks=lambda: self.tasks, runs=lambda: self.runs)
 
     @cached_property
     def quotas(self) -> Quotas:

@@ -32,7 +32,7 @@ from chalicelib.schemas.agents import AgentCreate, AgentPublic, AgentUpdate
 from chalicelib.schemas.audit import AuditLogPublic, AuditLogQuery
 from chalicelib.schemas.common import Page
 from chalicelib.schemas.engines import EngineInput, EngineList
-from chalicelib.schemas.events import EventListQuery, EventPage
+from chalicelib.schemas.events import EventListQuery, EventPage, WaitQuery
 from chalicelib.schemas.feedback import FeedbackCreate, FeedbackCreated, FeedbackPublic
 from chalicelib.schemas.ingress import ProducerKeyCreate, ProducerKeyCreated, ProducerKeyList
 from chalicelib.schemas.messages import MessageListQuery, MessagePublic
@@ -256,7 +256,11 @@ ROUTES: dict[tuple[str, str], RouteSpec] = {
                     "answers the first response again (Idempotent-Replayed: true).",
         optional_headers=IDEMPOTENCY_KEY_HEADER, response_headers=IDEMPOTENT_REPLAY_HEADERS),
     ("GET", "/tasks"): RouteSpec("List your tasks", "tasks", Page[TaskPublic], query=TaskListQuery),
-    ("GET", "/tasks/{task_id}"): RouteSpec("Read a task with its result", "tasks", TaskPublic),
+    ("GET", "/tasks/{task_id}"): RouteSpec(
+        "Read a task with its result (optionally waiting for it to finish)", "tasks", TaskPublic, query=WaitQuery,
+        description="With `wait=N` (0 < N <= 20 seconds) a long-poll: the answer comes as soon as the task is "
+                    "completed, failed, cancelled or timed_out, or after N seconds with the task as it is then "
+                    "(docs/events.md)."),
     ("POST", "/tasks/{task_id}/cancel"): RouteSpec("Cancel a task", "tasks", TaskPublic, errors=(409,),
                                                    description="409 when the task is already final."),
     ("POST", "/tasks/{task_id}/feedback"): RouteSpec(
@@ -306,9 +310,11 @@ ROUTES: dict[tuple[str, str], RouteSpec] = {
         "List a workflow's runs", "workflows", Page[RunSummary], query=RunListQuery,
         description="Newest first, cursor pages; filters `status`, `created_after`, `created_before`."),
     ("GET", "/runs/{run_id}"): RouteSpec(
-        "Read a run with its step timeline", "workflows", RunPublic,
+        "Read a run with its step timeline (optionally waiting for it)", "workflows", RunPublic, query=WaitQuery,
         description="Every step in definition order: status, attempts, times, task, output (inline up to 64 KB of "
-                    "JSON, else a reference to the task), error, for_each items, approval state."),
+                    "JSON, else a reference to the task), error, for_each items, approval state. With `wait=N` "
+                    "(0 < N <= 20 seconds) a long-poll: the answer comes as soon as the run ended or waits for an "
+                    "approval, or after N seconds with the run as it is then (docs/events.md)."),
     ("POST", "/runs/{run_id}/steps/{step_id}/decision"): RouteSpec(
         "Approve or reject a waiting approval step", "workflows", RunPublic, body=DecisionRequest, errors=(409,),
         description="The run's owner or an admin, once: 409 APPROVAL_NOT_PENDING when the step is not waiting, "

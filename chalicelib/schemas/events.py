@@ -46,3 +46,12 @@ class EventPage(PublicModel):
     next_after: int = Field(description="Pass as `after` for the next page: the last item's id, or your `after` "
                                         "when the page is empty.")
     has_more: bool = Field(description="More events are stored after this page (fetch again at once).")
+
+
+class WaitQuery(StrictModel):
+    """GET /tasks/{task_id} and GET /runs/{run_id}: `wait` turns the read into a long-poll."""
+
+    wait: float | None = Field(default=None, gt=0, le=20, description=(
+        "Seconds (at most 20) to wait for the resource to finish — a task reaching completed, failed, cancelled "
+        "or timed_out; a run ending or waiting for approval — before answering. Without it the answer is "
+        "immediate; after `wait` seconds it is the resource as it is then."))
