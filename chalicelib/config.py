@@ -363,6 +363,8 @@ class Settings(BaseSettings):
     webhook_retry_window_seconds: int = Field(default=24 * 3600, ge=0, le=7 * 86_400)
     #: a receiver's Retry-After (429/503) is honoured up to this many seconds.
     webhook_retry_after_max_seconds: int = Field(default=3600, ge=1, le=24 * 3600)
+    #: after POST /webhooks/{id}/rotate-secret the old secret keeps signing (a second signature) this long by default.
+    webhook_secret_rotation_grace_seconds: int = Field(default=24 * 3600, ge=0, le=7 * 86_400)
     #: this many deliveries in a row ending failed/abandoned disable the subscription (audit row + webhook.disabled).
     webhook_disable_after_failures: int = Field(default=5, ge=1, le=1000)
     #: deliveries one sender round claims, and how many of them may be in flight for one user at once (so one

@@ -560,7 +560,8 @@ class Container:
         s = self.settings
         return WebhookService(self.db, lambda: self.provider_key_cipher, self.outbound_policy,
                               lambda: self.webhook_sender, max_per_user=s.webhook_max_per_user,
-                              retry_window_seconds=s.webhook_retry_window_seconds)
+                              retry_window_seconds=s.webhook_retry_window_seconds,
+                              rotation_grace_seconds=s.webhook_secret_rotation_grace_seconds)
 
 
 def _engine_names() -> frozenset[str]:

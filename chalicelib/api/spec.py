@@ -54,6 +54,7 @@ from chalicelib.schemas.users import (
 from chalicelib.schemas.webhooks import (
     DeliveryListQuery,
     DeliveryPublic,
+    SecretRotation,
     WebhookCreate,
     WebhookCreated,
     WebhookList,
@@ -220,8 +221,11 @@ ROUTES: dict[tuple[str, str], RouteSpec] = {
     ("DELETE", "/webhooks/{webhook_id}"): RouteSpec(
         "Delete a webhook and its delivery log", "webhooks", None, 204),
     ("POST", "/webhooks/{webhook_id}/rotate-secret"): RouteSpec(
-        "Replace a webhook's signing secret", "webhooks", WebhookCreated, errors=(503,),
-        description="The new secret is in this answer only; deliveries are signed with it from now on."),
+        "Replace a webhook's signing secret", "webhooks", WebhookCreated, body=SecretRotation, body_required=False,
+        errors=(503,),
+        description="The new secret is in this answer only; deliveries are signed with it from now on, and also "
+                    "with the old one (two space-separated `v1,` signatures) until `previous_secret_expires_at` "
+                    "(default 24 h; `previous_secret_valid_seconds: 0` stops the old one at once)."),
     ("POST", "/webhooks/{webhook_id}/test"): RouteSpec(
         "Send a `webhook.test` event now", "webhooks", DeliveryPublic, errors=(409, 503),
         description="One attempt is made within this request and the answer shows it (status code, latency, "

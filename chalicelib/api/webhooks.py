@@ -9,7 +9,7 @@ from chalice import Blueprint, Response
 from chalicelib.api.http import endpoint, json_body, ok, path_uuid, principal, request_meta, validate
 from chalicelib.container import get_container
 from chalicelib.errors import NotFoundError, WebhookNotFoundError
-from chalicelib.schemas.webhooks import DeliveryListQuery, WebhookCreate, WebhookUpdate
+from chalicelib.schemas.webhooks import DeliveryListQuery, SecretRotation, WebhookCreate, WebhookUpdate
 
 bp = Blueprint(__name__)
 
@@ -69,7 +69,9 @@ def delete_webhook(webhook_id: str) -> Response:
 def rotate_webhook_secret(webhook_id: str) -> Response:
     request = bp.current_request
     user = principal(request)
-    return ok(get_container().webhooks.rotate_secret(user.user_id, _id(webhook_id), request_meta(request)))
+    hook = _id(webhook_id)
+    body = json_body(request, SecretRotation) if (request.raw_body or b"").strip() else SecretRotation()
+    return ok(get_container().webhooks.rotate_secret(user.user_id, hook, body, request_meta(request)))
 
 
 @bp.route("/webhooks/{webhook_id}/test", methods=["POST"])

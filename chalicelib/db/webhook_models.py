@@ -29,6 +29,9 @@ class Webhook(Base):
     description: Mapped[str | None] = mapped_column(String(500), nullable=True)
     #: the signing secret ("whsec_..."), AES-256-GCM like provider keys; (owner, "webhook:<id>") is the AAD.
     secret_ciphertext: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+    #: after a rotation, the previous secret also signs deliveries until then (receivers switch without a gap)
+    previous_secret_ciphertext: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    previous_secret_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     #: active | disabled
     status: Mapped[str] = mapped_column(String(16), nullable=False, default="active", server_default="active")
     #: deliveries in a row that ended failed/abandoned (a success resets it).

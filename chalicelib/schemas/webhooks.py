@@ -81,6 +81,14 @@ class WebhookUpdate(StrictModel):
         return None if value is None else _check_types(value)
 
 
+class SecretRotation(StrictModel):
+    previous_secret_valid_seconds: int | None = Field(
+        default=None, ge=0, le=7 * 86_400,
+        description="How long the old secret keeps signing too (a second `v1,` signature in `webhook-signature`), "
+                    "so your receiver can switch without refusing a delivery. Default: the stage's setting "
+                    "(24 h); 0 = the old secret stops at once.")
+
+
 class WebhookPublic(PublicModel):
     id: uuid.UUID
     url: str
@@ -89,6 +97,8 @@ class WebhookPublic(PublicModel):
     status: WebhookStatus
     failure_count: int = Field(description="Deliveries in a row that ended failed or abandoned.")
     disabled_reason: str | None
+    previous_secret_expires_at: datetime | None = Field(
+        description="After a rotation: until when the previous secret also signs deliveries.")
     created_at: datetime
     updated_at: datetime
 

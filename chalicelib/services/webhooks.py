@@ -33,6 +33,7 @@ from chalicelib.schemas.webhooks import (
     AttemptPublic,
     DeliveryListQuery,
     DeliveryPublic,
+    SecretRotation,
     WebhookCreate,
     WebhookCreated,
     WebhookList,
@@ -56,7 +57,8 @@ D = WebhookDelivery
 class WebhookService:
     def __init__(self, db: Database, cipher_factory: Callable[[], KeyCipher], policy: OutboundPolicy,
                  sender: Callable[[], WebhookSender], *, max_per_user: int, retry_window_seconds: int,
-                 clock: Callable[[], datetime] = utcnow) -> None:
+                 rotation_grace_seconds: int = 0, clock: Callable[[], datetime] = utcnow) -> None:
+        self.rotation_grace_seconds = rotation_grace_seconds
         self.db = db
         self._cipher_factory = cipher_factory
         self.policy = policy
@@ -152,16 +154,24 @@ class WebhookService:
             audit.record(session, user_id=user_id, event_type="webhook", action="delete", resource_type="webhook",
                          resource_id=webhook_id, meta=meta)
 
-    def rotate_secret(self, user_id: uuid.UUID, webhook_id: uuid.UUID, meta: RequestMeta) -> WebhookCreated:
-        """A new secret, shown once; the old one signs nothing from now on (attempts in flight excepted)."""
+    def rotate_secret(self, user_id: uuid.UUID, webhook_id: uuid.UUID, req: SecretRotation,
+                      meta: RequestMeta) -> WebhookCreated:
+        """A new secret, shown once. The old one keeps signing too (a second signature in the header) for
+        `previous_secret_valid_seconds`, so a receiver can switch without refusing deliveries; 0 = at once."""
         cipher = self._cipher()
         secret = signing.new_secret()
+        grace = self.rotation_grace_seconds if req.previous_secret_valid_seconds is None \
+            else req.previous_secret_valid_seconds
+        now = self.clock()
         with self.db.transaction() as session:
             hook = self._owned(session, user_id, webhook_id, lock=True)
+            hook.previous_secret_ciphertext = hook.secret_ciphertext if grace else None
+            hook.previous_secret_expires_at = now + timedelta(seconds=grace) if grace else None
             hook.secret_ciphertext = cipher.encrypt(secret, user_id, secret_aad(hook.id))
-            hook.updated_at = self.clock()
+            hook.updated_at = now
             audit.record(session, user_id=user_id, event_type="webhook", action="rotate_secret",
-                         resource_type="webhook", resource_id=hook.id, meta=meta)
+                         resource_type="webhook", resource_id=hook.id,
+                         details={"previous_secret_valid_seconds": grace}, meta=meta)
             session.flush()
             public = WebhookPublic.model_validate(hook)
         return WebhookCreated(**public.model_dump(), secret=secret)

@@ -92,7 +92,8 @@ class Job:
     webhook_id: uuid.UUID
     user_id: uuid.UUID
     url: str
-    secret: str | None  # None: it does not decrypt (the attempt fails without a request)
+    #: the current secret first, then the previous one during a rotation's grace; empty: none decrypts
+    secrets: tuple[str, ...]
     body: bytes
     attempt: int
 
@@ -187,17 +188,20 @@ class WebhookSender:
                 row.next_attempt_at = until
             hooks = {h.id: h for h in session.scalars(select(W).where(W.id.in_({r.webhook_id for r in rows})))}
             claimed = [(row.id, row.webhook_id, row.user_id, hooks[row.webhook_id].url,
-                        bytes(hooks[row.webhook_id].secret_ciphertext), body_of(row.payload), row.attempts + 1)
+                        _blobs(hooks[row.webhook_id], now), body_of(row.payload), row.attempts + 1)
                        for row in rows if hooks[row.webhook_id].user_id == row.user_id]
-        return [Job(d, w, u, url, self._secret(blob, u, w), body, n) for d, w, u, url, blob, body, n in claimed]
+        return [Job(d, w, u, url, self._secrets(blobs, u, w), body, n) for d, w, u, url, blobs, body, n in claimed]
 
-    def _secret(self, blob: bytes, user_id: uuid.UUID, webhook_id: uuid.UUID) -> str | None:
+    def _secrets(self, blobs: list[bytes], user_id: uuid.UUID, webhook_id: uuid.UUID) -> tuple[str, ...]:
         try:
             cipher = self._cipher_factory()
         except ConfigError:
             logger.error("webhook secrets cannot be read: no YMERA_PROVIDER_KEY_ENCRYPTION_KEY on this stage")
-            return None
-        return cipher.decrypt(blob, user_id, secret_aad(webhook_id))
+            return ()
+        plain = [cipher.decrypt(blob, user_id, secret_aad(webhook_id)) for blob in blobs]
+        if plain[0] is None:
+            return ()  # never sign with the previous secret alone
+        return tuple(p for p in plain if p is not None)
 
     # --- send -------------------------------------------------------------------------------------------------
 
@@ -208,12 +212,12 @@ class WebhookSender:
         def done(**kw: Any) -> Outcome:
             return Outcome(job, started, int((time.monotonic() - t0) * 1000), **kw)
 
-        if job.secret is None:
+        if not job.secrets:
             logger.error("a webhook's signing secret does not decrypt", extra={"webhook_id": str(job.webhook_id)})
             return done(error="the signing secret cannot be read (rotate it)", retryable=True)
         msg_id = f"msg_{job.delivery_id.hex}"
         headers = {"content-type": "application/json", "user-agent": USER_AGENT,
-                   **signing.headers(job.secret, msg_id, int(self.wall()), job.body)}
+                   **signing.headers(job.secrets, msg_id, int(self.wall()), job.body)}
         try:
             response = self._post(job.url, job.body, headers, timeout=self.config.timeout_seconds,
                                   max_bytes=self.config.max_response_bytes, policy=self.policy, truncate=True)
@@ -328,6 +332,15 @@ def disable(session: Session, hook: Webhook, reason: str, now: datetime, *,
                   {"webhook_id": str(hook.id), "reason": hook.disabled_reason, "failure_count": hook.failure_count})
     logger.warning("webhook disabled after repeated failures", extra={"webhook_id": str(hook.id),
                                                                       "failure_count": hook.failure_count})
+
+
+def _blobs(hook: Webhook, now: datetime) -> list[bytes]:
+    """The current secret's ciphertext, and the previous one's while its grace lasts."""
+    blobs = [bytes(hook.secret_ciphertext)]
+    if hook.previous_secret_ciphertext is not None and hook.previous_secret_expires_at is not None \
+            and hook.previous_secret_expires_at > now:
+        blobs.append(bytes(hook.previous_secret_ciphertext))
+    return blobs
 
 
 def _retry_after(value: str | None, now: float) -> float | None:

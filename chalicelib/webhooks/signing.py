@@ -11,6 +11,7 @@ import base64
 import hashlib
 import hmac
 import secrets
+from collections.abc import Sequence
 
 PREFIX = "whsec_"
 SECRET_BYTES = 32
@@ -29,6 +30,9 @@ def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
     return "v1," + base64.b64encode(mac).decode()
 
 
-def headers(secret: str, msg_id: str, timestamp: int, body: bytes) -> dict[str, str]:
+def headers(secret: str | Sequence[str], msg_id: str, timestamp: int, body: bytes) -> dict[str, str]:
+    """Several secrets (the current one and, after a rotation, the previous): one signature each,
+    space-separated, as the specification allows; a receiver accepts any valid one."""
+    keys = [secret] if isinstance(secret, str) else list(secret)
     return {"webhook-id": msg_id, "webhook-timestamp": str(timestamp),
-            "webhook-signature": sign(secret, msg_id, timestamp, body)}
+            "webhook-signature": " ".join(sign(k, msg_id, timestamp, body) for k in keys)}

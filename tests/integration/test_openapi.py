@@ -291,6 +291,8 @@ def test_main_flows_answer_with_documented_shapes(api: Api, check: Checker) -> N
         check.call("GET", "/webhooks/{webhook_id}", webhook_id=str(uuid.uuid4()), expect=404)
         check.call("PUT", "/webhooks/{webhook_id}", {"description": "ci"}, webhook_id=hook["id"], expect=200)
         check.call("POST", "/webhooks/{webhook_id}/rotate-secret", webhook_id=hook["id"], expect=200)
+        check.call("POST", "/webhooks/{webhook_id}/rotate-secret", {"previous_secret_valid_seconds": 0},
+                   webhook_id=hook["id"], expect=200)
         receiver.script = [Answer(500)]
         sent = check.call("POST", "/webhooks/{webhook_id}/test", webhook_id=hook["id"], expect=200).json_body
         check.call("GET", "/webhooks/{webhook_id}/deliveries", webhook_id=hook["id"], query={"limit": "5"},

@@ -473,24 +473,50 @@ def test_one_users_backlog_does_not_take_every_slot_of_a_round(container: Contai
 # --- rotate, redeliver, test ---------------------------------------------------------------------------------
 
 
-def test_rotate_secret_changes_the_signature(container: Container, api: Api, receiver: Receiver) -> None:
+def test_rotate_secret_changes_the_signature_and_the_old_one_signs_too_for_a_while(
+        container: Container, api: Api, receiver: Receiver) -> None:
     api.signup()
     hook = subscribe(api, receiver.url)
     uid = user_of(container, api)
+    verify = docs_verify()
     fan(container, uid, [FakeEvent(1)])
     container.webhook_sender.run_once()
+    # GIVEN a rotation with the default grace (24 h)
     r = api.call("POST", f"/webhooks/{hook['id']}/rotate-secret")
-    assert r.status_code == 200
+    assert r.status_code == 200, r.json_body
     new_secret = r.json_body["secret"]
     assert new_secret.startswith("whsec_") and new_secret != hook["secret"]
+    assert r.json_body["previous_secret_expires_at"] is not None
     fan(container, uid, [FakeEvent(2)])
     container.webhook_sender.run_once()
-    before, after = receiver.wait_for(2)
-    verify = docs_verify()
-    assert verify(hook["secret"], before.headers, before.body)["event_id"] == 1
-    assert verify(new_secret, after.headers, after.body)["event_id"] == 2
+    before, during = receiver.wait_for(2)
+    # THEN the next delivery carries two signatures: a receiver on either secret accepts it
+    assert len(before.headers["webhook-signature"].split()) == 1
+    assert len(during.headers["webhook-signature"].split()) == 2
+    assert verify(new_secret, during.headers, during.body)["event_id"] == 2
+    assert verify(hook["secret"], during.headers, during.body)["event_id"] == 2
+    # WHEN the grace is over (or a rotation asks for none): only the new secret signs
+    with container.db.transaction() as session:
+        row = session.get(Webhook, uuid.UUID(hook["id"]))
+        assert row is not None
+        row.previous_secret_expires_at = utcnow() - timedelta(seconds=1)
+    fan(container, uid, [FakeEvent(3)])
+    container.webhook_sender.run_once()
+    after = receiver.wait_for(3)[-1]
+    assert verify(new_secret, after.headers, after.body)["event_id"] == 3
     with pytest.raises(ValueError):
         verify(hook["secret"], after.headers, after.body)
+    r = api.call("POST", f"/webhooks/{hook['id']}/rotate-secret", {"previous_secret_valid_seconds": 0})
+    third = r.json_body["secret"]
+    assert r.json_body["previous_secret_expires_at"] is None
+    fan(container, uid, [FakeEvent(4)])
+    container.webhook_sender.run_once()
+    last = receiver.wait_for(4)[-1]
+    assert verify(third, last.headers, last.body)["event_id"] == 4
+    with pytest.raises(ValueError):
+        verify(new_secret, last.headers, last.body)
+    assert api.call("POST", f"/webhooks/{hook['id']}/rotate-secret",
+                    {"previous_secret_valid_seconds": -1}).status_code == 422
 
 
 def test_redeliver_sends_a_delivery_again_now(container: Container, api: Api, receiver: Receiver) -> None:

@@ -24,6 +24,8 @@ def upgrade() -> None:
         sa.Column("event_types", JSONType, nullable=False),
         sa.Column("description", sa.String(length=500), nullable=True),
         sa.Column("secret_ciphertext", sa.LargeBinary(), nullable=False),
+        sa.Column("previous_secret_ciphertext", sa.LargeBinary(), nullable=True),
+        sa.Column("previous_secret_expires_at", UTCDateTime(), nullable=True),
         sa.Column("status", sa.String(length=16), server_default="active", nullable=False),
         sa.Column("failure_count", sa.Integer(), server_default=sa.text("0"), nullable=False),
         sa.Column("disabled_reason", sa.String(length=200), nullable=True),
