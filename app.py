@@ -23,6 +23,7 @@ from chalicelib.api import (
     tasks,
     users,
     webhooks,
+    websocket,
     workers,
     workflows,
 )
@@ -54,6 +55,12 @@ app.register_blueprint(engines.bp)  # GET /engines, POST /engines/{name}: analyt
 app.register_blueprint(events.bp)  # GET /events: the caller's event ledger after a cursor (docs/events.md)
 app.register_blueprint(webhooks.bp)  # /webhooks: signed, retried deliveries with a log (docs/webhooks.md)
 app.register_blueprint(workers.bp)  # external agents: lease, heartbeat, complete/fail; agent status
+# Live events (docs/websocket.md): API Gateway WebSocket routes. Not a blueprint (chalicelib.api.websocket says
+# why); the module-level names are the Lambda handlers Chalice packages ("app.ws_connect", ...).
+app.experimental_feature_flags.update(["WEBSOCKETS"])
+ws_connect = app.on_ws_connect(name="ws_connect")(websocket.ws_connect)
+ws_message = app.on_ws_message(name="ws_message")(websocket.ws_message)
+ws_disconnect = app.on_ws_disconnect(name="ws_disconnect")(websocket.ws_disconnect)
 app.register_blueprint(docs.bp)  # GET /openapi.json, /docs (routes documented in chalicelib/api/spec.py)
 # Outermost: Chalice's own answers (405, 415) and anything raised outside a view use the error envelope.
 app.register_middleware(envelope_middleware, "http")

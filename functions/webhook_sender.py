@@ -17,7 +17,7 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, int]:
     container = get_container()
     s = container.settings
     sender = container.webhook_sender
-    listener = loop.listener_for(sender)
+    listener = loop.listener_for(sender, s.notifier_listen_url)
     try:
         report = loop.run(sender, lambda: context.get_remaining_time_in_millis() / 1000,
                           reserve_seconds=s.webhook_sender_reserve_seconds, poll_seconds=s.webhook_sender_poll_seconds,

@@ -366,7 +366,8 @@ ROUTES: dict[tuple[str, str], RouteSpec] = {
     ("GET", "/status"): RouteSpec(
         "Version, uptime, agent counts, queue depths", "platform", StatusPublic,
         description="Admins: every agent and queue (`scope: platform`). Others: their own agents' counts and no "
-                    "queue depths (`scope: user`)."),
+                    "queue depths (`scope: user`). `websocket_url`: where to connect for live events "
+                    "(docs/websocket.md), null when the stage has no WebSocket API."),
     ("POST", "/admin/cache/clear"): RouteSpec(
         "Clear cache namespaces (admin)", "admin", CacheClearResult, body=CacheClearRequest,
         body_required=False, errors=(403,), description="No body (or no `namespaces`) clears every namespace."),

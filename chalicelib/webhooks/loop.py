@@ -39,9 +39,13 @@ class Listener:
         self._conn.close()
 
 
-def listener_for(sender: WebhookSender) -> Listener | None:
-    """A listener on the sender's database, or None (SQLite; or Postgres refusing: then polling only)."""
-    url = sender.db.engine.url
+def listener_for(sender: WebhookSender, listen_url: str = "") -> Listener | None:
+    """A listener on `listen_url` (YMERA_NOTIFIER_LISTEN_URL: the instance's own endpoint when DATABASE_URL goes
+    through RDS Proxy, which pins a LISTENing session) or the sender's database; None on SQLite, or when
+    Postgres refuses (then the loop polls only)."""
+    from sqlalchemy.engine import make_url
+
+    url = make_url(listen_url) if listen_url else sender.db.engine.url
     if url.get_backend_name() != "postgresql":
         return None
     conninfo = url.set(drivername="postgresql").render_as_string(hide_password=False)

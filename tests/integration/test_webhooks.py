@@ -147,6 +147,37 @@ def test_a_tasks_ledger_events_reach_the_receiver_as_get_events_shows_them(
     assert bodies == shown and {b["resource"]["id"] for b in bodies} == {task["id"]}
 
 
+def test_the_notifier_hands_a_tasks_events_to_the_webhook_sink(container: Container, api: Api,
+                                                                receiver: Receiver) -> None:
+    """The real path: consumer commit -> ledger trigger -> the notifier's round (its sinks from the container)
+    -> delivery rows -> the sender -> the receiver; the notifier's cursor moves past them."""
+    from chalicelib.events.notifier import Report
+    from tests.integration.test_api_tasks import create_task
+    from tests.integration.test_consumer import message, run
+
+    api.signup()
+    uid = user_of(container, api)
+    hook = subscribe(api, receiver.url, ["task.status_changed"])
+    task = create_task(api, api.agent()["id"]).json_body
+    assert run([("m1", message(task["id"]))]) == {"batchItemFailures": []}
+    notifier = container.notifier()
+    try:
+        notifier.round(Report())
+    finally:
+        notifier.close()
+    container.webhook_sender.run_once()
+    events = _ledger_events(container, uid)
+    got = receiver.wait_for(len(events))
+    verify = docs_verify()
+    assert sorted(verify(hook["secret"], r.headers, r.body)["event_id"] for r in got) == [e.event_id for e in events]
+    notifier = container.notifier()
+    try:
+        notifier.round(Report())  # nothing pending: no second delivery
+    finally:
+        notifier.close()
+    assert container.webhook_sender.run_once().taken == 0
+
+
 def test_the_same_event_handed_over_twice_is_one_delivery(container: Container, api: Api,
                                                           receiver: Receiver) -> None:
     api.signup()
