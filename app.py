@@ -10,6 +10,8 @@ from chalicelib.api import (
     agents,
     audit,
     auth,
+    console,
+    cors,
     docs,
     engines,
     feedback,
@@ -51,7 +53,10 @@ app.register_blueprint(workflows.bp)  # /workflows, /runs: pipelines on Step Fun
 app.register_blueprint(engines.bp)  # GET /engines, POST /engines/{name}: analytics, performance, ... (docs/engines.md)
 app.register_blueprint(workers.bp)  # external agents: lease, heartbeat, complete/fail; agent status
 app.register_blueprint(docs.bp)  # GET /openapi.json, /docs (routes documented in chalicelib/api/spec.py)
+app.register_blueprint(console.bp)  # GET /console: the web console (docs/console.md)
 # Outermost: Chalice's own answers (405, 415) and anything raised outside a view use the error envelope.
 app.register_middleware(envelope_middleware, "http")
+# CORS only for origins in YMERA_CONSOLE_CORS_ORIGINS (empty: none); answers their preflights before routing.
+app.register_middleware(cors.cors_middleware, "http")
 # Log context, rate limiting (X-RateLimit-* / 429) and request metrics around every route.
 app.register_middleware(middleware.http_middleware, "http")

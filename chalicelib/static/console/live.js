@@ -1,0 +1,69 @@
+// Live updates, one module: pages say what they watch and how to refresh; this decides when.
+//
+//   const stop = watch({ task_ids: [id] }, refresh)   // or { run_ids }, { types }, or {} for "anything of mine"
+//
+// Transport: the notification WebSocket when the API advertises one (GET /status -> websocket_url; issue 11),
+// else polling. With the socket, refresh runs when a matching event arrives (plus a slow safety poll); without,
+// every POLL_MS while the tab is visible. Pages never know which: swapping transports changes only this file.
+import { api, onSessionChange } from "./api.js";
+
+const POLL_MS = 1500;
+const SAFETY_POLL_MS = 15000;
+const watchers = new Set();
+let socket = null;
+let socketState = "off"; // off | connecting | open
+let lastEventId = 0;
+
+export function transport() { return socketState === "open" ? "websocket" : "polling"; }
+
+export function watch(topic, refresh) {
+  const w = { topic, refresh, running: false, timer: null };
+  const tick = async () => {
+    if (w.running || document.hidden) return;
+    w.running = true;
+    try { await refresh(); } catch (err) { console.info("live refresh failed:", err.code || err.message); } finally { w.running = false; }
+  };
+  w.tick = tick;
+  w.timer = setInterval(tick, socketState === "open" ? SAFETY_POLL_MS : POLL_MS);
+  watchers.add(w);
+  if (socketState === "open") subscribe(topic);
+  return () => { clearInterval(w.timer); watchers.delete(w); };
+}
+
+function matches(topic, ev) {
+  if (topic.task_ids && !(ev.resource?.type === "task" && topic.task_ids.includes(ev.resource.id))) return false;
+  if (topic.run_ids && !topic.run_ids.includes(ev.run_id)) return false;
+  if (topic.types && !topic.types.includes(ev.type)) return false;
+  return true;
+}
+
+function subscribe(topic) {
+  const msg = { action: "subscribe" };
+  for (const k of ["task_ids", "run_ids", "types"]) if (topic[k]) msg[k] = topic[k];
+  if (Object.keys(msg).length > 1 && socket?.readyState === WebSocket.OPEN) socket.send(JSON.stringify(msg));
+}
+
+function retime(ms) { for (const w of watchers) { clearInterval(w.timer); w.timer = setInterval(w.tick, ms); } }
+
+/** Try the WebSocket once per sign-in; any failure leaves polling in charge. */
+export async function connect(accessToken) {
+  if (socketState !== "off" || !("WebSocket" in window)) return;
+  let url;
+  try { url = (await api("GET", "/status")).websocket_url; } catch { return; }
+  if (!url) return;
+  socketState = "connecting";
+  const u = new URL(url);
+  u.searchParams.set("token", accessToken());
+  u.searchParams.set("last_event_id", String(lastEventId));
+  socket = new WebSocket(u);
+  socket.addEventListener("open", () => { socketState = "open"; retime(SAFETY_POLL_MS); watchers.forEach((w) => subscribe(w.topic)); });
+  socket.addEventListener("message", (m) => {
+    let ev;
+    try { ev = JSON.parse(m.data); } catch { return; }
+    if (ev.event_id) lastEventId = Math.max(lastEventId, Number(ev.event_id) || 0);
+    for (const w of watchers) if (matches(w.topic, ev)) w.tick();
+  });
+  socket.addEventListener("close", () => { socket = null; socketState = "off"; retime(POLL_MS); });
+}
+
+onSessionChange((user) => { if (!user && socket) socket.close(); });

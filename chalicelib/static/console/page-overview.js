@@ -1,0 +1,1 @@
+export async function overviewPage() { return document.createTextNode('todo'); }
