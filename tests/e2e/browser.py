@@ -77,6 +77,7 @@ class Page:
         page.on("pageerror", lambda exc: self.problems.append(f"uncaught: {exc}"))
         page.on("console", self._console)
         page.on("response", lambda r: self.requests.append((r.request.method, r.url, r.status)))
+        page.on("dialog", lambda dialog: dialog.accept())  # the console confirms deletes, rotations, redrives
         page.set_default_timeout(15_000)
 
     def _console(self, msg: Any) -> None:

@@ -12,7 +12,16 @@ import uuid
 import pytest
 import requests
 
-from tests.e2e.browser import PASSWORD, Console, Page, console_fixture, page_fixture, sign_in, sign_up  # noqa: F401 - fixtures used by name
+from tests.e2e.browser import (  # noqa: F401 - fixtures used by name
+    ACCESS_TTL_SECONDS,
+    PASSWORD,
+    Console,
+    Page,
+    console_fixture,
+    page_fixture,
+    sign_in,
+    sign_up,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -98,3 +107,136 @@ def test_api_errors_are_shown_with_their_code(console: Console, page: Page) -> N
     alert.wait_for()
     assert re.search(r"^AUTHENTICATION_ERROR invalid username or password", alert.inner_text()), alert.inner_text()
     page.check_page("sign-in")
+
+
+BAD_DEFINITION = """{"name": "broken", "steps": [
+  {"step_id": "check", "agent_type": "validation", "input_data": {"schema": {"type": "object"}, "payload": {}}},
+  {"step_id": "gate", "type": "approval", "depends_on": ["nope"]}]}"""
+
+
+def test_a_workflow_with_an_approval_is_approved_from_the_inbox_and_succeeds(console: Console, page: Page) -> None:
+    p = page.page
+    sign_up(page, console, unique("wes"))
+    go(p, "Agents")
+    p.get_by_label("Name").first.fill("checker")
+    p.get_by_role("button", name="Create agent").click()
+    p.get_by_role("link", name="checker").wait_for()
+
+    # GIVEN an invalid definition THEN the 422's violations are listed at their paths, each reaching its line
+    go(p, "Workflows")
+    editor = p.get_by_label("Workflow definition (JSON)")
+    example = editor.input_value()
+    editor.fill(BAD_DEFINITION)
+    p.get_by_role("button", name="Create workflow").click()
+    violation = p.locator("li[data-path='steps[1].depends_on[0]']")
+    violation.wait_for()
+    assert "UNKNOWN_DEPENDENCY" in violation.inner_text()
+    assert p.locator("svg.dag g.invalid[data-step='gate']").count() == 1  # and marked on the graph
+    violation.get_by_role("button").click()
+    selected = p.evaluate("() => { const a = document.activeElement; "
+                          "return a.value.slice(a.selectionStart, a.selectionEnd); }")
+    assert '"nope"' in selected
+    page.check_page("workflows")
+
+    # WHEN the example (check -> approval -> final) is created and started
+    editor.fill(example)
+    p.get_by_role("button", name="Create workflow").click()
+    p.get_by_role("button", name="Start run").click()
+    p.locator("#run-status [data-status='waiting_approval']").wait_for(timeout=45_000)
+    assert p.locator("svg.dag g[data-step='gate'][data-status='waiting_approval']").count() == 1
+    page.check_page("run")
+
+    # THEN the inbox shows it, with the payload form from the step's input_schema, and approving it ends the run
+    go(p, "Approvals")
+    approval = p.get_by_role("group", name=re.compile("Approval gate"))
+    approval.get_by_label("reviewer (required)").fill("wes")
+    page.check_page("approvals")
+    approval.get_by_role("button", name="Approve").click()
+    p.get_by_text("Nothing is waiting for a decision.").wait_for(timeout=20_000)
+    go(p, "Workflows")
+    p.get_by_role("link", name="review").click()
+    p.locator("a[href^='#/runs/']").first.click()
+    p.locator("#run-status [data-status='succeeded']").wait_for(timeout=45_000)
+    assert p.get_by_role("cell", name=re.compile("^approved")).count() == 1
+    page.check_page("workflow-run-succeeded")
+
+
+def test_a_non_admin_sees_no_admin_pages_and_the_api_refuses_them(console: Console, page: Page) -> None:
+    p = page.page
+    name = unique("usr")
+    sign_up(page, console, name)
+    nav = p.get_by_role("navigation", name="Main")
+    for label in ["Users", "Audit log", "DLQs", "Cache"]:
+        assert nav.get_by_role("link", name=label, exact=True).count() == 0, label
+    p.goto(f"{console.url}#/admin/dlq")  # a reload: signed out (memory only), so sign in again
+    sign_in(page, console, name)
+    p.evaluate("() => { location.hash = '#/admin/dlq'; }")
+    assert "AUTHORIZATION_ERROR" in p.get_by_role("alert").inner_text()
+
+    base = console.runtime.base
+    token = requests.post(f"{base}/auth/login", json={"username": name, "password": PASSWORD},
+                          timeout=10).json()["access_token"]
+    auth = {"Authorization": f"Bearer {token}"}
+    for method, path in [("GET", "/admin/dlq"), ("POST", "/admin/cache/clear"),
+                         ("POST", "/admin/dlq/validation/redrive"), ("GET", "/users"), ("GET", "/metrics")]:
+        r = requests.request(method, f"{base}{path}", headers=auth, timeout=10)
+        assert r.status_code == 403 and r.json()["error"]["code"] == "AUTHORIZATION_ERROR", (path, r.status_code)
+    # the audit log answers a user with their own rows only, never someone else's
+    rows = requests.get(f"{base}/audit-logs", headers=auth, timeout=10).json()["items"]
+    assert rows and {row["user_id"] for row in rows} == {users_id(base, auth)}
+
+
+def users_id(base: str, auth: dict[str, str]) -> str:
+    import base64
+    import json
+
+    payload = auth["Authorization"].split(".")[1]
+    return str(json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))["sub"])
+
+
+def test_an_admin_uses_the_admin_pages(console: Console, page: Page) -> None:
+    p = page.page
+    name = unique("root")
+    console.create_admin(name)
+    sign_in(page, console, name)
+    nav = p.get_by_role("navigation", name="Main")
+    p.get_by_role("heading", name="Queues (admin)").wait_for()
+    page.check_page("overview-admin")
+    nav.get_by_role("link", name="Users", exact=True).click()
+    p.get_by_role("cell", name=name, exact=True).wait_for()
+    page.check_page("admin-users")
+    nav.get_by_role("link", name="Audit log", exact=True).click()
+    p.get_by_label("Event type").fill("auth.login")
+    p.get_by_role("button", name="Apply").click()
+    p.get_by_role("cell", name="auth.login").first.wait_for()
+    page.check_page("admin-audit")
+    nav.get_by_role("link", name="DLQs", exact=True).click()
+    p.get_by_role("region", name="DLQ of validation").wait_for()
+    page.check_page("admin-dlq")
+    nav.get_by_role("link", name="Cache", exact=True).click()
+    p.get_by_role("button", name="Clear cache").click()
+    p.get_by_text(re.compile("^Cleared: ")).wait_for()
+    page.check_page("admin-cache")
+
+
+def test_an_expired_session_refreshes_silently_and_reuse_signs_out(console: Console, page: Page) -> None:
+    p = page.page
+    name = unique("ses")
+    with p.expect_response(lambda r: r.url.endswith("/auth/login")) as login:
+        sign_up(page, console, name)
+    first_refresh_token = login.value.json()["refresh_token"]
+
+    # GIVEN access tokens that live ACCESS_TTL_SECONDS WHEN the user idles past two of them
+    p.wait_for_timeout(ACCESS_TTL_SECONDS * 2500)
+    go(p, "Agents")
+    p.get_by_role("heading", name="New agent").wait_for()  # THEN the page loads: no sign-in, no error
+    refreshes = [r for r in page.requests if r[0] == "POST" and r[1].endswith("/auth/refresh")]
+    assert len(refreshes) >= 2 and all(status == 200 for _, _, status in refreshes), refreshes
+    assert p.get_by_role("alert").count() == 0
+
+    # WHEN a stolen, already rotated refresh token is replayed THEN the server revokes the family and the
+    # console signs out cleanly, saying why
+    r = requests.post(f"{console.runtime.base}/auth/refresh", json={"refresh_token": first_refresh_token}, timeout=10)
+    assert r.status_code == 401, r.text
+    p.get_by_role("heading", name="Sign in").wait_for(timeout=ACCESS_TTL_SECONDS * 3000)
+    assert p.get_by_role("status").first.inner_text().startswith(("TOKEN", "AUTHENTICATION", "SESSION"))

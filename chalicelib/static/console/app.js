@@ -69,7 +69,7 @@ async function render() {
   clear(root, nav(path), main);
   if (!route) { clear(main, h("h1", {}, "Not found"), h("p", {}, "No page here. "), h("a", { href: "#/" }, "Overview")); return; }
   document.title = `${route.title} · YMERA`;
-  if (route.admin && !isAdmin()) { clear(main, errorBox({ code: "FORBIDDEN", message: "This page is for admins." })); return; }
+  if (route.admin && !isAdmin()) { clear(main, errorBox({ code: "AUTHORIZATION_ERROR", message: "This page is for admins (the API refuses its calls too)." })); return; }
   const ctx = { params: route.params, query: new URLSearchParams(location.hash.split("?")[1] || ""), onLeave: (fn) => cleanups.push(fn) };
   try {
     const view = await route.render(ctx);

@@ -56,7 +56,7 @@ export function lineChart(title, points, series) {
 }
 
 /** A workflow definition as a layered graph: one column per dependency depth, arrows for depends_on. */
-export function dagChart(steps) {
+export function dagChart(steps, { statuses = {}, marked = new Set() } = {}) {
   const depth = {};
   const byId = Object.fromEntries(steps.map((st) => [st.step_id, st]));
   const level = (id, seen = new Set()) => {
@@ -70,7 +70,7 @@ export function dagChart(steps) {
   steps.forEach((st) => level(st.step_id));
   const cols = {};
   steps.forEach((st) => { (cols[depth[st.step_id]] ||= []).push(st.step_id); });
-  const nW = 130, nH = 40, gx = 50, gy = 16;
+  const nW = 160, nH = 40, gx = 50, gy = 16;
   const pos = {};
   Object.entries(cols).forEach(([c, ids]) => ids.forEach((id, r) => { pos[id] = { x: 8 + c * (nW + gx), y: 8 + r * (nH + gy) }; }));
   const W = 16 + Object.keys(cols).length * (nW + gx), Hh = 16 + Math.max(1, ...Object.values(cols).map((c) => c.length)) * (nH + gy);
@@ -84,10 +84,11 @@ export function dagChart(steps) {
   steps.forEach((st) => {
     const p = pos[st.step_id];
     const kind = st.type === "approval" ? "approval" : st.engine ? "engine" : "task";
-    const g = s("g", { class: `node n-${kind}`, "data-step": st.step_id });
+    const st8 = statuses[st.step_id];
+    const g = s("g", { class: `node n-${kind}${st8 ? ` st-${st8}` : ""}${marked.has(st.step_id) ? " invalid" : ""}`, "data-step": st.step_id, "data-status": st8 });
     g.append(s("rect", { x: p.x, y: p.y, width: nW, height: nH, rx: 6 }),
       s("text", { x: p.x + 8, y: p.y + 17, class: "nid" }, st.step_id.slice(0, 18)),
-      s("text", { x: p.x + 8, y: p.y + 32, class: "nkind" }, kind === "approval" ? "approval" : (st.agent_type || st.engine || (st.agent_id ? "agent" : "task")) + (st.for_each ? " ×each" : "")));
+      s("text", { x: p.x + 8, y: p.y + 32, class: "nkind" }, (kind === "approval" ? "approval" : (st.agent_type || st.engine || (st.agent_id ? "agent" : "task")) + (st.for_each ? " ×each" : "")) + (st8 ? ` · ${st8}` : "")));
     svg.append(g);
   });
   return h("figure", { class: "chart dag-wrap" }, h("figcaption", {}, "Definition"), svg);

@@ -16,15 +16,15 @@ let lastEventId = 0;
 
 export function transport() { return socketState === "open" ? "websocket" : "polling"; }
 
-export function watch(topic, refresh) {
-  const w = { topic, refresh, running: false, timer: null };
+export function watch(topic, refresh, { pollMs = POLL_MS } = {}) {
+  const w = { topic, refresh, pollMs, running: false, timer: null };
   const tick = async () => {
     if (w.running || document.hidden) return;
     w.running = true;
     try { await refresh(); } catch (err) { console.info("live refresh failed:", err.code || err.message); } finally { w.running = false; }
   };
   w.tick = tick;
-  w.timer = setInterval(tick, socketState === "open" ? SAFETY_POLL_MS : POLL_MS);
+  w.timer = setInterval(tick, socketState === "open" ? Math.max(pollMs, SAFETY_POLL_MS) : pollMs);
   watchers.add(w);
   if (socketState === "open") subscribe(topic);
   return () => { clearInterval(w.timer); watchers.delete(w); };
@@ -43,7 +43,9 @@ function subscribe(topic) {
   if (Object.keys(msg).length > 1 && socket?.readyState === WebSocket.OPEN) socket.send(JSON.stringify(msg));
 }
 
-function retime(ms) { for (const w of watchers) { clearInterval(w.timer); w.timer = setInterval(w.tick, ms); } }
+function retime(socketOpen) {
+  for (const w of watchers) { clearInterval(w.timer); w.timer = setInterval(w.tick, socketOpen ? Math.max(w.pollMs, SAFETY_POLL_MS) : w.pollMs); }
+}
 
 /** Try the WebSocket once per sign-in; any failure leaves polling in charge. */
 export async function connect(accessToken) {
@@ -56,14 +58,14 @@ export async function connect(accessToken) {
   u.searchParams.set("token", accessToken());
   u.searchParams.set("last_event_id", String(lastEventId));
   socket = new WebSocket(u);
-  socket.addEventListener("open", () => { socketState = "open"; retime(SAFETY_POLL_MS); watchers.forEach((w) => subscribe(w.topic)); });
+  socket.addEventListener("open", () => { socketState = "open"; retime(true); watchers.forEach((w) => subscribe(w.topic)); });
   socket.addEventListener("message", (m) => {
     let ev;
     try { ev = JSON.parse(m.data); } catch { return; }
     if (ev.event_id) lastEventId = Math.max(lastEventId, Number(ev.event_id) || 0);
     for (const w of watchers) if (matches(w.topic, ev)) w.tick();
   });
-  socket.addEventListener("close", () => { socket = null; socketState = "off"; retime(POLL_MS); });
+  socket.addEventListener("close", () => { socket = null; socketState = "off"; retime(false); });
 }
 
 onSessionChange((user) => { if (!user && socket) socket.close(); });

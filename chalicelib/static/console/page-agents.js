@@ -122,7 +122,7 @@ export async function agentPage(ctx) {
       table(st.in_flight, [["Task", (x) => link(`#/tasks/${x.task_id}`, String(x.task_id).slice(0, 8))], ["Since", (x) => fmtTime(x.started_at)]], { empty: "Nothing in flight." }));
   };
   await loadStatus();
-  ctx.onLeave(watch({ types: ["task.status_changed"] }, loadStatus));
+  ctx.onLeave(watch({ types: ["task.status_changed"] }, loadStatus, { pollMs: 3000 }));
   const extra = [];
   if (agent.mode === "external") {
     const rot = h("button", { type: "button" }, "Rotate API key");
