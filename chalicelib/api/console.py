@@ -49,8 +49,14 @@ PAGE = """<!doctype html>
 """
 
 
-def content_security_policy(extra_connect: str) -> str:
-    connect = " ".join(["'self'", *extra_connect.split()])
+def content_security_policy(extra_connect: str, websocket_url: str = "") -> str:
+    """connect-src: this origin, the notification WebSocket's origin (under `make run` it listens on another
+    port, which 'self' does not cover), and YMERA_CONSOLE_CONNECT_SRC."""
+    from urllib.parse import urlsplit
+
+    ws = urlsplit(websocket_url)
+    ws_origin = [f"{ws.scheme}://{ws.netloc}"] if ws.scheme in {"ws", "wss"} and ws.netloc else []
+    connect = " ".join(["'self'", *ws_origin, *extra_connect.split()])
     return ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
             f"connect-src {connect}; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
 
@@ -59,7 +65,9 @@ def content_security_policy(extra_connect: str) -> str:
 @endpoint
 def console_page() -> Response:
     html = PAGE.format(base=base_path(bp.current_request))
-    csp = content_security_policy(get_container().settings.console_connect_src)
+    settings = get_container().settings
+    # `websocket_url` is the notification WebSocket's setting (issue 11); absent until that lands.
+    csp = content_security_policy(settings.console_connect_src, str(getattr(settings, "websocket_url", "") or ""))
     return Response(body=html, status_code=200,
                     headers={"Content-Type": "text/html; charset=utf-8", "Content-Security-Policy": csp,
                              "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer",

@@ -240,3 +240,68 @@ def test_an_expired_session_refreshes_silently_and_reuse_signs_out(console: Cons
     assert r.status_code == 401, r.text
     p.get_by_role("heading", name="Sign in").wait_for(timeout=ACCESS_TTL_SECONDS * 3000)
     assert p.get_by_role("status").first.inner_text().startswith(("TOKEN", "AUTHENTICATION", "SESSION"))
+
+
+def test_the_console_works_from_the_keyboard_with_visible_focus(console: Console, page: Page) -> None:
+    p = page.page
+    name = unique("kbd")
+    sign_up(page, console, name)
+    p.get_by_role("button", name="Sign out").click()
+    p.get_by_role("heading", name="Sign in").wait_for()
+
+    # Tab reaches the sign-in fields in order; Enter submits
+    p.keyboard.press("Tab")
+    assert p.evaluate("document.activeElement.id") == "login-username"
+    p.keyboard.type(name)
+    p.keyboard.press("Tab")
+    assert p.evaluate("document.activeElement.id") == "login-password"
+    p.keyboard.type(PASSWORD)
+    p.keyboard.press("Enter")
+    p.get_by_role("navigation", name="Main").wait_for()
+
+    # the first Tab shows the skip link; every focused control has a visible outline
+    p.keyboard.press("Tab")
+    assert p.evaluate("document.activeElement.textContent") == "Skip to content"
+    for _ in range(4):
+        style = p.evaluate("() => { const s = getComputedStyle(document.activeElement); "
+                           "return [s.outlineStyle, s.outlineWidth]; }")
+        assert style[0] != "none" and style[1] != "0px", style
+        p.keyboard.press("Tab")
+    # Enter on a navigation link opens its page
+    while p.evaluate("document.activeElement.textContent") != "Agents":
+        p.keyboard.press("Tab")
+    p.keyboard.press("Enter")
+    p.get_by_role("heading", name="New agent").wait_for()
+
+
+def test_an_external_agent_shows_its_key_once_rotates_it_and_its_queued_task_cancels(console: Console,
+                                                                                     page: Page) -> None:
+    p = page.page
+    sign_up(page, console, unique("ext"))
+    go(p, "Agents")
+    p.get_by_label("Name").first.fill("worker")
+    p.get_by_label("Mode").select_option("external")
+    p.get_by_role("button", name="Create agent").click()
+    first_key = p.locator("code.key").inner_text()
+    assert first_key and p.get_by_role("button", name="Copy key").count() == 1
+    go(p, "Agents")
+    assert p.locator("code.key").count() == 0  # shown once: gone after leaving the page
+
+    p.get_by_role("link", name="worker").click()
+    p.get_by_role("button", name="Rotate API key").click()
+    p.locator("code.key").wait_for()
+    assert p.locator("code.key").inner_text() not in {"", first_key}
+
+    # nobody leases the external agent's task: it waits in `queued` until cancelled from its page
+    p.get_by_role("link", name="send it a task").click()
+    p.get_by_label("Title").fill("waits for a worker")
+    p.get_by_role("button", name="Send task").click()
+    p.locator("#task-status [data-status='queued']").wait_for()
+    p.get_by_role("button", name="Cancel task").click()
+    p.locator("#task-status [data-status='cancelled']").wait_for()
+    assert p.get_by_role("button", name="Cancel task").count() == 0
+
+    # deleting the agent leaves the list empty (and says so)
+    go(p, "Agents")
+    p.get_by_role("row", name=re.compile("worker")).get_by_role("button", name="Delete").click()
+    p.get_by_text("No agents yet: create one below.").wait_for()

@@ -92,3 +92,11 @@ def test_a_listed_origin_gets_cors_headers_and_its_preflight_answered(cors_api: 
     assert "Access-Control-Allow-Credentials" not in pre["headers"]
     other = api.call("GET", "/health", token="", headers={"Origin": "https://evil.example"})
     assert "Access-Control-Allow-Origin" not in other.headers
+
+
+def test_the_csp_allows_the_notification_websocket_origin_and_nothing_broader() -> None:
+    csp = console.content_security_policy("", "ws://127.0.0.1:8001/")
+    assert "connect-src 'self' ws://127.0.0.1:8001;" in csp
+    assert "connect-src 'self' wss://abc.execute-api.eu-west-1.amazonaws.com https://x.test;" in \
+        console.content_security_policy("https://x.test", "wss://abc.execute-api.eu-west-1.amazonaws.com/prod")
+    assert "connect-src 'self';" in console.content_security_policy("", "javascript:alert(1)")

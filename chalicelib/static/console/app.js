@@ -49,7 +49,9 @@ function nav(path) {
     h("span", { class: "brand" }, "YMERA"),
     h("nav", { "aria-label": "Main" }, h("ul", {}, items.map(([p, , , label, admin]) => {
       const active = p === "/" ? path === "/" : path === p || path.startsWith(`${p}/`);
-      return h("li", { class: admin ? "admin" : null }, h("a", { href: `#${p}`, "aria-current": active ? "page" : null }, label));
+      // Following the link of the page you are on redraws it (the hash does not change, so no hashchange).
+      const again = (e) => { if (location.hash === `#${p}`) { e.preventDefault(); render(); } };
+      return h("li", { class: admin ? "admin" : null }, h("a", { href: `#${p}`, "aria-current": active ? "page" : null, onclick: again }, label));
     }))),
     h("div", { class: "who" }, h("span", {}, `${user.username || "signed in"} (${user.role})`),
       h("button", { type: "button", class: "small", onclick: () => signOut() }, "Sign out")));

@@ -5,10 +5,11 @@
 // Transport: the notification WebSocket when the API advertises one (GET /status -> websocket_url; issue 11),
 // else polling. With the socket, refresh runs when a matching event arrives (plus a slow safety poll); without,
 // every POLL_MS while the tab is visible. Pages never know which: swapping transports changes only this file.
-import { api, onSessionChange } from "./api.js";
+import { accessToken, api, onSessionChange } from "./api.js";
 
 const POLL_MS = 1500;
 const SAFETY_POLL_MS = 15000;
+const RECONNECT_MS = 5000;
 const watchers = new Set();
 let socket = null;
 let socketState = "off"; // off | connecting | open
@@ -65,7 +66,13 @@ export async function connect(accessToken) {
     if (ev.event_id) lastEventId = Math.max(lastEventId, Number(ev.event_id) || 0);
     for (const w of watchers) if (matches(w.topic, ev)) w.tick();
   });
-  socket.addEventListener("close", () => { socket = null; socketState = "off"; retime(false); });
+  socket.addEventListener("close", () => {
+    socket = null;
+    socketState = "off";
+    retime(false);
+    // Reconnect (with a fresh token, resuming after the last event seen) while signed in; poll meanwhile.
+    if (accessToken()) setTimeout(() => { if (accessToken()) connect(accessToken); }, RECONNECT_MS);
+  });
 }
 
-onSessionChange((user) => { if (!user && socket) socket.close(); });
+onSessionChange((user) => { if (!user && socket) socket.close(); if (!user) lastEventId = 0; });
