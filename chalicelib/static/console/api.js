@@ -32,7 +32,7 @@ function adopt(pair, username) {
   const c = claims(pair.access_token);
   session = {
     access: pair.access_token, refresh: pair.refresh_token,
-    expiresAt: Date.now() + pair.expires_in * 1000,
+    expiresAt: Date.now() + pair.expires_in * 1000, lifetime: pair.expires_in * 1000,
     user: { id: c.sub, role: c.role, username: username ?? session?.user.username },
   };
   clearTimeout(timer);
@@ -85,10 +85,13 @@ export async function refresh() {
   return refreshing;
 }
 
+// About to expire: within 5 s, or a quarter of a (short) lifetime.
+const expiring = () => session.expiresAt - Date.now() < Math.min(5000, session.lifetime / 4);
+
 /** An authenticated call: refreshes an expiring token first, and once more on a 401. */
 export async function api(method, path, options = {}) {
   if (!session) throw new ApiError(401, "NOT_SIGNED_IN", "Sign in first.");
-  if (session.expiresAt - Date.now() < 5000) await refresh();
+  if (expiring()) await refresh();
   try {
     return (await send(method, path, { ...options, token: session.access })).data;
   } catch (err) {
@@ -101,7 +104,7 @@ export async function api(method, path, options = {}) {
 /** Like api() but also returns the response (headers such as Location). */
 export async function apiRaw(method, path, options = {}) {
   if (!session) throw new ApiError(401, "NOT_SIGNED_IN", "Sign in first.");
-  if (session.expiresAt - Date.now() < 5000) await refresh();
+  if (expiring()) await refresh();
   return send(method, path, { ...options, token: session.access });
 }
 

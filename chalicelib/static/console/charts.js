@@ -17,11 +17,11 @@ function dataTable(title, rows, headers) {
 }
 
 /** pairs: [[label, value]] */
-export function barChart(title, pairs, { unit = "" } = {}) {
+export function barChart(title, pairs, { unit = "", empty = "No data in this range." } = {}) {
   const fig = h("figure", { class: "chart" }, h("figcaption", {}, title));
-  if (!pairs.length) { fig.append(h("p", { class: "empty" }, "No data in this range.")); return fig; }
+  if (!pairs.length) { fig.append(h("p", { class: "empty" }, empty)); return fig; }
   const max = Math.max(1, ...pairs.map(([, v]) => v));
-  const rowH = 22, labelW = 130, width = 420;
+  const rowH = 22, labelW = 100, width = 300;
   const svg = s("svg", { viewBox: `0 0 ${width} ${pairs.length * rowH + 4}`, role: "img", "aria-label": title, class: "bars" });
   pairs.forEach(([label, v], i) => {
     const y = i * rowH + 2, w = ((width - labelW - 60) * v) / max;
@@ -74,7 +74,7 @@ export function dagChart(steps, { statuses = {}, marked = new Set() } = {}) {
   const pos = {};
   Object.entries(cols).forEach(([c, ids]) => ids.forEach((id, r) => { pos[id] = { x: 8 + c * (nW + gx), y: 8 + r * (nH + gy) }; }));
   const W = 16 + Object.keys(cols).length * (nW + gx), Hh = 16 + Math.max(1, ...Object.values(cols).map((c) => c.length)) * (nH + gy);
-  const svg = s("svg", { viewBox: `0 0 ${W} ${Hh}`, role: "img", class: "dag", "aria-label": `workflow graph: ${steps.map((st) => `${st.step_id}${st.depends_on?.length ? ` after ${st.depends_on.join(", ")}` : ""}`).join("; ")}` });
+  const svg = s("svg", { viewBox: `0 0 ${W} ${Hh}`, width: W, height: Hh, role: "img", class: "dag", "aria-label": `workflow graph: ${steps.map((st) => `${st.step_id}${st.depends_on?.length ? ` after ${st.depends_on.join(", ")}` : ""}`).join("; ")}` });
   svg.append(s("defs", {}, s("marker", { id: "arrow", viewBox: "0 0 10 10", refX: 10, refY: 5, markerWidth: 6, markerHeight: 6, orient: "auto" }, s("path", { d: "M0,0 L10,5 L0,10 z", class: "arrowhead" }))));
   steps.forEach((st) => (st.depends_on || []).forEach((d) => {
     if (!pos[d]) return;

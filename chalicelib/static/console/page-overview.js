@@ -36,7 +36,7 @@ export async function overviewPage(ctx) {
         lineChart(`Throughput per ${bucket}`, points, [["tasks", "created"], ["completed", "completed"], ["failed", "failed"], ["runs", "runs"]]),
         percentiles("Run time (started → completed)", t.latency_seconds.run),
         percentiles("End to end (created → completed)", t.latency_seconds.end_to_end),
-        barChart("Failures by error code", Object.entries(t.failures.by_code)),
+        barChart("Failures by error code", Object.entries(t.failures.by_code), { empty: "No failures in this range." }),
         barChart("Workflow runs by status", Object.entries(a.runs.by_status).filter(([, v]) => v > 0))),
       h("h2", {}, "Recent failures"),
       table(failed.items, [["Task", (x) => link(`#/tasks/${x.id}`, x.title)], ["Code", (x) => h("code", {}, x.error?.code || "UNKNOWN")],
@@ -47,7 +47,7 @@ export async function overviewPage(ctx) {
         table(st.queues, [["Agent type", (q) => q.agent_type], ["Waiting", (q) => q.messages ?? "?"], ["In flight", (q) => q.in_flight ?? "?"],
           ["DLQ", (q) => (q.dlq_messages ? h("strong", {}, String(q.dlq_messages)) : String(q.dlq_messages ?? "?"))], ["", (q) => (q.error ? errorBox({ code: "QUEUE", message: q.error }) : "")]],
         { empty: "No queues." }),
-        barChart("DLQ depth per queue", st.queues.map((q) => [q.agent_type, q.dlq_messages || 0]).filter(([, v]) => v > 0)),
+        barChart("DLQ depth per queue", st.queues.map((q) => [q.agent_type, q.dlq_messages || 0]).filter(([, v]) => v > 0), { empty: "Every dead-letter queue is empty." }),
         h("p", {}, link("#/admin/dlq", "Dead-letter queues: samples and redrive →")));
     }
   };
