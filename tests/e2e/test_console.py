@@ -304,3 +304,26 @@ def test_an_external_agent_shows_its_key_once_rotates_it_and_its_queued_task_can
     go(p, "Agents")
     p.get_by_role("row", name=re.compile("worker")).get_by_role("button", name="Delete").click()
     p.get_by_text("No agents yet: create one below.").wait_for()
+
+
+def test_the_task_list_shows_new_tasks_and_their_status_changes_live(console: Console, page: Page) -> None:
+    p = page.page
+    name = unique("liv")
+    sign_up(page, console, name)
+    base = console.runtime.base
+    s = requests.Session()  # the same user elsewhere (a script): a session of its own
+    pair = s.post(f"{base}/auth/login", json={"username": name, "password": PASSWORD}, timeout=10).json()
+    s.headers["Authorization"] = f"Bearer {pair['access_token']}"
+    agent = s.post(f"{base}/agents", json={"name": "v", "type": "validation"}, timeout=10).json()
+    go(p, "Tasks")
+    p.get_by_text("No tasks match.").wait_for()
+    page.check_page("tasks-empty")
+    pair = s.post(f"{base}/auth/refresh", json={"refresh_token": pair["refresh_token"]}, timeout=10).json()
+    s.headers["Authorization"] = f"Bearer {pair['access_token']}"  # access tokens last 4 s here
+
+    # WHEN a task is created elsewhere THEN it appears in the open list and turns completed there
+    r = s.post(f"{base}/tasks", json={"agent_id": agent["id"], "title": "sent by a script",
+                                      "input_data": {"schema": {"type": "object"}, "payload": {}}}, timeout=10)
+    assert r.status_code == 202, r.text
+    row = p.get_by_role("row", name=re.compile("sent by a script"))
+    row.locator("[data-status='completed']").wait_for(timeout=30_000)

@@ -20,7 +20,7 @@ function dataTable(title, rows, headers) {
 export function barChart(title, pairs, { unit = "", empty = "No data in this range." } = {}) {
   const fig = h("figure", { class: "chart" }, h("figcaption", {}, title));
   if (!pairs.length) { fig.append(h("p", { class: "empty" }, empty)); return fig; }
-  const max = Math.max(1, ...pairs.map(([, v]) => v));
+  const max = Math.max(...pairs.map(([, v]) => v)) || 1; // seconds can be well under 1
   const rowH = 22, labelW = 100, width = 300;
   const svg = s("svg", { viewBox: `0 0 ${width} ${pairs.length * rowH + 4}`, role: "img", "aria-label": title, class: "bars" });
   pairs.forEach(([label, v], i) => {

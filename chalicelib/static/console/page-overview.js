@@ -6,12 +6,11 @@ import { barChart, lineChart } from "./charts.js";
 import { clear, errorBox, field, fmtTime, h, link, select, table } from "./ui.js";
 
 const RANGES = { hour: [3600e3, "hour"], day: [86400e3, "hour"], week: [7 * 86400e3, "day"] };
-const secs = (v) => (v === null || v === undefined ? "—" : `${Number(v).toFixed(3)} s`);
 
 function percentiles(title, p) {
-  return h("figure", { class: "chart" }, h("figcaption", {}, title),
-    p && p.count ? h("dl", { class: "pcts" }, ["p50", "p90", "p99"].map((k) => [h("dt", {}, k), h("dd", { class: "stat" }, secs(p[k]))]).flat(),
-      h("dt", {}, "completed"), h("dd", {}, String(p.count))) : h("p", { class: "empty" }, "No completed tasks in this range."));
+  if (!p || !p.count) return barChart(title, [], { empty: "No completed tasks in this range." });
+  const fig = barChart(`${title} — ${p.count} completed`, ["p50", "p90", "p99"].map((k) => [k, Number((p[k] ?? 0).toFixed(3))]), { unit: " s" });
+  return fig;
 }
 
 export async function overviewPage(ctx) {
