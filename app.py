@@ -14,6 +14,7 @@ from chalicelib.api import (
     cors,
     docs,
     engines,
+    events,
     feedback,
     health,
     messages,
@@ -23,6 +24,7 @@ from chalicelib.api import (
     provider_keys,
     tasks,
     users,
+    websocket,
     workers,
     workflows,
 )
@@ -51,7 +53,14 @@ app.register_blueprint(provider_keys.bp)  # PUT/GET/DELETE /provider-keys: users
 app.register_blueprint(producer_keys.bp)  # POST/GET/DELETE /producer-keys: event producers' signing keys
 app.register_blueprint(workflows.bp)  # /workflows, /runs: pipelines on Step Functions (docs/workflows-api.md)
 app.register_blueprint(engines.bp)  # GET /engines, POST /engines/{name}: analytics, performance, ... (docs/engines.md)
+app.register_blueprint(events.bp)  # GET /events: the caller's event ledger after a cursor (docs/events.md)
 app.register_blueprint(workers.bp)  # external agents: lease, heartbeat, complete/fail; agent status
+# Live events (docs/websocket.md): API Gateway WebSocket routes. Not a blueprint (chalicelib.api.websocket says
+# why); the module-level names are the Lambda handlers Chalice packages ("app.ws_connect", ...).
+app.experimental_feature_flags.update(["WEBSOCKETS"])
+ws_connect = app.on_ws_connect(name="ws_connect")(websocket.ws_connect)
+ws_message = app.on_ws_message(name="ws_message")(websocket.ws_message)
+ws_disconnect = app.on_ws_disconnect(name="ws_disconnect")(websocket.ws_disconnect)
 app.register_blueprint(docs.bp)  # GET /openapi.json, /docs (routes documented in chalicelib/api/spec.py)
 app.register_blueprint(console.bp)  # GET /console: the web console (docs/console.md)
 # Outermost: Chalice's own answers (405, 415) and anything raised outside a view use the error envelope.

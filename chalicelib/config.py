@@ -337,6 +337,42 @@ class Settings(BaseSettings):
     #: answers larger than this (as JSON) are not cached: Redis memory is shared with sessions and rate limits.
     llm_cache_max_entry_bytes: int = Field(default=256 * 1024, ge=1024, le=8 * 1024 * 1024)
 
+    # --- WebSocket notifications (issue 11; docs/websocket.md): chalicelib/api/websocket.py, chalicelib/events/ ----
+    #: what `GET /status` tells clients to connect to (the API Gateway WebSocket stage URL, wss://...; the local
+    #: runtime sets ws://127.0.0.1:<API port + 1>). Empty: the WebSocket API is not deployed for this stage.
+    websocket_url: str = ""
+    #: the API Gateway Management API the notifier posts to (https://<api id>.execute-api.<region>.amazonaws.com/
+    #: <stage>; the local runtime's gateway serves it too). Empty: WebSocket delivery is off (webhooks still run).
+    websocket_management_url: str = ""
+    #: connections one user may hold at once; a connect past it is refused (429) until one closes.
+    websocket_max_connections_per_user: int = Field(default=10, ge=1, le=1000)
+    #: events read (and delivered) per user per notifier round; a busy user waits its turn per batch.
+    notifier_batch_size: int = Field(default=100, ge=1, le=1000)
+    #: users delivered to at once (threads; each holds a database connection while it delivers). On AWS a
+    #: post_to_connection is a network round trip: in parallel, one slow client does not pace the rest.
+    notifier_concurrency: int = Field(default=8, ge=1, le=32)
+    #: users handled per sweep of pending cursors.
+    notifier_users_per_sweep: int = Field(default=200, ge=1, le=10_000)
+    #: the Postgres URL the notifier LISTENs on when DATABASE_URL goes through RDS Proxy (a LISTEN pins a proxied
+    #: connection for its whole session): the instance's own endpoint. Empty: the database URL.
+    notifier_listen_url: str = Field(default="", repr=False)
+    #: one notifier invocation runs this long at most (AWS: scheduled every minute with a 90 s timeout).
+    notifier_run_seconds: float = Field(default=60.0, gt=0, le=850)
+    #: the notifier returns when less than this is left of its invocation (the schedule starts the next one).
+    notifier_reserve_seconds: float = Field(default=5.0, ge=0, le=60)
+    #: an event replayed at connect (`last_event_id`) goes back at most this many events; older ones: GET /events.
+    websocket_replay_max_events: int = Field(default=1000, ge=1, le=100_000)
+
+    # Event ledger, GET /events and long-polling (issue 11; docs/events.md). Events are written by triggers.
+    #: events older than this are purged (the outbox relay's sweep, every minute); a client offline for longer
+    #: cannot catch up from GET /events and must re-read the resources it watches.
+    events_retention_days: int = Field(default=7, ge=1, le=365)
+    #: events one purge transaction deletes; the sweep repeats it while its invocation has time.
+    events_purge_batch: int = Field(default=5000, ge=1, le=1_000_000)
+    #: GET /tasks/{id}?wait=N and GET /runs/{id}?wait=N re-read the resource this often while waiting (the
+    #: Redis channel the notifier publishes to usually answers first; this covers a notifier that is down).
+    long_poll_recheck_seconds: float = Field(default=2.0, gt=0, le=20)
+
     # Web console (issue 13; docs/console.md): static pages under /console (chalicelib/api/console.py), same
     # origin as the API. A console served from another origin needs that origin here: comma-separated exact
     # origins ("https://console.example.com"), empty by default = no CORS headers at all (chalicelib/api/cors.py).

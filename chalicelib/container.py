@@ -18,6 +18,9 @@ if TYPE_CHECKING:
     from chalicelib.auth.tokens import TokenService
     from chalicelib.cache.twolevel import TwoLevelCache
     from chalicelib.db.session import Database
+    from chalicelib.events.connections import ConnectionIndex
+    from chalicelib.events.notifier import EventSink, Notifier
+    from chalicelib.events.websocket_sink import WebSocketSink
     from chalicelib.messaging.ingress import IngressQueues
     from chalicelib.messaging.inspection import QueueInspector
     from chalicelib.messaging.sqs import Publisher, VisibilityPort
@@ -31,12 +34,14 @@ if TYPE_CHECKING:
     from chalicelib.services.cache_admin import CacheAdminService
     from chalicelib.services.dlq_admin import DlqAdminService
     from chalicelib.services.engines import EngineService
+    from chalicelib.services.events import EventService
     from chalicelib.services.feedback import FeedbackService
     from chalicelib.services.health import HealthService
     from chalicelib.services.idempotency import IdempotencyStore
     from chalicelib.services.ingress import IngressService
     from chalicelib.services.leases import LeaseService
     from chalicelib.services.login_throttle import LoginThrottle
+    from chalicelib.services.long_poll import LongPoll
     from chalicelib.services.messages import MessageService
     from chalicelib.services.monitoring import MonitoringService
     from chalicelib.services.orchestration import PlanRuns
@@ -52,6 +57,7 @@ if TYPE_CHECKING:
     from chalicelib.services.tasks import TaskService
     from chalicelib.services.users import UserService
     from chalicelib.services.watchdog import Watchdog
+    from chalicelib.services.websocket import WebSocketService
     from chalicelib.services.workers import WorkerService
     from chalicelib.services.workflows import WorkflowService
     from chalicelib.workflows.control import WorkflowControl
@@ -173,6 +179,71 @@ class Container:
                             access_ttl=s.access_token_ttl_seconds, breaker_seconds=s.redis_breaker_seconds,
                             family_ttl=s.session_family_cache_ttl_seconds)
 
+    # --- WebSocket notifications (issue 11, docs/websocket.md) ---------------------------------------------------
+
+    @cached_property
+    def websocket_connections(self) -> ConnectionIndex:
+        """Who is connected (Redis: chalicelib.events.connections). Needs REDIS_URL."""
+        from chalicelib.errors import DependencyUnavailableError
+        from chalicelib.events.connections import ConnectionIndex
+
+        if self.redis is None:
+            raise DependencyUnavailableError("WebSocket connections need Redis", {"dependency": "redis"})
+        return ConnectionIndex(self.redis, self.settings.redis_key_prefix)
+
+    @cached_property
+    def websocket_management(self) -> Any:
+        """boto3 `apigatewaymanagementapi` at settings.websocket_management_url (locally: the runtime's gateway)."""
+        from chalicelib.events.websocket_sink import management_client
+
+        return management_client(self.settings.websocket_management_url, self.settings.aws_region)
+
+    @cached_property
+    def websocket_sink(self) -> WebSocketSink | None:
+        """None when the stage has no WebSocket API (no management URL) or no Redis for the connection index."""
+        from chalicelib.events.websocket_sink import WebSocketSink
+
+        s = self.settings
+        if not s.websocket_management_url or self.redis is None:
+            return None
+        return WebSocketSink(self.websocket_connections, lambda: self.websocket_management,
+                             replay_max=s.websocket_replay_max_events)
+
+    @cached_property
+    def websocket(self) -> WebSocketService:
+        """$connect / $default / $disconnect (chalicelib.services.websocket)."""
+        from chalicelib.events.notifier import wake
+        from chalicelib.services.websocket import WebSocketService
+
+        return WebSocketService(self.tokens, self.sessions, lambda: self.websocket_connections,
+                                max_per_user=self.settings.websocket_max_connections_per_user,
+                                wake_notifier=lambda user_id: wake(self.db, user_id))
+
+    def event_sinks(self) -> list[EventSink]:
+        """What the notifier delivers to: WebSocket connections, and webhooks once HOOKS' sink is wired
+        (`webhook_sink`, chalicelib/webhooks/fanout.py)."""
+        sinks: list[EventSink] = [] if self.websocket_sink is None else [self.websocket_sink]
+        webhooks = getattr(self, "webhook_sink", None)
+        if webhooks is not None:
+            sinks.append(webhooks)
+        return sinks
+
+    def notifier(self) -> Notifier:
+        """A notifier for one invocation (its LISTEN connection is opened and closed by that invocation)."""
+        from chalicelib.auth.secrets import load_database_url
+        from chalicelib.events.ledger import NOTIFY_CHANNEL
+        from chalicelib.events.notifier import Notifier, PgListener, libpq_dsn
+
+        s = self.settings
+        ws = self.websocket_sink
+        listen_url = s.notifier_listen_url or load_database_url(s)
+        return Notifier(self.db, self.event_sinks(), listener=PgListener(libpq_dsn(listen_url), NOTIFY_CHANNEL),
+                        redis=self.redis, key_prefix=s.redis_key_prefix, batch_size=s.notifier_batch_size,
+                        users_per_sweep=s.notifier_users_per_sweep, reserve_ms=int(s.notifier_reserve_seconds * 1000),
+                        max_run_seconds=s.notifier_run_seconds, concurrency=s.notifier_concurrency, replayer=ws,
+                        replay_users=None if ws is None else ws.index.take_replays,
+                        replay_retry=None if ws is None else ws.index.request_replay)
+
     @cached_property
     def accounts(self) -> AccountService:
         from chalicelib.services.accounts import AccountService
@@ -199,6 +270,24 @@ class Container:
 
         return TaskService(self.db, after_commit=self.relay.publish_one, agents=self.agents, cache=self.cache,
                            quotas=self.quotas, idempotency=self.idempotency, fast_publish=self.relay.publish_committed)
+
+    @cached_property
+    def events(self) -> EventService:
+        """The event ledger's reads and retention purge (chalicelib.services.events; docs/events.md)."""
+        from chalicelib.services.events import EventService
+
+        s = self.settings
+        return EventService(self.db, retention_days=s.events_retention_days, purge_batch=s.events_purge_batch)
+
+    @cached_property
+    def long_poll(self) -> LongPoll:
+        """?wait=N on GET /tasks/{id} and GET /runs/{id}: Redis pub/sub wake-ups plus periodic re-reads."""
+        from chalicelib.events.live import Waiter
+        from chalicelib.services.long_poll import LongPoll
+
+        s = self.settings
+        waiter = Waiter(self.redis, s.redis_key_prefix, s.long_poll_recheck_seconds)
+        return LongPoll(waiter, tasks=lambda: self.tasks, runs=lambda: self.runs)
 
     @cached_property
     def quotas(self) -> Quotas:

@@ -1,5 +1,5 @@
 """Scheduled outbox relay: publishes task messages whose fast-path publish did not happen, and purges
-expired idempotency keys."""
+expired idempotency keys and events past their retention (docs/events.md)."""
 
 from __future__ import annotations
 
@@ -25,6 +25,9 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, int]:
         if report.taken < relay.batch_limit or context.get_remaining_time_in_millis() < RESERVE_MS:
             break
     purged = container.idempotency.purge_expired()
-    if parked or purged:
-        logger.info("outbox relay sweep", extra={"parked": parked, "idempotency_keys_purged": purged})
+    events_purged = container.events.purge_expired(
+        keep_going=lambda: context.get_remaining_time_in_millis() >= RESERVE_MS)
+    if parked or purged or events_purged:
+        logger.info("outbox relay sweep", extra={"parked": parked, "idempotency_keys_purged": purged,
+                                                 "events_purged": events_purged})
     return {"published": published, "failed": failed}

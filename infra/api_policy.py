@@ -38,6 +38,8 @@ STAGE_SECRETS: tuple[str, ...] = ("jwt", "database", "redis", "provider-key-encr
 LLM_SECRETS = "llm/*"
 
 Json = dict[str, Any]
+#: Chalice deploys app.py's WebSocket handlers as functions `<app>-<stage>-websocket_<route>`, with this policy.
+WEBSOCKET_FUNCTIONS: tuple[str, ...] = ("websocket_connect", "websocket_message", "websocket_disconnect")
 
 
 def secret_arns(region: str, account: str, stage: str, names: Sequence[str]) -> list[str]:
@@ -67,6 +69,7 @@ def render(stage: str, region: str, account: str, *, workflow_role: str | None =
     workflow_role = workflow_role or f"{prefix}-workflow-role"
     function = prefix  # Chalice names the API function <app_name>-<stage>
     log_group = f"arn:{PARTITION}:logs:{region}:{account}:log-group:/aws/lambda/{function}"
+    ws_log_groups = [f"{log_group}-{name}" for name in WEBSOCKET_FUNCTIONS]
     sqs = f"arn:{PARTITION}:sqs:{region}:{account}:"
     queues = [sqs + q.name(prefix) for q in manifest.agent_queues()]  # never the producers' ingress queue
     dlqs = [sqs + q.dlq_name(prefix) for q in manifest.queues()]
@@ -74,7 +77,11 @@ def render(stage: str, region: str, account: str, *, workflow_role: str | None =
     statements: list[Json] = [
         {"Sid": "WriteOwnLogs", "Effect": "Allow",
          "Action": ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"],
-         "Resource": [log_group, f"{log_group}:*"]},
+         "Resource": [log_group, f"{log_group}:*", *ws_log_groups, *(f"{g}:*" for g in ws_log_groups)]},
+        # The $default handler answers on the connection it came from (subscribe acks). The WebSocket API's id is
+        # only known after Chalice created it, hence any API id, but only this stage name and @connections.
+        {"Sid": "AnswerWebSocketConnections", "Effect": "Allow", "Action": ["execute-api:ManageConnections"],
+         "Resource": [f"arn:{PARTITION}:execute-api:{region}:{account}:*/api/POST/@connections/*"]},
         {"Sid": "SendTasksToAgentQueues", "Effect": "Allow",
          "Action": ["sqs:SendMessage", "sqs:GetQueueUrl", "sqs:GetQueueAttributes"],
          "Resource": queues},

@@ -91,6 +91,26 @@ def stack_parameters(target: Target, bucket: str, key: str) -> dict[str, str]:
             **target.parameters}
 
 
+def previous_websocket_api(s3: Any, bucket: str, stage: str) -> dict[str, str]:
+    """The stage's WebSocket API as its last `chalice deploy` recorded it ({"id", "url"}), or {} (first deploy).
+
+    Chalice creates the WebSocket API after this stack, so the stack (the notifier's ManageConnections
+    permission and Management API endpoint, template parameter WebSocketApiId) and the API's
+    YMERA_WEBSOCKET_URL (`GET /status`) learn it from the previous deploy; a first deploy wires it on the next."""
+    from botocore.exceptions import ClientError
+
+    try:
+        body = s3.get_object(Bucket=bucket, Key=artifacts.CHALICE_STATE_KEY.format(stage=stage))["Body"].read()
+    except ClientError as exc:
+        if str(exc.response.get("Error", {}).get("Code", "")) in {"404", "NoSuchKey", "NotFound"}:
+            return {}
+        raise
+    for resource in json.loads(body).get("resources", []):
+        if resource.get("resource_type") == "websocket_api" and resource.get("websocket_api_id"):
+            return {"id": str(resource["websocket_api_id"]), "url": str(resource.get("websocket_api_url", ""))}
+    return {}
+
+
 def run_migrations(lam: Any, stage: str, out: Callable[[str], None] = print) -> list[str]:
     """Invoke the migrate function synchronously; DeployError on a FunctionError or an unexpected revision."""
     from chalicelib.db.migrate import head_revisions
@@ -176,10 +196,14 @@ def deploy(target: Target, *, dry_run: bool = False, environ: Mapping[str, str] 
     if dry_run:
         return _dry_run_resources(target, c, out)
     out(f"[5/7] stack {target.prefix}")
+    websocket_api = previous_websocket_api(c["s3"], bucket, target.stage)
+    parameters = stack_parameters(target, bucket, key)
+    if websocket_api:
+        parameters.setdefault("WebSocketApiId", websocket_api["id"])
     try:
         outputs = stack.deploy_stack(c["cloudformation"], target.prefix,
                                      artifacts.object_url(bucket, template_key, target.region),
-                                     stack_parameters(target, bucket, key), out=out)
+                                     parameters, out=out)
     except stack.StackError as exc:
         raise DeployError(str(exc)) from exc
     out("[6/7] database migrations (before the API changes)")
@@ -187,8 +211,13 @@ def deploy(target: Target, *, dry_run: bool = False, environ: Mapping[str, str] 
     out(f"[7/7] API (chalice deploy --stage {target.stage})")
     write_api_policy(target, account)
     env = api_environment(arns, outputs, out)
+    if websocket_api.get("url"):
+        env.setdefault("YMERA_WEBSOCKET_URL", websocket_api["url"])  # what GET /status reports
     urls = deploy_api(target, c, bucket, env)
     websocket = urls.get("websocket_api_url") or env.get("YMERA_WEBSOCKET_URL")
+    if websocket and not websocket_api:
+        out("  note: first deploy of the WebSocket API; run the deploy again so the notifier may post to it "
+            "(stack parameter WebSocketApiId) and GET /status reports it")
     out("")
     out(f"API        {urls['rest_api_url']}")
     if websocket:

@@ -59,6 +59,13 @@ INGRESS_MAX_RECEIVE_COUNT = 100
 #: reports sent by workflow state machines. Engines run in-process, so its consumer gets the long timeout.
 WORKFLOW_CONTROL_SUFFIX = "workflow-control"
 WORKFLOW_CONTROL_TIMEOUT_SECONDS = 120
+#: The notifier (chalicelib/events/notifier.py) loops inside one invocation: scheduled every minute, each run
+#: delivers for ~60 s (settings.notifier_run_seconds) and the timeout leaves room for its last round; an
+#: overlap with the next run is harmless (a Redis lease, then the cursor CAS). Trade-offs on AWS: LISTEN needs
+#: a direct Postgres connection (RDS Proxy pins a session that LISTENs: YMERA_NOTIFIER_LISTEN_URL bypasses it
+#: and holds one connection of DB_CONNECTION_BUDGET), and a function that runs all the time costs: 30 GB-s per
+#: run at 512 MB, 43,200 runs a month = ~1.3M GB-s, about $21.60/month at $0.0000166667 per GB-s (docs/websocket.md).
+NOTIFIER_TIMEOUT_SECONDS = 90
 #: The function `make deploy` invokes (synchronously) to run Alembic to head before the API is updated; no
 #: queue and no schedule. Long enough for an index build on a large table; Lambda's maximum is 900 s.
 MIGRATE_FUNCTION = "migrate"
@@ -95,13 +102,17 @@ class FunctionSpec:
     #: concurrent instances at most (event source ScalingConfig.MaximumConcurrency); consumers only.
     max_concurrency: int = CONSUMER_MAX_CONCURRENCY
     schedule: str | None = None  # EventBridge schedule expression
+    #: a function that loops until its context's time is nearly out (the notifier): the local runner
+    #: re-invokes it as soon as it returns instead of waiting for the schedule.
+    loops: bool = False
     env: dict[str, str] = field(default_factory=dict)
     #: what the function may touch: "db", "sqs:send", "sqs:consume", "sqs:inspect" (read queue depths),
     #: "sqs:reject" (send to its own queue's DLQ only),
     #: "sns:alerts" (publish to the alert topic), "llm" (Bedrock + provider keys in Secrets Manager),
     #: "sqs:peek-dlq" (receive from the agent DLQs without deleting: the task reaper),
     #: "states:callback" (SendTaskSuccess/Failure/Heartbeat: answer workflow task tokens),
-    #: "states:read" (DescribeExecution/GetExecutionHistory on workflow executions: the reconciler)
+    #: "states:read" (DescribeExecution/GetExecutionHistory on workflow executions: the reconciler),
+    #: "websocket:post" (execute-api:ManageConnections on the WebSocket API: the notifier)
     needs: tuple[str, ...] = ("db",)
 
 
@@ -233,6 +244,18 @@ def functions() -> list[FunctionSpec]:
             timeout=60,
             schedule="rate(5 minutes)",
             needs=("db",),
+        )
+    )
+    specs.append(
+        FunctionSpec(
+            # ledger events -> WebSocket connections (API Gateway Management API), webhooks, Redis (long-poll);
+            # LISTENs on a direct Postgres connection (see NOTIFIER_TIMEOUT_SECONDS)
+            name="notifier",
+            handler="functions.notifier.handler",
+            timeout=NOTIFIER_TIMEOUT_SECONDS,
+            schedule="rate(1 minute)",
+            loops=True,
+            needs=("db", "websocket:post"),
         )
     )
     specs.append(

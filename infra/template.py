@@ -27,7 +27,7 @@ LOG_RETENTION_DAYS = 30
 MIN_VISIBILITY_FACTOR = 6
 MIN_RECEIVE_COUNT = 5
 KNOWN_NEEDS = frozenset({"db", "sqs:send", "sqs:consume", "sqs:inspect", "sqs:reject", "sqs:peek-dlq",
-                         "sns:alerts", "llm", "states:callback", "states:read"})
+                         "sns:alerts", "llm", "states:callback", "states:read", "websocket:post"})
 #: Workflow state machines are created by the API at a version's first run, named `<prefix>-wf-<version>`.
 WORKFLOW_MACHINES = "wf-*"
 #: the workflow role's name under the stage prefix (infra/api_policy.py passes exactly this role).
@@ -147,6 +147,9 @@ def _parameters(stage: str) -> Json:
                                        "Description": "Tokens per user per UTC day across tasks; 0 = unlimited"},
         "BedrockModelArns": {**nested, "Description": "Model / inference-profile ARNs the provider-backed "
                                                       "consumers may invoke; empty = no Bedrock permission"},
+        "WebSocketApiId": {"Type": "String", "Default": "",
+                           "Description": "The Chalice WebSocket API's id (after the API's first deploy); "
+                                          "empty = the notifier delivers to webhooks only"},
     }
 
 
@@ -155,7 +158,8 @@ def _conditions() -> Json:
         return {"Fn::Not": [{"Fn::Equals": [{"Fn::Join": ["", {"Ref": param}]}, ""]}]}
 
     return {"InVpc": {"Fn::And": [given("SubnetIds"), given("SecurityGroupIds")]},
-            "BedrockAllowed": given("BedrockModelArns")}
+            "BedrockAllowed": given("BedrockModelArns"),
+            "HasWebSocketApi": {"Fn::Not": [{"Fn::Equals": [{"Ref": "WebSocketApiId"}, ""]}]}}
 
 
 def _queue_resources(q: QueueSpec) -> Json:
@@ -268,6 +272,12 @@ def _alert_topic() -> Json:
 def _statement(sid: str, actions: list[str], resources: list[Any] | Json) -> Json:
     return {"Sid": sid, "Effect": "Allow", "Action": actions, "Resource": resources}
 
+#: The notifier's Management API endpoint: Chalice's WebSocket API, stage "api" (its api_gateway_stage).
+WEBSOCKET_ENV: Json = {
+    "YMERA_WEBSOCKET_MANAGEMENT_URL": {"Fn::If": ["HasWebSocketApi", {
+        "Fn::Sub": "https://${WebSocketApiId}.execute-api.${AWS::Region}.${AWS::URLSuffix}/api"}, ""]},
+}
+
 
 def _role(f: FunctionSpec, log_group: str, send_to: Sequence[QueueSpec]) -> Json:
     """Least privilege: its own log group, its own queue, or the agent queues it feeds."""
@@ -316,6 +326,13 @@ def _role(f: FunctionSpec, log_group: str, send_to: Sequence[QueueSpec]) -> Json
                                  f"{APP}-${{Stage}}-{WORKFLOW_MACHINES}:*"}
         statements.append(_statement("ReadWorkflowExecutions", ["states:DescribeExecution",
                                                                 "states:GetExecutionHistory"], [executions]))
+    if "websocket:post" in f.needs:
+        # The notifier posts to (and drops) connections of this stage's WebSocket API only; the API is Chalice's
+        # (deployed after this stack), so its id comes in as a parameter once known (empty: no WebSocket API).
+        manage = {"Fn::Sub": "arn:${AWS::Partition}:execute-api:${AWS::Region}:${AWS::AccountId}:"
+                             "${WebSocketApiId}/*/*/@connections/*"}
+        statement = _statement("ManageWebSocketConnections", ["execute-api:ManageConnections"], [manage])
+        statements.append({"Fn::If": ["HasWebSocketApi", statement, {"Ref": "AWS::NoValue"}]})
     statements.append(_statement("ReadDataStoreUrls", ["secretsmanager:GetSecretValue"],
                                  [_secret_arn(name) for name in DATA_STORE_SECRETS.values()]))
     if "llm" in f.needs:
@@ -357,6 +374,7 @@ def _function_resources(f: FunctionSpec, send_to: Sequence[QueueSpec]) -> Json:
         # AWS_DEFAULT_REGION is reserved: the Lambda runtime sets it itself.
         **({"YMERA_ALERT_TOPIC_ARN": {"Ref": "AlertTopic"}} if "sns:alerts" in f.needs else {}),
         **(LLM_ENV if "llm" in f.needs else {}),
+        **(WEBSOCKET_ENV if "websocket:post" in f.needs else {}),
         **f.env,
     }
     vpc = {"SubnetIds": {"Ref": "SubnetIds"}, "SecurityGroupIds": {"Ref": "SecurityGroupIds"}}

@@ -66,8 +66,7 @@ def content_security_policy(extra_connect: str, websocket_url: str = "") -> str:
 def console_page() -> Response:
     html = PAGE.format(base=base_path(bp.current_request))
     settings = get_container().settings
-    # `websocket_url` is the notification WebSocket's setting (issue 11); absent until that lands.
-    csp = content_security_policy(settings.console_connect_src, str(getattr(settings, "websocket_url", "") or ""))
+    csp = content_security_policy(settings.console_connect_src, settings.websocket_url)
     return Response(body=html, status_code=200,
                     headers={"Content-Type": "text/html; charset=utf-8", "Content-Security-Policy": csp,
                              "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer",

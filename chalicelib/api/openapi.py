@@ -93,6 +93,7 @@ def build_document(app: Chalice, version: str) -> dict[str, Any]:
         "tags": [{"name": name, "description": text} for name, text in TAGS.items() if name in used_tags]
         + [{"name": name} for name in sorted(used_tags - TAGS.keys())],
         "paths": paths,
+        "x-websocket": _websocket_doc(),
         "components": {"schemas": schemas, "securitySchemes": SECURITY_SCHEMES,
                        "responses": {f"Error{s}": _error_response(s) for s in sorted(used_errors)}},
     }
@@ -233,3 +234,9 @@ def _unique(name: str, taken: set[str]) -> str:
         candidate, n = f"{name}_{n}", n + 1
     taken.add(candidate)
     return candidate
+
+
+def _websocket_doc() -> dict[str, Any]:
+    from chalicelib.api.websocket_doc import WEBSOCKET
+
+    return WEBSOCKET

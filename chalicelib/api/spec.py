@@ -32,6 +32,7 @@ from chalicelib.schemas.agents import AgentCreate, AgentPublic, AgentUpdate
 from chalicelib.schemas.audit import AuditLogPublic, AuditLogQuery
 from chalicelib.schemas.common import Page
 from chalicelib.schemas.engines import EngineInput, EngineList
+from chalicelib.schemas.events import EventListQuery, EventPage, WaitQuery
 from chalicelib.schemas.feedback import FeedbackCreate, FeedbackCreated, FeedbackPublic
 from chalicelib.schemas.ingress import ProducerKeyCreate, ProducerKeyCreated, ProducerKeyList
 from chalicelib.schemas.messages import MessageListQuery, MessagePublic
@@ -201,7 +202,11 @@ ROUTES: dict[tuple[str, str], RouteSpec] = {
                     "answers the first response again (Idempotent-Replayed: true).",
         optional_headers=IDEMPOTENCY_KEY_HEADER, response_headers=IDEMPOTENT_REPLAY_HEADERS),
     ("GET", "/tasks"): RouteSpec("List your tasks", "tasks", Page[TaskPublic], query=TaskListQuery),
-    ("GET", "/tasks/{task_id}"): RouteSpec("Read a task with its result", "tasks", TaskPublic),
+    ("GET", "/tasks/{task_id}"): RouteSpec(
+        "Read a task with its result (optionally waiting for it to finish)", "tasks", TaskPublic, query=WaitQuery,
+        description="With `wait=N` (0 < N <= 20 seconds) a long-poll: the answer comes as soon as the task is "
+                    "completed, failed, cancelled or timed_out, or after N seconds with the task as it is then "
+                    "(docs/events.md)."),
     ("POST", "/tasks/{task_id}/cancel"): RouteSpec("Cancel a task", "tasks", TaskPublic, errors=(409,),
                                                    description="409 when the task is already final."),
     ("POST", "/tasks/{task_id}/feedback"): RouteSpec(
@@ -210,6 +215,14 @@ ROUTES: dict[tuple[str, str], RouteSpec] = {
                     "agent's quality estimate by your learning agent (a task is created for it) or by the "
                     "platform's sweep."),
     ("GET", "/tasks/{task_id}/feedback"): RouteSpec("Read your rating of a task", "tasks", FeedbackPublic),
+    # --- events (docs/events.md) ------------------------------------------------------------------------------
+    ("GET", "/events"): RouteSpec(
+        "Your events after a cursor (catch up after being offline)", "events", EventPage, query=EventListQuery,
+        description="Oldest first: every status change of your tasks, runs and run steps, approvals waiting and "
+                    "webhooks disabled, as WebSocket messages and webhook bodies carry them. `event_id` is "
+                    "gap-free per user: pass the last one you saw as `after` (default 0), `limit` 1..500 "
+                    "(default 100); follow `next_after` while `has_more`. Events are kept for "
+                    "`events_retention_days` (default 7)."),
     # --- workflows and runs (docs/workflows-api.md) ------------------------------------------------------------
     ("POST", "/workflows"): RouteSpec(
         "Create a workflow (version 1)", "workflows", WorkflowPublic, 201, body=WorkflowCreate,
@@ -243,9 +256,11 @@ ROUTES: dict[tuple[str, str], RouteSpec] = {
         "List a workflow's runs", "workflows", Page[RunSummary], query=RunListQuery,
         description="Newest first, cursor pages; filters `status`, `created_after`, `created_before`."),
     ("GET", "/runs/{run_id}"): RouteSpec(
-        "Read a run with its step timeline", "workflows", RunPublic,
+        "Read a run with its step timeline (optionally waiting for it)", "workflows", RunPublic, query=WaitQuery,
         description="Every step in definition order: status, attempts, times, task, output (inline up to 64 KB of "
-                    "JSON, else a reference to the task), error, for_each items, approval state."),
+                    "JSON, else a reference to the task), error, for_each items, approval state. With `wait=N` "
+                    "(0 < N <= 20 seconds) a long-poll: the answer comes as soon as the run ended or waits for an "
+                    "approval, or after N seconds with the run as it is then (docs/events.md)."),
     ("POST", "/runs/{run_id}/steps/{step_id}/decision"): RouteSpec(
         "Approve or reject a waiting approval step", "workflows", RunPublic, body=DecisionRequest, errors=(409,),
         description="The run's owner or an admin, once: 409 APPROVAL_NOT_PENDING when the step is not waiting, "
@@ -293,7 +308,8 @@ ROUTES: dict[tuple[str, str], RouteSpec] = {
     ("GET", "/status"): RouteSpec(
         "Version, uptime, agent counts, queue depths", "platform", StatusPublic,
         description="Admins: every agent and queue (`scope: platform`). Others: their own agents' counts and no "
-                    "queue depths (`scope: user`)."),
+                    "queue depths (`scope: user`). `websocket_url`: where to connect for live events "
+                    "(docs/websocket.md), null when the stage has no WebSocket API."),
     ("POST", "/admin/cache/clear"): RouteSpec(
         "Clear cache namespaces (admin)", "admin", CacheClearResult, body=CacheClearRequest,
         body_required=False, errors=(403,), description="No body (or no `namespaces`) clears every namespace."),
@@ -345,6 +361,7 @@ TAGS: dict[str, str] = {
     "workflows": "Workflows (pipelines of agent, engine and approval steps on Step Functions) and their runs. "
                  "Another user's workflow or run is 404.",
     "workers": "The API of external agents (self-hosted workers): lease, heartbeat, complete, fail.",
+    "events": "Your event ledger: status changes of tasks, runs and steps, numbered per user (docs/events.md).",
     "engines": "Platform computations over your data (analytics, performance, ...), also usable as workflow steps.",
     "platform": "Health, metrics and status.",
     "admin": "Administration and the audit trail.",

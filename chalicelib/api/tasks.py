@@ -17,6 +17,7 @@ from chalicelib.api.http import (
 )
 from chalicelib.container import get_container
 from chalicelib.schemas.common import Page
+from chalicelib.schemas.events import WaitQuery
 from chalicelib.schemas.tasks import TaskCreate, TaskListQuery, TaskPublic, TaskResultPublic
 
 if TYPE_CHECKING:
@@ -61,7 +62,12 @@ def list_tasks() -> Response:
 @bp.route("/tasks/{task_id}", methods=["GET"])
 @endpoint
 def get_task(task_id: str) -> Response:
-    user = principal(bp.current_request)
+    request = bp.current_request
+    user = principal(request)
+    # Only a query string is validated: the plain read (a cached task's hot path) skips the model.
+    query = validate(WaitQuery, dict(request.query_params), ("query",)) if request.query_params else None
+    if query is not None and query.wait is not None:
+        return ok(get_container().long_poll.task(user.user_id, path_uuid(task_id, "task"), query.wait))
     return ok(get_container().tasks.get(user.user_id, path_uuid(task_id, "task")))
 
 

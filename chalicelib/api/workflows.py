@@ -21,6 +21,7 @@ from chalicelib.container import get_container
 from chalicelib.domain.rbac import Role
 from chalicelib.errors import NotFoundError, RunNotFoundError, WorkflowNotFoundError
 from chalicelib.schemas.common import Page
+from chalicelib.schemas.events import WaitQuery
 from chalicelib.schemas.workflows import (
     DecisionRequest,
     RawObject,
@@ -128,7 +129,11 @@ def list_runs(workflow_id: str) -> Response:
 @bp.route("/runs/{run_id}", methods=["GET"])
 @endpoint
 def get_run(run_id: str) -> Response:
-    user = principal(bp.current_request)
+    request = bp.current_request
+    user = principal(request)
+    query = validate(WaitQuery, dict(request.query_params), ("query",)) if request.query_params else None
+    if query is not None and query.wait is not None:
+        return ok(get_container().long_poll.run(user.user_id, _run_id(run_id), query.wait))
     return ok(get_container().runs.get(user.user_id, _run_id(run_id)))
 
 

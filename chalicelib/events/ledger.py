@@ -12,12 +12,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, select, text, tuple_, update
+from sqlalchemy import Uuid, bindparam, delete, func, select, text, tuple_, update
 from sqlalchemy.orm import Session
 
 from chalicelib.db.event_models import Event as EventRow
 from chalicelib.db.event_models import EventCounter
-from chalicelib.db.types import utcnow
+from chalicelib.db.types import UTCDateTime, utcnow
 from chalicelib.events.triggers import NOTIFY_CHANNEL
 
 __all__ = ["NOTIFY_CHANNEL", "Event", "advance", "append", "list_after", "pending_users", "purge"]
@@ -79,7 +79,7 @@ def append(session: Session, user_id: uuid.UUID, type: str, resource_type: str, 
                    resource_id=resource_id, run_id=run_id, step_id=step_id, status=status, occurred_at=now,
                    payload=payload or {})
     session.add(row)
-    session.flush([row])
+    session.flush()
     if session.get_bind().dialect.name == "postgresql":
         session.execute(select(func.pg_notify(NOTIFY_CHANNEL, str(user_id))))
     return Event.from_row(row)
@@ -89,7 +89,8 @@ def append(session: Session, user_id: uuid.UUID, type: str, resource_type: str, 
 _BUMP = text("INSERT INTO event_counters AS ec (user_id, last_event_id, delivered_event_id, updated_at) "
              "VALUES (:user_id, 1, 0, :now) ON CONFLICT (user_id) DO UPDATE "
              "SET last_event_id = ec.last_event_id + 1, updated_at = excluded.updated_at "
-             "RETURNING last_event_id")
+             "RETURNING last_event_id").bindparams(bindparam("user_id", type_=Uuid),
+                                                   bindparam("now", type_=UTCDateTime))
 
 
 def pending_users(session: Session, limit: int) -> list[tuple[uuid.UUID, int, int]]:

@@ -37,6 +37,9 @@ _BODY = """
 DECLARE
     touched uuid[];
 BEGIN
+    IF NOT EXISTS (SELECT 1 FROM new_rows) THEN
+        RETURN NULL;  -- a statement-level trigger fires for an UPDATE that matched nothing, too
+    END IF;
     WITH changed AS ({changed}),
     numbered AS (
         SELECT c.*, row_number() OVER (PARTITION BY c.user_id ORDER BY c.resource_id, c.step_id, c.ord) AS rn,

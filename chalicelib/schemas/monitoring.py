@@ -27,3 +27,5 @@ class StatusPublic(BaseModel):
     uptime_seconds: float
     agents: dict[str, int]  # by status (every status present, zeros included), within `scope`
     queues: list[QueueDepthPublic]  # empty for scope "user"
+    #: where to open the WebSocket for live events (docs/websocket.md); null when the stage has none.
+    websocket_url: str | None = None

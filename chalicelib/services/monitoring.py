@@ -68,6 +68,7 @@ class MonitoringService:
             started_at=datetime.fromtimestamp(STARTED_AT, timezone.utc), uptime_seconds=round(uptime_seconds(), 3),
             agents=self.agent_counts(user_id),
             queues=[QueueDepthPublic(**asdict(d)) for d in self.queue_depths()] if platform else [],
+            websocket_url=self.settings.websocket_url or None,
         )
 
     # --- /metrics ---------------------------------------------------------------------------------------------

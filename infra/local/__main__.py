@@ -163,12 +163,14 @@ def _apply_function_env(specs: list[Any]) -> None:
 
 
 def _banner(api_url: str, aws: Any, queues: dict[str, str], specs: list[Any],
-            state_dir: Path, runner_on: bool, seconds: float, embedded_db: bool) -> str:
+            state_dir: Path, runner_on: bool, seconds: float, embedded_db: bool, ws: Any = None) -> str:
     mask = environment.mask_url
     lines = [
         "",
         f"YMERA local runtime ready in {seconds:.2f}s",
         f"  API          {api_url}   (try {api_url}/health)",
+        *([f"  WebSocket    {ws.url}/?token=<access token>   (Management API {ws.management_url})"]
+          if ws is not None else []),
         f"  AWS endpoint {aws.url}   ({'embedded moto' if aws.kind == 'moto' else 'external'})",
         f"  Database     {mask(os.environ['DATABASE_URL'])}"
         + ("   (embedded Postgres)" if embedded_db else ""),
@@ -180,12 +182,32 @@ def _banner(api_url: str, aws: Any, queues: dict[str, str], specs: list[Any],
         for spec in specs:
             every = float(os.environ.get("YMERA_LOCAL_SCHEDULE_SECONDS", "2")) * rate_minutes(spec.schedule or "")
             src = f"queue {spec.queue.name(os.environ['YMERA_QUEUE_PREFIX'])}" if spec.queue else \
+                f"looping, re-invoked at once ({spec.schedule} when deployed)" if spec.loops else \
                 f"schedule every {every:g}s ({spec.schedule} when deployed)"
             lines.append(f"  Function     {spec.name:<20} {spec.handler}  <- {src}")
     else:
         lines.append("  Runner       disabled (--no-runner)")
     lines += ["Press Ctrl-C to stop.", ""]
     return "\n".join(lines)
+
+
+def _start_gateway(host: str, api_port: int, prefix: str) -> Any:
+    """The local WebSocket gateway on API port + 1 (Management API on + 2), or where YMERA_WS_PORT says.
+    Without YMERA_WS_PORT, a busy default falls back to free ports (the banner shows them)."""
+    from infra.local.wsgateway import LocalWebSocketGateway, default_ports
+
+    region = os.environ.get("AWS_DEFAULT_REGION", "us-east-1")
+    ws_port, management_port = default_ports(api_port)
+    try:
+        return LocalWebSocketGateway({}, host, ws_port, management_port, function_prefix=prefix, region=region).start()
+    except OSError as exc:
+        if os.environ.get("YMERA_WS_PORT"):
+            raise StartupError(f"WebSocket gateway: {exc} (YMERA_WS_PORT={ws_port})") from exc
+        log.warning("WebSocket gateway: %s; using free ports instead", exc)
+    try:
+        return LocalWebSocketGateway({}, host, 0, 0, function_prefix=prefix, region=region).start()
+    except OSError as exc:
+        raise StartupError(f"WebSocket gateway: {exc}") from exc
 
 
 def run(args: argparse.Namespace) -> int:
@@ -230,7 +252,17 @@ def run(args: argparse.Namespace) -> int:
         # Only what a queue or a schedule triggers: `make run` migrates itself; the migrate function is the deploy's.
         specs = [spec for spec in manifest.functions() if spec.queue is not None or spec.schedule]
         _apply_function_env(specs)
+        front = stack.enter_context(_StopTogether())
+        # Before the app is imported (settings are read once): where clients connect, where the notifier posts.
+        # The gateway listens now and learns the app's handlers below (until then it refuses connects: 503).
+        ws = _start_gateway(args.host, args.port, prefix)
+        front.add("WebSocket gateway", ws.stop)
+        os.environ.setdefault("YMERA_WEBSOCKET_URL", ws.url)
+        os.environ.setdefault("YMERA_WEBSOCKET_MANAGEMENT_URL", ws.management_url)
         app_obj = load_app()
+        from infra.local.wsgateway import handlers_of
+
+        ws.handlers = handlers_of(app_obj)
         from chalicelib.observability import logger as app_logger
         from infra.local.logkeys import per_thread_log_keys
 
@@ -239,7 +271,6 @@ def run(args: argparse.Namespace) -> int:
             api = ApiServer(app_obj, args.host, args.port, function_name=f"{prefix}-api").start()
         except OSError as exc:
             raise StartupError(f"cannot listen on {args.host}:{args.port}: {exc}") from exc
-        front = stack.enter_context(_StopTogether())
         front.add("API server", api.stop)
 
         if not args.no_runner:
@@ -250,7 +281,7 @@ def run(args: argparse.Namespace) -> int:
             front.add("runner", runner.stop)
 
         print(_banner(api.url, aws, queues, specs, state_dir, not args.no_runner,
-                      time.monotonic() - started, pg is not None), flush=True)
+                      time.monotonic() - started, pg is not None, ws), flush=True)
         try:
             while True:
                 time.sleep(3600)  # signals interrupt the sleep by raising _Shutdown
@@ -265,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
         stream=sys.stderr, level=os.environ.get("YMERA_LOG_LEVEL", "INFO").upper(),
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
     )
-    for noisy in ("werkzeug", "botocore", "boto3", "urllib3", "fakeredis", "pgserver"):
+    for noisy in ("werkzeug", "botocore", "boto3", "urllib3", "fakeredis", "pgserver", "websockets"):
         logging.getLogger(noisy).setLevel(logging.WARNING)  # moto logs every request at INFO
     args = _parse_args(argv)
     _install_signal_handlers()

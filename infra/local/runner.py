@@ -44,7 +44,7 @@ class LambdaContext:
     """The attributes handlers (and Powertools) read from a Lambda context."""
 
     def __init__(self, function_name: str, timeout_s: int, memory_mb: int, region: str,
-                 account: str) -> None:
+                 account: str, stopping: threading.Event | None = None) -> None:
         self.function_name = function_name
         self.function_version = "$LATEST"
         self.invoked_function_arn = f"arn:aws:lambda:{region}:{account}:function:{function_name}"
@@ -53,8 +53,12 @@ class LambdaContext:
         self.log_group_name = f"/aws/lambda/{function_name}"
         self.log_stream_name = f"local/{self.aws_request_id}"
         self._deadline = time.monotonic() + timeout_s
+        self._stopping = stopping
 
     def get_remaining_time_in_millis(self) -> int:
+        # Ctrl-C: no time left, so a handler that loops while time remains (the notifier) returns now.
+        if self._stopping is not None and self._stopping.is_set():
+            return 0
         return max(0, int((self._deadline - time.monotonic()) * 1000))
 
 
@@ -157,7 +161,7 @@ class EventSourceRunner:
 
     def _context(self, spec: FunctionSpec, account: str = DEFAULT_ACCOUNT) -> LambdaContext:
         return LambdaContext(f"{self.prefix}-{spec.name}", spec.timeout, spec.memory,
-                             self.region, account)
+                             self.region, account, stopping=self.stop_event)
 
     def poll_once(self, spec: FunctionSpec, wait_seconds: int | None = None) -> int:
         """Receive one batch, invoke the handler, delete what succeeded; returns #records."""
@@ -246,7 +250,10 @@ class EventSourceRunner:
             if spec.queue is not None:
                 self.queue(spec)  # resolve now: a missing queue should fail startup
                 self._spawn(f"sqs:{spec.name}", functools.partial(self.poll_once, spec), 0)
-            if spec.schedule:
+            if spec.schedule and spec.loops:
+                # A looping function (the notifier) runs until its time is nearly out: start the next run at once.
+                self._spawn(f"loop:{spec.name}", functools.partial(self.invoke_scheduled, spec), 0)
+            elif spec.schedule:
                 # Run immediately, then far more often than the deployed rate (a `rate(1 minute)`
                 # every schedule_seconds, slower rates in proportion) so work stuck behind a
                 # failed publish goes out quickly without the 5-minute sweeps flooding the emulator.

@@ -383,6 +383,36 @@ def test_a_full_deploy_wires_outputs_and_secrets_into_the_api_and_prints_its_url
     _assert_no_secret_in("\n".join(printed), [*_secret_values(aws_clients["secretsmanager"], "dev"), DB_URL])
 
 
+def test_a_redeploy_wires_the_previous_websocket_api_into_the_stack_and_the_api(
+        aws_clients: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Chalice creates the WebSocket API after the stack: the first deploy says to deploy again; the next one
+    passes its id to the stack (the notifier's permission and endpoint) and its URL to the API (GET /status)."""
+    from infra import artifacts
+
+    seen: list[dict[str, Any]] = []
+    monkeypatch.setattr(stack, "deploy_stack", lambda cfn, name, url, params, **_: seen.append(
+        {"params": params}) or {"AlertTopicArn": "arn:topic"})
+    monkeypatch.setattr(deploy, "run_migrations", lambda *a: ["head"])
+    monkeypatch.setattr(deploy, "write_api_policy", lambda *a: tmp_path / "policy.json")
+    wss = "wss://ws123.execute-api.us-east-1.amazonaws.com/api/"
+    urls = {"rest_api_id": "abc", "rest_api_url": "https://abc.execute-api.us-east-1.amazonaws.com/api/",
+            "websocket_api_url": wss}
+    monkeypatch.setattr(deploy, "deploy_api", lambda t, c, b, env: seen[-1].update(env=env) or dict(urls))
+    printed: list[str] = []
+    deploy.deploy(_target(tmp_path), environ=ENV, out=printed.append, c=aws_clients)
+    assert "WebSocketApiId" not in seen[0]["params"] and "YMERA_WEBSOCKET_URL" not in seen[0]["env"]
+    assert any("run the deploy again" in line for line in printed)
+
+    bucket = "ymera-dev-artifacts-123456789012-us-east-1"  # what chalice recorded (infra.artifacts keeps it)
+    aws_clients["s3"].put_object(Bucket=bucket, Key=artifacts.CHALICE_STATE_KEY.format(stage="dev"), Body=json.dumps(
+        {"resources": [{"resource_type": "websocket_api", "websocket_api_id": "ws123", "websocket_api_url": wss}]}))
+    printed.clear()
+    deploy.deploy(_target(tmp_path), environ=ENV, out=printed.append, c=aws_clients)
+    assert seen[1]["params"]["WebSocketApiId"] == "ws123"
+    assert seen[1]["env"]["YMERA_WEBSOCKET_URL"] == wss
+    assert f"WebSocket  {wss}" in printed and not any("run the deploy again" in line for line in printed)
+
+
 # --- the dry run against the embedded emulator (moto server), through the CLI -----------------------------------
 
 

@@ -143,3 +143,16 @@ def test_every_runtime_pin_has_a_wheel_for_the_lambda_runtime(arch: str, tmp_pat
         missing = [pin for pin, ok in zip(pins, pool.map(has_wheel, pins), strict=True) if not ok]
     assert len(pinned_names(ROOT / "requirements.txt")) > 10
     assert missing == [], f"no {PLATFORMS[arch]} wheel for CPython {PYTHON_VERSION}: {missing}"
+
+
+def test_the_packaged_api_has_the_websocket_api_and_its_three_routes(sam: tuple[dict[str, Any], Path]) -> None:
+    """Chalice's WebSocket support packages a WebSocket API whose routes invoke app.py's ws_* handlers."""
+    template, _ = sam
+    resources = template["Resources"]
+    assert resources["WebsocketAPI"]["Properties"]["ProtocolType"] == "WEBSOCKET"
+    handlers = {name: r["Properties"]["Handler"] for name, r in resources.items()
+                if r["Type"] == "AWS::Serverless::Function" and name.startswith("Websocket")}
+    assert sorted(handlers.values()) == ["app.ws_connect", "app.ws_disconnect", "app.ws_message"]
+    routes = {r["Properties"]["RouteKey"] for r in resources.values() if r["Type"] == "AWS::ApiGatewayV2::Route"}
+    assert routes == {"$connect", "$default", "$disconnect"}
+    assert "WebsocketConnectEndpointURL" in template["Outputs"]

@@ -25,7 +25,9 @@ from tests.integration.conftest import Api
 from tests.integration.test_api_tasks import SCHEMA_TASK, create_task
 from tests.integration.test_consumer import message, run
 from tests.integration.worker_helpers import user_id
-from tests.integration.workflow_support import make_agent, make_user
+from tests.integration.workflow_support import WorkflowHarness, harness, make_agent, make_user, wf_aws, wf_container
+
+__all__ = ["harness", "wf_aws", "wf_container"]
 
 
 def events_of(db: Database, owner: uuid.UUID, after: int = 0) -> list[Event]:
@@ -303,3 +305,53 @@ def test_purge_deletes_old_events_only_and_ids_keep_counting(db: Database) -> No
     with db.transaction() as session:
         session.execute(update(Task).where(Task.id == task).values(status="processing"))
     assert [e.event_id for e in events_of(db, owner)] == [3, 4]
+
+
+def test_a_real_run_with_an_approval_writes_its_story_in_order(harness: WorkflowHarness) -> None:
+    owner = make_user(harness.db)
+    make_agent(harness.db, owner)
+    workflow = harness.create(owner, {"steps": [
+        {"step_id": "check", "agent_type": "validation", "input_data": {"schema": {"type": "object"}, "payload": {}}},
+        {"step_id": "gate", "type": "approval", "depends_on": ["check"]}]})
+    run_id = harness.start(owner, workflow)
+    harness.drive(lambda: harness.steps(run_id)["gate"].status == "waiting_approval")
+    harness.drive(lambda: harness.status(run_id) == "waiting_approval")
+    harness.approve(run_id, "gate")
+    harness.drive(lambda: harness.status(run_id) == "succeeded")
+    events = events_of(harness.db, owner)
+    assert [e.event_id for e in events] == list(range(1, len(events) + 1))
+    assert all(e.run_id == run_id for e in events)
+    story = [(e.type, e.step_id, e.status) for e in events if e.type != "task.status_changed"]
+    assert story[0] == ("run.status_changed", None, "running")
+    assert story[-1] == ("run.status_changed", None, "succeeded")
+    # the gate's approval request right after its step change, and before the run says it waits
+    gate = story.index(("run.step_changed", "gate", "waiting_approval"))
+    assert story[gate + 1] == ("run.approval_requested", "gate", "waiting_approval")
+    assert story.index(("run.status_changed", None, "waiting_approval")) > gate
+    assert ("run.step_changed", "check", "succeeded") in story[:gate]
+    assert ("run.step_changed", "gate", "succeeded") in story[gate:]
+    # the step's task, tagged with its run and step
+    task_story = [(e.step_id, e.status) for e in events if e.type == "task.status_changed"]
+    assert task_story[-1] == ("check", "completed") and ("check", "processing") in task_story
+
+
+def test_append_and_the_cursor_work_on_sqlite_which_has_no_triggers(tmp_path: Any) -> None:
+    from chalicelib.db.migrate import upgrade
+    from chalicelib.db.session import make_engine
+
+    url = f"sqlite:///{tmp_path / 'e.db'}"
+    upgrade(url)
+    lite = Database(make_engine(url))
+    owner = make_user(lite)
+    add_tasks(lite, owner, 1)  # no trigger: no event
+    hooks = [uuid.uuid4(), uuid.uuid4()]
+    for hook in hooks:
+        with lite.transaction() as session:
+            ledger.append(session, owner, "webhook.disabled", "webhook", hook, "disabled", {"reason": "x"})
+    got = events_of(lite, owner)
+    assert [(e.event_id, e.resource_id) for e in got] == [(1, hooks[0]), (2, hooks[1])]
+    assert got[0].to_json()["resource"] == {"type": "webhook", "id": str(hooks[0])}
+    with lite.transaction() as session:
+        assert ledger.pending_users(session, 5) == [(owner, 0, 2)]
+        assert ledger.advance(session, owner, 0, 2) is True
+    lite.engine.dispose()

@@ -408,7 +408,7 @@ def test_only_provider_backed_functions_read_llm_secrets_and_bedrock_only_on_lis
         raw = [s for p in role["Properties"]["Policies"] for s in p["PolicyDocument"]["Statement"]]
         secrets = sorted(r["Fn::Sub"].rsplit(":secret:", 1)[1] for st in _statements(role)
                          if "secretsmanager:GetSecretValue" in _actions(st) for r in st["Resource"])
-        bedrock = [s for s in raw if "Fn::If" in s]
+        bedrock = [s for s in raw if "Fn::If" in s and s["Fn::If"][0] == "BedrockAllowed"]
         if "llm" in spec.needs:
             assert secrets == ["ymera/${Stage}/database-??????", "ymera/${Stage}/llm/*",
                                "ymera/${Stage}/provider-key-encryption-??????", "ymera/${Stage}/redis-??????"]
@@ -541,10 +541,15 @@ def test_the_api_policy_names_its_account_and_region_and_only_its_own_resources(
                 assert arn.split(":")[4] == "111122223333", arn
                 continue
             assert arn.split(":")[3:5] == ["eu-west-1", "111122223333"], arn
-    # Only the API's own log group (Chalice names the function ymera-<stage>), not every ymera-<stage>-* group.
-    assert _arns(by_sid["WriteOwnLogs"]) == [
-        f"arn:aws:logs:eu-west-1:111122223333:log-group:/aws/lambda/ymera-{stage}",
-        f"arn:aws:logs:eu-west-1:111122223333:log-group:/aws/lambda/ymera-{stage}:*"]
+    # Only the API's own log groups (Chalice names the function ymera-<stage>, and each WebSocket handler
+    # ymera-<stage>-websocket_<route>), not every ymera-<stage>-* group.
+    group = f"arn:aws:logs:eu-west-1:111122223333:log-group:/aws/lambda/ymera-{stage}"
+    ws_groups = [f"{group}-websocket_connect", f"{group}-websocket_message", f"{group}-websocket_disconnect"]
+    assert _arns(by_sid["WriteOwnLogs"]) == [group, f"{group}:*", *ws_groups, *(f"{g}:*" for g in ws_groups)]
+    # The $default handler answers on its own connection: ManageConnections, POST on @connections of stage "api".
+    assert _actions(by_sid["AnswerWebSocketConnections"]) == ["execute-api:ManageConnections"]
+    assert _arns(by_sid["AnswerWebSocketConnections"]) == [
+        "arn:aws:execute-api:eu-west-1:111122223333:*/api/POST/@connections/*"]
     sends = [st for st in policy["Statement"] if "sqs:SendMessage" in _actions(st)]
     assert len(sends) == 1
     assert _arns(sends[0]) == [f"arn:aws:sqs:eu-west-1:111122223333:ymera-{stage}-agent-{t}"
@@ -599,3 +604,21 @@ def test_a_local_run_never_takes_the_deployed_stages_secret_names(tmp_path: Path
     assert "YMERA_QUEUE_PREFIX" in applied
     assert not [name for name in applied if name.endswith("_SECRET_ARN")]
     assert "YMERA_DATABASE_URL_SECRET_ARN" not in os.environ
+
+
+def test_only_the_notifier_may_post_to_websocket_connections_and_only_on_its_api(template: dict[str, Any]) -> None:
+    """execute-api:ManageConnections on the stage's WebSocket API (a parameter: Chalice deploys it after this
+    stack), nothing when it is not given; the management URL reaches the notifier the same way."""
+    assert template["Parameters"]["WebSocketApiId"]["Default"] == ""
+    for spec in manifest.functions():
+        role = template["Resources"][logical_id(spec.name, "Role")]
+        raw = [s for p in role["Properties"]["Policies"] for s in p["PolicyDocument"]["Statement"]]
+        manage = [s["Fn::If"] for s in raw if "Fn::If" in s and s["Fn::If"][0] == "HasWebSocketApi"]
+        env = template["Resources"][logical_id(spec.name, "Function")]["Properties"]["Environment"]["Variables"]
+        if spec.name == "notifier":
+            assert len(manage) == 1 and manage[0][2] == {"Ref": "AWS::NoValue"}
+            assert _actions(manage[0][1]) == ["execute-api:ManageConnections"]
+            assert manage[0][1]["Resource"][0]["Fn::Sub"].endswith(":${WebSocketApiId}/*/*/@connections/*")
+            assert "YMERA_WEBSOCKET_MANAGEMENT_URL" in env
+        else:
+            assert manage == [] and "YMERA_WEBSOCKET_MANAGEMENT_URL" not in env

@@ -216,11 +216,18 @@ def test_main_flows_answer_with_documented_shapes(api: Api, check: Checker) -> N
     assert run([("m1", message(task["id"]))]) == {"batchItemFailures": []}
     done = check.call("GET", "/tasks/{task_id}", task_id=task["id"], expect=200).json_body
     assert done["status"] == "completed" and done["result"] is not None
+    check.call("GET", "/tasks/{task_id}", task_id=task["id"], query={"wait": "5"}, expect=200)  # finished: at once
+    check.call("GET", "/tasks/{task_id}", task_id=task["id"], query={"wait": "0"}, expect=422)
     check.call("POST", "/tasks/{task_id}/cancel", task_id=task["id"], expect=409)
     pending = create_task(api, agent["id"]).json_body
     check.call("POST", "/tasks/{task_id}/cancel", task_id=pending["id"], expect=200)
     check.call("GET", "/tasks", query={"status": "completed", "limit": "10"}, expect=200)
     check.call("GET", "/tasks", query={"status": "bogus"}, expect=422)
+
+    # the event ledger: the tasks above, in order; a bad cursor or limit is 422
+    events = check.call("GET", "/events", query={"after": "0", "limit": "2"}, expect=200).json_body
+    assert [e["event_id"] for e in events["items"]] == [1, 2] and events["has_more"] is True
+    check.call("GET", "/events", query={"after": "-1"}, expect=422)
 
     # feedback on the completed task; a message delivered by a communication agent, read from the inbox
     check.call("POST", "/tasks/{task_id}/feedback", {"rating": 4, "comment": "useful"}, task_id=task["id"],
@@ -290,6 +297,7 @@ def test_main_flows_answer_with_documented_shapes(api: Api, check: Checker) -> N
                      headers={"Idempotency-Key": "run-1"}, expect=202).json_body
     check.call("GET", "/workflows/{workflow_id}/runs", workflow_id=wf["id"], query={"status": "running"}, expect=200)
     check.call("GET", "/runs/{run_id}", run_id=started["id"], expect=200)
+    check.call("GET", "/runs/{run_id}", run_id=started["id"], query={"wait": "21"}, expect=422)
     check.call("POST", "/runs/{run_id}/steps/{step_id}/decision", {"approve": True}, run_id=started["id"],
                step_id="gate", expect=409)
     check.call("POST", "/runs/{run_id}/redrive", run_id=started["id"], expect=409)

@@ -104,6 +104,9 @@ def prepare(case: Any, world: World, mode: GenerationMode, draw: int) -> None:
             case.headers["X-Agent-Id"] = world.ids["external_agent_id"]
     if isinstance(case.body, dict) and isinstance(case.body.get("wait_seconds"), int | float):
         case.body["wait_seconds"] = 0
+    wait = case.query.get("wait") if isinstance(case.query, dict) else None
+    if isinstance(wait, int | float) and not isinstance(wait, bool) and 0 < wait <= 20:
+        case.query["wait"] = 0.01  # GET /tasks/{id}?wait=, GET /runs/{id}?wait=: still a long-poll, briefly
 
 
 def operations(live_url: str) -> list[Any]:

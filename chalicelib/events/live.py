@@ -1,0 +1,121 @@
+"""Events over Redis pub/sub: the notifier publishes each event on its user's channel; a long-poll waits on it
+(docs/events.md, "Long-poll").
+
+Pub/sub is a wake-up call, never the record: a message nobody hears is lost, and that is fine because the
+ledger and the resource rows are the truth. A waiter therefore re-reads the resource when a message for it
+arrives, and also every `recheck_seconds` whatever arrives (the notifier may not be running).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from chalicelib.observability import logger
+
+if TYPE_CHECKING:
+    from chalicelib.events.ledger import Event
+
+T = TypeVar("T")
+#: an event as published (Event.to_json) -> whether it may have changed what the waiter waits for
+Wakes = Callable[[dict[str, Any]], bool]
+
+
+def channel(prefix: str, user_id: uuid.UUID | str) -> str:
+    """`<redis_key_prefix>events:<user_id>`: one channel per user, so a subscriber only hears its own user."""
+    return f"{prefix}events:{user_id}"
+
+
+def publish(redis: Any, prefix: str, event: Event) -> int:
+    """Publish one event (its wire shape, as JSON) on its user's channel; returns how many subscribers heard it."""
+    body = json.dumps(event.to_json(), separators=(",", ":"))
+    return int(redis.publish(channel(prefix, event.user_id), body))
+
+
+class Waiter:
+    """Waits for a resource to be done without holding a database connection: `read` opens and closes its own
+    session each time; between reads this only listens on Redis (or sleeps, without Redis)."""
+
+    def __init__(self, redis: Any, prefix: str, recheck_seconds: float, *,
+                 clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep) -> None:
+        self.redis = redis
+        self.prefix = prefix
+        self.recheck_seconds = recheck_seconds
+        self.clock = clock
+        self.sleep = sleep
+
+    def wait(self, user_id: uuid.UUID, read: Callable[[], T], done: Callable[[T], bool], wakes: Wakes,
+             seconds: float) -> T:
+        """`read()` until `done(value)`, at most `seconds`: re-read when a waking event arrives on the user's
+        channel, and every recheck_seconds regardless; at the deadline, the value as it is then."""
+        deadline = self.clock() + seconds
+        value = read()
+        if done(value):
+            return value
+        subscription = self._subscribe(user_id)
+        try:
+            if subscription is not None:
+                value = read()  # subscribed now: a change committed after this read cannot go unheard
+            while not done(value):
+                now = self.clock()
+                if now >= deadline:
+                    break
+                subscription = self._until(subscription, min(deadline, now + self.recheck_seconds), wakes)
+                value = read()
+            return value
+        finally:
+            if subscription is not None:
+                self._close(subscription)
+
+    def _subscribe(self, user_id: uuid.UUID) -> Any | None:
+        """A subscription whose SUBSCRIBE Redis has confirmed, or None (no Redis, or it is down: poll only)."""
+        if self.redis is None:
+            return None
+        subscription = self.redis.pubsub()
+        try:
+            subscription.subscribe(channel(self.prefix, user_id))
+            confirmed = subscription.get_message(timeout=1.0)
+            if confirmed is None or confirmed.get("type") != "subscribe":
+                raise ConnectionError("no subscribe confirmation")
+            return subscription
+        except Exception as exc:  # noqa: BLE001 - any Redis failure only costs the early answer: poll instead
+            logger.warning("long-poll cannot subscribe; polling the database instead",
+                           extra={"error": type(exc).__name__})
+            self._close(subscription)
+            return None
+
+    def _until(self, subscription: Any | None, until: float, wakes: Wakes) -> Any | None:
+        """Listen until a waking event or `until`; returns the subscription still usable (None once it failed)."""
+        while (remaining := until - self.clock()) > 0:
+            if subscription is None:
+                self.sleep(remaining)
+                return None
+            try:
+                message = subscription.get_message(timeout=remaining)
+            except Exception as exc:  # noqa: BLE001 - as in _subscribe: fall back to the recheck cadence
+                logger.warning("long-poll subscription lost; polling the database instead",
+                               extra={"error": type(exc).__name__})
+                self._close(subscription)
+                subscription = None
+                continue
+            if message is not None and message.get("type") == "message" and _wakes(message.get("data"), wakes):
+                return subscription
+        return subscription
+
+    @staticmethod
+    def _close(subscription: Any) -> None:
+        try:
+            subscription.close()
+        except Exception:  # noqa: BLE001 - closing a broken connection may fail too; it is dropped either way
+            logger.debug("closing a long-poll subscription failed", exc_info=True)
+
+
+def _wakes(data: Any, wakes: Wakes) -> bool:
+    try:
+        event = json.loads(data)
+    except (TypeError, ValueError):
+        return False
+    return isinstance(event, dict) and wakes(event)

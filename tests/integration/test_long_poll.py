@@ -1,0 +1,216 @@
+"""GET /tasks/{id}?wait=N and GET /runs/{id}?wait=N against real Postgres and Redis (docs/events.md, "Long-poll").
+
+The notifier (which publishes every event on its user's Redis channel) is stood in for by `publish_new`: what
+it would publish after a commit. Without it the long-poll still answers, at its next 2 s database re-check.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+from sqlalchemy import update
+
+from chalicelib.container import Container
+from chalicelib.db.session import Database
+from chalicelib.db.types import utcnow
+from chalicelib.db.workflow_models import WorkflowRun
+from chalicelib.events import ledger, live
+from tests.integration.conftest import Api
+from tests.integration.test_api_auth import assert_envelope
+from tests.integration.test_api_tasks import create_task
+from tests.integration.test_consumer import message, run
+from tests.integration.worker_helpers import user_id
+from tests.integration.workflow_support import WorkflowHarness, harness, make_agent, make_user, wf_aws, wf_container
+
+__all__ = ["harness", "wf_aws", "wf_container"]
+
+
+def publish_new(c: Container, owner: uuid.UUID, after: int = 0) -> int:
+    """What the notifier does after a commit: publish the user's new events on their channel."""
+    with c.db.read() as session:
+        events = ledger.list_after(session, owner, after, 500)
+    for event in events:
+        live.publish(c.redis, c.settings.redis_key_prefix, event)
+    return events[-1].event_id if events else after
+
+
+@contextmanager
+def later(delay: float, action: Callable[[], Any]) -> Iterator[threading.Thread]:
+    """Run `action` on another thread after `delay` seconds, while the body runs."""
+    thread = threading.Thread(target=lambda: (time.sleep(delay), action()))
+    thread.start()
+    yield thread
+    thread.join(10)
+
+
+def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
+    started = time.monotonic()
+    result = fn()
+    return result, time.monotonic() - started
+
+
+@pytest.fixture
+def task_of(api: Api, db: Database) -> tuple[str, uuid.UUID]:
+    me = api.signup()
+    task = create_task(api, api.agent()["id"]).json_body
+    return task["id"], user_id(db, me["username"])
+
+
+def test_wait_answers_as_soon_as_the_task_completes(api: Api, container: Container,
+                                                   task_of: tuple[str, uuid.UUID]) -> None:
+    task_id, owner = task_of
+
+    def complete() -> None:
+        assert run([("m1", message(task_id))]) == {"batchItemFailures": []}
+        publish_new(container, owner)
+
+    with later(0.5, complete):
+        r, elapsed = timed(lambda: api.call("GET", f"/tasks/{task_id}?wait=10"))
+    assert r.status_code == 200 and r.json_body["status"] == "completed"
+    assert r.json_body["result"]["status"] == "completed"  # fresh: the result written with the status
+    # woken by the channel: well before the 2 s database re-check, let alone the 10 s wait
+    assert 0.5 <= elapsed < 1.5, elapsed
+
+
+def test_without_a_notifier_the_database_recheck_answers(api: Api, task_of: tuple[str, uuid.UUID]) -> None:
+    task_id, _ = task_of
+    with later(0.5, lambda: run([("m1", message(task_id))])):
+        r, elapsed = timed(lambda: api.call("GET", f"/tasks/{task_id}?wait=10"))
+    assert r.json_body["status"] == "completed"
+    assert 1.9 <= elapsed < 3.5, elapsed  # the re-check after 2 s, not the 10 s deadline
+
+
+def test_after_n_seconds_it_answers_with_the_current_state(api: Api, task_of: tuple[str, uuid.UUID]) -> None:
+    task_id, _ = task_of
+    r, elapsed = timed(lambda: api.call("GET", f"/tasks/{task_id}?wait=1"))
+    assert r.status_code == 200 and r.json_body["status"] == "queued"
+    assert 1.0 <= elapsed < 1.8, elapsed
+
+
+def test_a_finished_task_answers_at_once(api: Api, task_of: tuple[str, uuid.UUID]) -> None:
+    task_id, _ = task_of
+    run([("m1", message(task_id))])
+    r, elapsed = timed(lambda: api.call("GET", f"/tasks/{task_id}?wait=20"))
+    assert r.json_body["status"] == "completed" and elapsed < 0.5, elapsed
+
+
+def test_waiting_holds_no_database_connection(api: Api, db: Database, task_of: tuple[str, uuid.UUID]) -> None:
+    task_id, _ = task_of
+    held: list[int] = []
+
+    def sample() -> None:
+        time.sleep(0.3)  # past the reads at the start
+        while len(held) < 20:  # until ~1.3 s: before the read at the 1.5 s deadline
+            held.append(db.engine.pool.checkedout())  # type: ignore[attr-defined]
+            time.sleep(0.05)
+
+    with later(0, sample):
+        r = api.call("GET", f"/tasks/{task_id}?wait=1.5")
+    assert r.json_body["status"] == "queued"
+    assert len(held) == 20 and max(held) == 0, held
+
+
+def test_another_users_task_is_404_at_once(api: Api, other_api: Api, task_of: tuple[str, uuid.UUID]) -> None:
+    task_id, _ = task_of
+    other_api.signup()
+    r, elapsed = timed(lambda: other_api.call("GET", f"/tasks/{task_id}?wait=5"))
+    assert_envelope(r, 404, "NOT_FOUND")
+    assert elapsed < 0.5
+
+
+@pytest.mark.parametrize("wait", ["0", "21", "abc", "-1", "", "20.5"])
+@pytest.mark.parametrize("route", ["/tasks", "/runs"])
+def test_a_bad_wait_is_422(api: Api, route: str, wait: str) -> None:
+    api.signup()
+    error = assert_envelope(api.call("GET", f"{route}/{uuid.uuid4()}?wait={wait}"), 422, "VALIDATION_ERROR")
+    assert error["details"]["errors"][0]["loc"] == ["query", "wait"]
+
+
+def test_unknown_query_parameters_are_422(api: Api, task_of: tuple[str, uuid.UUID]) -> None:
+    task_id, _ = task_of
+    assert_envelope(api.call("GET", f"/tasks/{task_id}?wiat=5"), 422, "VALIDATION_ERROR")
+
+
+def test_only_events_of_the_resource_cause_a_re_read(container: Container) -> None:
+    """The waiter listens on the user's channel; an event of another task there costs no database read."""
+    owner, task_id, other = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    reads: list[float] = []
+    waiter = container.long_poll.waiter
+    prefix = container.settings.redis_key_prefix
+
+    def publish(resource: uuid.UUID) -> None:
+        event = ledger.Event(owner, 1, "task.status_changed", "task", resource, None, None, "completed",
+                             utcnow(), {})
+        assert live.publish(container.redis, prefix, event) == 1  # the waiter is subscribed
+
+    def read() -> str:
+        reads.append(time.monotonic())
+        return "waiting"
+
+    def wakes(event: dict[str, Any]) -> bool:
+        return bool(event["resource"]["id"] == str(task_id))
+
+    def events() -> None:
+        publish(other)
+        time.sleep(0.2)
+        publish(task_id)
+
+    with later(0.3, events):
+        started = time.monotonic()
+        assert waiter.wait(owner, read, lambda v: False, wakes, 1.5) == "waiting"
+    # the first read, the one after subscribing, then one for task_id's event at ~0.5 s (not at 0.3 s for
+    # the other task's), then the deadline's
+    assert len(reads) == 4
+    assert 0.45 <= reads[2] - started < 0.9 and reads[3] - started >= 1.5
+
+
+def test_without_redis_it_polls_the_database(db: Database) -> None:
+    waiter = live.Waiter(None, "p:", recheck_seconds=0.2)
+    reads: list[int] = []
+
+    def read() -> int:
+        reads.append(1)
+        return len(reads)
+
+    value, elapsed = timed(lambda: waiter.wait(uuid.uuid4(), read, lambda n: n >= 3, lambda e: True, 5))
+    assert value == 3 and 0.35 <= elapsed < 1.0
+
+
+def test_a_run_wait_answers_when_the_run_waits_for_approval(harness: WorkflowHarness) -> None:
+    owner = make_user(harness.db)
+    make_agent(harness.db, owner)
+    workflow = harness.create(owner, {"steps": [
+        {"step_id": "check", "agent_type": "validation",
+         "input_data": {"schema": {"type": "object"}, "payload": {}}},
+        {"step_id": "gate", "type": "approval", "depends_on": ["check"]}]})
+    run_id = harness.start(owner, workflow)
+    c = harness.c
+    seen = publish_new(c, owner)
+
+    def gate() -> None:  # what the workflow control consumer does when the approval state is reached
+        with c.db.transaction() as session:
+            session.execute(update(WorkflowRun).where(WorkflowRun.id == run_id).values(status="waiting_approval"))
+        publish_new(c, owner, seen)
+
+    with later(0.5, gate):
+        got, elapsed = timed(lambda: c.long_poll.run(owner, run_id, 10))
+    assert got.status == "waiting_approval" and 0.5 <= elapsed < 1.5, elapsed
+    got, elapsed = timed(lambda: c.long_poll.run(owner, run_id, 10))
+    assert got.status == "waiting_approval" and elapsed < 0.5  # already there: at once
+
+
+def test_a_run_wait_answers_with_the_running_run_after_n(harness: WorkflowHarness) -> None:
+    owner = make_user(harness.db)
+    make_agent(harness.db, owner)
+    workflow = harness.create(owner, {"steps": [
+        {"step_id": "check", "agent_type": "validation",
+         "input_data": {"schema": {"type": "object"}, "payload": {}}}]})
+    run_id = harness.start(owner, workflow)
+    got, elapsed = timed(lambda: harness.c.long_poll.run(owner, run_id, 1))
+    assert got.status == "running" and 1.0 <= elapsed < 1.8, elapsed
