@@ -78,6 +78,8 @@ class Page:
         page.on("console", self._console)
         page.on("response", lambda r: self.requests.append((r.request.method, r.url, r.status)))
         page.on("dialog", lambda dialog: dialog.accept())  # the console confirms deletes, rotations, redrives
+        self.ws_frames: list[str] = []  # what the notification WebSocket delivered
+        page.on("websocket", lambda ws: ws.on("framereceived", lambda frame: self.ws_frames.append(str(frame))))
         page.set_default_timeout(15_000)
 
     def _console(self, msg: Any) -> None:

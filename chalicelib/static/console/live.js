@@ -27,21 +27,15 @@ export function watch(topic, refresh, { pollMs = POLL_MS } = {}) {
   w.tick = tick;
   w.timer = setInterval(tick, socketState === "open" ? Math.max(pollMs, SAFETY_POLL_MS) : pollMs);
   watchers.add(w);
-  if (socketState === "open") subscribe(topic);
   return () => { clearInterval(w.timer); watchers.delete(w); };
 }
 
 function matches(topic, ev) {
   if (topic.task_ids && !(ev.resource?.type === "task" && topic.task_ids.includes(ev.resource.id))) return false;
-  if (topic.run_ids && !topic.run_ids.includes(ev.run_id)) return false;
+  const run = ev.run_id ?? (ev.resource?.type === "run" ? ev.resource.id : null);
+  if (topic.run_ids && !topic.run_ids.includes(run)) return false;
   if (topic.types && !topic.types.includes(ev.type)) return false;
   return true;
-}
-
-function subscribe(topic) {
-  const msg = { action: "subscribe" };
-  for (const k of ["task_ids", "run_ids", "types"]) if (topic[k]) msg[k] = topic[k];
-  if (Object.keys(msg).length > 1 && socket?.readyState === WebSocket.OPEN) socket.send(JSON.stringify(msg));
 }
 
 function retime(socketOpen) {
@@ -57,13 +51,20 @@ export async function connect(accessToken) {
   socketState = "connecting";
   const u = new URL(url);
   u.searchParams.set("token", accessToken());
-  u.searchParams.set("last_event_id", String(lastEventId));
+  // First connect: live from now (the pages have just read their state). A reconnect resumes after the last
+  // event seen, so nothing that happened while it was down is missed.
+  if (lastEventId > 0) u.searchParams.set("last_event_id", String(lastEventId));
   socket = new WebSocket(u);
-  socket.addEventListener("open", () => { socketState = "open"; retime(true); watchers.forEach((w) => subscribe(w.topic)); });
+  // No server-side subscribe: one subscribe replaces the previous one on a connection, and pages hold several
+  // watches with different filters. Every event of the user arrives; matches() filters here.
+  socket.addEventListener("open", () => { socketState = "open"; retime(true); });
   socket.addEventListener("message", (m) => {
     let ev;
     try { ev = JSON.parse(m.data); } catch { return; }
-    if (ev.event_id) lastEventId = Math.max(lastEventId, Number(ev.event_id) || 0);
+    if (!ev || typeof ev.type !== "string" || ev.type.startsWith("ws.")) return; // replies and notices
+    const id = Number(ev.event_id) || 0;
+    if (id && id <= lastEventId) return; // at-least-once delivery: seen already
+    lastEventId = Math.max(lastEventId, id);
     for (const w of watchers) if (matches(w.topic, ev)) w.tick();
   });
   socket.addEventListener("close", () => {
