@@ -308,8 +308,12 @@ def test_an_external_agent_shows_its_key_once_rotates_it_and_its_queued_task_can
     p.get_by_text("No agents yet: create one below.").wait_for()
 
 
-def test_the_task_list_shows_new_tasks_and_their_status_changes_live(console: Console, page: Page) -> None:
+@pytest.mark.parametrize("transport", ["websocket", "polling"])
+def test_the_task_list_shows_new_tasks_and_their_status_changes_live(console: Console, page: Page,
+                                                                     transport: str) -> None:
     p = page.page
+    if transport == "polling":  # the notification WebSocket refuses every connection: the console polls
+        p.route_web_socket(re.compile(".*"), lambda ws: ws.close(code=1011, reason="test: socket down"))
     name = unique("liv")
     sign_up(page, console, name)
     base = console.runtime.base
@@ -328,4 +332,6 @@ def test_the_task_list_shows_new_tasks_and_their_status_changes_live(console: Co
                                       "input_data": {"schema": {"type": "object"}, "payload": {}}}, timeout=10)
     assert r.status_code == 202, r.text
     row = p.get_by_role("row", name=re.compile("sent by a script"))
-    row.locator("[data-status='completed']").wait_for(timeout=30_000)
+    row.locator("[data-status='completed']").wait_for(timeout=10_000)  # well before the 15 s safety poll
+    delivered = any('"task.status_changed"' in f for f in page.ws_frames)
+    assert delivered == (transport == "websocket"), page.ws_frames[:5]
