@@ -22,7 +22,10 @@ MAX_AGE = "600"
 
 
 def cors_middleware(request: Request, get_response: Callable[[Request], Response]) -> Response:
-    allowed = get_container().settings.cors_origins
+    settings = get_container().settings
+    if not settings.console_cors_origins:  # the default: nothing to parse, nothing to add
+        return get_response(request)
+    allowed = settings.cors_origins
     headers_in = request.headers
     origin = str(headers_in.get("origin") or "").rstrip("/") if headers_in is not None else ""
     if not allowed or origin not in allowed:
