@@ -10,6 +10,8 @@ from chalicelib.api import (
     agents,
     audit,
     auth,
+    console,
+    cors,
     docs,
     engines,
     events,
@@ -62,7 +64,10 @@ ws_connect = app.on_ws_connect(name="ws_connect")(websocket.ws_connect)
 ws_message = app.on_ws_message(name="ws_message")(websocket.ws_message)
 ws_disconnect = app.on_ws_disconnect(name="ws_disconnect")(websocket.ws_disconnect)
 app.register_blueprint(docs.bp)  # GET /openapi.json, /docs (routes documented in chalicelib/api/spec.py)
+app.register_blueprint(console.bp)  # GET /console: the web console (docs/console.md)
 # Outermost: Chalice's own answers (405, 415) and anything raised outside a view use the error envelope.
 app.register_middleware(envelope_middleware, "http")
+# CORS only for origins in YMERA_CONSOLE_CORS_ORIGINS (empty: none); answers their preflights before routing.
+app.register_middleware(cors.cors_middleware, "http")
 # Log context, rate limiting (X-RateLimit-* / 429) and request metrics around every route.
 app.register_middleware(middleware.http_middleware, "http")

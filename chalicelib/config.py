@@ -403,6 +403,17 @@ class Settings(BaseSettings):
     #: the sender waits at most this long for a NOTIFY before it looks for due retries again.
     webhook_sender_poll_seconds: float = Field(default=1.0, gt=0, le=60)
 
+    # Web console (issue 13; docs/console.md): static pages under /console (chalicelib/api/console.py), same
+    # origin as the API. A console served from another origin needs that origin here: comma-separated exact
+    # origins ("https://console.example.com"), empty by default = no CORS headers at all (chalicelib/api/cors.py).
+    console_cors_origins: str = ""
+    #: extra connect-src origins in the console's Content-Security-Policy (e.g. the WebSocket API's wss:// URL).
+    console_connect_src: str = ""
+
+    @property
+    def cors_origins(self) -> frozenset[str]:
+        return frozenset(o.strip().rstrip("/") for o in self.console_cors_origins.split(",") if o.strip())
+
     @field_validator("stage")
     @classmethod
     def _stage_lower(cls, value: str) -> str:

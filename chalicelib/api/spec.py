@@ -403,6 +403,12 @@ ROUTES: dict[tuple[str, str], RouteSpec] = {
     ("GET", "/docs/assets/{name}"): RouteSpec(
         "A static asset of the docs page", "docs", TEXT, auth="none",
         media_types=("application/javascript", "text/css", "text/plain")),
+    # --- the web console (docs/console.md) ----------------------------------------------------------------------
+    ("GET", "/console"): RouteSpec("The web console (a page of ES modules, no external assets)", "docs", TEXT,
+                                   auth="none", media_types=("text/html",)),
+    ("GET", "/console/assets/{name}"): RouteSpec(
+        "A static asset of the web console", "docs", TEXT, auth="none",
+        media_types=("application/javascript", "text/css", "image/svg+xml", "text/plain")),
 }
 
 TAGS: dict[str, str] = {

@@ -366,9 +366,9 @@ def test_main_flows_answer_with_documented_shapes(api: Api, check: Checker) -> N
     check.call("POST", "/auth/logout", token=admin, expect=204)
     check.call("GET", "/agents", token=admin, expect=401)
 
-    assert {(m, r) for m, r, _ in check.seen} == served_routes(app) - {("GET", "/docs"),
-                                                                       ("GET", "/docs/assets/{name}")}, \
-        "a route added since this test was written: drive it above (test_docs_* cover the docs page)"
+    static = {("GET", "/docs"), ("GET", "/docs/assets/{name}"), ("GET", "/console"), ("GET", "/console/assets/{name}")}
+    assert {(m, r) for m, r, _ in check.seen} == served_routes(app) - static, \
+        "a route added since this test was written: drive it above (test_docs_* and test_console_* cover pages)"
 
 
 def test_probing_every_documented_operation_gets_documented_answers(api: Api, check: Checker,
