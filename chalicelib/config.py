@@ -402,6 +402,9 @@ class Settings(BaseSettings):
     webhook_sender_reserve_seconds: float = Field(default=10.0, ge=0, le=60)
     #: the sender waits at most this long for a NOTIFY before it looks for due retries again.
     webhook_sender_poll_seconds: float = Field(default=1.0, gt=0, le=60)
+    #: finished deliveries (and their attempts) older than this are purged, a batch per sender invocation.
+    webhook_delivery_retention_days: int = Field(default=30, ge=1, le=365)
+    webhook_delivery_purge_batch: int = Field(default=5000, ge=1, le=100_000)
 
     # Web console (issue 13; docs/console.md): static pages under /console (chalicelib/api/console.py), same
     # origin as the API. A console served from another origin needs that origin here: comma-separated exact

@@ -1,10 +1,12 @@
 """Looping webhook sender (chalicelib/webhooks/loop.py): claims due deliveries, POSTs them signed, retries.
 
 Scheduled every minute on AWS and runs until `webhook_sender_reserve_seconds` of its invocation remain;
-a NOTIFY from the notifier's sink wakes it at once, due retries are looked for every second."""
+a NOTIFY from the notifier's sink wakes it at once, due retries are looked for every second. Each invocation
+first purges a batch of finished deliveries past their retention."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from chalicelib.container import get_container
@@ -17,6 +19,9 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, int]:
     container = get_container()
     s = container.settings
     sender = container.webhook_sender
+    purged = sender.purge(timedelta(days=s.webhook_delivery_retention_days), s.webhook_delivery_purge_batch)
+    if purged:
+        logger.info("webhook deliveries purged", extra={"purged": purged})
     listener = loop.listener_for(sender, s.notifier_listen_url)
     try:
         report = loop.run(sender, lambda: context.get_remaining_time_in_millis() / 1000,

@@ -77,6 +77,8 @@ class WebhookDelivery(Base):
         # per user, what is in flight (claimed rows are few: at most the senders' queues)
         Index("ix_webhook_deliveries_user_id_claimed_until", "user_id", "claimed_until",
               postgresql_where=text("claimed_until IS NOT NULL"), sqlite_where=text("claimed_until IS NOT NULL")),
+        # the retention purge deletes finished deliveries by age across users
+        Index("ix_webhook_deliveries_created_at", "created_at"),
         # the delivery log's keyset pages: (created_at, id) < cursor is a range on this index
         Index("ix_webhook_deliveries_webhook_id_created_at_id", "webhook_id", "created_at", "id"),
     )

@@ -1,4 +1,5 @@
-"""Which due deliveries a sender takes (chalicelib/webhooks/sender.py locks them FOR UPDATE SKIP LOCKED).
+"""Which due deliveries a sender takes (chalicelib/webhooks/sender.py locks them FOR UPDATE SKIP LOCKED), and
+the retention purge of finished ones.
 
 Fair across users: every user's oldest due row before anyone's second, none over the per-user in-flight bound.
 On Postgres, users with pending rows are found by a loose index scan and each one's in-flight count and oldest
@@ -14,7 +15,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select, text, update
+from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.orm import Session
 
 from chalicelib.db.webhook_models import Webhook as W
@@ -72,3 +73,11 @@ def abandon_orphans(session: Session, now: datetime) -> None:
         update(D).where(D.status == "pending", D.webhook_id.in_(select(W.id).where(W.status != "active")))
         .values(status="abandoned", next_attempt_at=None, claimed_until=None, updated_at=now,
                 last_error="the webhook is disabled").execution_options(synchronize_session=False))
+
+
+def purge(session: Session, older_than: datetime, batch: int) -> int:
+    """Delete up to `batch` finished deliveries (attempts go with them) created before `older_than`; pending
+    ones stay whatever their age (their retry window ends them first)."""
+    old = select(D.id).where(D.created_at < older_than, D.status != "pending").limit(batch).scalar_subquery()
+    result: Any = session.execute(delete(D).where(D.id.in_(old)).execution_options(synchronize_session=False))
+    return int(result.rowcount or 0)

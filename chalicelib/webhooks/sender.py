@@ -303,6 +303,10 @@ class WebhookSender:
                     now, except_id=row.id)
             report.disabled.append(hook.id)
 
+    def purge(self, retention: timedelta, batch: int) -> int:
+        with self.db.transaction() as session:
+            return claims.purge(session, self.clock() - retention, batch)
+
     def pool(self) -> ThreadPoolExecutor:
         if self._pool is None:
             self._pool = ThreadPoolExecutor(self.config.threads, thread_name_prefix="webhook-send")

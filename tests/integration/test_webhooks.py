@@ -743,3 +743,24 @@ def test_the_readmes_receiver_accepts_a_real_delivery_and_refuses_a_forged_one(
         out, _ = proc.communicate(timeout=5)
     assert f"None webhook.test webhook {hook['id'][:8]} test" in out
     assert "refused: no valid signature" in out
+
+
+def test_finished_deliveries_past_their_retention_are_purged_pending_ones_stay(
+        container: Container, api: Api, receiver: Receiver) -> None:
+    api.signup()
+    hook = subscribe(api, receiver.url)
+    uid = user_of(container, api)
+    fan(container, uid, [FakeEvent(i) for i in range(1, 5)])
+    receiver.script = [Answer(200), Answer(404), Answer(500), Answer(200)]
+    container.webhook_sender.run_once()
+    statuses = sorted(d["status"] for d in deliveries(api, hook["id"]))
+    assert statuses == ["failed", "pending", "succeeded", "succeeded"]
+    young = next(d["id"] for d in deliveries(api, hook["id"]) if d["status"] == "succeeded")
+    with container.db.transaction() as session:  # all but one succeeded delivery are 40 days old
+        for row in session.scalars(select(WebhookDelivery).where(WebhookDelivery.id != uuid.UUID(young))):
+            row.created_at = utcnow() - timedelta(days=40)
+    assert container.webhook_sender.purge(timedelta(days=30), 100) == 2  # the old succeeded and failed ones
+    left = {d["id"]: d["status"] for d in deliveries(api, hook["id"])}
+    assert left.pop(young) == "succeeded"
+    assert list(left.values()) == ["pending"]  # the old pending one is still being retried
+    assert container.webhook_sender.purge(timedelta(days=30), 100) == 0

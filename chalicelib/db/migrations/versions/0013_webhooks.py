@@ -65,6 +65,7 @@ def upgrade() -> None:
     op.create_index("ix_webhook_deliveries_user_id_claimed_until", "webhook_deliveries", ["user_id", "claimed_until"],
                     postgresql_where=sa.text("claimed_until IS NOT NULL"),
                     sqlite_where=sa.text("claimed_until IS NOT NULL"))
+    op.create_index("ix_webhook_deliveries_created_at", "webhook_deliveries", ["created_at"])
     op.create_index("ix_webhook_deliveries_webhook_id_created_at_id", "webhook_deliveries",
                     ["webhook_id", "created_at", "id"])
     op.create_table(
