@@ -28,6 +28,7 @@ SHOTS = ROOT / "docs" / "console"
 #: short enough that a test outlives several access tokens: the console must refresh them silently.
 ACCESS_TTL_SECONDS = 4
 PASSWORD = "correct horse battery"
+WEBHOOK_RETRY_BASE_SECONDS = 3
 
 
 def require_browser() -> Any:
@@ -114,7 +115,9 @@ def console_fixture(pg_url: str, redis_url: str) -> Iterator[Console]:
     logs = Path(tempfile.mkdtemp(prefix="ymera-console-"))
     runtime = Runtime(logs, {"DATABASE_URL": pg_url, "REDIS_URL": redis_url,
                              "YMERA_REDIS_KEY_PREFIX": f"{REDIS_PREFIX}console:",
-                             "YMERA_ACCESS_TOKEN_TTL_SECONDS": str(ACCESS_TTL_SECONDS)})
+                             "YMERA_ACCESS_TOKEN_TTL_SECONDS": str(ACCESS_TTL_SECONDS),
+                             # a webhook's retry 1.5-3 s after a 500 (not 5-10 s): the page shows the retry
+                             "YMERA_WEBHOOK_RETRY_BASE_SECONDS": str(WEBHOOK_RETRY_BASE_SECONDS)})
     try:
         runtime.wait_ready()
         with sync_api.sync_playwright() as pw:

@@ -22,6 +22,7 @@ from tests.e2e.browser import (  # noqa: F401 - fixtures used by name
     sign_in,
     sign_up,
 )
+from tests.integration.webhook_support import Answer, docs_verify, receiving
 
 pytestmark = pytest.mark.e2e
 
@@ -336,3 +337,108 @@ def test_the_task_list_shows_new_tasks_and_their_status_changes_live(console: Co
     row.locator("[data-status='completed']").wait_for(timeout=10_000)  # well before the 15 s safety poll
     delivered = any('"task.status_changed"' in f for f in page.ws_frames)
     assert delivered == (transport == "websocket"), page.ws_frames[:5]
+
+
+def test_a_webhook_is_created_with_its_secret_once_tested_retried_redelivered_rotated_and_deleted(
+        console: Console, page: Page) -> None:
+    p = page.page
+    name = unique("hk")
+    sign_up(page, console, name)
+    go(p, "Webhooks")
+    p.get_by_text("No webhooks yet: create one below.").wait_for()
+    verify = docs_verify()
+
+    # GIVEN a URL the stage refuses THEN the API's code is shown
+    p.get_by_label("URL").fill("http://169.254.169.254/latest")
+    p.get_by_role("button", name="Create webhook").click()
+    assert "WEBHOOK_URL_REFUSED" in p.get_by_role("alert").inner_text()
+
+    with receiving() as receiver:  # a receiver on loopback (allowed on development stages): 500 once, then 200
+        receiver.script = [Answer(500, body=b"try again")]
+        # WHEN a subscription to it is created THEN its secret is shown once, with a copy button
+        p.get_by_label("URL").fill(receiver.url)
+        p.get_by_label("All (*)").check()
+        assert p.get_by_label("run.step_changed").is_disabled()  # "*" stands alone
+        p.get_by_label("Description").fill("console test")
+        p.get_by_role("button", name="Create webhook").click()
+        secret = p.locator("code.key").inner_text()
+        assert secret.startswith("whsec_") and p.get_by_role("button", name="Copy secret").count() == 1
+        row = p.get_by_role("row", name=receiver.url)
+        row.locator("[data-status='active']").wait_for()
+        assert "*" in row.inner_text() and "console test" in row.inner_text()
+        page.check_page("webhooks")
+        go(p, "Overview")
+        go(p, "Webhooks")
+        p.get_by_role("link", name=receiver.url).click()
+        p.get_by_text("No deliveries yet: send a test event.").wait_for()
+        assert p.locator("code.key").count() == 0  # shown once: gone after leaving the page
+
+        # WHEN a test event is sent THEN the log shows its 500 attempt and a scheduled retry, then the retry's 200
+        loads = len(page.requests)
+        p.get_by_role("button", name="Send test event").click()
+        p.get_by_text("Test event sent: 500 (a retry is scheduled).").wait_for()  # the request's own attempt
+        delivery = p.locator("tr[data-delivery]").first
+        first_attempt = delivery.locator("table tbody tr").first
+        first_attempt.get_by_role("cell", name="500", exact=True).wait_for()
+        assert "try again" in first_attempt.inner_text()  # the answer's start is kept
+        assert first_attempt.locator("td").last.inner_text() != "—"  # when its retry was scheduled
+        p.locator("tr[data-delivery][data-status='succeeded']").wait_for(timeout=20_000)
+        assert not [r for r in page.requests[loads:] if r[1].endswith("/console")], "the page was reloaded"
+        codes = delivery.locator("table tbody tr td:nth-child(3)").all_inner_texts()
+        assert codes == ["500", "200"], codes
+        first, second = receiver.wait_for(2)
+        assert first.headers["webhook-id"] == second.headers["webhook-id"]
+        assert verify(secret, second.headers, second.body)["type"] == "webhook.test"
+        page.check_page("webhook")
+
+        # WHEN the secret is rotated THEN a new one is shown once, and a redelivery is signed with it
+        p.get_by_role("button", name="Rotate secret").click()
+        p.get_by_text("New secret issued.").wait_for()
+        rotated = p.locator("code.key").inner_text()
+        assert rotated.startswith("whsec_") and rotated != secret
+        delivery.get_by_role("button", name=re.compile("^Redeliver")).click()
+        p.get_by_text(re.compile("^Redelivered: attempt 3 answered 200")).wait_for()
+        delivery.locator("table tbody tr").nth(2).wait_for()
+        third = receiver.wait_for(3)[2]
+        assert verify(rotated, third.headers, third.body)["type"] == "webhook.test"
+        assert verify(secret, third.headers, third.body)  # the old one still signs during its grace period
+
+        # the log pages with cursors (10 a page): ten more test events, sent by a script as the same user
+        base = console.runtime.base
+        token = requests.post(f"{base}/auth/login", json={"username": name, "password": PASSWORD},
+                              timeout=10).json()["access_token"]
+        hook_id = p.evaluate("location.hash").rsplit("/", 1)[1]
+        for _ in range(10):
+            r = requests.post(f"{base}/webhooks/{hook_id}/test", headers={"Authorization": f"Bearer {token}"},
+                              timeout=10)
+            assert r.status_code == 200 and r.json()["status"] == "succeeded", r.text
+        p.get_by_label("Delivery status").select_option("succeeded")
+        p.get_by_role("button", name="Apply").click()
+        p.locator("tr[data-delivery]").nth(9).wait_for()
+        assert p.locator("tr[data-delivery]").count() == 10
+        p.get_by_role("button", name="Next").click()
+        p.get_by_text("page 2").wait_for()
+        assert p.locator("tr[data-delivery]").count() == 1
+        assert p.locator("tr[data-delivery] table tbody tr").count() == 3  # the first one, with its 3 attempts
+        p.get_by_role("button", name="Previous").click()
+        p.get_by_text("page 1").wait_for()
+        p.get_by_label("Delivery status").select_option("failed")
+        p.get_by_role("button", name="Apply").click()
+        p.get_by_text("No failed deliveries.").wait_for()
+
+        # edit: only task.status_changed from now on, and disabled by its owner
+        p.get_by_label("All (*)").uncheck()
+        p.get_by_label("task.status_changed").check()
+        p.get_by_label("Status", exact=True).select_option("disabled")
+        p.get_by_role("button", name="Save").click()
+        p.get_by_text("Saved.").wait_for()
+        assert "task.status_changed · failures in a row 0 · disabled: disabled by its owner" in \
+            p.locator("main").inner_text()
+
+    # the list shows it disabled with its reason; deleting it (confirmed) leaves the list empty again
+    p.get_by_role("link", name="← Webhooks").click()
+    row = p.get_by_role("row", name=receiver.url)
+    row.locator("[data-status='disabled']").wait_for()
+    assert "disabled by its owner" in row.inner_text()
+    row.get_by_role("button", name=re.compile("^Delete")).click()
+    p.get_by_text("No webhooks yet: create one below.").wait_for()

@@ -100,3 +100,12 @@ def test_the_csp_allows_the_notification_websocket_origin_and_nothing_broader() 
     assert "connect-src 'self' wss://abc.execute-api.eu-west-1.amazonaws.com https://x.test;" in \
         console.content_security_policy("https://x.test", "wss://abc.execute-api.eu-west-1.amazonaws.com/prod")
     assert "connect-src 'self';" in console.content_security_policy("", "javascript:alert(1)")
+
+
+def test_the_webhooks_page_offers_exactly_the_ledgers_event_types() -> None:
+    from chalicelib.events.ledger import EVENT_TYPES
+
+    text = (console.ASSET_DIR / "page-webhooks.js").read_text(encoding="utf-8")
+    found = re.search(r"export const EVENT_TYPES = \[([^\]]*)\];", text)
+    assert found is not None, "page-webhooks.js no longer declares EVENT_TYPES"
+    assert re.findall(r'"([^"]+)"', found.group(1)) == list(EVENT_TYPES)

@@ -8,6 +8,7 @@ import { overviewPage } from "./page-overview.js";
 import { agentsPage, agentPage } from "./page-agents.js";
 import { tasksPage, taskPage } from "./page-tasks.js";
 import { workflowsPage, workflowPage, runPage, approvalsPage } from "./page-workflows.js";
+import { webhooksPage, webhookPage } from "./page-webhooks.js";
 import { adminUsersPage, adminAuditPage, adminDlqPage, adminCachePage } from "./page-admin.js";
 
 // Adding a page: one entry here (pattern, title, render, nav label or null, admin-only?). docs/console.md.
@@ -21,6 +22,8 @@ const ROUTES = [
   ["/workflows/:id", "Workflow", workflowPage],
   ["/runs/:id", "Run", runPage],
   ["/approvals", "Approvals", approvalsPage, "Approvals"],
+  ["/webhooks", "Webhooks", webhooksPage, "Webhooks"],
+  ["/webhooks/:id", "Webhook", webhookPage],
   ["/admin/users", "Users", adminUsersPage, "Users", true],
   ["/admin/audit", "Audit log", adminAuditPage, "Audit log", true],
   ["/admin/dlq", "Dead-letter queues", adminDlqPage, "DLQs", true],
