@@ -10,6 +10,8 @@ from chalicelib.api import (
     agents,
     audit,
     auth,
+    console,
+    cors,
     docs,
     engines,
     events,
@@ -22,6 +24,7 @@ from chalicelib.api import (
     provider_keys,
     tasks,
     users,
+    webhooks,
     websocket,
     workers,
     workflows,
@@ -52,6 +55,7 @@ app.register_blueprint(producer_keys.bp)  # POST/GET/DELETE /producer-keys: even
 app.register_blueprint(workflows.bp)  # /workflows, /runs: pipelines on Step Functions (docs/workflows-api.md)
 app.register_blueprint(engines.bp)  # GET /engines, POST /engines/{name}: analytics, performance, ... (docs/engines.md)
 app.register_blueprint(events.bp)  # GET /events: the caller's event ledger after a cursor (docs/events.md)
+app.register_blueprint(webhooks.bp)  # /webhooks: signed, retried deliveries with a log (docs/webhooks.md)
 app.register_blueprint(workers.bp)  # external agents: lease, heartbeat, complete/fail; agent status
 # Live events (docs/websocket.md): API Gateway WebSocket routes. Not a blueprint (chalicelib.api.websocket says
 # why); the module-level names are the Lambda handlers Chalice packages ("app.ws_connect", ...).
@@ -60,7 +64,10 @@ ws_connect = app.on_ws_connect(name="ws_connect")(websocket.ws_connect)
 ws_message = app.on_ws_message(name="ws_message")(websocket.ws_message)
 ws_disconnect = app.on_ws_disconnect(name="ws_disconnect")(websocket.ws_disconnect)
 app.register_blueprint(docs.bp)  # GET /openapi.json, /docs (routes documented in chalicelib/api/spec.py)
+app.register_blueprint(console.bp)  # GET /console: the web console (docs/console.md)
 # Outermost: Chalice's own answers (405, 415) and anything raised outside a view use the error envelope.
 app.register_middleware(envelope_middleware, "http")
+# CORS only for origins in YMERA_CONSOLE_CORS_ORIGINS (empty: none); answers their preflights before routing.
+app.register_middleware(cors.cors_middleware, "http")
 # Log context, rate limiting (X-RateLimit-* / 429) and request metrics around every route.
 app.register_middleware(middleware.http_middleware, "http")

@@ -373,6 +373,50 @@ class Settings(BaseSettings):
     #: Redis channel the notifier publishes to usually answers first; this covers a notifier that is down).
     long_poll_recheck_seconds: float = Field(default=2.0, gt=0, le=20)
 
+    # --- Webhooks (issue 11; docs/webhooks.md): chalicelib/webhooks, chalicelib/api/webhooks.py, the sender ----------
+    #: subscriptions one user may have (active or disabled); creating one more is 409 QUOTA_EXCEEDED. URLs follow
+    #: the outbound rules of user-chosen model endpoints (https outside development; private targets only with
+    #: outbound_allow_private above), checked at create/update and again on every connect.
+    webhook_max_per_user: int = Field(default=20, ge=1, le=1000)
+    #: one delivery attempt, connect to last byte of the answer (chalicelib.net.outbound's whole-exchange deadline).
+    webhook_timeout_seconds: float = Field(default=5.0, gt=0, le=30)
+    #: a receiver's answer is read up to this many bytes (the rest is dropped; the status still counts).
+    webhook_response_max_bytes: int = Field(default=64 * 1024, ge=1024, le=1024 * 1024)
+    #: retries on network errors, 5xx and 429: base * 2**(n-1) capped at max, jittered (half to all of it) ...
+    webhook_retry_base_seconds: float = Field(default=10.0, ge=0, le=3600)
+    webhook_retry_max_seconds: float = Field(default=4 * 3600.0, ge=0, le=24 * 3600)
+    #: ... for this long after a delivery was created; then it is `abandoned`.
+    webhook_retry_window_seconds: int = Field(default=24 * 3600, ge=0, le=7 * 86_400)
+    #: a receiver's Retry-After (429/503) is honoured up to this many seconds.
+    webhook_retry_after_max_seconds: int = Field(default=3600, ge=1, le=24 * 3600)
+    #: after POST /webhooks/{id}/rotate-secret the old secret keeps signing (a second signature) this long by default.
+    webhook_secret_rotation_grace_seconds: int = Field(default=24 * 3600, ge=0, le=7 * 86_400)
+    #: this many deliveries in a row ending failed/abandoned disable the subscription (audit row + webhook.disabled).
+    webhook_disable_after_failures: int = Field(default=5, ge=1, le=1000)
+    #: deliveries one sender round claims, and how many of them may be in flight for one user at once (so one
+    #: user's slow receiver holds at most this many of the sender's threads).
+    webhook_sender_batch_size: int = Field(default=50, ge=1, le=1000)
+    webhook_sender_per_user_concurrency: int = Field(default=4, ge=1, le=100)
+    webhook_sender_threads: int = Field(default=8, ge=1, le=64)
+    #: the looping sender returns when less than this is left of its invocation (the schedule starts the next).
+    webhook_sender_reserve_seconds: float = Field(default=10.0, ge=0, le=60)
+    #: the sender waits at most this long for a NOTIFY before it looks for due retries again.
+    webhook_sender_poll_seconds: float = Field(default=1.0, gt=0, le=60)
+    #: finished deliveries (and their attempts) older than this are purged, a batch per sender invocation.
+    webhook_delivery_retention_days: int = Field(default=30, ge=1, le=365)
+    webhook_delivery_purge_batch: int = Field(default=5000, ge=1, le=100_000)
+
+    # Web console (issue 13; docs/console.md): static pages under /console (chalicelib/api/console.py), same
+    # origin as the API. A console served from another origin needs that origin here: comma-separated exact
+    # origins ("https://console.example.com"), empty by default = no CORS headers at all (chalicelib/api/cors.py).
+    console_cors_origins: str = ""
+    #: extra connect-src origins in the console's Content-Security-Policy (e.g. the WebSocket API's wss:// URL).
+    console_connect_src: str = ""
+
+    @property
+    def cors_origins(self) -> frozenset[str]:
+        return frozenset(o.strip().rstrip("/") for o in self.console_cors_origins.split(",") if o.strip())
+
     @field_validator("stage")
     @classmethod
     def _stage_lower(cls, value: str) -> str:

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from chalicelib.messaging.ingress import IngressQueues
     from chalicelib.messaging.inspection import QueueInspector
     from chalicelib.messaging.sqs import Publisher, VisibilityPort
+    from chalicelib.net.outbound import OutboundPolicy
     from chalicelib.providers.registry import Providers
     from chalicelib.providers.user_keys import KeyCipher
     from chalicelib.ratelimit import RateLimiter
@@ -57,9 +58,12 @@ if TYPE_CHECKING:
     from chalicelib.services.tasks import TaskService
     from chalicelib.services.users import UserService
     from chalicelib.services.watchdog import Watchdog
+    from chalicelib.services.webhooks import WebhookService
     from chalicelib.services.websocket import WebSocketService
     from chalicelib.services.workers import WorkerService
     from chalicelib.services.workflows import WorkflowService
+    from chalicelib.webhooks.fanout import WebhookSink
+    from chalicelib.webhooks.sender import WebhookSender
     from chalicelib.workflows.control import WorkflowControl
     from chalicelib.workflows.ports import StateMachines, TaskCallbacks
     from chalicelib.workflows.reconcile import Reconciler
@@ -220,12 +224,10 @@ class Container:
                                 wake_notifier=lambda user_id: wake(self.db, user_id))
 
     def event_sinks(self) -> list[EventSink]:
-        """What the notifier delivers to: WebSocket connections, and webhooks once HOOKS' sink is wired
-        (`webhook_sink`, chalicelib/webhooks/fanout.py)."""
+        """What the notifier delivers to: WebSocket connections, and webhook subscriptions (delivery rows the
+        webhook sender sends; chalicelib/webhooks/fanout.py)."""
         sinks: list[EventSink] = [] if self.websocket_sink is None else [self.websocket_sink]
-        webhooks = getattr(self, "webhook_sink", None)
-        if webhooks is not None:
-            sinks.append(webhooks)
+        sinks.append(self.webhook_sink)
         return sinks
 
     def notifier(self) -> Notifier:
@@ -593,6 +595,40 @@ class Container:
                           publish_answer=lambda outbox_id, _payload: relay.publish_one(outbox_id),
                           idempotency=self.idempotency, quotas=self.quotas,
                           inline_bytes=s.workflow_output_inline_bytes)
+
+    # --- webhooks (docs/webhooks.md) ---------------------------------------------------------------------------
+
+    @cached_property
+    def outbound_policy(self) -> OutboundPolicy:
+        """Where user-chosen URLs may lead: the same rules as users' own model endpoints (chalicelib.net.outbound)."""
+        from chalicelib.net.outbound import OutboundPolicy
+
+        s = self.settings
+        return OutboundPolicy(allow_private=s.outbound_private_allowed, allow_http=s.is_development)
+
+    @cached_property
+    def webhook_sender(self) -> WebhookSender:
+        from chalicelib.webhooks.sender import SenderConfig, WebhookSender
+
+        return WebhookSender(self.db, lambda: self.provider_key_cipher, self.outbound_policy,
+                             SenderConfig.from_settings(self.settings))
+
+    @cached_property
+    def webhook_sink(self) -> WebhookSink:
+        """The notifier's sink for webhook subscriptions (chalicelib.webhooks.fanout)."""
+        from chalicelib.webhooks.fanout import WebhookSink
+
+        return WebhookSink(self.settings.webhook_retry_window_seconds)
+
+    @cached_property
+    def webhooks(self) -> WebhookService:
+        from chalicelib.services.webhooks import WebhookService
+
+        s = self.settings
+        return WebhookService(self.db, lambda: self.provider_key_cipher, self.outbound_policy,
+                              lambda: self.webhook_sender, max_per_user=s.webhook_max_per_user,
+                              retry_window_seconds=s.webhook_retry_window_seconds,
+                              rotation_grace_seconds=s.webhook_secret_rotation_grace_seconds)
 
 
 def _engine_names() -> frozenset[str]:

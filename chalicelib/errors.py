@@ -236,3 +236,24 @@ class EngineRequestInvalidError(ValidationError):
     """The input does not match the engine's input schema (or the engine refused it): 422 with details."""
 
     code = "ENGINE_INPUT_INVALID"
+
+
+# --- webhooks (docs/webhooks.md) --------------------------------------------------------------------------------
+
+
+class WebhookNotFoundError(NotFoundError):
+    """No such subscription (or delivery) of the caller's: another user's is not found either."""
+
+    code = "WEBHOOK_NOT_FOUND"
+
+
+class WebhookUrlRefusedError(ValidationError):
+    """The URL is not one deliveries may go to (scheme, or an address in a refused range): 422."""
+
+    code = "WEBHOOK_URL_REFUSED"
+
+
+class WebhookDisabledError(ConflictError):
+    """A test or redelivery for a disabled subscription: re-enable it first (PUT status=active)."""
+
+    code = "WEBHOOK_DISABLED"

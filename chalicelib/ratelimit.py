@@ -302,8 +302,10 @@ def _decide(buckets: Sequence[Bucket], raw: Sequence[int]) -> Decision:
 # --- policy: which buckets apply to a request ---------------------------------------------------------------------
 
 LOGIN_ROUTE = ("POST", "/auth/login")
-#: Liveness probes must answer even for a throttled client (load balancers, uptime checks).
-EXEMPT_ROUTES = frozenset({"/health"})
+#: Liveness probes must answer even for a throttled client (load balancers, uptime checks). The console's
+#: static files too: one page load is ~15 anonymous requests (served from memory), which would spend a quarter
+#: of the IP bucket and leave a signed-out user with a half-loaded page; its API calls are limited as usual.
+EXEMPT_ROUTES = frozenset({"/health", "/console", "/console/assets/{name}"})
 
 
 @dataclass(frozen=True)

@@ -66,6 +66,9 @@ WORKFLOW_CONTROL_TIMEOUT_SECONDS = 120
 #: and holds one connection of DB_CONNECTION_BUDGET), and a function that runs all the time costs: 30 GB-s per
 #: run at 512 MB, 43,200 runs a month = ~1.3M GB-s, about $21.60/month at $0.0000166667 per GB-s (docs/websocket.md).
 NOTIFIER_TIMEOUT_SECONDS = 90
+#: The looping webhook sender: ~60 s of rounds per invocation (its reserve covers the last attempt's 5 s deadline).
+WEBHOOK_SENDER_FUNCTION = "webhook-sender"
+WEBHOOK_SENDER_TIMEOUT_SECONDS = 75
 #: The function `make deploy` invokes (synchronously) to run Alembic to head before the API is updated; no
 #: queue and no schedule. Long enough for an index build on a large table; Lambda's maximum is 900 s.
 MIGRATE_FUNCTION = "migrate"
@@ -204,6 +207,20 @@ def functions() -> list[FunctionSpec]:
             timeout=60,
             schedule="rate(1 minute)",
             needs=("db", "states:read"),
+        )
+    )
+    specs.append(
+        FunctionSpec(
+            # webhook deliveries (docs/webhooks.md): a loop, not a one-shot sweep. Each invocation LISTENs for the
+            # notifier's sink (woken on commit) and polls due retries every second until its reserve (10 s) is
+            # left; the minute schedule starts the next, so one overlaps the last seconds of the previous (claims
+            # are SKIP LOCKED with a lease: harmless). Locally the runner re-invokes it the same way.
+            name=WEBHOOK_SENDER_FUNCTION,
+            handler="functions.webhook_sender.handler",
+            timeout=WEBHOOK_SENDER_TIMEOUT_SECONDS,
+            schedule="rate(1 minute)",
+            loops=True,
+            needs=("db",),
         )
     )
     specs.append(

@@ -51,6 +51,16 @@ from chalicelib.schemas.users import (
     UserListQuery,
     UserPublic,
 )
+from chalicelib.schemas.webhooks import (
+    DeliveryListQuery,
+    DeliveryPublic,
+    SecretRotation,
+    WebhookCreate,
+    WebhookCreated,
+    WebhookList,
+    WebhookPublic,
+    WebhookUpdate,
+)
 from chalicelib.schemas.workers import (
     AgentCreated,
     AgentKeyPublic,
@@ -184,6 +194,54 @@ ROUTES: dict[tuple[str, str], RouteSpec] = {
     ("DELETE", "/producer-keys/{key_id}"): RouteSpec(
         "Revoke a producer key", "producer-keys", None, 204,
         description="Messages signed with it are refused from now on (to the ingress DLQ, reason `revoked_key`)."),
+    # --- webhooks (docs/webhooks.md) ---------------------------------------------------------------------------
+    ("POST", "/webhooks"): RouteSpec(
+        "Subscribe a URL to your events", "webhooks", WebhookCreated, 201, body=WebhookCreate, errors=(409, 503),
+        description="Deliveries are POSTed as JSON (the event as GET /events shows it) with the Standard Webhooks "
+                    "headers `webhook-id` (stable across retries: deduplicate on it), `webhook-timestamp` and "
+                    "`webhook-signature: v1,<base64 HMAC-SHA256 of \"{id}.{timestamp}.{body}\">`, keyed with the "
+                    "`secret` of this answer (shown once). 2xx is success; network errors, 5xx and 429 are retried "
+                    "with exponential backoff and jitter for 24 h (Retry-After honoured up to an hour); other "
+                    "statuses are not retried. After 5 deliveries in a row end failed, the subscription is "
+                    "disabled (a `webhook.disabled` event, an audit row). 422 WEBHOOK_URL_REFUSED for a URL that "
+                    "is not https (outside development) or resolves to a loopback, private, link-local or "
+                    "metadata address (unless the stage allows private targets); 409 QUOTA_EXCEEDED past the "
+                    "per-user cap; 503 when the stage has no encryption key.",
+        response_headers={"Location": {"description": "The created subscription.", "schema": {"type": "string"}}}),
+    ("GET", "/webhooks"): RouteSpec("List your webhooks (never their secrets)", "webhooks", WebhookList),
+    ("GET", "/webhooks/{webhook_id}"): RouteSpec(
+        "Read a webhook", "webhooks", WebhookPublic,
+        description="404 WEBHOOK_NOT_FOUND for another user's subscription."),
+    ("PUT", "/webhooks/{webhook_id}"): RouteSpec(
+        "Change a webhook's URL, event types, description or status", "webhooks", WebhookPublic,
+        body=WebhookUpdate,
+        description="Only the fields sent change. `status: active` re-enables a disabled subscription (its failure "
+                    "count starts again); `disabled` stops deliveries and abandons pending ones. A new URL is "
+                    "checked as on create (422 WEBHOOK_URL_REFUSED)."),
+    ("DELETE", "/webhooks/{webhook_id}"): RouteSpec(
+        "Delete a webhook and its delivery log", "webhooks", None, 204),
+    ("POST", "/webhooks/{webhook_id}/rotate-secret"): RouteSpec(
+        "Replace a webhook's signing secret", "webhooks", WebhookCreated, body=SecretRotation, body_required=False,
+        errors=(503,),
+        description="The new secret is in this answer only; deliveries are signed with it from now on, and also "
+                    "with the old one (two space-separated `v1,` signatures) until `previous_secret_expires_at` "
+                    "(default 24 h; `previous_secret_valid_seconds: 0` stops the old one at once)."),
+    ("POST", "/webhooks/{webhook_id}/test"): RouteSpec(
+        "Send a `webhook.test` event now", "webhooks", DeliveryPublic, errors=(409, 503),
+        description="One attempt is made within this request and the answer shows it (status code, latency, "
+                    "error); a retryable failure is retried like any delivery. 409 WEBHOOK_DISABLED for a disabled "
+                    "subscription."),
+    ("GET", "/webhooks/{webhook_id}/deliveries"): RouteSpec(
+        "A webhook's deliveries with every attempt (newest first)", "webhooks", Page[DeliveryPublic],
+        query=DeliveryListQuery,
+        description="Each delivery: its event, status (pending, succeeded, failed: not retried, abandoned: retries "
+                    "over or the subscription disabled), next attempt, and `attempt_log` (status code, latency, "
+                    "error, the start of the answer, when the retry was scheduled). Cursor pages; `status` filters."),
+    ("POST", "/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver"): RouteSpec(
+        "Send a delivery again now", "webhooks", DeliveryPublic, errors=(409, 503),
+        description="Whatever its status; same `webhook-id` (it is the same message), a fresh signature and a "
+                    "new 24 h retry window. One attempt within this request, as for test. 409 WEBHOOK_DISABLED "
+                    "for a disabled subscription."),
     ("GET", "/agents/{agent_id}/messages"): RouteSpec(
         "An agent's inbox (newest first)", "agents", Page[MessagePublic], query=MessageListQuery,
         description="Messages other agents sent it (communication agent). `unread=true`: only unread ones."),
@@ -345,6 +403,12 @@ ROUTES: dict[tuple[str, str], RouteSpec] = {
     ("GET", "/docs/assets/{name}"): RouteSpec(
         "A static asset of the docs page", "docs", TEXT, auth="none",
         media_types=("application/javascript", "text/css", "text/plain")),
+    # --- the web console (docs/console.md) ----------------------------------------------------------------------
+    ("GET", "/console"): RouteSpec("The web console (a page of ES modules, no external assets)", "docs", TEXT,
+                                   auth="none", media_types=("text/html",)),
+    ("GET", "/console/assets/{name}"): RouteSpec(
+        "A static asset of the web console", "docs", TEXT, auth="none",
+        media_types=("application/javascript", "text/css", "image/svg+xml", "text/plain")),
 }
 
 TAGS: dict[str, str] = {
@@ -356,6 +420,8 @@ TAGS: dict[str, str] = {
                  "Another user's workflow or run is 404.",
     "workers": "The API of external agents (self-hosted workers): lease, heartbeat, complete, fail.",
     "events": "Your event ledger: status changes of tasks, runs and steps, numbered per user (docs/events.md).",
+    "webhooks": "Signed HTTP deliveries of your events to your URLs, retried, with a delivery log. Another "
+                "user's webhook is 404.",
     "engines": "Platform computations over your data (analytics, performance, ...), also usable as workflow steps.",
     "platform": "Health, metrics and status.",
     "admin": "Administration and the audit trail.",

@@ -400,8 +400,9 @@ class IngressReceipt(Base):
 
 
 # Tables in modules of their own, registered on the same metadata: the event ledger (chalicelib.events; its
-# rows are written by triggers, chalicelib/events/triggers.py), the analytics rollups (chalicelib.engines.rollups)
-# and the workflow engine's tables.
+# rows are written by triggers, chalicelib/events/triggers.py), the analytics rollups (chalicelib.engines.rollups),
+# webhook subscriptions, deliveries and attempts (chalicelib.webhooks) and the workflow engine's tables.
 from chalicelib.db import event_models as event_models  # noqa: E402
 from chalicelib.db import rollup_models as rollup_models  # noqa: E402
+from chalicelib.db import webhook_models as webhook_models  # noqa: E402
 from chalicelib.db import workflow_models as workflow_models  # noqa: E402

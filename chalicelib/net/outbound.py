@@ -1,6 +1,7 @@
 """Outbound HTTP to hosts a user chose: address checks on the connected socket, and a total deadline.
 
-Used for language-model endpoints a user brings (chalicelib.providers) and, later, webhooks. Two rules:
+Used for language-model endpoints a user brings (chalicelib.providers) and webhooks (chalicelib.webhooks).
+Two rules:
 
 - **Where**: `https` only unless the policy allows plain http (development stages). The host is
   resolved once, every address is checked, and the connection is made to the checked address itself
@@ -120,6 +121,22 @@ class OutboundPolicy:
             raise OutboundRefusedError("the URL's port is not valid", {"reason": "port"}) from exc
         return parts.scheme, parts.hostname, port
 
+    def check_destination(self, url: str) -> tuple[str, str, int]:
+        """At configuration time (a webhook's URL): the scheme, and every address the host resolves to now.
+
+        Stricter than `connect`, which skips a refused address and tries the next: a name with any refused
+        answer is refused here. Connecting checks again (the answer may change: DNS rebinding)."""
+        scheme, host, port = self.check_url(url)
+        try:
+            addresses = self.resolver(host, port)
+        except (OSError, UnicodeError) as exc:  # UnicodeError: not a valid host name ("a..b", a label over 63)
+            raise OutboundRefusedError("the URL's host name does not resolve", {"reason": "dns"}) from exc
+        if not addresses:
+            raise OutboundRefusedError("the URL's host name does not resolve", {"reason": "dns"})
+        for address in addresses:
+            self.check_address(address)
+        return scheme, host, port
+
     def check_address(self, address: str) -> None:
         try:
             ip = ipaddress.ip_address(address.split("%", 1)[0])
@@ -170,11 +187,13 @@ TRUSTED = OutboundPolicy(allow_private=True, allow_http=True)
 
 
 def post(url: str, body: bytes, headers: Mapping[str, str], *, timeout: float, max_bytes: int,
-         policy: OutboundPolicy | None = None, clock: Callable[[], float] = time.monotonic) -> Response:
+         policy: OutboundPolicy | None = None, clock: Callable[[], float] = time.monotonic,
+         truncate: bool = False) -> Response:
     """POST `body` to `url` and read the answer, all within `timeout` seconds.
 
     `policy` None means a trusted destination (an operator's endpoint): no address checks, but the
-    same total deadline.
+    same total deadline. An answer over `max_bytes` raises OutboundTooLargeError, or with `truncate` is
+    cut there (webhooks: only the status matters; the rest is not read).
     """
     guard = policy or TRUSTED
     scheme, host, port = guard.check_url(url)
@@ -202,7 +221,7 @@ def post(url: str, body: bytes, headers: Mapping[str, str], *, timeout: float, m
     try:
         conn.request("POST", target, body=body, headers=dict(headers))
         response = conn.getresponse()
-        data = _read(response, conn, deadline, max_bytes, clock)
+        data = _read(response, conn, deadline, max_bytes, clock, truncate)
         return Response(response.status, {k.lower(): v for k, v in response.getheaders()}, data)
     except (OutboundRefusedError, OutboundTooLargeError):
         raise
@@ -221,7 +240,7 @@ def post(url: str, body: bytes, headers: Mapping[str, str], *, timeout: float, m
 
 
 def _read(response: http.client.HTTPResponse, conn: Any, deadline: float, max_bytes: int,
-          clock: Callable[[], float]) -> bytes:
+          clock: Callable[[], float], truncate: bool = False) -> bytes:
     chunks: list[bytes] = []
     size = 0
     while True:
@@ -237,5 +256,8 @@ def _read(response: http.client.HTTPResponse, conn: Any, deadline: float, max_by
             return b"".join(chunks)
         size += len(chunk)
         if size > max_bytes:
+            if truncate:
+                chunks.append(chunk)
+                return b"".join(chunks)[:max_bytes]
             raise OutboundTooLargeError(f"the answer is larger than {max_bytes} bytes", {})
         chunks.append(chunk)

@@ -157,7 +157,8 @@ def test_every_operation_documents_its_errors_with_the_envelope(document: dict[s
     envelope = document["components"]["responses"]["Error422"]["content"]["application/json"]["schema"]
     assert envelope["allOf"][0] == {"$ref": "#/components/schemas/ErrorEnvelope"}
     assert envelope["allOf"][1]["properties"]["error"]["properties"]["code"] == {"enum": [
-        "ENGINE_INPUT_INVALID", "FIELD_TOO_LARGE", "RUN_INPUT_INVALID", "VALIDATION_ERROR", "WORKFLOW_INVALID"]}
+        "ENGINE_INPUT_INVALID", "FIELD_TOO_LARGE", "RUN_INPUT_INVALID", "VALIDATION_ERROR", "WEBHOOK_URL_REFUSED",
+        "WORKFLOW_INVALID"]}
     # POST /engines/{name}: an unknown engine is a 404 (chalicelib.errors.EngineUnknownError)
     not_found = document["components"]["responses"]["Error404"]["content"]["application/json"]["schema"]
     assert "ENGINE_NOT_FOUND" in not_found["allOf"][1]["properties"]["error"]["properties"]["code"]["enum"]
@@ -279,6 +280,31 @@ def test_main_flows_answer_with_documented_shapes(api: Api, check: Checker) -> N
     check.call("DELETE", "/producer-keys/{key_id}", key_id=made.json_body["key_id"], expect=204)
     check.call("DELETE", "/producer-keys/{key_id}", key_id=made.json_body["key_id"], expect=404)
 
+    # webhooks (docs/webhooks.md): a receiver on loopback (allowed on the test stage)
+    from tests.integration.webhook_support import Answer, receiving
+
+    with receiving() as receiver:
+        hook = check.call("POST", "/webhooks", {"url": receiver.url, "event_types": ["*"]}, expect=201).json_body
+        check.call("POST", "/webhooks", {"url": "ftp://example.com/", "event_types": ["*"]}, expect=422)
+        check.call("GET", "/webhooks", expect=200)
+        check.call("GET", "/webhooks/{webhook_id}", webhook_id=hook["id"], expect=200)
+        check.call("GET", "/webhooks/{webhook_id}", webhook_id=str(uuid.uuid4()), expect=404)
+        check.call("PUT", "/webhooks/{webhook_id}", {"description": "ci"}, webhook_id=hook["id"], expect=200)
+        check.call("POST", "/webhooks/{webhook_id}/rotate-secret", webhook_id=hook["id"], expect=200)
+        check.call("POST", "/webhooks/{webhook_id}/rotate-secret", {"previous_secret_valid_seconds": 0},
+                   webhook_id=hook["id"], expect=200)
+        receiver.script = [Answer(500)]
+        sent = check.call("POST", "/webhooks/{webhook_id}/test", webhook_id=hook["id"], expect=200).json_body
+        check.call("GET", "/webhooks/{webhook_id}/deliveries", webhook_id=hook["id"], query={"limit": "5"},
+                   expect=200)
+        check.call("GET", "/webhooks/{webhook_id}/deliveries", webhook_id=hook["id"], query={"status": "x"},
+                   expect=422)
+        check.call("POST", "/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver", webhook_id=hook["id"],
+                   delivery_id=sent["id"], expect=200)
+        check.call("PUT", "/webhooks/{webhook_id}", {"status": "disabled"}, webhook_id=hook["id"], expect=200)
+        check.call("POST", "/webhooks/{webhook_id}/test", webhook_id=hook["id"], expect=409)
+        check.call("DELETE", "/webhooks/{webhook_id}", webhook_id=hook["id"], expect=204)
+
     # workflows and runs (docs/workflows-api.md): Step Functions is moto's (no execution here)
     import boto3
 
@@ -340,9 +366,9 @@ def test_main_flows_answer_with_documented_shapes(api: Api, check: Checker) -> N
     check.call("POST", "/auth/logout", token=admin, expect=204)
     check.call("GET", "/agents", token=admin, expect=401)
 
-    assert {(m, r) for m, r, _ in check.seen} == served_routes(app) - {("GET", "/docs"),
-                                                                       ("GET", "/docs/assets/{name}")}, \
-        "a route added since this test was written: drive it above (test_docs_* cover the docs page)"
+    static = {("GET", "/docs"), ("GET", "/docs/assets/{name}"), ("GET", "/console"), ("GET", "/console/assets/{name}")}
+    assert {(m, r) for m, r, _ in check.seen} == served_routes(app) - static, \
+        "a route added since this test was written: drive it above (test_docs_* and test_console_* cover pages)"
 
 
 def test_probing_every_documented_operation_gets_documented_answers(api: Api, check: Checker,

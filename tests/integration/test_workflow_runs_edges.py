@@ -286,7 +286,9 @@ def test_redrive_of_a_failed_for_each_reruns_only_its_failed_item(harness: Workf
 
     harness.c.processor.agent_loader = lambda t: FailsItemFour() if t == "validation" else get_agent(t)  # type: ignore
     workflow = harness.create(user, {"steps": [
-        {"step_id": "fan", "agent_type": "validation", "for_each": "$.input.items", "max_concurrency": 5,
+        # one item at a time, in order: item 4 fails after 0-3 have succeeded (run concurrently, item 4 could fail
+        # first and, with 0% tolerated, cancel the others still in flight — a race a loaded machine loses)
+        {"step_id": "fan", "agent_type": "validation", "for_each": "$.input.items", "max_concurrency": 1,
          "input_data": {"schema": {"type": "integer"}, "payload": "$.item"}}]})
     run_id = harness.start(user, workflow, {"items": [0, 1, 2, 3, 4]})
     harness.drive(lambda: harness.status(run_id) != "running")
