@@ -179,18 +179,20 @@ def test_a_task_cancelled_while_running_still_shows_the_late_result(api: Api, db
     assert got["status"] == "cancelled" and got["result"]["output_data"] == {"late": True}
 
 
-def test_consumer_reads_the_agent_record_through_the_cache(api: Api, db: Database) -> None:
-    """Per task the consumer needs the agent's config: from the cache once warm, and reloaded
-    after the agent changes."""
+def test_consumer_reads_the_agent_config_in_its_claim_never_stale(api: Api, db: Database) -> None:
+    """Per task the consumer needs the agent's config. It comes with the claim (`UPDATE tasks ... FROM agents
+    ... RETURNING agents.config`, one statement per batch), so no separate agent read and no cache that could
+    be stale after the agent changes."""
     api.signup()
     agent = api.agent()
-    tasks = [create_task(api, agent["id"]).json_body for _ in range(3)]  # creation warmed the record
-    with queries_on(db, "agents") as warm:
+    tasks = [create_task(api, agent["id"]).json_body for _ in range(3)]
+    with queries_on(db, "agents") as first:
         run([("m1", message(tasks[0]["id"]))])
     assert api.call("PUT", f"/agents/{agent['id']}", {"metadata": {"rev": 2}}).status_code == 200
     with queries_on(db, "agents") as after_update:
         run([("m2", message(tasks[1]["id"])), ("m3", message(tasks[2]["id"]))])
-    assert warm == [] and len(after_update) == 1
+    for seen in (first, after_update):
+        assert len(seen) == 1 and seen[0].lstrip().upper().startswith("UPDATE TASKS"), seen  # the claim only
     assert {api.call("GET", f"/tasks/{t['id']}").json_body["status"] for t in tasks} == {"completed"}
 
 
