@@ -115,10 +115,6 @@ def _truncate(value: datetime, bucket: str) -> datetime:
     return value.replace(minute=0, second=0, microsecond=0)
 
 
-def _owned(column: Any, owner: uuid.UUID | None) -> list[ColumnElement[bool]]:
-    return [] if owner is None else [column == owner]
-
-
 def _combined(spans: rollups.Plan, owner: uuid.UUID | None, bucket: str) -> Subquery:
     """Every task of the range as (status, agent_type, agent_id, code, bucket start, n): raw tasks count 1 each,
     rollup rows their n."""
@@ -127,14 +123,14 @@ def _combined(spans: rollups.Plan, owner: uuid.UUID | None, bucket: str) -> Subq
         parts.append(select(Task.status, Task.agent_type, Task.agent_id,
                             func.left(Task.error["code"].as_string(), 64).label("code"),
                             func.date_trunc(bucket, Task.created_at, "UTC").label("b"), literal(1).label("n"))
-                     .where(Task.created_at >= lo, Task.created_at < hi, *_owned(Task.user_id, owner)))
+                     .where(Task.created_at >= lo, Task.created_at < hi, *q.owned(Task.user_id, owner)))
     for grain, spans_of in (("hour", spans.hours), ("day", spans.days)):
         for lo, hi in spans_of:
             parts.append(select(TaskRollup.status, TaskRollup.agent_type, TaskRollup.agent_id,
                                 TaskRollup.error_code.label("code"),
                                 func.date_trunc(bucket, TaskRollup.period_start, "UTC").label("b"), TaskRollup.n)
                          .where(TaskRollup.grain == grain, TaskRollup.period_start >= lo,
-                                TaskRollup.period_start < hi, *_owned(TaskRollup.user_id, owner)))
+                                TaskRollup.period_start < hi, *q.owned(TaskRollup.user_id, owner)))
     return union_all(*parts).subquery("c")
 
 
@@ -186,7 +182,7 @@ def _task_figures(session: Session, spans: rollups.Plan, owner: uuid.UUID | None
 
 
 def _raw_windows(spans: rollups.Plan, owner: uuid.UUID | None) -> list[list[ColumnElement[bool]]]:
-    return [[Task.created_at >= lo, Task.created_at < hi, *_owned(Task.user_id, owner)] for lo, hi in spans.raw]
+    return [[Task.created_at >= lo, Task.created_at < hi, *q.owned(Task.user_id, owner)] for lo, hi in spans.raw]
 
 
 def _latency_exact(session: Session, spans: rollups.Plan, owner: uuid.UUID | None) -> dict[str, Any]:
@@ -217,7 +213,7 @@ def _latency_estimated(session: Session, spans: rollups.Plan, owner: uuid.UUID |
     for grain, spans_of in (("hour", spans.hours), ("day", spans.days)):
         for lo, hi in spans_of:
             parts.append(select(H.metric, H.bucket, H.n).where(H.grain == grain, H.period_start >= lo,
-                                                                H.period_start < hi, *_owned(H.user_id, owner)))
+                                                                H.period_start < hi, *q.owned(H.user_id, owner)))
     h = union_all(*parts).subquery("h")
     counts: dict[str, dict[int, int]] = {"run": {}, "e2e": {}}
     for row in session.execute(select(h.c.metric, h.c.bucket, func.sum(h.c.n).label("n"))

@@ -43,7 +43,12 @@ def is_admin(session: Session, user_id: uuid.UUID) -> bool:
 
 def scoped(column: QueryableAttribute[Any], user_id: uuid.UUID, admin: bool) -> list[ColumnElement[bool]]:
     """The owner filter: every query passes through it (an admin's is empty)."""
-    return [] if admin else [column == user_id]
+    return owned(column, None if admin else user_id)
+
+
+def owned(column: Any, owner: uuid.UUID | None) -> list[ColumnElement[bool]]:
+    """`scoped` for callers that carry the owner as `None` for an admin's all-users scope."""
+    return [] if owner is None else [column == owner]
 
 
 def parse_time(data: dict[str, Any], key: str) -> datetime | None:
