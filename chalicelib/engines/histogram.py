@@ -27,8 +27,8 @@ def bucket_of(seconds: float) -> int:
 
 
 def bucket_sql(seconds: ColumnElement[float]) -> ColumnElement[int]:
-    """`bucket_of` in SQL (NULL stays NULL), as the compactor's text SQL buckets (tests/integration/test_engine_rollups.py
-    compares rollup percentiles with exact ones)."""
+    """`bucket_of` in SQL (NULL stays NULL), as the compactor's text SQL buckets
+    (tests/integration/test_engine_rollups.py compares rollup percentiles with exact ones)."""
     raw = func.ceil(func.ln(seconds / BASE) / math.log(GAMMA))
     return case((seconds.is_(None), None), (seconds <= BASE, literal(0)),
                 else_=cast(func.least(raw, MAX_BUCKET), SmallInteger))
