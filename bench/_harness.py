@@ -66,6 +66,35 @@ def configure(database_url: str, **extra: str) -> str:
     return prefix
 
 
+BENCH_VENV = ROOT / ".venv-bench"
+BENCH_REQUIREMENTS = (ROOT / "bench" / "requirements.txt", ROOT / "requirements-dev.txt", ROOT / "requirements.txt")
+
+
+def ensure_bench_env(script: str, *modules: str) -> None:
+    """Re-run `script` in .venv-bench (creating or updating it from bench/requirements.txt first) unless
+    `modules` (bench-only packages: FastAPI, Celery) import here."""
+    import importlib
+    import subprocess
+
+    try:
+        for name in modules:
+            importlib.import_module(name)
+        return
+    except ImportError:
+        if os.environ.get("YMERA_BENCH_REEXEC"):
+            raise
+    python = BENCH_VENV / "bin" / "python"
+    stamp = BENCH_VENV / ".installed"
+    if not stamp.exists() or any(r.stat().st_mtime > stamp.stat().st_mtime for r in BENCH_REQUIREMENTS):
+        print(f"setting up {BENCH_VENV.name} from bench/requirements.txt ...", flush=True)
+        if not python.exists():
+            subprocess.run([sys.executable, "-m", "venv", str(BENCH_VENV)], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+                        "-r", str(BENCH_REQUIREMENTS[0])], check=True)
+        stamp.touch()
+    os.execve(str(python), [str(python), script, *sys.argv[1:]], {**os.environ, "YMERA_BENCH_REEXEC": "1"})
+
+
 def drop_redis_keys(client: Any, prefix: str) -> None:
     for key in client.scan_iter(match=f"{prefix}*", count=1000):
         client.delete(key)

@@ -18,7 +18,9 @@ import statistics
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -47,6 +49,38 @@ def event(task_ids: list[uuid.UUID]) -> dict:
                         for t in task_ids]}
 
 
+def consumer_setup(url: str) -> tuple[Any, Callable[[int], list[uuid.UUID]]]:
+    """The environment a consumer bench runs in (database `url`, no Redis), a user with one validation agent,
+    and `seed(n)`: n queued validation tasks of theirs (ids), each failing its schema once."""
+    os.environ.update({"DATABASE_URL": url, "YMERA_JWT_SECRET": "b" * 48, "YMERA_STAGE": "test",
+                       "POWERTOOLS_LOG_LEVEL": "WARNING",
+                       "YMERA_QUEUE_PREFIX": "ymera-bench", "AWS_DEFAULT_REGION": "us-east-1"})
+    os.environ.pop("REDIS_URL", None)
+    from chalicelib.container import get_container
+    from chalicelib.db.models import Agent, Task, User
+
+    db = get_container().db
+    with db.transaction() as s:
+        user = User(username="bench", email="bench@example.com", password_hash="x")
+        s.add(user)
+        s.flush()
+        agent = Agent(user_id=user.id, name="v", type="validation")
+        s.add(agent)
+        s.flush()
+        user_id, agent_id = user.id, agent.id
+
+    def seed(n: int) -> list[uuid.UUID]:
+        with db.transaction() as s:
+            tasks = [Task(user_id=user_id, agent_id=agent_id, agent_type="validation", title="t",
+                          status="queued", input_data={"schema": {"type": "object", "required": ["a"]},
+                                                       "payload": {"b": 1}}) for _ in range(n)]
+            s.add_all(tasks)
+            s.flush()
+            return [t.id for t in tasks]
+
+    return db, seed
+
+
 def main() -> int:
     # The consumer prints one EMF metrics document per invocation; keep the report readable.
     with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):
@@ -59,32 +93,8 @@ def measure() -> tuple[str, bool]:
     from sqlalchemy import event as sa_event
 
     with throwaway_database() as url:
-        os.environ.update({"DATABASE_URL": url, "YMERA_JWT_SECRET": "b" * 48, "YMERA_STAGE": "test",
-                           "POWERTOOLS_LOG_LEVEL": "WARNING",
-                           "YMERA_QUEUE_PREFIX": "ymera-bench", "AWS_DEFAULT_REGION": "us-east-1"})
-        os.environ.pop("REDIS_URL", None)
-        from chalicelib.container import get_container
-        from chalicelib.db.models import Agent, Task, User
+        db, seed = consumer_setup(url)
         from functions.agent_consumer import handler
-
-        db = get_container().db
-        with db.transaction() as s:
-            user = User(username="bench", email="bench@example.com", password_hash="x")
-            s.add(user)
-            s.flush()
-            agent = Agent(user_id=user.id, name="v", type="validation")
-            s.add(agent)
-            s.flush()
-            user_id, agent_id = user.id, agent.id
-
-        def seed(n: int) -> list[uuid.UUID]:
-            with db.transaction() as s:
-                tasks = [Task(user_id=user_id, agent_id=agent_id, agent_type="validation", title="t",
-                              status="queued", input_data={"schema": {"type": "object", "required": ["a"]},
-                                                           "payload": {"b": 1}}) for _ in range(n)]
-                s.add_all(tasks)
-                s.flush()
-                return [t.id for t in tasks]
 
         commits: list[int] = []
         sa_event.listen(db.engine, "commit", lambda conn: commits.append(1))
@@ -106,7 +116,7 @@ def measure() -> tuple[str, bool]:
             single.append(time.perf_counter() - t)
             tx_single = len(commits)
         b, s_ = statistics.median(batched), statistics.median(single)
-        get_container().db.engine.dispose()
+        db.engine.dispose()
         return (f"10 tasks, median of {ROUNDS}: one 10-record batch {b * 1000:.1f} ms ({tx_batched} commits), "
                 f"ten 1-record batches {s_ * 1000:.1f} ms ({tx_single} commits) -> batching is {s_ / b:.2f}x faster",
                 tx_batched == 10 + 1)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -31,35 +30,11 @@ from _harness import LambdaContext, call, event, timings  # noqa: E402
 
 CALLS = int(os.environ.get("BENCH_CALLS", "3000"))
 BUDGET_VS_BARE = 5.0
-BENCH_VENV = ROOT / ".venv-bench"
-STAMP = BENCH_VENV / ".installed"
-REQUIREMENTS = (HERE / "requirements.txt", ROOT / "requirements-dev.txt", ROOT / "requirements.txt")
 ROUTE = "/tasks/{task_id}"
 
 
-def ensure_bench_env() -> None:
-    """Re-run in .venv-bench (creating or updating it first) unless FastAPI and Mangum import here."""
-    try:
-        import fastapi  # noqa: F401
-        import mangum  # noqa: F401
-
-        return
-    except ImportError:
-        if os.environ.get("YMERA_BENCH_REEXEC"):
-            raise
-    python = BENCH_VENV / "bin" / "python"
-    if not STAMP.exists() or any(r.stat().st_mtime > STAMP.stat().st_mtime for r in REQUIREMENTS):
-        print(f"setting up {BENCH_VENV.name} from bench/requirements.txt ...", flush=True)
-        if not python.exists():
-            subprocess.run([sys.executable, "-m", "venv", str(BENCH_VENV)], check=True)
-        subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-                        "-r", str(HERE / "requirements.txt")], check=True)
-        STAMP.touch()
-    os.execve(str(python), [str(python), __file__, *sys.argv[1:]], {**os.environ, "YMERA_BENCH_REEXEC": "1"})
-
-
 def main() -> int:
-    ensure_bench_env()
+    _harness.ensure_bench_env(__file__, "fastapi", "mangum")
     from moto import mock_aws
 
     with _harness.throwaway_database() as url:

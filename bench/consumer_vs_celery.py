@@ -41,32 +41,10 @@ PROFILE_TASKS = int(os.environ.get("BENCH_PROFILE_TASKS", "400"))
 BATCH = 10
 BUDGET_THROUGHPUT, BUDGET_CPU = 2.0, 0.5
 CELERY_BROKER = os.environ.get("BENCH_CELERY_BROKER", "redis://127.0.0.1:6379/12")
-BENCH_VENV = ROOT / ".venv-bench"
 INPUT = {"schema": {"type": "object", "required": ["id", "qty"],
                     "properties": {"id": {"type": "string"}, "qty": {"type": "integer", "minimum": 1}}},
          "payload": {"id": "A-1", "qty": 0}}
 TICK = os.sysconf("SC_CLK_TCK")
-
-
-def ensure_bench_env() -> None:
-    """Re-run in .venv-bench (creating it first) unless Celery imports here."""
-    try:
-        import celery  # noqa: F401
-
-        return
-    except ImportError:
-        if os.environ.get("YMERA_BENCH_REEXEC"):
-            raise
-    python = BENCH_VENV / "bin" / "python"
-    stamp = BENCH_VENV / ".installed"
-    if not stamp.exists() or (HERE / "requirements.txt").stat().st_mtime > stamp.stat().st_mtime:
-        print(f"setting up {BENCH_VENV.name} from bench/requirements.txt ...", flush=True)
-        if not python.exists():
-            subprocess.run([sys.executable, "-m", "venv", str(BENCH_VENV)], check=True)
-        subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-                        "-r", str(HERE / "requirements.txt")], check=True)
-        stamp.touch()
-    os.execve(str(python), [str(python), __file__, *sys.argv[1:]], {**os.environ, "YMERA_BENCH_REEXEC": "1"})
 
 
 def cpu_seconds(pids: list[int]) -> float:
@@ -326,7 +304,7 @@ def _package(path: str) -> str:
 
 
 def main() -> int:
-    ensure_bench_env()
+    _harness.ensure_bench_env(__file__, "celery")
     from moto import mock_aws
 
     with _harness.throwaway_database() as url:

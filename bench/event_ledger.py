@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from _harness import throwaway_database  # noqa: E402 - bench/ is on the path when run as a script
-from batch_processing import Ctx, event  # noqa: E402
+from batch_processing import Ctx, consumer_setup, event  # noqa: E402
 
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "15"))
 #: what one event may add to the consumer path (measured ~0.2 ms on 2 shared cores).
@@ -52,35 +52,12 @@ def triggers(db: Any, enabled: bool) -> None:
 
 def measure() -> tuple[str, bool]:
     with throwaway_database() as url:
-        os.environ.update({"DATABASE_URL": url, "YMERA_JWT_SECRET": "b" * 48, "YMERA_STAGE": "test",
-                           "POWERTOOLS_LOG_LEVEL": "WARNING",
-                           "YMERA_QUEUE_PREFIX": "ymera-bench", "AWS_DEFAULT_REGION": "us-east-1"})
-        os.environ.pop("REDIS_URL", None)
+        db, seed = consumer_setup(url)
         from sqlalchemy import func, select, update
 
-        from chalicelib.container import get_container
         from chalicelib.db.event_models import Event
-        from chalicelib.db.models import Agent, Task, User
+        from chalicelib.db.models import Task
         from functions.agent_consumer import handler
-
-        db = get_container().db
-        with db.transaction() as s:
-            user = User(username="bench", email="bench@example.com", password_hash="x")
-            s.add(user)
-            s.flush()
-            agent = Agent(user_id=user.id, name="v", type="validation")
-            s.add(agent)
-            s.flush()
-            user_id, agent_id = user.id, agent.id
-
-        def seed(n: int) -> list[uuid.UUID]:
-            with db.transaction() as s:
-                tasks = [Task(user_id=user_id, agent_id=agent_id, agent_type="validation", title="t",
-                              status="queued", input_data={"schema": {"type": "object", "required": ["a"]},
-                                                           "payload": {"b": 1}}) for _ in range(n)]
-                s.add_all(tasks)
-                s.flush()
-                return [t.id for t in tasks]
 
         def batch() -> float:
             ids = seed(10)
@@ -115,7 +92,7 @@ def measure() -> tuple[str, bool]:
         triggers(db, True)
         with db.read() as s:
             written = s.scalar(select(func.count()).select_from(Event))
-        get_container().db.engine.dispose()
+        db.engine.dispose()
 
     def line(name: str, label: str) -> str:
         on, off = (statistics.median(results[(name, e)]) * 1000 for e in (True, False))
