@@ -59,6 +59,9 @@ class Settings(BaseSettings):
     db_max_overflow: int = 5
     db_pool_timeout: float = 10.0
     db_pool_recycle: int = 3600
+    #: a pooled connection idle this long is pinged before use (and replaced if dead); one used more recently
+    #: is not, so a consumer's hot loop sends no `SELECT 1` per task (chalicelib.db.session.IdlePing).
+    db_ping_idle_seconds: float = Field(default=1.0, ge=0, le=300)
 
     # AWS wiring. Queue names are `<queue_prefix>-agent-<type>`.
     aws_region: str = Field(default="us-east-1", validation_alias="AWS_DEFAULT_REGION")

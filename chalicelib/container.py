@@ -103,7 +103,8 @@ class Container:
         # From DATABASE_URL, or fetched from Secrets Manager once per container (YMERA_DATABASE_URL_SECRET_ARN).
         db = Database(make_engine(load_database_url(s), pool_size=s.db_pool_size, max_overflow=s.db_max_overflow,
                                   pool_timeout=s.db_pool_timeout, pool_recycle=s.db_pool_recycle,
-                                  connect_timeout=s.db_connect_timeout_seconds))
+                                  connect_timeout=s.db_connect_timeout_seconds,
+                                  ping_idle_seconds=s.db_ping_idle_seconds))
         self._track_agent_writes(db)
         return db
 

@@ -80,7 +80,7 @@ def dependency_unavailable(exc: BaseException) -> errors.DependencyUnavailableEr
     """The one place a lost database or Redis connection becomes a 503: Postgres refusing or dropping
     connections (SQLAlchemy's OperationalError/InterfaceError, or any DBAPI error that invalidated its
     connection), the pool's checkout timeout, and Redis connection errors and timeouts. Anything else is None
-    (a bug: a 500). The pool (pool_pre_ping, and SQLAlchemy invalidating the whole pool on a disconnect) then
+    (a bug: a 500). The pool (IdlePing, and SQLAlchemy invalidating the whole pool on a disconnect) then
     hands out live connections again on the first request after the database is back."""
     from redis.exceptions import ConnectionError as RedisConnectionError
     from redis.exceptions import TimeoutError as RedisTimeoutError

@@ -24,7 +24,7 @@ from tests.integration.test_api_tasks import create_task
 
 @contextmanager
 def round_trips(db: Any) -> Iterator[Counter[str]]:
-    """Statements by first word, commits, and pool checkouts (each one a pre-ping `SELECT 1`)."""
+    """Statements by first word, commits, pool checkouts, and pings (`SELECT 1` before a checkout that was idle)."""
     seen: Counter[str] = Counter()
 
     def statement(conn: Any, cursor: Any, sql: str, *args: Any) -> None:
@@ -44,6 +44,14 @@ def round_trips(db: Any) -> Iterator[Counter[str]]:
         seen["wire " + (text.decode() if isinstance(text, bytes) else text).split()[0].upper()] += 1
         return original(self, cmd, *args, **kwargs)
 
+    dialect = db.engine.dialect
+    ping = dialect.do_ping
+
+    def counted_ping(dbapi_conn: Any) -> bool:
+        seen["PING"] += 1
+        return bool(ping(dbapi_conn))
+
+    dialect.do_ping = counted_ping  # type: ignore[method-assign]
     listeners = [(db.engine, "before_cursor_execute", statement), (db.engine, "commit", commit),
                  (db.engine.pool, "checkout", checkout)]
     for target, name, fn in listeners:
@@ -53,6 +61,7 @@ def round_trips(db: Any) -> Iterator[Counter[str]]:
         yield seen
     finally:
         BaseConnection._exec_command = original  # type: ignore[method-assign]
+        del dialect.do_ping
         for target, name, fn in listeners:
             event.remove(target, name, fn)
 
@@ -74,7 +83,8 @@ def test_a_batch_of_ten_costs_one_claim_and_one_statement_and_commit_per_task(ap
     assert all(r["valid"] is True and r["error_count"] == 0 for r in results)
     # ... for one claim statement (which also returns each task's agent config) and one statement per task
     # (`WITH moved AS (UPDATE tasks ...) INSERT INTO task_results ...`), each its own commit and checkout;
-    # a task's statement is its own transaction, so only the claim sends BEGIN and COMMIT over the wire.
+    # a task's statement is its own transaction, so only the claim sends BEGIN and COMMIT over the wire; no
+    # checkout is pinged, since each connection went back to the pool moments before (IdlePing).
     assert seen == Counter({"UPDATE": 1, "WITH": 10, "COMMIT": 11, "CHECKOUT": 11,
                             "wire BEGIN": 1, "wire COMMIT": 1})
 
