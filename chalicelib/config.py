@@ -206,7 +206,7 @@ class Settings(BaseSettings):
     engine_consumer_batch_size: int = Field(default=10, ge=1, le=10_000)
     engine_consumer_max_concurrency: int = Field(default=5, ge=2, le=1000)
     engine_provider_consumer_batch_size: int = Field(default=1, ge=1, le=10_000)
-    engine_provider_consumer_max_concurrency: int = Field(default=3, ge=2, le=1000)
+    engine_provider_consumer_max_concurrency: int = Field(default=4, ge=2, le=1000)  # both lanes: 2 + 2
 
     @property
     def outbound_private_allowed(self) -> bool:
