@@ -413,6 +413,13 @@ class Settings(BaseSettings):
     #: extra connect-src origins in the console's Content-Security-Policy (e.g. the WebSocket API's wss:// URL).
     console_connect_src: str = ""
 
+    # --- Task lanes (issue 14; docs/scheduling.md): chalicelib/domain/lanes.py, chalicelib/services/lanes.py ----
+    #: an owner's active (pending/queued/processing) tasks of one agent type on the fast lane before its
+    #: normal/low work goes to the type's bulk lane; 0 = every normal/low task takes the bulk lane.
+    lane_share_allowance: int = Field(default=10, ge=0, le=10_000)
+    #: an owner's active critical/high tasks of one type that still take the fast lane past the share.
+    lane_urgent_allowance: int = Field(default=5, ge=0, le=10_000)
+
     @property
     def cors_origins(self) -> frozenset[str]:
         return frozenset(o.strip().rstrip("/") for o in self.console_cors_origins.split(",") if o.strip())

@@ -268,10 +268,13 @@ class Container:
 
     @cached_property
     def tasks(self) -> TaskService:
+        from chalicelib.domain.lanes import Allowances
         from chalicelib.services.tasks import TaskService
 
+        lanes = Allowances(share=self.settings.lane_share_allowance, urgent=self.settings.lane_urgent_allowance)
         return TaskService(self.db, after_commit=self.relay.publish_one, agents=self.agents, cache=self.cache,
-                           quotas=self.quotas, idempotency=self.idempotency, fast_publish=self.relay.publish_committed)
+                           quotas=self.quotas, idempotency=self.idempotency, fast_publish=self.relay.publish_committed,
+                           lanes=lanes)
 
     @cached_property
     def events(self) -> EventService:

@@ -47,7 +47,7 @@ AGENT_NEEDS: dict[str, tuple[str, ...]] = {
 PROVIDER_CONSUMER_TIMEOUT_SECONDS = 300
 
 #: A bulk lane's queue is its fast lane's + this (docs/scheduling.md). Equal to chalicelib.domain.lanes.BULK_SUFFIX
-#: (tests/unit/test_lanes.py); not imported from there: the LocalStack hook mounts only infra/ and capacity.py.
+#: (tests/unit/test_lane_rule.py); not imported from there: the LocalStack hook mounts only infra/ and capacity.py.
 BULK_SUFFIX = "-bulk"
 
 CONSUMER_TIMEOUT_SECONDS = 60

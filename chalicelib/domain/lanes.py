@@ -24,6 +24,11 @@ from chalicelib.domain.tasks import TaskPriority, TaskStatus
 #: the bulk lane's queue is the fast lane's name + this; its outbox destination is the agent type + this.
 BULK_SUFFIX = "-bulk"
 URGENT: tuple[str, ...] = (TaskPriority.CRITICAL, TaskPriority.HIGH)
+#: The urgent priorities are exactly those sorting at or below this one ("critical" < "high" < "low" <
+#: "normal"), so the urgent count is an index range (chalicelib/services/lanes.py), not a list.
+URGENT_AT_MOST = max(URGENT)
+if any((p <= URGENT_AT_MOST) != (p in URGENT) for p in TaskPriority):  # a new priority name must keep this true
+    raise RuntimeError("the urgent priorities must be the ones sorting first")
 #: the owner's tasks that count against its allowances (still waiting or running).
 ACTIVE: tuple[str, ...] = (TaskStatus.PENDING, TaskStatus.QUEUED, TaskStatus.PROCESSING)
 
