@@ -419,6 +419,9 @@ class Settings(BaseSettings):
     lane_share_allowance: int = Field(default=10, ge=0, le=10_000)
     #: an owner's active critical/high tasks of one type that still take the fast lane past the share.
     lane_urgent_allowance: int = Field(default=5, ge=0, le=10_000)
+    #: bulk-lane messages carry their owner's id as MessageGroupId (SQS fair queues on standard queues:
+    #: fairness between heavy owners); false for an endpoint that refuses it on a standard queue.
+    lane_bulk_message_groups: bool = True
 
     @property
     def cors_origins(self) -> frozenset[str]:

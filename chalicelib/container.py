@@ -271,7 +271,9 @@ class Container:
         from chalicelib.domain.lanes import Allowances
         from chalicelib.services.tasks import TaskService
 
-        lanes = Allowances(share=self.settings.lane_share_allowance, urgent=self.settings.lane_urgent_allowance)
+        s = self.settings
+        lanes = Allowances(share=s.lane_share_allowance, urgent=s.lane_urgent_allowance,
+                           bulk_message_groups=s.lane_bulk_message_groups)
         return TaskService(self.db, after_commit=self.relay.publish_one, agents=self.agents, cache=self.cache,
                            quotas=self.quotas, idempotency=self.idempotency, fast_publish=self.relay.publish_committed,
                            lanes=lanes)

@@ -38,10 +38,17 @@ class Lane(StrEnum):
     BULK = "bulk"
 
 
+#: A bulk-lane message body's key naming its owner; the SQS publisher sends it as the MessageGroupId, so SQS
+#: fair queues (standard queues, 2025) balance delivery between heavy owners sharing the bulk lane.
+MESSAGE_GROUP = "message_group"
+
+
 @dataclass(frozen=True)
 class Allowances:
     share: int = 10  # active tasks of a type an owner may have before its normal/low work goes to bulk
     urgent: int = 5  # active critical/high tasks of a type an owner may have on the fast lane
+    #: bulk-lane messages carry their owner as MessageGroupId (off for an endpoint that refuses it)
+    bulk_message_groups: bool = True
 
 
 @dataclass(frozen=True)

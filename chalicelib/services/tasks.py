@@ -18,6 +18,7 @@ from chalicelib.db.models import Agent, OutboxMessage, Task
 from chalicelib.db.session import Database, rowcount
 from chalicelib.db.types import utcnow
 from chalicelib.db.workflow_models import WorkflowRun
+from chalicelib.domain import lanes
 from chalicelib.domain.lanes import Allowances
 from chalicelib.domain.leases import AgentMode
 from chalicelib.domain.tasks import CANCELLABLE, TERMINAL, TaskStatus
@@ -86,8 +87,11 @@ def enqueue(session: Session, task: Task, agent_mode: str, allowances: Allowance
     """
     if agent_mode == AgentMode.EXTERNAL:
         return None
-    destination = destination_for(session, task, allowances or Allowances())
-    payload = task_message(task)
+    allowances = allowances or Allowances()
+    destination = destination_for(session, task, allowances)
+    payload: dict[str, Any] = dict(task_message(task))
+    if allowances.bulk_message_groups and lanes.lane_of(destination) is lanes.Lane.BULK:
+        payload[lanes.MESSAGE_GROUP] = str(task.user_id)  # fairness between heavy owners (docs/scheduling.md)
     outbox = OutboxMessage(aggregate_id=task.id, destination=destination, payload=payload)
     session.add(outbox)
     session.flush()

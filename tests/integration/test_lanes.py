@@ -27,7 +27,8 @@ def drain(aws: Any, queue: str) -> list[dict[str, Any]]:
     url = aws.get_queue_url(QueueName=f"{PREFIX}-{queue}")["QueueUrl"]
     out: list[dict[str, Any]] = []
     while True:
-        got = aws.receive_message(QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=60).get("Messages", [])
+        got = aws.receive_message(QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=60,
+                                  MessageSystemAttributeNames=["MessageGroupId"]).get("Messages", [])
         if not got:
             return out
         out.extend({**m, "body": json.loads(m["Body"])} for m in got)
@@ -63,9 +64,15 @@ def test_a_heavy_owners_eleventh_task_takes_the_bulk_lane_and_a_light_owners_fir
     assert lanes[eleventh] == "validation-bulk" and lanes[light] == "validation"
     # published (by the create's fast path) to the queue its destination names
     fast = {m["body"]["task_id"] for m in drain(aws, "agent-validation")}
-    bulk = [m["body"] for m in drain(aws, "agent-validation-bulk")]
+    bulk = drain(aws, "agent-validation-bulk")
     assert fast == {*first_ten, light}
-    assert bulk == [{"task_id": eleventh, "agent_type": "validation"}]  # the message names the type, not the lane
+    # the message names the type (not the lane) and, for SQS fair queues, its owner as the message group
+    [bulk_message] = bulk
+    with db.read() as s:
+        owner = str(s.scalar(select(Task.user_id).where(Task.id == uuid.UUID(eleventh))))
+    assert bulk_message["body"] == {"task_id": eleventh, "agent_type": "validation",
+                                    "message_group": owner}
+    assert bulk_message["Attributes"]["MessageGroupId"] == owner
 
 
 def test_a_heavy_owners_urgent_tasks_take_the_fast_lane_up_to_the_urgent_allowance(
@@ -104,6 +111,17 @@ def test_settings_tune_the_allowances(api: Api, container: Container, db: Databa
     urgent = new_tasks(api, agent["id"], 2, priority="high")
     lanes = destinations(db, [normal, *urgent])
     assert (lanes[normal], lanes[urgent[0]], lanes[urgent[1]]) == ("validation-bulk", "validation", "validation-bulk")
+
+
+def test_message_groups_can_be_switched_off(api: Api, aws: Any, container: Container) -> None:
+    container.settings = container.settings.model_copy(update={"lane_share_allowance": 0,
+                                                               "lane_bulk_message_groups": False})
+    container.__dict__.pop("tasks", None)
+    api.signup()
+    [task_id] = new_tasks(api, api.agent()["id"], 1)
+    [message] = drain(aws, "agent-validation-bulk")
+    assert message["body"] == {"task_id": task_id, "agent_type": "validation"}
+    assert "MessageGroupId" not in message.get("Attributes", {})
 
 
 def test_a_bulk_lane_message_is_consumed_and_completed_through_the_handler(api: Api, aws: Any, db: Database) -> None:
@@ -163,3 +181,17 @@ def test_counting_an_owner_with_5000_active_tasks_reads_a_bounded_number_of_inde
         # each count stops at its LIMIT: the index hands over at most the allowance (+ the excluded new task)
         assert node.get("Index Name") == "ix_tasks_active_user_id_agent_type_priority", node
         assert node["Actual Rows"] + node.get("Rows Removed by Filter", 0) <= allowances.share + 1, node
+
+
+def test_the_scheduled_relay_publishes_a_bulk_row_to_the_bulk_queue(api: Api, aws: Any, db: Database,
+                                                                    container: Container) -> None:
+    api.signup()
+    agent = api.agent()
+    [task_id] = new_tasks(api, agent["id"], 1)
+    drain(aws, "agent-validation")
+    with db.transaction() as s:  # as if the fast path had failed, on the bulk lane
+        s.execute(text("UPDATE outbox SET published_at = NULL, destination = 'validation-bulk' "
+                       "WHERE aggregate_id = :t"), {"t": uuid.UUID(task_id)})
+    assert container.relay.run_once().published == 1
+    assert [m["body"]["task_id"] for m in drain(aws, "agent-validation-bulk")] == [task_id]
+    assert drain(aws, "agent-validation") == []
