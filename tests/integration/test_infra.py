@@ -159,6 +159,10 @@ def test_each_agent_type_has_a_bulk_lane_dead_lettering_into_the_fast_lanes_dlq(
         assert fast_esm["ScalingConfig"]["MaximumConcurrency"] == 2 <= bulk_esm["ScalingConfig"]["MaximumConcurrency"]
         assert (fast_esm["ScalingConfig"]["MaximumConcurrency"] + bulk_esm["ScalingConfig"]["MaximumConcurrency"]
                 == manifest.agent_max_concurrency(agent_type))
+        # each lane's consumer may consume its own queue only
+        for name in (fast, bulk):
+            by_sid = {st["Sid"]: st for st in _statements(template["Resources"][logical_id(name, "Role")])}
+            assert by_sid["ConsumeOwnQueue"]["Resource"] == [{"Fn::GetAtt": [logical_id(name, "Queue"), "Arn"]}]
         # one policy per queue: the shared DLQ's belongs to the fast lane's
         assert policies[logical_id(bulk, "QueuePolicy")]["Properties"]["Queues"] == [{"Ref": logical_id(bulk, "Queue")}]
         assert {"Ref": dlq} in policies[logical_id(fast, "QueuePolicy")]["Properties"]["Queues"]
