@@ -22,6 +22,7 @@ from chalicelib.domain.leases import AgentMode
 from chalicelib.domain.tasks import CANCELLABLE, TERMINAL, TaskStatus
 from chalicelib.engines.optimization import route
 from chalicelib.errors import ConflictError, NotFoundError, ValidationError
+from chalicelib.schemas.common import RenderedOnce
 from chalicelib.schemas.tasks import TaskCreate, TaskListQuery, TaskPublic
 from chalicelib.services import audit
 from chalicelib.services.agents import AgentRecord, get_owned_agent
@@ -90,6 +91,10 @@ def _get_owned_task(session: Session, user_id: uuid.UUID, task_id: uuid.UUID, *,
     return task
 
 
+class FinalTaskPublic(TaskPublic, RenderedOnce):
+    """The public view of a cached record: shared and never modified, so rendered to JSON once."""
+
+
 class TaskRecord(TaskPublic):
     """A task with its result as cached: the public view plus its owner, checked on every cached read."""
 
@@ -108,7 +113,8 @@ class TaskRecord(TaskPublic):
         # A cached record is shared and never modified, so its public view is built once (model_construct
         # costs more than the rest of a cached read).
         if self._public is None:
-            self._public = TaskPublic.model_construct(**{name: getattr(self, name) for name in TaskPublic.model_fields})
+            fields = {name: getattr(self, name) for name in TaskPublic.model_fields}
+            self._public = FinalTaskPublic.model_construct(**fields)
         return self._public
 
 
