@@ -67,7 +67,7 @@ def initial_status(agent_mode: str) -> TaskStatus:
 
 
 def enqueue(session: Session, task: Task, agent_mode: str) -> uuid.UUID | None:
-    """Make a new, flushed task reachable by its agent, in the caller's transaction.
+    """Make a new task (its id set; flushed or not) reachable by its agent, in the caller's transaction.
 
     Managed agents: an outbox row; the relay publishes it to the type's SQS queue. External
     agents: nothing, the task waits in `queued` for a lease (`POST /agents/{id}/lease`); on SQS
@@ -195,19 +195,24 @@ class TaskService:
         registry.validate_input(agent.type, req.input_data)
         if self.quotas is not None:
             self.quotas.check_tasks_today(session, user_id, utcnow())
-        task = Task(user_id=user_id, agent_id=agent.id, agent_type=agent.type, title=req.title,
+        task = Task(id=uuid.uuid4(), user_id=user_id, agent_id=agent.id, agent_type=agent.type, title=req.title,
                     description=req.description, priority=req.priority, input_data=req.input_data,
                     status=initial_status(agent.mode))
-        session.add(task)
-        session.flush()
+        # The task's INSERT fires the event ledger's trigger, which locks the user's event counter row until
+        # COMMIT (chalicelib.events.triggers), so a user's concurrent POSTs queue behind each other there. The
+        # outbox and audit rows (no foreign key to the task) are written first: the lock is then held for the
+        # INSERT and the COMMIT only, not for the statements and ORM work between them.
         outbox_id = enqueue(session, task, agent.mode)
         audit.record(session, user_id=user_id, event_type="task.created", action="create",
                      resource_type="task", resource_id=task.id,
                      details={"agent_id": str(agent.id), "agent_type": agent.type,
                               "routed": req.agent_id is None}, meta=meta)
+        session.flush()
+        session.add(task)
+        session.flush()
         if on_created is not None:
             on_created(session, task)
-        session.flush()
+            session.flush()
         return task, task, outbox_id
 
     def get(self, user_id: uuid.UUID, task_id: uuid.UUID) -> TaskPublic:
