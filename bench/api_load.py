@@ -9,10 +9,10 @@ measured in the same run, phase after phase, BENCH_ROUNDS rounds (default 3) of 
 per endpoint, BENCH_CLIENTS threads (default 8), each with its own keep-alive http.client connection.
 Budget (issue #14): POST /tasks req/s >= 1/4 of the cached GET's (measured 1/22 before: 16-19 req/s, p99 ~1 s).
 
-BENCH_PORT (default 8610; the WebSocket gateway takes +1 and +2). BENCH_PYSPY=1 (or a directory to keep the
-raw stacks in) also records the runtime with py-spy (on PATH) during the POST phases and prints where the GIL
-went per thread (`--gil --threads`) and in which process: the API's or the emulator's (BENCH_PYSPY_WALL=1:
-every thread's stacks, waiting ones too).
+BENCH_PORT (default: a free one; the WebSocket gateway takes +1 and +2, or free ones). BENCH_PYSPY=1 (or a
+directory to keep the raw stacks in) also records the runtime with py-spy (on PATH) during the POST phases
+and prints where the GIL went per thread (`--gil --threads`) and in which process: the API's or the
+emulator's (BENCH_PYSPY_WALL=1: every thread's stacks, waiting ones too).
 
 Run: /work/main/.venv/bin/python bench/api_load.py
 """
@@ -24,6 +24,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -43,7 +44,7 @@ import _harness  # noqa: E402 - needs the path above
 CLIENTS = int(os.environ.get("BENCH_CLIENTS", "8"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 SECONDS = float(os.environ.get("BENCH_SECONDS", "3"))
-PORT = int(os.environ.get("BENCH_PORT", "8610"))
+PORT = int(os.environ.get("BENCH_PORT", "0"))  # 0: a free port
 BUDGET_POST_VS_GET = 0.25
 PASSWORD = "correct horse battery"
 TASK = {"schema": {"type": "object", "required": ["name"]}, "payload": {"name": "x"}}
@@ -53,7 +54,8 @@ class Runtime:
     """`python -m infra.local` in its own process group, as `make run` starts it; stopped with Ctrl-C."""
 
     def __init__(self, database_url: str, prefix: str) -> None:
-        self.base = ("127.0.0.1", PORT)
+        port = PORT or _free_port()
+        self.base = ("127.0.0.1", port)
         self.state = tempfile.mkdtemp(prefix="ymera-bench-load-")
         env = {k: v for k, v in os.environ.items() if k not in {"AWS_ENDPOINT_URL", "YMERA_STAGE", "YMERA_JWT_SECRET"}}
         env.update({"DATABASE_URL": database_url, "REDIS_URL": _harness.REDIS_URL, "YMERA_REDIS_KEY_PREFIX": prefix,
@@ -63,7 +65,7 @@ class Runtime:
                                                                               "LOGIN_IP", "LOGIN_ACCOUNT_IP")}})
         self.log = open(Path(self.state) / "runtime.log", "w+b")  # noqa: SIM115 - closed in stop()
         # The access log goes to stdout: to the file, like a terminal would take it.
-        self.proc = subprocess.Popen([sys.executable, "-m", "infra.local", "--port", str(PORT), "--state-dir",
+        self.proc = subprocess.Popen([sys.executable, "-m", "infra.local", "--port", str(port), "--state-dir",
                                       str(Path(self.state) / "s")], cwd=HERE.parent, env=env, stdout=self.log,
                                      stderr=subprocess.STDOUT, start_new_session=True)
 
@@ -98,6 +100,12 @@ class Runtime:
             self.log.close()
             shutil.rmtree(self.state, ignore_errors=True)
         return time.monotonic() - started
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def request(conn: http.client.HTTPConnection, method: str, path: str, body: Any = None,
