@@ -197,7 +197,9 @@ def spawn_moto(host: str = "127.0.0.1", port: int = 0, *,
     """Run moto's server in a child process (same config as `start_moto`); returns once it answers.
 
     The child is in this process group (a terminal's Ctrl-C reaches it, and it ignores it: the parent stops
-    it last, once nothing uses it). `on_exit(returncode)` reports an exit that `stop()` did not ask for."""
+    it last, once nothing uses it). `on_exit(returncode)` reports an exit that `stop()` did not ask for.
+    Call it from a thread that lives as long as the child should (the main thread): Linux sends the
+    parent-death signal when the thread that forked the child exits."""
     if port and not _port_is_free(host, port):
         raise EndpointError(f"YMERA_MOTO_PORT={port} is already in use on {host}")
     proc = subprocess.Popen([sys.executable, "-m", "infra.local.emulator", "--host", host, "--port", str(port),
