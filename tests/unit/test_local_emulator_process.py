@@ -42,7 +42,9 @@ def gone_within(pid: int, seconds: float) -> bool:
 
 @pytest.fixture
 def env(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)  # spawn_moto exports it: undone after the test
+    for var in ("AWS_ENDPOINT_URL", "MOTO_PORT"):  # spawn_moto exports the URL: recorded here, undone after
+        monkeypatch.setenv(var, "")
+        monkeypatch.delenv(var)
     for key, value in {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
                        "AWS_DEFAULT_REGION": "us-east-1"}.items():
         monkeypatch.setenv(key, value)
