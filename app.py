@@ -31,12 +31,15 @@ from chalicelib.api import (
 )
 from chalicelib.api.http import envelope_middleware
 from chalicelib.config import get_settings
+from chalicelib.container import get_container
 
 # Fail the cold start, not the first request, when the environment is wrong. Only in a
 # Lambda (or the local runtime): `chalice deploy`/`package` import this module to read
 # the routes on a machine that has no runtime configuration, and must not need it.
 if os.environ.get("AWS_LAMBDA_FUNCTION_NAME") or os.environ.get("YMERA_CHECK_SETTINGS_AT_IMPORT"):
     get_settings().require_token_secret()
+    # In the init phase, not in the first POST /tasks: the SQS client its fast-path publish uses.
+    get_container().warm()
 
 app = Chalice(app_name="ymera")
 app.register_blueprint(auth.bp)

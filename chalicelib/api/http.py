@@ -24,7 +24,7 @@ from chalicelib.api import identity
 from chalicelib.auth.tokens import ACCESS, Claims
 from chalicelib.container import get_container
 from chalicelib.observability import logger
-from chalicelib.schemas.common import MAX_JSON_DEPTH
+from chalicelib.schemas.common import MAX_JSON_DEPTH, RenderedOnce
 from chalicelib.services.meta import RequestMeta
 
 if TYPE_CHECKING:
@@ -217,7 +217,11 @@ def replay_headers(replayed: bool) -> dict[str, str]:
 
 
 def ok(model: BaseModel | dict[str, Any], status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    body = model.model_dump(mode="json") if isinstance(model, BaseModel) else model
+    body: Any = model
+    if isinstance(model, RenderedOnce):
+        body = model.json_text()  # a string body goes out as it is
+    elif isinstance(model, BaseModel):
+        body = model.model_dump(mode="json")
     return Response(body=body, status_code=status, headers={"Content-Type": "application/json", **(headers or {})})
 
 

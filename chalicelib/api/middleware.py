@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from functools import lru_cache
 
 from chalice import Response
 from chalice.app import Request
@@ -90,9 +89,16 @@ def _rate_limited(container: Container, request: Request, get_response: Callable
     return response
 
 
-@lru_cache(maxsize=8)
+_built: tuple[Settings, Buckets] | None = None
+
+
 def _buckets(settings: Settings) -> Buckets:
-    return Buckets.from_settings(settings)
+    # By identity, not an lru_cache: hashing Settings (pydantic, ~200 fields) cost more per request than this.
+    global _built
+    built = _built
+    if built is None or built[0] is not settings:
+        _built = built = (settings, Buckets.from_settings(settings))
+    return built[1]
 
 
 def _check_with_session(container: Container, limiter: RateLimiter, checks: list[tuple[Bucket, str]],

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Annotated, Any, Generic, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, GetCoreSchemaHandler, GetJsonSchemaHandler
+from pydantic import AfterValidator, BaseModel, ConfigDict, GetCoreSchemaHandler, GetJsonSchemaHandler, PrivateAttr
 from pydantic import ValidationError as PydanticValidationError
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema, InitErrorDetails, PydanticCustomError, core_schema
@@ -179,6 +179,18 @@ class StrictModel(BaseModel):
 
 class PublicModel(BaseModel):
     model_config = ConfigDict(from_attributes=True)
+
+
+class RenderedOnce(PublicModel):
+    """A response model that is never modified once built (a final task as cached): its JSON text is made
+    once and reused, so a cached read does not serialize the same task again (`chalicelib.api.http.ok`)."""
+
+    _json_text: str | None = PrivateAttr(default=None)
+
+    def json_text(self) -> str:
+        if self._json_text is None:  # Chalice's own encoding of a dict body: compact separators
+            self._json_text = json.dumps(self.model_dump(mode="json"), separators=(",", ":"))
+        return self._json_text
 
 
 class Page(PublicModel, Generic[T]):

@@ -107,13 +107,17 @@ class OutboxRelay:
                 error = "rejected by the queue"
             except Exception as exc:  # noqa: BLE001 - recorded on the row and retried by the relay
                 failed, error = {outbox_id.hex}, f"{type(exc).__name__}: {exc}"[:500]
-            if failed:
-                conn.execute(update(OutboxMessage)
-                             .where(OutboxMessage.id == outbox_id, OutboxMessage.published_at.is_(None))
-                             .values(attempts=OutboxMessage.attempts + 1, last_error=error))
-            else:
-                for stmt in _mark_published(outbox_id, self.clock(), conn.dialect.name):
-                    conn.execute(stmt)
+            statements = [update(OutboxMessage)
+                          .where(OutboxMessage.id == outbox_id, OutboxMessage.published_at.is_(None))
+                          .values(attempts=OutboxMessage.attempts + 1, last_error=error)] if failed else \
+                _mark_published(outbox_id, self.clock(), conn.dialect.name)
+            if len(statements) == 1 and not conn.in_transaction():
+                # One statement is its own transaction (autocommit): the user's event counter row that the
+                # task's status trigger locks is released as the statement completes, not a COMMIT round trip
+                # later (a user's concurrent POSTs queue on that row). The pool resets the level on checkin.
+                conn.execution_options(isolation_level="AUTOCOMMIT")
+            for stmt in statements:
+                conn.execute(stmt)
             conn.commit()
         except Exception:  # noqa: BLE001 - the scheduled relay retries whatever this did not finish
             logger.warning("outbox fast-path publish failed; the relay will retry",

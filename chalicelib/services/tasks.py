@@ -24,6 +24,7 @@ from chalicelib.domain.leases import AgentMode
 from chalicelib.domain.tasks import CANCELLABLE, TERMINAL, TaskStatus
 from chalicelib.engines.optimization import route
 from chalicelib.errors import ConflictError, NotFoundError, ValidationError
+from chalicelib.schemas.common import RenderedOnce
 from chalicelib.schemas.tasks import TaskCreate, TaskListQuery, TaskPublic
 from chalicelib.services import audit
 from chalicelib.services.agents import AgentRecord, get_owned_agent
@@ -78,7 +79,7 @@ class Enqueued:
 
 
 def enqueue(session: Session, task: Task, agent_mode: str, allowances: Allowances | None = None) -> Enqueued | None:
-    """Make a new, flushed task reachable by its agent, in the caller's transaction.
+    """Make a new task (its id set; flushed or not) reachable by its agent, in the caller's transaction.
 
     Managed agents: an outbox row; the relay publishes it to the lane of the type chosen here (fast
     `{prefix}-agent-{type}` or bulk `...-bulk`, by the owner's active tasks: chalicelib/domain/lanes.py).
@@ -108,6 +109,10 @@ def _get_owned_task(session: Session, user_id: uuid.UUID, task_id: uuid.UUID, *,
     return task
 
 
+class FinalTaskPublic(TaskPublic, RenderedOnce):
+    """The public view of a cached record: shared and never modified, so rendered to JSON once."""
+
+
 class TaskRecord(TaskPublic):
     """A task with its result as cached: the public view plus its owner, checked on every cached read."""
 
@@ -126,7 +131,8 @@ class TaskRecord(TaskPublic):
         # A cached record is shared and never modified, so its public view is built once (model_construct
         # costs more than the rest of a cached read).
         if self._public is None:
-            self._public = TaskPublic.model_construct(**{name: getattr(self, name) for name in TaskPublic.model_fields})
+            fields = {name: getattr(self, name) for name in TaskPublic.model_fields}
+            self._public = FinalTaskPublic.model_construct(**fields)
         return self._public
 
 
@@ -208,19 +214,24 @@ class TaskService:
         registry.validate_input(agent.type, req.input_data)
         if self.quotas is not None:
             self.quotas.check_tasks_today(session, user_id, utcnow())
-        task = Task(user_id=user_id, agent_id=agent.id, agent_type=agent.type, title=req.title,
+        task = Task(id=uuid.uuid4(), user_id=user_id, agent_id=agent.id, agent_type=agent.type, title=req.title,
                     description=req.description, priority=req.priority, input_data=req.input_data,
                     status=initial_status(agent.mode))
-        session.add(task)
-        session.flush()
+        # The task's INSERT fires the event ledger's trigger, which locks the user's event counter row until
+        # COMMIT (chalicelib.events.triggers), so a user's concurrent POSTs queue behind each other there. The
+        # outbox and audit rows (no foreign key to the task) are written first: the lock is then held for the
+        # INSERT and the COMMIT only, not for the statements and ORM work between them.
         enqueued = enqueue(session, task, agent.mode, self.lanes)
         audit.record(session, user_id=user_id, event_type="task.created", action="create",
                      resource_type="task", resource_id=task.id,
                      details={"agent_id": str(agent.id), "agent_type": agent.type,
                               "routed": req.agent_id is None}, meta=meta)
+        session.flush()
+        session.add(task)
+        session.flush()
         if on_created is not None:
             on_created(session, task)
-        session.flush()
+            session.flush()
         return task, enqueued
 
     def get(self, user_id: uuid.UUID, task_id: uuid.UUID) -> TaskPublic:

@@ -69,7 +69,7 @@ class _StopTogether(contextlib.AbstractContextManager["_StopTogether"]):
 
     Two groups, in order: what takes work (API server, runner: its pollers finish a
     long poll of up to 1 s), then what that work used (Postgres's shutdown checkpoint,
-    moto, Redis). Stopping one at a time summed to 3-4 s.
+    the moto child process, Redis). Stopping one at a time summed to 3-4 s.
     """
 
     def __init__(self) -> None:
@@ -171,7 +171,9 @@ def _banner(api_url: str, aws: Any, queues: dict[str, str], specs: list[Any],
         f"  API          {api_url}   (try {api_url}/health)",
         *([f"  WebSocket    {ws.url}/?token=<access token>   (Management API {ws.management_url})"]
           if ws is not None else []),
-        f"  AWS endpoint {aws.url}   ({'embedded moto' if aws.kind == 'moto' else 'external'})",
+        f"  AWS endpoint {aws.url}   ("
+        + (f"embedded moto, child process {aws.pid}" if aws.pid else "embedded moto" if aws.kind == "moto"
+           else "external") + ")",
         f"  Database     {mask(os.environ['DATABASE_URL'])}"
         + ("   (embedded Postgres)" if embedded_db else ""),
         f"  Redis        {mask(os.environ.get('REDIS_URL', ''))}",
@@ -236,7 +238,13 @@ def run(args: argparse.Namespace) -> int:
 
         if args.localstack:
             os.environ["AWS_ENDPOINT_URL"] = localstack_url()
-        aws = ensure_endpoint()
+        died = threading.Event()
+
+        def emulator_died(_code: int) -> None:  # (the watcher logged it) nothing works without SQS: stop all
+            died.set()
+            os.kill(os.getpid(), signal.SIGTERM)
+
+        aws = ensure_endpoint(on_exit=emulator_died)
         stores.add("AWS endpoint", aws.stop)
         log.info("AWS endpoint %s (%s)", aws.url, aws.kind)
 
@@ -287,6 +295,9 @@ def run(args: argparse.Namespace) -> int:
                 time.sleep(3600)  # signals interrupt the sleep by raising _Shutdown
         except _Shutdown as sig:
             log.info("%s received, stopping", sig)
+    if died.is_set():
+        log.error("stopped: the AWS emulator exited")
+        return 1
     log.info("stopped cleanly")
     return 0
 

@@ -2,14 +2,26 @@
 
 Both end with `AWS_ENDPOINT_URL` exported, which boto3 honours natively, so the
 app and the handlers reach "AWS" without any local-only code path.
+
+`make run` starts moto as a child process (`python -m infra.local.emulator`, `spawn_moto`): in the API's
+process its server threads held 46 % of the GIL under 8 concurrent POST /tasks clients (issue #14), and
+every SQS call of a request waited on them. The child ignores Ctrl-C (the parent stops it, after the
+API and the runner), exits when the parent dies (PR_SET_PDEATHSIG, and EOF on its stdin), and an
+unexpected exit is reported by the parent. `start_moto` (a thread of this process) is for tests and
+benchmarks that want moto in-process.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import signal
 import socket
+import subprocess
+import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Callable
@@ -28,6 +40,8 @@ class AwsEndpoint:
     url: str
     kind: str  # "moto" (embedded) or "external"
     _stop: Callable[[], None] | None = field(default=None, repr=False)
+    #: the emulator's process id when it runs as a child (spawn_moto), else None.
+    pid: int | None = None
 
     def stop(self) -> None:
         if self._stop is not None:
@@ -154,8 +168,10 @@ def localstack_url(localstack_host: str | None = None) -> str:
     return url
 
 
-def ensure_endpoint() -> AwsEndpoint:
-    """Use AWS_ENDPOINT_URL if set (checked), else start moto on YMERA_MOTO_PORT or a free port."""
+def ensure_endpoint(on_exit: Callable[[int], None] | None = None) -> AwsEndpoint:
+    """Use AWS_ENDPOINT_URL if set (checked), else start moto (a child process) on YMERA_MOTO_PORT or a free port.
+
+    `on_exit(returncode)` is called (from a watcher thread) if that child exits before `stop()`."""
     external = os.environ.get("AWS_ENDPOINT_URL")
     if external:
         check_endpoint(external)
@@ -165,4 +181,125 @@ def ensure_endpoint() -> AwsEndpoint:
         port = int(raw_port)
     except ValueError as exc:
         raise EndpointError(f"YMERA_MOTO_PORT must be a port number, got {raw_port!r}") from exc
-    return start_moto(port=port)
+    return spawn_moto(port=port, on_exit=on_exit)
+
+
+#: the child's first line on stdout: "<READY_PREFIX> <port>".
+READY_PREFIX = "ymera-moto-ready"
+#: how long the parent waits for that line (moto's import takes ~1-2 s on this machine).
+SPAWN_TIMEOUT_SECONDS = 30.0
+#: after SIGTERM, how long the child gets before SIGKILL.
+STOP_GRACE_SECONDS = 2.0
+
+
+def spawn_moto(host: str = "127.0.0.1", port: int = 0, *,
+               on_exit: Callable[[int], None] | None = None) -> AwsEndpoint:
+    """Run moto's server in a child process (same config as `start_moto`); returns once it answers.
+
+    The child is in this process group (a terminal's Ctrl-C reaches it, and it ignores it: the parent stops
+    it last, once nothing uses it). `on_exit(returncode)` reports an exit that `stop()` did not ask for.
+    Call it from a thread that lives as long as the child should (the main thread): Linux sends the
+    parent-death signal when the thread that forked the child exits."""
+    if port and not _port_is_free(host, port):
+        raise EndpointError(f"YMERA_MOTO_PORT={port} is already in use on {host}")
+    proc = subprocess.Popen([sys.executable, "-m", "infra.local.emulator", "--host", host, "--port", str(port),
+                             "--parent-pid", str(os.getpid())],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=os.environ.copy())
+    assert proc.stdout is not None
+    line = _read_line(proc, SPAWN_TIMEOUT_SECONDS)
+    if not line.startswith(READY_PREFIX):
+        _terminate(proc)
+        raise EndpointError(f"moto (child process) did not start: exit code {proc.poll()}, said {line!r}")
+    real_port = int(line.split()[1])
+    url = f"http://{host}:{real_port}"
+    os.environ["AWS_ENDPOINT_URL"] = url
+    stopping = threading.Event()
+
+    def watch() -> None:
+        code = proc.wait()
+        if not stopping.is_set():
+            log.error("the AWS emulator (moto, pid %d) exited unexpectedly with code %s", proc.pid, code)
+            if on_exit is not None:
+                on_exit(code)
+
+    threading.Thread(target=watch, name="moto-watch", daemon=True).start()
+
+    def stop() -> None:
+        stopping.set()
+        _terminate(proc)
+
+    return AwsEndpoint(url=url, kind="moto", _stop=stop, pid=proc.pid)
+
+
+def _read_line(proc: subprocess.Popen[bytes], timeout: float) -> str:
+    """The child's first stdout line, or "" if it exits or stays silent for `timeout` s."""
+    got: list[bytes] = []
+    reader = threading.Thread(target=lambda: got.append(proc.stdout.readline() if proc.stdout else b""),
+                              daemon=True)
+    reader.start()
+    reader.join(timeout)
+    return got[0].decode(errors="replace").strip() if got else ""
+
+
+def _terminate(proc: subprocess.Popen[bytes]) -> None:
+    if proc.stdin is not None:
+        with contextlib.suppress(OSError):
+            proc.stdin.close()  # the child exits on EOF too
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(STOP_GRACE_SECONDS)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    if proc.stdout is not None:
+        proc.stdout.close()
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """In the child: SIGTERM when the parent dies, whatever kills it (no orphaned moto). Linux only; elsewhere
+    EOF on stdin still ends the child once the parent is gone."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+    if parent_pid and os.getppid() != parent_pid:  # it died before the line above ran
+        os._exit(0)
+
+
+def _serve(host: str, port: int, parent_pid: int) -> int:
+    """The child: moto with Step Functions execution, until SIGTERM or EOF on stdin."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it stops us last
+    signal.signal(signal.SIGTERM, lambda *_: os._exit(0))  # in-memory state only: nothing to flush
+    _die_with_parent(parent_pid)
+    logging.basicConfig(stream=sys.stderr, level=logging.WARNING,
+                        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # it sets INFO itself: one line per request
+    endpoint = start_moto(host, port)  # sets MOTO_PORT (Step Functions calls back) in this process
+    ready = f"{READY_PREFIX} {endpoint.url.rsplit(':', 1)[1]}\n"
+    os.write(sys.stdout.fileno(), ready.encode())
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # nothing else may fill the parent's pipe
+    while sys.stdin.buffer.read(4096):  # the parent never writes: EOF = it closed the pipe or died
+        pass
+    os._exit(0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m infra.local.emulator",
+                                description="moto for `make run`, as a child process (spawn_moto)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=0)
+    p.add_argument("--parent-pid", type=int, default=0, help="exit if this process is gone")
+    args = p.parse_args(argv)
+    try:
+        return _serve(args.host, args.port, args.parent_pid)
+    except EndpointError as exc:
+        print(f"moto: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -54,3 +54,18 @@ def test_consumers_and_schedules_start_without_a_token_secret() -> None:
                             timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "prod"
+
+
+def test_a_lambda_cold_start_builds_the_sqs_client_the_first_post_publishes_with() -> None:
+    """The client is built in the init phase (boto3 loads the SQS service model), not by the first POST /tasks;
+    deploy tooling, with no runtime configuration, builds nothing."""
+    probe = ("import app; from chalicelib import container; c = container._container; "
+             "print(c is not None and 'publisher' in c.__dict__ and c.publisher._client is not None)")
+    clean = {k: v for k, v in os.environ.items() if k not in SCRUB}
+    lambda_env = {"AWS_LAMBDA_FUNCTION_NAME": "ymera-api", "DATABASE_URL": "sqlite://", "YMERA_STAGE": "prod",
+                  "YMERA_JWT_SECRET": "s" * 40, "AWS_DEFAULT_REGION": "us-east-1"}
+    for env, built in ((lambda_env, "True"), ({}, "False")):
+        result = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, env={**clean, **env},
+                                capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.strip().splitlines()[-1] == built, (env, result.stdout)

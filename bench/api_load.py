@@ -1,0 +1,312 @@
+"""The API under 8 concurrent clients on `make run` (python -m infra.local) with this machine's Postgres (a
+throwaway database) and Redis (own key prefix): requests/s and p50/p99 of
+
+  - GET /health          liveness (no auth, no Redis, no SQL): the server's floor
+  - GET /tasks/{id}      authenticated, a completed task (served from the cache: one Redis round trip)
+  - POST /tasks          authenticated, a validation task (insert + outbox + SQS send; the runner then runs it)
+
+measured in the same run, phase after phase, BENCH_ROUNDS rounds (default 3) of BENCH_SECONDS each (default 3)
+per endpoint, BENCH_CLIENTS threads (default 8), each with its own keep-alive http.client connection.
+Budget (issue #14): POST /tasks req/s >= 1/4 of the cached GET's (measured 1/22 before: 16-19 req/s, p99 ~1 s).
+
+BENCH_PORT (default: a free one; the WebSocket gateway takes +1 and +2, or free ones). BENCH_PYSPY=1 (or a
+directory to keep the raw stacks in) also records the runtime with py-spy (on PATH) during the POST phases
+and prints where the GIL went per thread (`--gil --threads`) and in which process: the API's or the
+emulator's (BENCH_PYSPY_WALL=1: every thread's stacks, waiting ones too).
+
+Run: /work/main/.venv/bin/python bench/api_load.py
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(HERE), str(HERE.parent)]
+
+import _harness  # noqa: E402 - needs the path above
+
+CLIENTS = int(os.environ.get("BENCH_CLIENTS", "8"))
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
+SECONDS = float(os.environ.get("BENCH_SECONDS", "3"))
+PORT = int(os.environ.get("BENCH_PORT", "0"))  # 0: a free port
+BUDGET_POST_VS_GET = 0.25
+PASSWORD = "correct horse battery"
+TASK = {"schema": {"type": "object", "required": ["name"]}, "payload": {"name": "x"}}
+
+
+class Runtime:
+    """`python -m infra.local` in its own process group, as `make run` starts it; stopped with Ctrl-C."""
+
+    def __init__(self, database_url: str, prefix: str) -> None:
+        port = PORT or _free_port()
+        self.base = ("127.0.0.1", port)
+        self.state = tempfile.mkdtemp(prefix="ymera-bench-load-")
+        env = {k: v for k, v in os.environ.items() if k not in {"AWS_ENDPOINT_URL", "YMERA_STAGE", "YMERA_JWT_SECRET"}}
+        env.update({"DATABASE_URL": database_url, "REDIS_URL": _harness.REDIS_URL, "YMERA_REDIS_KEY_PREFIX": prefix,
+                    "YMERA_BCRYPT_ROUNDS": "4", "YMERA_QUOTA_TASKS_PER_USER_PER_DAY": str(10**7),
+                    "YMERA_LOG_LEVEL": "WARNING",
+                    **{f"YMERA_RATE_LIMIT_{b}_CAPACITY": str(10**9) for b in ("USER", "IP", "LOGIN_ACCOUNT",
+                                                                              "LOGIN_IP", "LOGIN_ACCOUNT_IP")}})
+        self.log = open(Path(self.state) / "runtime.log", "w+b")  # noqa: SIM115 - closed in stop()
+        # The access log goes to stdout: to the file, like a terminal would take it.
+        self.proc = subprocess.Popen([sys.executable, "-m", "infra.local", "--port", str(port), "--state-dir",
+                                      str(Path(self.state) / "s")], cwd=HERE.parent, env=env, stdout=self.log,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+
+    def wait_ready(self, timeout: float = 90) -> float:
+        started = time.monotonic()
+        while time.monotonic() - started < timeout:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"runtime exited ({self.proc.returncode}):\n{self.output()}")
+            try:
+                status, _ = request(self.connect(), "GET", "/health")
+                if status == 200 and b"local runtime ready" in Path(self.log.name).read_bytes():
+                    return time.monotonic() - started
+            except OSError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(f"runtime not ready after {timeout}s:\n{self.output()}")
+
+    def connect(self) -> http.client.HTTPConnection:
+        return http.client.HTTPConnection(*self.base, timeout=30)
+
+    def output(self, tail: int = 4000) -> str:
+        return Path(self.log.name).read_bytes()[-tail:].decode(errors="replace")
+
+    def stop(self) -> float:
+        started = time.monotonic()
+        try:
+            os.killpg(self.proc.pid, signal.SIGINT)  # Ctrl-C in a terminal reaches the whole group
+            self.proc.wait(20)
+        finally:
+            if self.proc.poll() is None:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.log.close()
+            shutil.rmtree(self.state, ignore_errors=True)
+        return time.monotonic() - started
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def request(conn: http.client.HTTPConnection, method: str, path: str, body: Any = None,
+            token: str | None = None) -> tuple[int, bytes]:
+    headers = {"Content-Type": "application/json"} if body is not None else {}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    conn.request(method, path, body=json.dumps(body) if body is not None else None, headers=headers)
+    response = conn.getresponse()
+    return response.status, response.read()
+
+
+def seed(rt: Runtime) -> tuple[str, str, str]:
+    """A user, a validation agent and one completed task: (token, agent id, task id)."""
+    conn, name = rt.connect(), f"load{uuid.uuid4().hex[:8]}"
+    status, body = request(conn, "POST", "/auth/register",
+                           {"username": name, "email": f"{name}@example.com", "password": PASSWORD})
+    assert status == 201, body
+    status, body = request(conn, "POST", "/auth/login", {"username": name, "password": PASSWORD})
+    assert status == 200, body
+    token = json.loads(body)["access_token"]
+    status, body = request(conn, "POST", "/agents", {"name": "load", "type": "validation"}, token)
+    assert status == 201, body
+    agent_id = json.loads(body)["id"]
+    status, body = request(conn, "POST", "/tasks", {"agent_id": agent_id, "title": "seed", "input_data": TASK}, token)
+    assert status == 202, body
+    task_id = json.loads(body)["id"]
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        status, body = request(conn, "GET", f"/tasks/{task_id}", token=token)
+        if json.loads(body)["status"] == "completed":
+            return token, agent_id, task_id
+        time.sleep(0.1)
+    raise RuntimeError(f"the seed task did not complete: {body!r}")
+
+
+def phase(rt: Runtime, method: str, path: str, body: Any, token: str | None, expect: int) -> tuple[int, float,
+                                                                                                   list[float], int]:
+    """CLIENTS threads for SECONDS: (requests, elapsed, latencies, errors)."""
+    latencies: list[list[float]] = [[] for _ in range(CLIENTS)]
+    errors = [0] * CLIENTS
+    start = threading.Barrier(CLIENTS + 1)
+    stop_at = [0.0]
+
+    def client(i: int) -> None:
+        conn = rt.connect()
+        conn.connect()
+        start.wait()
+        clock, mine = time.perf_counter, latencies[i]
+        while clock() < stop_at[0]:
+            t = clock()
+            try:
+                status, _ = request(conn, method, path, body, token)
+            except (OSError, http.client.HTTPException):
+                errors[i] += 1
+                conn.close()
+                conn = rt.connect()
+                continue
+            mine.append(clock() - t)
+            if status != expect:
+                errors[i] += 1
+        conn.close()
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(CLIENTS)]
+    for t in threads:
+        t.start()
+    began = time.perf_counter()
+    stop_at[0] = began + SECONDS
+    start.wait()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - began
+    flat = [x for lat in latencies for x in lat]
+    return len(flat), elapsed, flat, sum(errors)
+
+
+def pct(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))] if ordered else float("nan")
+
+
+def pyspy(pid: int, seconds: float, out: Path) -> subprocess.Popen[bytes] | None:
+    exe = shutil.which("py-spy")
+    if exe is None:
+        print("  BENCH_PYSPY: py-spy is not on PATH (pip install py-spy into any venv); not profiling")
+        return None
+    # BENCH_PYSPY_WALL=1: every thread's stacks, waiting ones too (where a request's time goes), not the GIL's.
+    what = "--idle" if os.environ.get("BENCH_PYSPY_WALL") else "--gil"
+    return subprocess.Popen([exe, "record", "--pid", str(pid), "--subprocesses", what, "--threads",
+                             "--nonblocking", "--rate", "200", "--duration", str(max(1, int(seconds))),
+                             "--format", "raw", "--output", str(out)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def gil_share(raws: list[Path], emulator_pid: int | None) -> None:
+    """Per thread (and per process) share of the samples in which a thread held the GIL."""
+    threads: Counter[str] = Counter()
+    processes: Counter[str] = Counter()
+    for line in (line for raw in raws for line in raw.read_text().splitlines()):
+        stack, _, count = line.rpartition(" ")
+        frames = stack.split(";")
+        if not count.isdigit():
+            continue
+        # --subprocesses: "process <pid>:<cmdline>" frames down to the sampled process (the emulator is the
+        # API's child, so its stacks start with both), then --threads' "thread (<id>): <name>".
+        depth = max((i for i, f in enumerate(frames) if f.startswith("process ")), default=-1)
+        kind = "emulator" if emulator_pid and frames[depth].startswith(f"process {emulator_pid}:") else "API process"
+        processes[kind] += int(count)
+        threads[f"{kind}: {_thread_label(frames[depth + 2:])}"] += int(count)
+    total = sum(processes.values()) or 1
+    print("  py-spy --gil during POST phases: " + ", ".join(f"{k} {v / total:.0%}" for k, v in processes.items()))
+    for name, n in threads.most_common(8):
+        print(f"    {n / total:5.1%}  {name}")
+
+
+def _thread_label(frames: list[str]) -> str:
+    """What a sampled stack was doing: the outermost frame of our code or of a library we name."""
+    for frame in frames:
+        for mark in ("moto/", "werkzeug/", "infra/local/runner", "chalicelib/", "sqlalchemy/", "botocore/",
+                     "psycopg/", "chalice/local"):
+            if mark in frame:
+                return f"{mark.rstrip('/')} ({frame.split(' (')[0]})"
+    return frames[-1].split(" (")[0] if frames else "?"
+
+
+def main() -> int:
+    with _harness.throwaway_database() as url:
+        prefix = f"ymera-bench-load-{uuid.uuid4().hex[:6]}:"
+        rt = Runtime(url, prefix)
+        try:
+            ready = rt.wait_ready()
+            token, agent_id, task_id = seed(rt)
+            results = run(rt, token, agent_id, task_id)
+        except BaseException:
+            print(rt.output(), file=sys.stderr)
+            raise
+        finally:
+            stopped = rt.stop()
+            import redis
+
+            _harness.drop_redis_keys(redis.Redis.from_url(_harness.REDIS_URL), prefix)
+    return report(results, ready, stopped)
+
+
+def run(rt: Runtime, token: str, agent_id: str, task_id: str) -> dict[str, tuple[int, float, list[float], int]]:
+    post = {"agent_id": agent_id, "title": "load", "input_data": TASK}
+    phases = {"GET /health": ("GET", "/health", None, None, 200),
+              "GET /tasks/{id}": ("GET", f"/tasks/{task_id}", None, token, 200),
+              "POST /tasks": ("POST", "/tasks", post, token, 202)}
+    phase(rt, "GET", "/health", None, None, 200)  # warm-up: connections, code paths
+    totals: dict[str, tuple[int, float, list[float], int]] = {name: (0, 0.0, [], 0) for name in phases}
+    spying = os.environ.get("BENCH_PYSPY", "")
+    raws: list[Path] = []
+    for r in range(ROUNDS):
+        for name, args in phases.items():
+            spy = None
+            if name == "POST /tasks" and spying:
+                raws.append(Path(spying if spying != "1" else rt.state) / f"pyspy-post-{r}.raw")
+                spy = pyspy(rt.proc.pid, SECONDS, raws[-1])
+            n, elapsed, lat, errors = phase(rt, *args)
+            before = totals[name]
+            totals[name] = (before[0] + n, before[1] + elapsed, before[2] + lat, before[3] + errors)
+            if spy is not None:
+                spy.wait(60)
+    if raws:
+        gil_share([raw for raw in raws if raw.exists()], _emulator_pid(rt.proc.pid))
+    return totals
+
+
+def _emulator_pid(parent: int) -> int | None:
+    try:
+        children = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
+    except OSError:
+        return None
+    for child in children:
+        if b"infra.local.emulator" in Path(f"/proc/{child}/cmdline").read_bytes():
+            return int(child)
+    return None
+
+
+def report(results: dict[str, tuple[int, float, list[float], int]], ready: float, stopped: float) -> int:
+    print(f"make run (python -m infra.local) with this machine's Postgres and Redis; ready in {ready:.1f}s, "
+          f"stopped by Ctrl-C in {stopped:.1f}s")
+    print(f"{CLIENTS} concurrent clients, keep-alive, {ROUNDS} rounds x {SECONDS:g}s per endpoint, interleaved")
+    rate = {}
+    for name, (n, elapsed, lat, errors) in results.items():
+        rate[name] = n / elapsed if elapsed else 0.0
+        print(f"  {name:<16} {rate[name]:8.1f} req/s   p50 {statistics.median(lat) * 1e3 if lat else 0:7.2f} ms   "
+              f"p99 {pct(lat, 99) * 1e3:7.2f} ms   {n} requests, {errors} errors")
+    post, get, health = rate["POST /tasks"], rate["GET /tasks/{id}"], rate["GET /health"]
+    p99 = {name: pct(r[2], 99) for name, r in results.items()}
+    print(f"  GET /tasks/{{id}} / GET /health = {get / health:.2f}x the rate; POST /tasks / GET /health = "
+          f"{post / health:.3f}x the rate, p99 {p99['POST /tasks'] / p99['GET /health']:.1f}x")
+    ratio = post / get if get else 0.0
+    errors = sum(r[3] for r in results.values())
+    ok = ratio >= BUDGET_POST_VS_GET and errors == 0
+    inverse = 1 / ratio if ratio else float("inf")
+    print(f"  POST /tasks / cached GET /tasks/{{id}} = {ratio:.3f}x the rate (1/{inverse:.1f}); "
+          f"budget >= {BUDGET_POST_VS_GET} (1/4), no errors ({errors})  {'ok' if ok else 'OVER BUDGET'}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
