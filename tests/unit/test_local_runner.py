@@ -431,3 +431,23 @@ def test_without_a_window_a_record_is_handled_at_once(sqs: Any) -> None:
     t0 = time.monotonic()
     assert runner.poll_once(spec) == 1
     assert time.monotonic() - t0 < 0.5
+
+
+def test_the_emulator_does_not_keep_every_sqs_message(sqs: Any) -> None:
+    """moto tracks every model instance for its reset; `make run`'s emulator must not keep each message (and each
+    receive's copy) for its whole life (bench/run_memory.py: ~2.2 kB a task)."""
+    from moto.sqs.models import Message
+
+    from infra.local.emulator import untrack_sqs_messages
+
+    saved = Message.instances_tracked  # type: ignore[attr-defined]
+    untrack_sqs_messages()
+    try:
+        url, _ = _queue(sqs)
+        for _ in range(20):
+            sqs.send_message(QueueUrl=url, MessageBody="{}")
+            for m in sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", []):
+                sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
+        assert len(Message.instances_tracked) == 0  # type: ignore[attr-defined]
+    finally:
+        Message.instances_tracked = saved  # type: ignore[attr-defined]
