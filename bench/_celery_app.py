@@ -30,6 +30,10 @@ app.conf.update(
     broker_transport_options={"global_keyprefix": os.environ.get("BENCH_CELERY_PREFIX", "ymera-bench-celery:")},
     broker_connection_retry_on_startup=True, worker_hijack_root_logger=False,
 )
+if os.environ.get("BENCH_CELERY_BACKEND"):  # bench/e2e_vs_celery.py: the client waits on the result (.get())
+    app.conf.update(result_backend=os.environ["BENCH_CELERY_BACKEND"], result_expires=600,
+                    result_backend_transport_options={"global_keyprefix": os.environ.get("BENCH_CELERY_PREFIX",
+                                                                                         "ymera-bench-celery:")})
 
 _CLAIM = ("UPDATE tasks SET status = 'processing', attempts = attempts + 1, started_at = clock_timestamp(), "
           "updated_at = clock_timestamp() WHERE id = %(id)s AND status IN ('pending', 'queued') "
@@ -65,13 +69,24 @@ def validate(input_data: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]
 
 @app.task(name="bench.validate")
 def run_task(task_id: str) -> None:
+    process(task_id)
+
+
+@app.task(name="bench.validate_result", ignore_result=False)
+def run_task_with_result(task_id: str) -> str:
+    """The same work, its outcome stored in the result backend for a client's `apply_async(...).get()`."""
+    return process(task_id)
+
+
+def process(task_id: str) -> str:
     eng = engine()
     with eng.begin() as conn:
         row = conn.exec_driver_sql(_CLAIM, {"id": uuid.UUID(task_id)}).first()
     if row is None:
-        return  # a duplicate delivery: the task is not claimable any more
+        return "duplicate"  # a duplicate delivery: the task is not claimable any more
     output, metrics = validate(row[0])
     with eng.begin() as conn:
         conn.exec_driver_sql(_RESULT, {"rid": uuid.uuid4(), "id": uuid.UUID(task_id), "out": json.dumps(output),
                                        "metrics": json.dumps(metrics)})
         conn.exec_driver_sql(_DONE, {"id": uuid.UUID(task_id)})
+    return "completed"

@@ -37,6 +37,7 @@ def main() -> int:
     with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):
         report, ok = measure()
     print(report)
+    print(f"budget <= {BUDGET_MS_PER_EVENT} ms per event: {'ok' if ok else 'OVER BUDGET'}")
     return 0 if ok else 1
 
 

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from chalicelib.cache.twolevel import TwoLevelCache
     from chalicelib.db.session import Database
     from chalicelib.events.connections import ConnectionIndex
+    from chalicelib.events.live import TaskWake
     from chalicelib.events.notifier import EventSink, Notifier
     from chalicelib.events.websocket_sink import WebSocketSink
     from chalicelib.messaging.ingress import IngressQueues
@@ -349,7 +350,16 @@ class Container:
                              backoff=Backoff(s.retry_base_seconds, s.retry_max_seconds),
                              cancel_check_seconds=s.cancel_check_seconds, answers=self.relay.publish_many,
                              heartbeats=lambda token: Heartbeat(lambda: self.callbacks.heartbeat(token),
-                                                                s.workflow_heartbeat_seconds))
+                                                                s.workflow_heartbeat_seconds),
+                             finished=self.task_wake)
+
+    @cached_property
+    def task_wake(self) -> TaskWake:
+        """A finished task's long-polls answer now (the notifier's ledger event follows)."""
+        from chalicelib.events.live import TaskWake
+
+        s = self.settings
+        return TaskWake(self.redis, s.redis_key_prefix, s.redis_breaker_seconds)
 
     @cached_property
     def callbacks(self) -> TaskCallbacks:

@@ -115,7 +115,9 @@ class FunctionSpec:
     memory: int = 512
     queue: QueueSpec | None = None
     batch_size: int = 10
-    batching_window_seconds: int = 1
+    #: MaximumBatchingWindowInSeconds: 0 = invoke as soon as records are there (a task's latency); with N > 0
+    #: Lambda (and the local runner) waits up to N s to fill the batch — for bulk queues, never interactive ones.
+    batching_window_seconds: int = 0
     #: concurrent instances at most (event source ScalingConfig.MaximumConcurrency); consumers only.
     max_concurrency: int = CONSUMER_MAX_CONCURRENCY
     schedule: str | None = None  # EventBridge schedule expression

@@ -35,6 +35,37 @@ def publish(redis: Any, prefix: str, event: Event) -> int:
     return int(redis.publish(channel(prefix, event.user_id), body))
 
 
+#: the type of the consumer's wake-up hint (`TaskWake`): not a ledger event, never delivered to sinks.
+TASK_FINISHED_HINT = "task.finished"
+
+
+class TaskWake:
+    """The consumer's hint right after it committed a task's outcome: long-polls of that task wake now, not when
+    the notifier gets to the ledger event (a round of its own per user, after the other events of the task).
+    Best effort and never raises: the notifier's publish and the waiter's re-reads still come. After a Redis
+    failure it stays quiet for `breaker_seconds` (a consumer must not wait on a dead Redis once per task)."""
+
+    def __init__(self, redis: Any, prefix: str, breaker_seconds: float = 5.0, *,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.redis = redis
+        self.prefix = prefix
+        self.breaker_seconds = breaker_seconds
+        self.clock = clock
+        self._quiet_until = 0.0
+
+    def __call__(self, user_id: uuid.UUID, task_id: uuid.UUID, status: str) -> None:
+        if self.redis is None or self.clock() < self._quiet_until:
+            return
+        body = json.dumps({"type": TASK_FINISHED_HINT, "resource": {"type": "task", "id": str(task_id)},
+                           "status": status}, separators=(",", ":"))
+        try:
+            self.redis.publish(channel(self.prefix, user_id), body)
+        except Exception as exc:  # noqa: BLE001 - a lost hint only costs the early answer
+            self._quiet_until = self.clock() + self.breaker_seconds
+            logger.warning("task wake-up hints paused: Redis failed", extra={"error": type(exc).__name__,
+                                                                            "seconds": self.breaker_seconds})
+
+
 class Waiter:
     """Waits for a resource to be done without holding a database connection: `read` opens and closes its own
     session each time; between reads this only listens on Redis (or sleeps, without Redis)."""

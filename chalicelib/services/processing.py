@@ -236,8 +236,11 @@ class TaskProcessor:
                  ports: AgentPorts | None = None, agent_records: AgentRecords | None = None,
                  clock: Callable[[], datetime] = utcnow, backoff: Backoff | None = None,
                  cancel_check_seconds: float = 0.5, answers: Callable[[list[uuid.UUID]], None] | None = None,
-                 heartbeats: Callable[[str], Heartbeat] | None = None) -> None:
+                 heartbeats: Callable[[str], Heartbeat] | None = None,
+                 finished: Callable[[uuid.UUID, uuid.UUID, str], None] | None = None) -> None:
         self.db = db
+        #: told (user_id, task_id, status) right after a task's final outcome committed: wakes its long-polls.
+        self.finished = finished
         #: publishes the workflow token answers a committed outcome wrote (the outbox fast path).
         self.answers = answers
         #: a Heartbeat for a step task's token (None: no Step Functions here).
@@ -319,6 +322,8 @@ class TaskProcessor:
             return Outcome(task.id, PENDING)
         if not self._store(claim, status, output, metrics, error, final, started):
             status = "discarded"  # cancelled or timed out while it ran: its result is not the task's
+        elif self.finished is not None:
+            self.finished(task.user_id, task.id, status)
         logger.info("task finished", extra={"task_id": str(task.id), "status": status,
                                             "agent_type": task.agent_type})
         return Outcome(task.id, status)

@@ -1,10 +1,18 @@
 """Event-source runner: what Lambda's SQS event source mapping and EventBridge do.
 
-One thread per queue long-polls it and invokes the mapped handler in-process with
-a real Lambda-shaped SQS event; only records the handler does not report in
-`batchItemFailures` are deleted, so visibility timeouts, receive counts and DLQ
-redrive (the queue's own RedrivePolicy) behave as on AWS. One thread per
-scheduled function invokes it with an EventBridge scheduled event.
+One thread per queue long-polls it (20 s, as Lambda's pollers do) and invokes the
+mapped handler in-process with a real Lambda-shaped SQS event, gathering records for
+up to the function's batching window (MaximumBatchingWindowInSeconds) when it has one;
+only records the handler does not report in `batchItemFailures` are deleted, so
+visibility timeouts, receive counts and DLQ redrive (the queue's own RedrivePolicy)
+behave as on AWS. One thread per scheduled function invokes it with an EventBridge
+scheduled event.
+
+Ctrl-C: `stop()` waits for the handlers that are running, not for a long poll (a poller
+that is only waiting for messages is left to its daemon thread; whatever its receive
+still brings after the stop is not handled: it is given back (visibility 0) if the process
+is still there to do it, else it reappears after its visibility timeout, as when Lambda's
+poller goes away).
 """
 
 from __future__ import annotations
@@ -13,6 +21,7 @@ import base64
 import functools
 import importlib
 import logging
+import math
 import os
 import re
 import threading
@@ -30,8 +39,12 @@ Handler = Callable[[dict[str, Any], Any], Any]
 HandlerResolver = Callable[[str], Handler]
 
 DEFAULT_ACCOUNT = "123456789012"  # moto's and LocalStack's default account
-MAX_WAIT_SECONDS = 1  # long-poll cap: a poller notices Ctrl-C within a second (shutdown budget: 3 s)
+#: SQS's long-poll maximum, what Lambda's pollers use: an idle queue costs one ReceiveMessage per 20 s, not one a
+#: second per poller (13 pollers at 1 s were ~13 requests/s to the emulator, a new connection each, all idle).
+MAX_WAIT_SECONDS = 20
 SQS_MAX_BATCH = 10  # ReceiveMessage / DeleteMessageBatch hard limit
+#: inside a batching window shorter than a second (ReceiveMessage waits whole seconds): short polls this far apart.
+WINDOW_POLL_SECONDS = 0.05
 
 
 def pool_size_for(specs: Iterable[FunctionSpec]) -> int:
@@ -145,6 +158,11 @@ class EventSourceRunner:
         self.wait_seconds = max(0, min(wait_seconds, MAX_WAIT_SECONDS))
         self.stop_event = threading.Event()
         self._threads: list[threading.Thread] = []
+        #: threads inside a handler (or a delete after it) right now: what stop() waits for.
+        self._busy: set[threading.Thread] = set()
+        #: the queues' poller threads (the others run schedules)
+        self._pollers: set[threading.Thread] = set()
+        self._busy_lock = threading.Lock()
         self._queues: dict[str, tuple[str, str]] = {}  # spec.name -> (url, arn)
 
     # -- one unit of work (used by the threads and directly by tests) ---------
@@ -164,18 +182,71 @@ class EventSourceRunner:
                              self.region, account, stopping=self.stop_event)
 
     def poll_once(self, spec: FunctionSpec, wait_seconds: int | None = None) -> int:
-        """Receive one batch, invoke the handler, delete what succeeded; returns #records."""
+        """Receive one batch (within the spec's batching window), invoke the handler, delete what succeeded;
+        returns #records."""
         url, arn = self.queue(spec)
+        messages = self._receive_batch(spec, url, self.wait_seconds if wait_seconds is None else wait_seconds)
+        if not messages:
+            return 0
+        with self._busy_lock:  # busy first, then the stop check: stop() either waits for this or it sees the stop
+            self._busy.add(threading.current_thread())
+        try:
+            if self.stop_event.is_set():
+                # Stopping: not handled, not deleted, and made visible again at once (an external endpoint such
+                # as LocalStack keeps them: the next run gets them without waiting out the visibility timeout).
+                self._release(url, messages)
+                log.info("%s-%s: stopping; %d received record(s) given back unhandled",
+                         self.prefix, spec.name, len(messages))
+                return 0
+            return self._invoke(spec, url, arn, messages)
+        finally:
+            with self._busy_lock:
+                self._busy.discard(threading.current_thread())
+
+    def _release(self, url: str, messages: list[dict[str, Any]]) -> None:
+        for i in range(0, len(messages), SQS_MAX_BATCH):
+            chunk = messages[i:i + SQS_MAX_BATCH]
+            try:
+                self.sqs.change_message_visibility_batch(QueueUrl=url, Entries=[
+                    {"Id": str(n), "ReceiptHandle": m["ReceiptHandle"], "VisibilityTimeout": 0}
+                    for n, m in enumerate(chunk)])
+            except Exception:  # noqa: BLE001 - the endpoint may be stopping too; the visibility timeout still applies
+                log.warning("could not give back %d record(s) on stop; they reappear after their visibility timeout",
+                            len(chunk), exc_info=True)
+
+    def _receive_batch(self, spec: FunctionSpec, url: str, wait_seconds: int) -> list[dict[str, Any]]:
+        """What Lambda's poller hands one invocation: a long poll, then (with a batching window) more receives
+        until the batch is full, the window has passed or the function is stopping."""
+        size = max(1, min(spec.batch_size, SQS_MAX_BATCH))
+        messages = self._receive(url, size, wait_seconds)
+        window = float(spec.batching_window_seconds or 0)
+        if not messages or window <= 0:
+            return messages
+        ends = time.monotonic() + window
+        while len(messages) < size and not self.stop_event.is_set():
+            left = ends - time.monotonic()
+            if left <= 0:
+                break
+            if left >= 1:
+                messages += self._receive(url, size - len(messages), min(MAX_WAIT_SECONDS, math.floor(left)))
+            else:
+                got = self._receive(url, size - len(messages), 0)
+                messages += got
+                if not got:
+                    self.stop_event.wait(min(left, WINDOW_POLL_SECONDS))
+        return messages
+
+    def _receive(self, url: str, size: int, wait_seconds: int) -> list[dict[str, Any]]:
         resp = self.sqs.receive_message(
             QueueUrl=url,
-            MaxNumberOfMessages=max(1, min(spec.batch_size, SQS_MAX_BATCH)),
-            WaitTimeSeconds=self.wait_seconds if wait_seconds is None else wait_seconds,
+            MaxNumberOfMessages=size,
+            WaitTimeSeconds=wait_seconds,
             AttributeNames=["All"],
             MessageAttributeNames=["All"],
         )
-        messages = resp.get("Messages") or []
-        if not messages:
-            return 0
+        return list(resp.get("Messages") or [])
+
+    def _invoke(self, spec: FunctionSpec, url: str, arn: str, messages: list[dict[str, Any]]) -> int:
         event = sqs_event(messages, arn, self.region)
         records = event["Records"]
         context = self._context(spec, account=arn.split(":")[4] or DEFAULT_ACCOUNT)
@@ -237,6 +308,8 @@ class EventSourceRunner:
             try:
                 step()
             except Exception:
+                if self.stop_event.is_set():
+                    return  # a long poll cut by the endpoint stopping: nothing to report
                 # One bad invocation (or an endpoint hiccup) must not end the loop.
                 log.exception("%s failed; continuing", what)
                 self.stop_event.wait(1.0)  # avoid a hot loop on persistent errors
@@ -249,7 +322,7 @@ class EventSourceRunner:
         for spec in self.specs:
             if spec.queue is not None:
                 self.queue(spec)  # resolve now: a missing queue should fail startup
-                self._spawn(f"sqs:{spec.name}", functools.partial(self.poll_once, spec), 0)
+                self._spawn(f"sqs:{spec.name}", functools.partial(self.poll_once, spec), 0, polls=True)
             if spec.schedule and spec.loops:
                 # A looping function (the notifier) runs until its time is nearly out: start the next run at once.
                 self._spawn(f"loop:{spec.name}", functools.partial(self.invoke_scheduled, spec), 0)
@@ -260,17 +333,27 @@ class EventSourceRunner:
                 self._spawn(f"schedule:{spec.name}", functools.partial(self.invoke_scheduled, spec),
                             self.schedule_seconds * rate_minutes(spec.schedule))
 
-    def _spawn(self, name: str, step: Callable[[], Any], pause: float) -> None:
+    def _spawn(self, name: str, step: Callable[[], Any], pause: float, *, polls: bool = False) -> None:
         t = threading.Thread(target=self._loop, args=(name, step, pause), name=name, daemon=True)
         t.start()
         self._threads.append(t)
+        if polls:
+            self._pollers.add(t)
+
+    def _waited_for(self, t: threading.Thread) -> bool:
+        """A scheduled function's thread always; a queue's poller only while it runs a handler (or deletes)."""
+        with self._busy_lock:
+            return t not in self._pollers or t in self._busy
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Signal every loop and join them; returns once all stopped or `timeout` passed."""
+        """Signal every loop and join those running a handler; returns once they stopped or `timeout` passed.
+        A poller that is only waiting in a long poll is not waited for (see the module's docstring)."""
         self.stop_event.set()
         deadline = time.monotonic() + timeout
         for t in self._threads:
-            t.join(max(0.0, deadline - time.monotonic()))
-            if t.is_alive():
+            while t.is_alive() and self._waited_for(t) and time.monotonic() < deadline:
+                t.join(min(0.05, max(0.0, deadline - time.monotonic())))
+            if t.is_alive() and self._waited_for(t):
                 log.warning("thread %s still busy after %.0fs (a handler is running)", t.name, timeout)
-        self._threads = [t for t in self._threads if t.is_alive()]
+        self._threads = [t for t in self._threads if t.is_alive() and self._waited_for(t)]
+        self._pollers = {t for t in self._pollers if t.is_alive()}

@@ -78,12 +78,44 @@ def test_wait_answers_as_soon_as_the_task_completes(api: Api, container: Contain
     assert 0.5 <= elapsed < 1.5, elapsed
 
 
-def test_without_a_notifier_the_database_recheck_answers(api: Api, task_of: tuple[str, uuid.UUID]) -> None:
+def test_without_a_notifier_the_consumers_hint_answers(api: Api, task_of: tuple[str, uuid.UUID]) -> None:
     task_id, _ = task_of
     with later(0.5, lambda: run([("m1", message(task_id))])):
         r, elapsed = timed(lambda: api.call("GET", f"/tasks/{task_id}?wait=10"))
     assert r.json_body["status"] == "completed"
+    # live.TaskWake, published by the consumer right after its commit: before the 2 s database re-check
+    assert 0.5 <= elapsed < 1.5, elapsed
+
+
+def test_without_any_wake_up_the_database_recheck_answers(api: Api, container: Container,
+                                                          task_of: tuple[str, uuid.UUID],
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    task_id, _ = task_of
+    monkeypatch.setattr(container.processor, "finished", None)  # no hint, no notifier: only the re-reads
+    with later(0.5, lambda: run([("m1", message(task_id))])):
+        r, elapsed = timed(lambda: api.call("GET", f"/tasks/{task_id}?wait=10"))
+    assert r.json_body["status"] == "completed"
     assert 1.9 <= elapsed < 3.5, elapsed  # the re-check after 2 s, not the 10 s deadline
+
+
+def test_the_consumers_hint_is_published_after_the_commit(container: Container,
+                                                          task_of: tuple[str, uuid.UUID]) -> None:
+    """What the hint says, and that the outcome is readable when it is heard."""
+    import json
+
+    task_id, owner = task_of
+    subscription = container.redis.pubsub()
+    subscription.subscribe(live.channel(container.settings.redis_key_prefix, owner))
+    assert subscription.get_message(timeout=1.0)["type"] == "subscribe"
+    try:
+        assert run([("m1", message(task_id))]) == {"batchItemFailures": []}
+        heard = subscription.get_message(timeout=2.0)
+    finally:
+        subscription.close()
+    assert heard is not None and heard["type"] == "message"
+    assert json.loads(heard["data"]) == {"type": live.TASK_FINISHED_HINT,
+                                         "resource": {"type": "task", "id": task_id}, "status": "completed"}
+    assert container.tasks.get(owner, uuid.UUID(task_id)).status == "completed"
 
 
 def test_after_n_seconds_it_answers_with_the_current_state(api: Api, task_of: tuple[str, uuid.UUID]) -> None:
@@ -214,3 +246,23 @@ def test_a_run_wait_answers_with_the_running_run_after_n(harness: WorkflowHarnes
     run_id = harness.start(owner, workflow)
     got, elapsed = timed(lambda: harness.c.long_poll.run(owner, run_id, 1))
     assert got.status == "running" and 1.0 <= elapsed < 1.8, elapsed
+
+
+def test_the_hint_pauses_after_a_redis_failure() -> None:
+    """A dead Redis costs the consumer one failed publish per breaker period, not one per task."""
+    calls: list[str] = []
+    now = [100.0]
+
+    class DeadRedis:
+        def publish(self, ch: str, body: str) -> int:
+            calls.append(ch)
+            raise ConnectionError("down")
+
+    wake = live.TaskWake(DeadRedis(), "p:", breaker_seconds=5.0, clock=lambda: now[0])
+    owner, task = uuid.uuid4(), uuid.uuid4()
+    wake(owner, task, "completed")  # never raises
+    wake(owner, task, "completed")
+    assert len(calls) == 1
+    now[0] += 5.1
+    wake(owner, task, "completed")
+    assert len(calls) == 2

@@ -350,3 +350,104 @@ def test_the_runners_pollers_fit_in_its_sqs_connection_pool(caplog: pytest.LogCa
     finally:
         endpoint.stop()
     assert not [r for r in caplog.records if "Connection pool is full" in r.getMessage()]
+
+
+def test_stop_does_not_wait_for_a_long_poll(sqs: Any) -> None:
+    """Pollers wait 20 s, as Lambda's do; Ctrl-C waits for handlers only, and what a cut-short poll still
+    receives is not handled: it is given back, visible again at once."""
+    seen: list[int] = []
+    runner = EventSourceRunner(sqs, PREFIX, [SPEC], handler_resolver=lambda _d: lambda e, _c: seen.append(
+        len(e["Records"])), wait_seconds=20)
+    assert runner.wait_seconds == 20
+    runner.start()
+    time.sleep(0.3)  # the poller is inside its long poll now
+    t0 = time.monotonic()
+    runner.stop(timeout=5)
+    assert time.monotonic() - t0 < 0.5
+    assert not runner._threads  # nothing was running a handler
+    url, _ = _queue(sqs)
+    sqs.send_message(QueueUrl=url, MessageBody="{}")  # the abandoned long poll receives this
+    time.sleep(0.5)
+    assert seen == []
+    attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+    assert (int(attrs["ApproximateNumberOfMessages"]), int(attrs["ApproximateNumberOfMessagesNotVisible"])) == (1, 0)
+
+
+def test_stop_waits_for_a_running_handler(sqs: Any) -> None:
+    finished: list[bool] = []
+
+    def slow(_event: dict[str, Any], _context: Any) -> None:
+        time.sleep(0.5)
+        finished.append(True)
+
+    url, _ = _queue(sqs)
+    runner = EventSourceRunner(sqs, PREFIX, [SPEC], handler_resolver=lambda _d: slow, wait_seconds=20)
+    runner.start()
+    sqs.send_message(QueueUrl=url, MessageBody="{}")
+    time.sleep(0.2)  # received, in the handler
+    runner.stop(timeout=5)
+    assert finished == [True]
+
+
+def _windowed(window: int, batch: int = 10) -> FunctionSpec:
+    return FunctionSpec(name="agent-validation", handler="tests.fake.handler", queue=QUEUE, timeout=60,
+                        memory=256, batch_size=batch, batching_window_seconds=window)
+
+
+def test_a_batching_window_gathers_records_into_one_invocation(sqs: Any) -> None:
+    import threading
+
+    sizes: list[int] = []
+    url, _ = _queue(sqs)
+    spec = _windowed(1)
+    runner = EventSourceRunner(sqs, PREFIX, [spec], handler_resolver=lambda _d: lambda e, _c: sizes.append(
+        len(e["Records"])), wait_seconds=1)
+    sqs.send_message(QueueUrl=url, MessageBody="{}")
+    later = threading.Timer(0.3, lambda: [sqs.send_message(QueueUrl=url, MessageBody="{}") for _ in range(2)])
+    later.start()
+    t0 = time.monotonic()
+    assert runner.poll_once(spec) == 3
+    later.join()
+    assert sizes == [3]
+    assert 0.9 <= time.monotonic() - t0 < 2.0  # the window (1 s), not the batch, ended it
+
+
+def test_a_full_batch_ends_the_window_early(sqs: Any) -> None:
+    url, _ = _queue(sqs)
+    spec = _windowed(5, batch=3)
+    for _ in range(3):
+        sqs.send_message(QueueUrl=url, MessageBody="{}")
+    runner = EventSourceRunner(sqs, PREFIX, [spec], handler_resolver=lambda _d: lambda e, _c: None, wait_seconds=1)
+    t0 = time.monotonic()
+    assert runner.poll_once(spec) == 3
+    assert time.monotonic() - t0 < 1.0
+
+
+def test_without_a_window_a_record_is_handled_at_once(sqs: Any) -> None:
+    url, _ = _queue(sqs)
+    spec = _windowed(0)
+    sqs.send_message(QueueUrl=url, MessageBody="{}")
+    runner = EventSourceRunner(sqs, PREFIX, [spec], handler_resolver=lambda _d: lambda e, _c: None, wait_seconds=1)
+    t0 = time.monotonic()
+    assert runner.poll_once(spec) == 1
+    assert time.monotonic() - t0 < 0.5
+
+
+def test_the_emulator_does_not_keep_every_sqs_message(sqs: Any) -> None:
+    """moto tracks every model instance for its reset; `make run`'s emulator must not keep each message (and each
+    receive's copy) for its whole life (bench/run_memory.py: ~2.2 kB a task)."""
+    from moto.sqs.models import Message
+
+    from infra.local.emulator import untrack_sqs_messages
+
+    saved = Message.instances_tracked  # type: ignore[attr-defined]
+    untrack_sqs_messages()
+    try:
+        url, _ = _queue(sqs)
+        for _ in range(20):
+            sqs.send_message(QueueUrl=url, MessageBody="{}")
+            for m in sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", []):
+                sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
+        assert len(Message.instances_tracked) == 0  # type: ignore[attr-defined]
+    finally:
+        Message.instances_tracked = saved  # type: ignore[attr-defined]
