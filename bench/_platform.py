@@ -190,10 +190,9 @@ class Platform:
             return Owner(user.id, agent.id, name)
 
     def create(self, owner: Owner, priority: str = "normal", title: str = "bench") -> uuid.UUID:
+        from chalicelib.domain.tasks import TaskPriority
         from chalicelib.schemas.tasks import TaskCreate
         from chalicelib.services.meta import RequestMeta
-
-        from chalicelib.domain.tasks import TaskPriority
 
         req = TaskCreate(agent_id=owner.agent_id, title=title, priority=TaskPriority(priority), input_data=INPUT)
         return uuid.UUID(str(self.container.tasks.create(owner.user_id, req, RequestMeta()).id))
