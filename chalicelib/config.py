@@ -206,7 +206,7 @@ class Settings(BaseSettings):
     engine_consumer_batch_size: int = Field(default=10, ge=1, le=10_000)
     engine_consumer_max_concurrency: int = Field(default=5, ge=2, le=1000)
     engine_provider_consumer_batch_size: int = Field(default=1, ge=1, le=10_000)
-    engine_provider_consumer_max_concurrency: int = Field(default=3, ge=2, le=1000)
+    engine_provider_consumer_max_concurrency: int = Field(default=4, ge=2, le=1000)  # both lanes: 2 + 2
 
     @property
     def outbound_private_allowed(self) -> bool:
@@ -412,6 +412,16 @@ class Settings(BaseSettings):
     console_cors_origins: str = ""
     #: extra connect-src origins in the console's Content-Security-Policy (e.g. the WebSocket API's wss:// URL).
     console_connect_src: str = ""
+
+    # --- Task lanes (issue 14; docs/scheduling.md): chalicelib/domain/lanes.py, chalicelib/services/lanes.py ----
+    #: an owner's active (pending/queued/processing) tasks of one agent type on the fast lane before its
+    #: normal/low work goes to the type's bulk lane; 0 = every normal/low task takes the bulk lane.
+    lane_share_allowance: int = Field(default=10, ge=0, le=10_000)
+    #: an owner's active critical/high tasks of one type that still take the fast lane past the share.
+    lane_urgent_allowance: int = Field(default=5, ge=0, le=10_000)
+    #: bulk-lane messages carry their owner's id as MessageGroupId (SQS fair queues on standard queues:
+    #: fairness between heavy owners); false for an endpoint that refuses it on a standard queue.
+    lane_bulk_message_groups: bool = True
 
     @property
     def cors_origins(self) -> frozenset[str]:

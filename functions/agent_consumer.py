@@ -22,6 +22,7 @@ from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, pro
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 from chalicelib.container import get_container
+from chalicelib.domain import lanes
 from chalicelib.errors import MalformedMessageError, RetryLaterError
 from chalicelib.observability import log_context, logger, publish_task_outcomes
 from chalicelib.schemas.tasks import TaskMessage
@@ -32,12 +33,13 @@ QUEUE_MARKER = "-agent-"
 
 
 def queue_agent_type(event_source_arn: str | None) -> str | None:
-    """`arn:aws:sqs:region:acct:ymera-dev-agent-validation` -> "validation"."""
+    """`arn:aws:sqs:region:acct:ymera-dev-agent-validation` -> "validation"; its bulk lane
+    `...-agent-validation-bulk` -> "validation" too (docs/scheduling.md)."""
     if not event_source_arn:
         return None
     name = event_source_arn.rsplit(":", 1)[-1]
-    _, sep, agent_type = name.rpartition(QUEUE_MARKER)
-    return agent_type if sep else None
+    _, sep, tail = name.rpartition(QUEUE_MARKER)
+    return lanes.agent_type_of(tail) if sep else None
 
 
 @logger.inject_lambda_context(clear_state=True)

@@ -71,8 +71,9 @@ def render(stage: str, region: str, account: str, *, workflow_role: str | None =
     log_group = f"arn:{PARTITION}:logs:{region}:{account}:log-group:/aws/lambda/{function}"
     ws_log_groups = [f"{log_group}-{name}" for name in WEBSOCKET_FUNCTIONS]
     sqs = f"arn:{PARTITION}:sqs:{region}:{account}:"
-    queues = [sqs + q.name(prefix) for q in manifest.agent_queues()]  # never the producers' ingress queue
-    dlqs = [sqs + q.dlq_name(prefix) for q in manifest.queues()]
+    # both lanes of every type (the API and its fast-path publish choose one), never the producers' ingress queue
+    queues = [sqs + q.name(prefix) for q in manifest.agent_queues()]
+    dlqs = list(dict.fromkeys(sqs + q.dlq_name(prefix) for q in manifest.queues()))  # the lanes share one
     states = f"arn:{PARTITION}:states:{region}:{account}:"
     statements: list[Json] = [
         {"Sid": "WriteOwnLogs", "Effect": "Allow",

@@ -44,8 +44,9 @@ def bootstrap(sqs_client: Any, prefix: str, *, visibility_timeout: int | None = 
     """Create every manifest queue and its DLQ under `prefix`; return {queue name: url}.
 
     The DLQ is created first because the main queue's RedrivePolicy needs its
-    ARN. Re-running converges attributes (create_queue alone would refuse a
-    changed visibility timeout). `visibility_timeout` overrides the manifest
+    ARN; a bulk lane's DLQ is its agent type's, created with the fast lane
+    (listed before it). Re-running converges attributes (create_queue alone
+    would refuse a changed visibility timeout). `visibility_timeout` overrides the manifest
     so tests and local runs can see redeliveries in seconds, not minutes.
     """
     urls: dict[str, str] = {}
@@ -55,7 +56,10 @@ def bootstrap(sqs_client: Any, prefix: str, *, visibility_timeout: int | None = 
             "MessageRetentionPeriod": str(manifest.DLQ_RETENTION_SECONDS),
             "SqsManagedSseEnabled": "true",
         }
-        urls[dlq_name] = _ensure_queue(sqs_client, dlq_name, dlq_attrs)
+        if spec.owns_dlq:
+            urls[dlq_name] = _ensure_queue(sqs_client, dlq_name, dlq_attrs)
+        elif dlq_name not in urls:
+            raise ValueError(f"queue {spec.suffix}: its shared DLQ {dlq_name} must come first in manifest.queues()")
         redrive = {
             "deadLetterTargetArn": _queue_arn(sqs_client, urls[dlq_name]),
             "maxReceiveCount": str(spec.max_receive_count),
@@ -77,7 +81,7 @@ def workflow_role_name(prefix: str) -> str:
 
 def ensure_workflow_role(iam_client: Any, sqs_client: Any, prefix: str) -> str:
     """The role workflow state machines run as (as the template's WorkflowRole): assumable by Step Functions,
-    allowed sqs:SendMessage on the agent queues and the workflow control queue only. Returns its ARN."""
+    allowed sqs:SendMessage on the agent queues' fast lanes and the workflow control queue only. Returns its ARN."""
     name = workflow_role_name(prefix)
     assume = {"Effect": "Allow", "Principal": {"Service": "states.amazonaws.com"}, "Action": "sts:AssumeRole"}
     trust = {"Version": "2012-10-17", "Statement": [assume]}
@@ -88,7 +92,7 @@ def ensure_workflow_role(iam_client: Any, sqs_client: Any, prefix: str) -> str:
             raise
         arn = str(iam_client.get_role(RoleName=name)["Role"]["Arn"])
     targets = [_queue_arn(sqs_client, str(sqs_client.get_queue_url(QueueName=q.name(prefix))["QueueUrl"]))
-               for q in (*manifest.agent_queues(), manifest.workflow_control_queue())]
+               for q in (*manifest.agent_queues(), manifest.workflow_control_queue()) if not manifest.is_bulk_lane(q)]
     policy = {"Version": "2012-10-17", "Statement": [{"Sid": "SendStepMessages", "Effect": "Allow",
                                                       "Action": ["sqs:SendMessage"], "Resource": targets}]}
     iam_client.put_role_policy(RoleName=name, PolicyName="WorkflowQueues", PolicyDocument=json.dumps(policy))

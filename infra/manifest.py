@@ -25,10 +25,12 @@ from chalicelib.capacity import (
     PROVIDER_CONSUMER_MAX_CONCURRENCY,
     WORKFLOW_CONTROL_MAX_CONCURRENCY,
     agent_max_concurrency,
+    lane_max_concurrency,
 )
 
 __all__ = ["CONSUMER_MAX_CONCURRENCY", "DB_CONNECTION_BUDGET", "DB_CONNECTIONS_PER_INSTANCE", "INGRESS_MAX_CONCURRENCY",
-           "PROVIDER_BACKED", "PROVIDER_CONSUMER_MAX_CONCURRENCY", "WORKFLOW_CONTROL_MAX_CONCURRENCY"]
+           "PROVIDER_BACKED", "PROVIDER_CONSUMER_MAX_CONCURRENCY", "WORKFLOW_CONTROL_MAX_CONCURRENCY",
+           "agent_max_concurrency"]
 
 #: Agent types with a consumer (must match chalicelib.agents.registry.IMPLEMENTATIONS).
 AGENT_CONSUMERS: tuple[str, ...] = ("validation", "examination", "security", "llm", "drafting", "editing",
@@ -43,6 +45,10 @@ AGENT_NEEDS: dict[str, tuple[str, ...]] = {
 #: Provider-backed consumers take one record per invocation with a long timeout, so one slow model call
 #: cannot push nine others past the function timeout (and, after five such timeouts, into the DLQ).
 PROVIDER_CONSUMER_TIMEOUT_SECONDS = 300
+
+#: A bulk lane's queue is its fast lane's + this (docs/scheduling.md). Equal to chalicelib.domain.lanes.BULK_SUFFIX
+#: (tests/unit/test_lane_rule.py); not imported from there: the LocalStack hook mounts only infra/ and capacity.py.
+BULK_SUFFIX = "-bulk"
 
 CONSUMER_TIMEOUT_SECONDS = 60
 #: AWS guidance for SQS event sources: visibility timeout >= 6x the function timeout.
@@ -81,10 +87,18 @@ class QueueSpec:
     visibility_timeout: int = VISIBILITY_TIMEOUT_SECONDS
     max_receive_count: int = MAX_RECEIVE_COUNT
     retention: int = RETENTION_SECONDS
+    #: another queue's DLQ (its suffix) instead of one of its own: a bulk lane dead-letters into its agent
+    #: type's DLQ, so DLQ tools and the task reaper see one DLQ per type. That DLQ's owner creates it.
+    dead_letter_suffix: str | None = None
 
     @property
     def dlq_suffix(self) -> str:
-        return f"{self.suffix}-dlq"
+        return self.dead_letter_suffix or f"{self.suffix}-dlq"
+
+    @property
+    def owns_dlq(self) -> bool:
+        """Whether this queue's DLQ is its own (created, alarmed and output with it) or shared."""
+        return self.dead_letter_suffix is None
 
     def name(self, prefix: str) -> str:
         return f"{prefix}-{self.suffix}"
@@ -130,7 +144,20 @@ def consumer_timeout(agent_type: str) -> int:
 
 
 def agent_queue(agent_type: str) -> QueueSpec:
+    """The fast lane (docs/scheduling.md): the queue workflow steps are sent to, and the type's DLQ."""
     return QueueSpec(suffix=f"agent-{agent_type}", visibility_timeout=6 * consumer_timeout(agent_type))
+
+
+def bulk_queue(agent_type: str) -> QueueSpec:
+    """The bulk lane: a heavy owner's tasks past its allowances. Same timeouts; dead-letters into the fast
+    lane's DLQ (SQS allows several source queues per DLQ)."""
+    fast = agent_queue(agent_type)
+    return QueueSpec(suffix=fast.suffix + BULK_SUFFIX, visibility_timeout=fast.visibility_timeout,
+                     dead_letter_suffix=fast.dlq_suffix)
+
+
+def is_bulk_lane(q: QueueSpec) -> bool:
+    return q.suffix.startswith("agent-") and q.suffix.endswith(BULK_SUFFIX)
 
 
 def ingress_queue() -> QueueSpec:
@@ -143,8 +170,9 @@ def workflow_control_queue() -> QueueSpec:
 
 
 def agent_queues() -> list[QueueSpec]:
-    """The queues the API and the outbox relay publish tasks to (not the producers' ingress queue)."""
-    return [agent_queue(t) for t in AGENT_CONSUMERS]
+    """The queues the API and the outbox relay publish tasks to (not the producers' ingress queue): both
+    lanes of every type, each fast lane before its bulk lane (whose DLQ it owns, so it is created first)."""
+    return [q for t in AGENT_CONSUMERS for q in (agent_queue(t), bulk_queue(t))]
 
 
 def queues() -> list[QueueSpec]:
@@ -154,16 +182,19 @@ def queues() -> list[QueueSpec]:
 def functions() -> list[FunctionSpec]:
     specs = [
         FunctionSpec(
-            name=f"agent-{agent_type}",
+            # one function per lane (agent-{type}, agent-{type}-bulk), the same handler: each consumes its own
+            # lane only, and the type's concurrency is split between them (chalicelib.capacity)
+            name=queue.suffix,
             handler="functions.agent_consumer.handler",
-            queue=agent_queue(agent_type),
+            queue=queue,
             timeout=consumer_timeout(agent_type),
             batch_size=1 if agent_type in PROVIDER_BACKED else 10,
-            max_concurrency=agent_max_concurrency(agent_type),
+            max_concurrency=lane_max_concurrency(agent_type, bulk=bulk),
             # every agent queue may carry workflow steps: their tokens are answered and kept alive
             needs=("db", "sqs:consume", "states:callback", *AGENT_NEEDS.get(agent_type, ())),
         )
         for agent_type in AGENT_CONSUMERS
+        for bulk, queue in ((False, agent_queue(agent_type)), (True, bulk_queue(agent_type)))
     ]
     specs.append(
         FunctionSpec(

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -95,9 +95,14 @@ def check_specs(queue_specs: Sequence[QueueSpec], function_specs: Sequence[Funct
     5 receives sends messages to the DLQ on transient throttling.
     """
     names = {q.suffix for q in queue_specs}
+    owned: set[str] = set()
     for q in queue_specs:
         if q.max_receive_count < MIN_RECEIVE_COUNT:
             raise ValueError(f"queue {q.suffix}: max_receive_count {q.max_receive_count} < {MIN_RECEIVE_COUNT}")
+        if q.owns_dlq:
+            owned.add(q.dlq_suffix)
+        elif q.dlq_suffix not in owned:  # the bootstrap creates queues in this order: the DLQ must exist first
+            raise ValueError(f"queue {q.suffix}: its DLQ {q.dlq_suffix} is not owned by an earlier queue")
     for f in function_specs:
         unknown = set(f.needs) - KNOWN_NEEDS
         if unknown:
@@ -163,9 +168,12 @@ def _conditions() -> Json:
 
 
 def _queue_resources(q: QueueSpec) -> Json:
+    """The queue, and its DLQ with the DLQ's alarm when the DLQ is its own. A bulk lane's RedrivePolicy names
+    its agent type's DLQ (GetAtt: CloudFormation creates that DLQ before either source queue)."""
     qid, did = logical_id(q.suffix, "Queue"), logical_id(q.dlq_suffix)
-    return {
-        did: {
+    out: Json = {}
+    if q.owns_dlq:
+        out[did] = {
             "Type": "AWS::SQS::Queue",
             **KEEP,
             "Properties": {
@@ -173,19 +181,20 @@ def _queue_resources(q: QueueSpec) -> Json:
                 "MessageRetentionPeriod": manifest.DLQ_RETENTION_SECONDS,
                 "SqsManagedSseEnabled": True,
             },
+        }
+    out[qid] = {
+        "Type": "AWS::SQS::Queue",
+        **KEEP,
+        "Properties": {
+            "QueueName": _sub(q.suffix),
+            "VisibilityTimeout": q.visibility_timeout,
+            "MessageRetentionPeriod": q.retention,
+            "SqsManagedSseEnabled": True,
+            "RedrivePolicy": {"deadLetterTargetArn": _arn(did), "maxReceiveCount": q.max_receive_count},
         },
-        qid: {
-            "Type": "AWS::SQS::Queue",
-            **KEEP,
-            "Properties": {
-                "QueueName": _sub(q.suffix),
-                "VisibilityTimeout": q.visibility_timeout,
-                "MessageRetentionPeriod": q.retention,
-                "SqsManagedSseEnabled": True,
-                "RedrivePolicy": {"deadLetterTargetArn": _arn(did), "maxReceiveCount": q.max_receive_count},
-            },
-        },
-        logical_id(q.dlq_suffix, "Alarm"): {
+    }
+    if q.owns_dlq:
+        out[logical_id(q.dlq_suffix, "Alarm")] = {
             "Type": "AWS::CloudWatch::Alarm",
             "Properties": {
                 "AlarmName": _sub(f"{q.dlq_suffix}-not-empty"),
@@ -202,16 +211,19 @@ def _queue_resources(q: QueueSpec) -> Json:
                 "AlarmActions": [{"Ref": "AlertTopic"}],
                 "OKActions": [{"Ref": "AlertTopic"}],
             },
-        },
-        logical_id(q.suffix, "QueuePolicy"): {
-            "Type": "AWS::SQS::QueuePolicy",
-            "Properties": {
-                "Queues": [{"Ref": qid}, {"Ref": did}],
-                "PolicyDocument": {"Version": "2012-10-17",
-                                   "Statement": [_deny_plain_transport("sqs:*", [_arn(qid), _arn(did)])]},
-            },
+        }
+    # A queue has one policy (a second QueuePolicy naming it would replace the first): the shared DLQ's is
+    # its owner's.
+    covered = [qid, did] if q.owns_dlq else [qid]
+    out[logical_id(q.suffix, "QueuePolicy")] = {
+        "Type": "AWS::SQS::QueuePolicy",
+        "Properties": {
+            "Queues": [{"Ref": r} for r in covered],
+            "PolicyDocument": {"Version": "2012-10-17",
+                               "Statement": [_deny_plain_transport("sqs:*", [_arn(r) for r in covered])]},
         },
     }
+    return out
 
 
 def _alert_topic() -> Json:
@@ -269,6 +281,11 @@ def _alert_topic() -> Json:
     }
 
 
+def _unique(ids: Iterable[str]) -> list[str]:
+    """In order, once each: the lanes of a type share one DLQ."""
+    return list(dict.fromkeys(ids))
+
+
 def _statement(sid: str, actions: list[str], resources: list[Any] | Json) -> Json:
     return {"Sid": sid, "Effect": "Allow", "Action": actions, "Resource": resources}
 
@@ -303,12 +320,13 @@ def _role(f: FunctionSpec, log_group: str, send_to: Sequence[QueueSpec]) -> Json
     if "sqs:inspect" in f.needs:
         # Read-only: queue depths for health checks and DLQ alerts (monitoring).
         inspect = ["sqs:GetQueueUrl", "sqs:GetQueueAttributes"]
-        watched = [_arn(rid) for q in send_to for rid in (logical_id(q.suffix, "Queue"), logical_id(q.dlq_suffix))]
+        watched = [_arn(rid) for rid in _unique(rid for q in send_to
+                                                for rid in (logical_id(q.suffix, "Queue"), logical_id(q.dlq_suffix)))]
         statements.append(_statement("InspectQueues", inspect, watched))
     if "sqs:peek-dlq" in f.needs:
         # Receive only: the task reaper reads dead-lettered task messages and leaves them there (no delete).
         peek = ["sqs:GetQueueUrl", "sqs:ReceiveMessage"]
-        dlqs = [_arn(logical_id(q.dlq_suffix)) for q in send_to]
+        dlqs = [_arn(rid) for rid in _unique(logical_id(q.dlq_suffix) for q in send_to)]
         statements.append(_statement("PeekDeadLetters", peek, dlqs))
     if "sns:alerts" in f.needs:
         statements.append(_statement("PublishAlerts", ["sns:Publish"], [{"Ref": "AlertTopic"}]))
@@ -461,10 +479,11 @@ def _function_resources(f: FunctionSpec, send_to: Sequence[QueueSpec]) -> Json:
 
 
 def _workflow_role(queue_specs: Sequence[QueueSpec]) -> Json:
-    """The role every workflow state machine runs as: it may send to the agent queues and the workflow
-    control queue, and nothing else (no Lambda, no other service, no DLQ)."""
+    """The role every workflow state machine runs as: it may send to the agent queues' fast lanes (steps never
+    take the bulk lane) and the workflow control queue, and nothing else (no Lambda, no other service, no DLQ)."""
     targets = [_arn(logical_id(q.suffix, "Queue")) for q in queue_specs
-               if q.suffix.startswith("agent-") or q.suffix == manifest.WORKFLOW_CONTROL_SUFFIX]
+               if (q.suffix.startswith("agent-") and not manifest.is_bulk_lane(q))
+               or q.suffix == manifest.WORKFLOW_CONTROL_SUFFIX]
     return {"WorkflowRole": {
         "Type": "AWS::IAM::Role",
         "Properties": {
@@ -492,7 +511,7 @@ def _outputs(queue_specs: Sequence[QueueSpec]) -> Json:
 
     out: Json = {}
     for q in queue_specs:
-        for rid in (logical_id(q.suffix, "Queue"), logical_id(q.dlq_suffix)):
+        for rid in (logical_id(q.suffix, "Queue"), *([logical_id(q.dlq_suffix)] if q.owns_dlq else [])):
             out[f"{rid}Url"] = output({"Ref": rid}, f"{rid}Url")
             out[f"{rid}Arn"] = output(_arn(rid), f"{rid}Arn")
     out["AlertTopicArn"] = output({"Ref": "AlertTopic"}, "AlertTopicArn")

@@ -180,6 +180,10 @@ class Task(Base):
         Index("ix_tasks_parent_task_id", "parent_task_id"),
         Index("ix_tasks_status_lease_expires_at", "status", "lease_expires_at"),
         Index("ix_tasks_run_id_step_id_item_index", "run_id", "step_id", "item_index"),
+        # The lane of a new managed task counts its owner's active tasks of the type (chalicelib/services/lanes.py).
+        Index("ix_tasks_active_user_id_agent_type_priority", "user_id", "agent_type", "priority",
+              postgresql_where=text("status IN ('pending', 'queued', 'processing')"),
+              sqlite_where=text("status IN ('pending', 'queued', 'processing')")),
     )
 
 

@@ -105,7 +105,8 @@ class DlqOperator(QueueClient):
         return DlqPeek(agent_type, main, dlq, depth, list(seen.values())[:sample])
 
     def redrive(self, agent_type: str, limit: int) -> RedriveOutcome:
-        """Move up to `limit` messages (move task: all of them) from the DLQ back to the agent queue."""
+        """Move up to `limit` messages (move task: all of them) from the DLQ back to the agent queue: its fast
+        lane, whichever lane a message dead-lettered from (the lanes share the DLQ; docs/scheduling.md)."""
         dlq_url = self.url_of(dlq_name(self.prefix, agent_type))
         main_url = self.url_of(queue_name(self.prefix, agent_type))
         handle = self._start_move_task(dlq_url, main_url)

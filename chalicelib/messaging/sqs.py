@@ -6,6 +6,8 @@ import json
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
+from chalicelib.domain.lanes import MESSAGE_GROUP
+
 
 class Publisher(Protocol):
     def publish(self, destination: str, messages: Sequence[tuple[str, dict[str, Any]]]) -> set[str]:
@@ -44,6 +46,14 @@ class QueueClient:
         return self.url_of(queue_name(self.prefix, destination))
 
 
+def _entry(msg_id: str, body: dict[str, Any]) -> dict[str, Any]:
+    entry = {"Id": msg_id, "MessageBody": json.dumps(body)}
+    group = body.get(MESSAGE_GROUP)
+    if group:  # a bulk-lane task's owner: SQS fair queues balance delivery between owners (docs/scheduling.md)
+        entry["MessageGroupId"] = str(group)
+    return entry
+
+
 class SqsPublisher(QueueClient):
     """Sends in batches of 10."""
 
@@ -53,9 +63,7 @@ class SqsPublisher(QueueClient):
         for start in range(0, len(messages), 10):
             chunk = messages[start:start + 10]
             response = self.client.send_message_batch(
-                QueueUrl=url,
-                Entries=[{"Id": msg_id, "MessageBody": json.dumps(body)} for msg_id, body in chunk],
-            )
+                QueueUrl=url, Entries=[_entry(msg_id, body) for msg_id, body in chunk])
             failed.update(entry["Id"] for entry in response.get("Failed", []))
         return failed
 

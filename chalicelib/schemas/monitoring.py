@@ -13,9 +13,13 @@ class QueueDepthPublic(BaseModel):
     queue: str
     messages: int | None  # ApproximateNumberOfMessages; None when the queue could not be read
     in_flight: int | None  # ApproximateNumberOfMessagesNotVisible
-    dlq: str
+    dlq: str  # shared by both lanes
     dlq_messages: int | None
     error: str | None = None
+    #: the type's bulk lane (docs/scheduling.md); `queue`/`messages`/`in_flight` are its fast lane's
+    bulk_queue: str | None = None
+    bulk_messages: int | None = None
+    bulk_in_flight: int | None = None
 
 
 class StatusPublic(BaseModel):

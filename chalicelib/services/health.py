@@ -20,6 +20,7 @@ from sqlalchemy import text
 
 from chalicelib.config import Settings
 from chalicelib.db.session import Database
+from chalicelib.domain import lanes
 from chalicelib.messaging.sqs import SqsPublisher
 
 
@@ -77,9 +78,10 @@ class HealthService:
     def _queues(self, queue_types: tuple[str, ...]) -> None:
         if not isinstance(self.publisher, SqsPublisher):
             return
-        for agent_type in queue_types:
-            url = self.publisher.queue_url(agent_type)
-            self.publisher.client.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])
+        for agent_type in queue_types:  # both lanes: a task may be published to either (docs/scheduling.md)
+            for destination in (agent_type, lanes.destination(agent_type, lanes.Lane.BULK)):
+                url = self.publisher.queue_url(destination)
+                self.publisher.client.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])
 
 
 def _timed(check: Callable[[], str | None], *, required: bool) -> dict[str, Any]:

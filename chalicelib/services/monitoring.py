@@ -138,6 +138,8 @@ class MonitoringService:
             for d in readable:
                 queue = d.dlq if attr == "dlq_messages" else d.queue
                 out.sample(name, {"agent_type": d.agent_type, "queue": queue}, getattr(d, attr))
+                if attr != "dlq_messages" and d.bulk_queue is not None:  # one series per lane; the DLQ is shared
+                    out.sample(name, {"agent_type": d.agent_type, "queue": d.bulk_queue}, getattr(d, f"bulk_{attr}"))
         return len(readable) == len(depths)
 
 

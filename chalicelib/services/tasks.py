@@ -18,6 +18,8 @@ from chalicelib.db.models import Agent, OutboxMessage, Task
 from chalicelib.db.session import Database, rowcount
 from chalicelib.db.types import utcnow
 from chalicelib.db.workflow_models import WorkflowRun
+from chalicelib.domain import lanes
+from chalicelib.domain.lanes import Allowances
 from chalicelib.domain.leases import AgentMode
 from chalicelib.domain.tasks import CANCELLABLE, TERMINAL, TaskStatus
 from chalicelib.engines.optimization import route
@@ -25,6 +27,7 @@ from chalicelib.errors import ConflictError, NotFoundError, ValidationError
 from chalicelib.schemas.tasks import TaskCreate, TaskListQuery, TaskPublic
 from chalicelib.services import audit
 from chalicelib.services.agents import AgentRecord, get_owned_agent
+from chalicelib.services.lanes import destination_for
 from chalicelib.services.meta import RequestMeta
 from chalicelib.services.pagination import after_cursor, encode_cursor
 
@@ -65,19 +68,34 @@ def initial_status(agent_mode: str) -> TaskStatus:
     return TaskStatus.QUEUED if agent_mode == AgentMode.EXTERNAL else TaskStatus.PENDING
 
 
-def enqueue(session: Session, task: Task, agent_mode: str) -> uuid.UUID | None:
+@dataclass(frozen=True)
+class Enqueued:
+    """The outbox row a create wrote, as plain values (the fast path publishes it after the commit)."""
+
+    outbox_id: uuid.UUID
+    destination: str  # the agent type, or its bulk lane ("validation-bulk"): docs/scheduling.md
+    payload: dict[str, Any]
+
+
+def enqueue(session: Session, task: Task, agent_mode: str, allowances: Allowances | None = None) -> Enqueued | None:
     """Make a new, flushed task reachable by its agent, in the caller's transaction.
 
-    Managed agents: an outbox row; the relay publishes it to the type's SQS queue. External
-    agents: nothing, the task waits in `queued` for a lease (`POST /agents/{id}/lease`); on SQS
-    a managed consumer would run it instead of the user's worker. Returns the outbox id, if any.
+    Managed agents: an outbox row; the relay publishes it to the lane of the type chosen here (fast
+    `{prefix}-agent-{type}` or bulk `...-bulk`, by the owner's active tasks: chalicelib/domain/lanes.py).
+    External agents: nothing, the task waits in `queued` for a lease (`POST /agents/{id}/lease`, by
+    priority); on SQS a managed consumer would run it instead of the user's worker.
     """
     if agent_mode == AgentMode.EXTERNAL:
         return None
-    outbox = OutboxMessage(aggregate_id=task.id, destination=task.agent_type, payload=task_message(task))
+    allowances = allowances or Allowances()
+    destination = destination_for(session, task, allowances)
+    payload: dict[str, Any] = dict(task_message(task))
+    if allowances.bulk_message_groups and lanes.lane_of(destination) is lanes.Lane.BULK:
+        payload[lanes.MESSAGE_GROUP] = str(task.user_id)  # fairness between heavy owners (docs/scheduling.md)
+    outbox = OutboxMessage(aggregate_id=task.id, destination=destination, payload=payload)
     session.add(outbox)
     session.flush()
-    return outbox.id
+    return Enqueued(outbox.id, destination, payload)
 
 
 def _get_owned_task(session: Session, user_id: uuid.UUID, task_id: uuid.UUID, *, with_result: bool) -> Task:
@@ -116,8 +134,9 @@ class TaskService:
     def __init__(self, db: Database, after_commit: AfterCommit | None = None, *,
                  agents: AgentService | None = None, cache: TwoLevelCache | None = None,
                  quotas: Quotas | None = None, idempotency: IdempotencyStore | None = None,
-                 fast_publish: FastPublish | None = None) -> None:
+                 fast_publish: FastPublish | None = None, lanes: Allowances | None = None) -> None:
         self.db = db
+        self.lanes = lanes or Allowances()
         self.fast_publish = fast_publish
         self.idempotency = idempotency
         self.after_commit = after_commit
@@ -133,22 +152,22 @@ class TaskService:
         return self._committed_then_published(
             lambda session: self._create_in(session, user_id, req, meta, known, on_created))
 
-    def _committed_then_published(self, work: Callable[[Session], tuple[R, Task | None, uuid.UUID | None]]) -> R:
+    def _committed_then_published(self, work: Callable[[Session], tuple[R, Enqueued | None]]) -> R:
         """Run `work` in one transaction, then publish the task it wrote an outbox row for, before returning.
 
         With `fast_publish`, the publish and the one statement marking it use the connection the transaction
         used (one pool checkout per request); otherwise `after_commit` gets the outbox id."""
         if self.fast_publish is None:
             with self.db.transaction() as session:
-                result, task, outbox_id = work(session)
-            if outbox_id is not None and self.after_commit is not None:
-                self.after_commit(outbox_id)
+                result, enqueued = work(session)
+            if enqueued is not None and self.after_commit is not None:
+                self.after_commit(enqueued.outbox_id)
             return result
         with self.db.connection() as conn:
             with self.db.transaction(conn) as session:
-                result, task, outbox_id = work(session)
-            if outbox_id is not None and task is not None:
-                self.fast_publish(conn, outbox_id, task.agent_type, task_message(task))
+                result, enqueued = work(session)
+            if enqueued is not None:
+                self.fast_publish(conn, enqueued.outbox_id, enqueued.destination, enqueued.payload)
         return result
 
     def create_idempotent(self, user_id: uuid.UUID, req: TaskCreate, meta: RequestMeta,
@@ -160,14 +179,14 @@ class TaskService:
         known = self._known_agent(user_id, req)
         store = self.idempotency
 
-        def work(session: Session) -> tuple[IdempotentResult, Task | None, uuid.UUID | None]:
+        def work(session: Session) -> tuple[IdempotentResult, Enqueued | None]:
             stored = store.claim(session, user_id, request)
             if stored is not None:
-                return IdempotentResult(stored.status_code, stored.body, stored.resource_id, replayed=True), None, None
-            task, _, outbox_id = self._create_in(session, user_id, req, meta, known)
+                return IdempotentResult(stored.status_code, stored.body, stored.resource_id, replayed=True), None
+            task, enqueued = self._create_in(session, user_id, req, meta, known)
             body = public_body(task)
             store.complete(session, user_id, request, 202, body, task.id)
-            return IdempotentResult(202, body, task.id, replayed=False), task, outbox_id
+            return IdempotentResult(202, body, task.id, replayed=False), enqueued
 
         return self._committed_then_published(work)
 
@@ -178,7 +197,7 @@ class TaskService:
 
     def _create_in(self, session: Session, user_id: uuid.UUID, req: TaskCreate, meta: RequestMeta,
                    known: AgentRecord | None, on_created: Callable[[Session, Task], None] | None = None,
-                   ) -> tuple[Task, Task, uuid.UUID | None]:
+                   ) -> tuple[Task, Enqueued | None]:
         agent: Agent | AgentRecord
         if req.agent_id is None:  # only a type: the routing rule picks one of the caller's agents
             agent = route(session, user_id, str(req.agent_type))
@@ -194,7 +213,7 @@ class TaskService:
                     status=initial_status(agent.mode))
         session.add(task)
         session.flush()
-        outbox_id = enqueue(session, task, agent.mode)
+        enqueued = enqueue(session, task, agent.mode, self.lanes)
         audit.record(session, user_id=user_id, event_type="task.created", action="create",
                      resource_type="task", resource_id=task.id,
                      details={"agent_id": str(agent.id), "agent_type": agent.type,
@@ -202,7 +221,7 @@ class TaskService:
         if on_created is not None:
             on_created(session, task)
         session.flush()
-        return task, task, outbox_id
+        return task, enqueued
 
     def get(self, user_id: uuid.UUID, task_id: uuid.UUID) -> TaskPublic:
         """The caller's task with its result; final tasks come from the cache."""

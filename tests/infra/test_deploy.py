@@ -437,7 +437,7 @@ def test_the_dry_run_creates_bucket_secrets_queues_topic_and_workflow_role_and_s
     names = sorted(s["Name"] for s in client("secretsmanager").list_secrets()["SecretList"])
     assert names == sorted(f"ymera/dev/{s.name}" for s in stage_secrets.SECRETS)
     queues = client("sqs").list_queues(QueueNamePrefix="ymera-dev")["QueueUrls"]
-    assert len(queues) == 2 * len(manifest.queues())
+    assert len(queues) == len(manifest.queues()) + len([q for q in manifest.queues() if q.owns_dlq])  # lanes share DLQs
     assert [t["TopicArn"].rsplit(":", 1)[1] for t in client("sns").list_topics()["Topics"]] == ["ymera-dev-alerts"]
     role = client("iam").get_role(RoleName="ymera-dev-workflow-role")["Role"]
     assert "states.amazonaws.com" in json.dumps(role["AssumeRolePolicyDocument"])

@@ -20,7 +20,7 @@ import pytest
 from moto import mock_aws
 
 from infra import manifest
-from infra.bootstrap import bootstrap
+from infra.bootstrap import bootstrap, ensure_workflow_role, workflow_role_name
 from infra.bootstrap import main as bootstrap_main
 from infra.build import BuildError, check_installed
 from infra.template import build_template, logical_id
@@ -92,8 +92,8 @@ def test_template_is_deterministic() -> None:
 def test_every_consumer_has_a_partial_batch_event_source_and_safe_queue(template: dict[str, Any]) -> None:
     consumers = [f for f in manifest.functions() if f.queue is not None]
     mappings = _resources(template, "AWS::Lambda::EventSourceMapping")
-    # + the ingress consumer and the workflow control consumer
-    assert len(consumers) == len(manifest.AGENT_CONSUMERS) + 2 == len(mappings)
+    # two lanes per agent type (fast, bulk) + the ingress consumer and the workflow control consumer
+    assert len(consumers) == 2 * len(manifest.AGENT_CONSUMERS) + 2 == len(mappings)
     for spec in consumers:
         assert spec.queue is not None
         fn = template["Resources"][logical_id(spec.name, "Function")]["Properties"]
@@ -125,7 +125,9 @@ def test_functions_get_stage_env_but_no_jwt_secret(template: dict[str, Any]) -> 
 def test_every_dlq_alarms_to_the_alerts_topic(template: dict[str, Any]) -> None:
     alarms = _resources(template, "AWS::CloudWatch::Alarm")
     scheduled = [f for f in manifest.functions() if f.schedule]
-    assert len(alarms) == len(manifest.queues()) + len(scheduled)
+    owners = [q for q in manifest.queues() if q.owns_dlq]  # a bulk lane shares its agent type's DLQ (and alarm)
+    assert len(owners) == len(manifest.AGENT_CONSUMERS) + 2
+    assert len(alarms) == len(owners) + len(scheduled)
     for q in manifest.queues():
         alarm = alarms[logical_id(q.dlq_suffix, "Alarm")]["Properties"]
         assert alarm["MetricName"] == "ApproximateNumberOfMessagesVisible"
@@ -134,6 +136,42 @@ def test_every_dlq_alarms_to_the_alerts_topic(template: dict[str, Any]) -> None:
         assert alarm["AlarmActions"] == [{"Ref": "AlertTopic"}]
     topic = template["Resources"]["AlertTopic"]["Properties"]
     assert topic["TopicName"] == {"Fn::Sub": "ymera-${Stage}-alerts"}
+
+
+def test_each_agent_type_has_a_bulk_lane_dead_lettering_into_the_fast_lanes_dlq(template: dict[str, Any]) -> None:
+    queues = _resources(template, "AWS::SQS::Queue")
+    mappings = _resources(template, "AWS::Lambda::EventSourceMapping")
+    policies = _resources(template, "AWS::SQS::QueuePolicy")
+    for agent_type in manifest.AGENT_CONSUMERS:
+        fast, bulk = f"agent-{agent_type}", f"agent-{agent_type}-bulk"
+        dlq = logical_id(f"{fast}-dlq")
+        fast_q = queues[logical_id(fast, "Queue")]["Properties"]
+        bulk_q = queues[logical_id(bulk, "Queue")]["Properties"]
+        assert bulk_q["QueueName"] == {"Fn::Sub": f"ymera-${{Stage}}-{bulk}"}
+        redrive = {"deadLetterTargetArn": {"Fn::GetAtt": [dlq, "Arn"]}, "maxReceiveCount": manifest.MAX_RECEIVE_COUNT}
+        assert bulk_q["RedrivePolicy"] == fast_q["RedrivePolicy"] == redrive
+        assert bulk_q["VisibilityTimeout"] == fast_q["VisibilityTimeout"]
+        assert logical_id(f"{bulk}-dlq") not in queues  # no DLQ of its own
+        # the same handler on each lane, each consuming its own queue; the fast lane at Lambda's floor
+        fast_esm = mappings[logical_id(fast, "EventSourceMapping")]["Properties"]
+        bulk_esm = mappings[logical_id(bulk, "EventSourceMapping")]["Properties"]
+        assert bulk_esm["EventSourceArn"] == {"Fn::GetAtt": [logical_id(bulk, "Queue"), "Arn"]}
+        assert fast_esm["ScalingConfig"]["MaximumConcurrency"] == 2 <= bulk_esm["ScalingConfig"]["MaximumConcurrency"]
+        assert (fast_esm["ScalingConfig"]["MaximumConcurrency"] + bulk_esm["ScalingConfig"]["MaximumConcurrency"]
+                == manifest.agent_max_concurrency(agent_type))
+        # each lane's consumer may consume its own queue only
+        for name in (fast, bulk):
+            by_sid = {st["Sid"]: st for st in _statements(template["Resources"][logical_id(name, "Role")])}
+            assert by_sid["ConsumeOwnQueue"]["Resource"] == [{"Fn::GetAtt": [logical_id(name, "Queue"), "Arn"]}]
+        # one policy per queue: the shared DLQ's belongs to the fast lane's
+        assert policies[logical_id(bulk, "QueuePolicy")]["Properties"]["Queues"] == [{"Ref": logical_id(bulk, "Queue")}]
+        assert {"Ref": dlq} in policies[logical_id(fast, "QueuePolicy")]["Properties"]["Queues"]
+
+
+def test_a_queue_sharing_a_dlq_nobody_created_before_it_is_refused() -> None:
+    orphan = manifest.bulk_queue("validation")
+    with pytest.raises(ValueError, match="not owned by an earlier queue"):
+        build_template("dev", queue_specs=[orphan, manifest.agent_queue("validation")], function_specs=[])
 
 
 def test_scheduled_relay_has_rule_and_invoke_permission(template: dict[str, Any]) -> None:
@@ -146,7 +184,7 @@ def test_scheduled_relay_has_rule_and_invoke_permission(template: dict[str, Any]
 
 def test_outputs_expose_queue_urls_arns_and_topic(template: dict[str, Any]) -> None:
     for q in manifest.queues():
-        for rid in (logical_id(q.suffix, "Queue"), logical_id(q.dlq_suffix)):
+        for rid in (logical_id(q.suffix, "Queue"), logical_id(q.dlq_suffix)):  # a bulk lane: its shared DLQ's
             assert {f"{rid}Url", f"{rid}Arn"} <= template["Outputs"].keys()
     assert "AlertTopicArn" in template["Outputs"]
 
@@ -301,6 +339,29 @@ def test_bootstrap_creates_every_queue_with_redrive_to_its_dlq(sqs: Any) -> None
         assert "RedrivePolicy" not in dlq
 
 
+def test_bootstrap_gives_each_bulk_lane_its_agent_types_dlq_and_steps_the_fast_lane_only(sqs: Any) -> None:
+    urls = bootstrap(sqs, PREFIX)
+    iam = boto3.client("iam", region_name="us-east-1")
+    ensure_workflow_role(iam, sqs, PREFIX)
+    for agent_type in manifest.AGENT_CONSUMERS:
+        fast, bulk = f"{PREFIX}-agent-{agent_type}", f"{PREFIX}-agent-{agent_type}-bulk"
+        dlq_arn = _attributes(sqs, urls[f"{fast}-dlq"])["QueueArn"]
+        assert json.loads(_attributes(sqs, urls[bulk])["RedrivePolicy"])["deadLetterTargetArn"] == dlq_arn
+        assert json.loads(_attributes(sqs, urls[fast])["RedrivePolicy"])["deadLetterTargetArn"] == dlq_arn
+    assert not any(url.endswith("-bulk-dlq") for url in urls.values())
+    document = iam.get_role_policy(RoleName=workflow_role_name(PREFIX), PolicyName="WorkflowQueues")["PolicyDocument"]
+    targets = document["Statement"][0]["Resource"]
+    assert len(targets) == len(manifest.AGENT_CONSUMERS) + 1  # the fast lanes and the control queue
+    assert not any(arn.endswith("-bulk") for arn in targets)
+
+
+def test_the_template_lets_workflow_steps_reach_the_fast_lanes_only(template: dict[str, Any]) -> None:
+    [statement] = _statements(template["Resources"]["WorkflowRole"])
+    targets = [r["Fn::GetAtt"][0] for r in statement["Resource"]]
+    assert targets == [*(logical_id(f"agent-{t}", "Queue") for t in manifest.AGENT_CONSUMERS),
+                       logical_id(manifest.WORKFLOW_CONTROL_SUFFIX, "Queue")]
+
+
 def test_bootstrap_twice_is_idempotent_and_converges_drift(sqs: Any) -> None:
     first = bootstrap(sqs, PREFIX)
     queue = first[manifest.queues()[0].name(PREFIX)]
@@ -449,7 +510,7 @@ def test_every_queue_and_the_topic_refuse_plain_transport(template: dict[str, An
     denied = [r for p in _resources(template, "AWS::SQS::QueuePolicy").values()
               for r in _deny_plain_transport(p["Properties"]["PolicyDocument"])]
     queues = _resources(template, "AWS::SQS::Queue")
-    assert len(queues) == 2 * len(manifest.queues())
+    assert len(queues) == len(manifest.queues()) + len([q for q in manifest.queues() if q.owns_dlq])
     assert sorted(json.dumps(r) for r in denied) == sorted(json.dumps({"Fn::GetAtt": [q, "Arn"]}) for q in queues)
     for policy in _resources(template, "AWS::SQS::QueuePolicy").values():
         actions = [a for st in policy["Properties"]["PolicyDocument"]["Statement"] for a in _actions(st)]
@@ -552,8 +613,9 @@ def test_the_api_policy_names_its_account_and_region_and_only_its_own_resources(
         "arn:aws:execute-api:eu-west-1:111122223333:*/api/POST/@connections/*"]
     sends = [st for st in policy["Statement"] if "sqs:SendMessage" in _actions(st)]
     assert len(sends) == 1
-    assert _arns(sends[0]) == [f"arn:aws:sqs:eu-west-1:111122223333:ymera-{stage}-agent-{t}"
-                               for t in manifest.AGENT_CONSUMERS]  # not the ingress queue: producers send there
+    assert _arns(sends[0]) == [f"arn:aws:sqs:eu-west-1:111122223333:ymera-{stage}-agent-{t}{lane}"
+                               for t in manifest.AGENT_CONSUMERS
+                               for lane in ("", "-bulk")]  # both lanes, not the ingress queue: producers send there
     assert not any(arn.endswith("-dlq") for arn in _arns(sends[0]))
     assert all(arn.endswith("-dlq") for arn in _arns(by_sid["ReadDeadLetterDepths"]))
     assert set(_actions(by_sid["ReadDeadLetterDepths"])) == {"sqs:GetQueueUrl", "sqs:GetQueueAttributes"}

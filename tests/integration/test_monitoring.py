@@ -141,7 +141,7 @@ def test_readiness_checks_dependencies_at_most_once_per_cache_period(api: Api, c
     assert first.status_code == 200 and first.json_body["status"] == "ok"
     assert set(first.json_body["checks"]) == {"database", "redis", "queues"}
     per_check = sqs.calls.count("GetQueueAttributes")
-    assert per_check == len(available_types())  # one per agent queue
+    assert per_check == 2 * len(available_types())  # one per agent queue: both lanes of every type
     for _ in range(20):
         again = api.call("GET", "/health/ready")
         assert again.status_code == 200 and again.json_body["age_seconds"] >= 0
@@ -219,17 +219,21 @@ def test_task_counts_by_state_and_agent_type(api: Api, scrape_token: str) -> Non
     assert value(samples, "ymera_agents", status="active") == 2
 
 
-def fill_queues(aws: Any, main: int, dlq: int) -> None:
-    for name, n in ((f"{PREFIX}-agent-validation", main), (f"{PREFIX}-agent-validation-dlq", dlq)):
+def fill_queues(aws: Any, main: int, dlq: int, bulk: int = 0) -> None:
+    for name, n in ((f"{PREFIX}-agent-validation", main), (f"{PREFIX}-agent-validation-dlq", dlq),
+                    (f"{PREFIX}-agent-validation-bulk", bulk)):
         url = aws.get_queue_url(QueueName=name)["QueueUrl"]
         for i in range(n):
             aws.send_message(QueueUrl=url, MessageBody=json.dumps({"n": i}))
 
 
 def test_queue_and_dlq_depths_in_metrics_and_status(api: Api, aws: Any, scrape_token: str) -> None:
-    fill_queues(aws, main=3, dlq=2)
+    fill_queues(aws, main=3, dlq=2, bulk=4)
     samples = scrape(api, scrape_token)
     assert value(samples, "ymera_queue_messages", agent_type="validation", queue=f"{PREFIX}-agent-validation") == 3
+    assert value(samples, "ymera_queue_messages", agent_type="validation",
+                 queue=f"{PREFIX}-agent-validation-bulk") == 4  # each lane its own series
+    assert len([s for s in samples if s[0] == "ymera_dlq_messages"]) == len(list(available_types()))  # one DLQ
     assert value(samples, "ymera_dlq_messages", agent_type="validation",
                  queue=f"{PREFIX}-agent-validation-dlq") == 2
     assert value(samples, "ymera_queue_messages", agent_type="examination", queue=f"{PREFIX}-agent-examination") == 0
@@ -239,7 +243,9 @@ def test_queue_and_dlq_depths_in_metrics_and_status(api: Api, aws: Any, scrape_t
     queues = {q["agent_type"]: q for q in status["queues"]}
     assert queues["validation"] == {"agent_type": "validation", "queue": f"{PREFIX}-agent-validation",
                                     "messages": 3, "in_flight": 0, "dlq": f"{PREFIX}-agent-validation-dlq",
-                                    "dlq_messages": 2, "error": None}
+                                    "dlq_messages": 2, "error": None,
+                                    "bulk_queue": f"{PREFIX}-agent-validation-bulk", "bulk_messages": 4,
+                                    "bulk_in_flight": 0}
 
 
 def test_status_reports_version_stage_uptime(api: Api) -> None:

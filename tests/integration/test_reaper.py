@@ -168,6 +168,7 @@ def test_the_reaper_may_read_the_dlqs_but_never_delete() -> None:
                   if isinstance(s, dict) and "Action" in s]
     peek = next(s for s in statements if s["Sid"] == "PeekDeadLetters")
     assert peek["Action"] == ["sqs:GetQueueUrl", "sqs:ReceiveMessage"]
-    assert len(peek["Resource"]) == len(manifest.agent_queues())  # the agent DLQs, not the ingress one
+    # the agent DLQs (one per type: its lanes share it), not the ingress one
+    assert len(peek["Resource"]) == len(manifest.AGENT_CONSUMERS)
     assert not any("sqs:DeleteMessage" in s["Action"] for s in statements)
     assert logical_id("task-reaper", "ErrorsAlarm") in resources

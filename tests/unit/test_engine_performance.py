@@ -11,10 +11,13 @@ from infra import manifest
 
 @pytest.mark.parametrize("agent_type", manifest.AGENT_CONSUMERS)
 def test_current_values_are_what_the_manifest_deploys(agent_type: str) -> None:
-    spec = next(f for f in manifest.functions() if f.name == f"agent-{agent_type}")
+    fast, bulk = (next(f for f in manifest.functions() if f.name == name)
+                  for name in (f"agent-{agent_type}", f"agent-{agent_type}-bulk"))
     now = deployed(agent_type, Settings(_env_file=None))  # type: ignore[call-arg]
+    # the lanes run the same function settings; the type's concurrency is both lanes' together
+    assert (fast.timeout, fast.memory, fast.batch_size) == (bulk.timeout, bulk.memory, bulk.batch_size)
     assert (now.timeout, now.memory, now.batch_size, now.max_concurrency) == (
-        spec.timeout, spec.memory, spec.batch_size, spec.max_concurrency)
+        fast.timeout, fast.memory, fast.batch_size, fast.max_concurrency + bulk.max_concurrency)
 
 
 def test_recommendations_show_their_arithmetic() -> None:
