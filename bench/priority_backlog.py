@@ -1,7 +1,7 @@
 """A critical task behind a backlog of low ones (issue 14): with BENCH_BACKLOG (default 5,000) `low` validation
 tasks queued, a `critical` task's create-to-claim p99 stays within 2x its idle-platform p99 (budget: <= 2.0x).
 
-Drives the in-process platform of bench/_platform.py: throwaway Postgres, Redis, moto with the manifest's queues
+Drives the in-process platform of bench/_inprocess.py: throwaway Postgres, Redis, moto with the manifest's queues
 (infra.bootstrap), TaskService.create from the container, functions.agent_consumer.handler fed by the local
 EventSourceRunner (every queue of the validation consumer). Create-to-claim = tasks.started_at - tasks.created_at,
 both written by the platform (create's flush, consumer's claim), same clock.
@@ -27,7 +27,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _platform import Owner, Platform, drain_with_samples, env_float, env_int, ms, note, pct, silenced, spread  # noqa: E402 - bench/ is on the path above
+from _inprocess import Owner, Platform, drain_with_samples, env_float, env_int, ms, note, pct, silenced, spread  # noqa: E402 - bench/ is on the path above
 
 IDLE = env_int("BENCH_IDLE", 40)
 BACKLOG = env_int("BENCH_BACKLOG", 5000)

@@ -2,7 +2,7 @@
 validation tasks, then user B submits one. Budgets: B's create->completed p50 <= 2x its idle-platform p50 (p99
 reported), and A's throughput with B present >= 0.9x A's throughput alone.
 
-Drives the in-process platform of bench/_platform.py: throwaway Postgres, Redis, moto with the manifest's queues
+Drives the in-process platform of bench/_inprocess.py: throwaway Postgres, Redis, moto with the manifest's queues
 (infra.bootstrap), TaskService.create from the container, functions.agent_consumer.handler fed by the local
 EventSourceRunner (every queue of the validation consumer). Latency = tasks.completed_at - tasks.created_at, both
 written by the platform (create's flush, consumer's outcome), same clock.
@@ -29,7 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _platform import Platform, drain_with_samples, env_float, env_int, ms, note, pct, silenced, spread  # noqa: E402
+from _inprocess import Platform, drain_with_samples, env_float, env_int, ms, note, pct, silenced, spread  # noqa: E402
 
 IDLE = env_int("BENCH_IDLE", 30)
 BACKLOG = env_int("BENCH_BACKLOG", 5000)
