@@ -1,0 +1,399 @@
+"""An in-process platform for the scheduling benchmarks (not a benchmark itself: run_all skips `_` files).
+
+What runs, all real: a throwaway Postgres database (migrated), this machine's Redis (own key prefix), an embedded
+moto server (infra.local.emulator.start_moto) with every manifest queue created by infra.bootstrap, the task
+creation path (`TaskService.create` from chalicelib.container: task + outbox row in one transaction, then the
+publish), and the agent consumer (functions.agent_consumer.handler) fed by infra.local.runner.EventSourceRunner,
+one poller per queue, exactly as `make run` wires them. The runner polls every queue of the manifest's consumers
+of the agent type under test (so a second queue per type, once the manifest has one, is polled too); it can be
+paused (`pause()`, `resume()`) to build a backlog faster than it drains.
+
+Timestamps are the platform's own: tasks.created_at (written at the create's flush) and tasks.started_at /
+completed_at (written by the consumer's claim and outcome), all by this process's clock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import statistics
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(HERE), str(HERE.parent)]
+
+import _harness  # noqa: E402 - needs the path above
+
+AGENT_TYPE = "validation"
+CONSUMER = "functions.agent_consumer.handler"
+INPUT = {"schema": {"type": "object"}, "payload": {}}
+
+
+def pct(values: Sequence[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:8.1f} ms"
+
+
+def note(message: str) -> None:
+    """Progress goes to stderr: stdout is silenced while the platform runs (EMF metrics, JSON logs)."""
+    print(message, file=sys.stderr, flush=True)
+
+
+@dataclass(frozen=True)
+class Owner:
+    user_id: uuid.UUID
+    agent_id: uuid.UUID
+    name: str
+
+
+@dataclass(frozen=True)
+class Times:
+    status: str
+    priority: str
+    created_at: datetime
+    started_at: datetime | None
+    completed_at: datetime | None
+
+    @property
+    def to_claim(self) -> float | None:
+        return (self.started_at - self.created_at).total_seconds() if self.started_at else None
+
+    @property
+    def to_completed(self) -> float | None:
+        return (self.completed_at - self.created_at).total_seconds() if self.completed_at else None
+
+
+def consumer_specs(agent_type: str = AGENT_TYPE) -> list[Any]:
+    """Every manifest function that consumes a queue of `agent_type` with the agent consumer (all its lanes)."""
+    from infra import manifest
+
+    base = manifest.agent_queue(agent_type).suffix
+    return [spec for spec in manifest.functions()
+            if spec.queue is not None and spec.handler == CONSUMER
+            and (spec.queue.suffix == base or spec.queue.suffix.startswith(base + "-"))]
+
+
+def speed_up_moto() -> None:
+    """moto 5's SQS is O(queue depth) per call with a large constant: its clock (`unix_time`) builds datetimes,
+    every visibility check calls it twice, a send reads attributes that take three passes over every message,
+    and each message a receive returns recomputes *all* the queue's attributes just to read
+    MessageRetentionPeriod. With 5,000 messages queued a receive took ~3 s and a send ~1 s (this machine), so a
+    5,000-task backlog would take an hour to drain. Same answers, cheaper: the clock from time.time() (read once
+    per pass), the retention period read from the queue. Only this process's in-memory moto is touched; the
+    platform's code is not. BENCH_STOCK_MOTO=1 runs stock moto."""
+    import moto.sqs.models as sqs_models
+
+    if getattr(sqs_models, "_ymera_bench_fast", False):
+        return
+    slow_unix_time = sqs_models.unix_time
+
+    def unix_time(dt: datetime | None = None) -> float:
+        return time.time() if dt is None else float(slow_unix_time(dt))
+
+    def unix_time_millis(dt: datetime | None = None) -> float:
+        return unix_time(dt) * 1000.0
+
+    def retained(self: Any, queue_name: str, message: Any) -> bool:
+        queue = self.get_queue(queue_name)
+        return bool(int(queue.message_retention_period) + message.sent_timestamp / 1000 > time.time())
+
+    def visible_now(self: Any) -> list[Any]:  # Queue.messages: visible and not delayed, one clock read
+        now = time.time() * 1000.0
+        return [m for m in self._messages if now > m.visible_at and not now < m.delayed_until]
+
+    def delayed_count(self: Any) -> int:
+        now = time.time() * 1000.0
+        return sum(1 for m in self._messages if now < m.delayed_until)
+
+    def in_flight_count(self: Any) -> int:
+        now = time.time() * 1000.0
+        return sum(1 for m in self._messages if not now > m.visible_at)
+
+    sqs_models.Queue.messages = property(visible_now)  # type: ignore[assignment,method-assign]
+    sqs_models.Queue.approximate_number_of_messages_delayed = property(delayed_count)  # type: ignore[assignment,method-assign]
+    sqs_models.Queue.approximate_number_of_messages_not_visible = property(in_flight_count)  # type: ignore[assignment,method-assign]
+    sqs_models.unix_time = unix_time
+    sqs_models.unix_time_millis = unix_time_millis
+    sqs_models.SQSBackend.is_message_valid_based_on_retention_period = retained  # type: ignore[method-assign]
+    setattr(sqs_models, "_ymera_bench_fast", True)  # noqa: B010 - a marker of our own on a foreign module
+
+
+class Platform:
+    def __init__(self, agent_type: str = AGENT_TYPE, creators: int = 0) -> None:
+        self.agent_type = agent_type
+        self.creators = creators or env_int("BENCH_CREATORS", 12)
+        self._stack = contextlib.ExitStack()
+        self.container: Any = None
+        self.runner: Any = None
+        self.sqs: Any = None
+        self.queue_names: list[str] = []
+
+    def __enter__(self) -> Platform:
+        try:
+            self._start()
+        except BaseException:
+            self._stack.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stack.close()
+
+    def _start(self) -> None:
+        url = self._stack.enter_context(_harness.throwaway_database())
+        prefix = _harness.configure(url, YMERA_QUOTA_TASKS_PER_USER_PER_DAY=str(10**7), YMERA_LOG_LEVEL="WARNING",
+                                    POWERTOOLS_LOG_LEVEL="WARNING", YMERA_BCRYPT_ROUNDS="4",
+                                    YMERA_DB_POOL_SIZE=str(self.creators + 4))
+        for noisy in ("werkzeug", "botocore", "boto3", "urllib3"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
+        from infra.local.emulator import sqs_client, start_moto
+
+        if os.environ.get("BENCH_STOCK_MOTO") != "1":
+            speed_up_moto()
+        endpoint = start_moto()
+        self._stack.callback(endpoint.stop)
+        from infra.bootstrap import bootstrap
+        from infra.local.runner import EventSourceRunner, pool_size_for
+
+        specs = consumer_specs(self.agent_type)
+        assert specs, f"no consumer of {self.agent_type} in the manifest"
+        self.sqs = sqs_client(max_pool_connections=pool_size_for(specs) + self.creators)
+        bootstrap(self.sqs, _harness.QUEUE_PREFIX)
+        self.queue_names = [spec.queue.name(_harness.QUEUE_PREFIX) for spec in specs]
+        from chalicelib.container import get_container
+
+        self.container = get_container()
+        self._stack.callback(self.container.db.engine.dispose)
+        self._stack.callback(_harness.drop_redis_keys, self.container.redis, prefix)
+        self.runner = EventSourceRunner(self.sqs, _harness.QUEUE_PREFIX, specs)
+        self._stack.callback(self.runner.stop)
+        self.runner.start()
+
+    # -- the runner --------------------------------------------------------------------------------------------
+
+    def pause(self) -> None:
+        self.runner.stop(timeout=30)
+
+    def resume(self) -> None:
+        self.runner.start()
+
+    # -- users, tasks --------------------------------------------------------------------------------------------
+
+    def owner(self, name: str) -> Owner:
+        from chalicelib.db.models import Agent, User
+
+        with self.container.db.transaction() as s:
+            user = User(username=name, email=f"{name}@example.com", password_hash="x")
+            s.add(user)
+            s.flush()
+            agent = Agent(user_id=user.id, name=f"{name}-{self.agent_type}", type=self.agent_type)
+            s.add(agent)
+            s.flush()
+            return Owner(user.id, agent.id, name)
+
+    def create(self, owner: Owner, priority: str = "normal", title: str = "bench") -> uuid.UUID:
+        from chalicelib.domain.tasks import TaskPriority
+        from chalicelib.schemas.tasks import TaskCreate
+        from chalicelib.services.meta import RequestMeta
+
+        req = TaskCreate(agent_id=owner.agent_id, title=title, priority=TaskPriority(priority), input_data=INPUT)
+        return uuid.UUID(str(self.container.tasks.create(owner.user_id, req, RequestMeta()).id))
+
+    def create_many(self, owner: Owner, n: int, priority: str = "normal", title: str = "bulk") -> list[uuid.UUID]:
+        """n tasks through the real create path, from `creators` threads (faster than one consumer drains)."""
+        with ThreadPoolExecutor(self.creators) as pool:
+            return list(pool.map(lambda _: self.create(owner, priority, title), range(n)))
+
+    def times(self, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Times]:
+        from sqlalchemy import select
+
+        from chalicelib.db.models import Task
+
+        out: dict[uuid.UUID, Times] = {}
+        with self.container.db.read() as s:
+            for chunk in range(0, len(ids), 1000):
+                rows = s.execute(select(Task.id, Task.status, Task.priority, Task.created_at, Task.started_at,
+                                        Task.completed_at).where(Task.id.in_(ids[chunk:chunk + 1000])))
+                for row in rows:
+                    out[row.id] = Times(str(row.status), str(row.priority), row.created_at, row.started_at,
+                                        row.completed_at)
+        return out
+
+    def waiting(self, owner: Owner | None = None, title: str | None = None) -> int:
+        """Tasks not yet claimed (pending or queued), of `owner` and `title` when given: the backlog."""
+        from sqlalchemy import func, select
+
+        from chalicelib.db.models import Task
+
+        stmt = select(func.count()).select_from(Task).where(Task.status.in_(("pending", "queued")))
+        if owner is not None:
+            stmt = stmt.where(Task.user_id == owner.user_id)
+        if title is not None:
+            stmt = stmt.where(Task.title == title)
+        with self.container.db.read() as s:
+            return int(s.scalar(stmt) or 0)
+
+    def unfinished(self, owner: Owner, title: str) -> int:
+        """Tasks of `owner` and `title` not yet in a terminal status."""
+        from sqlalchemy import func, select
+
+        from chalicelib.db.models import Task
+        from chalicelib.domain.tasks import TERMINAL
+
+        stmt = select(func.count()).select_from(Task).where(Task.user_id == owner.user_id, Task.title == title,
+                                                             Task.status.not_in([str(t) for t in TERMINAL]))
+        with self.container.db.read() as s:
+            return int(s.scalar(stmt) or 0)
+
+    def queue_depth(self) -> dict[str, int]:
+        """ApproximateNumberOfMessages per polled queue (visible, not in flight)."""
+        depth = {}
+        for name in self.queue_names:
+            url = self.sqs.get_queue_url(QueueName=name)["QueueUrl"]
+            attrs = self.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"])
+            depth[name] = int(attrs["Attributes"]["ApproximateNumberOfMessages"])
+        return depth
+
+    def wait_done(self, ids: Sequence[uuid.UUID], *, field: str = "completed_at", timeout: float = 300,
+                  poll: float = 0.02) -> dict[uuid.UUID, Times]:
+        """Poll until every task has `field` set (started_at or completed_at) or `timeout` passed."""
+        deadline = time.monotonic() + timeout
+        while True:
+            got = self.times(ids)
+            if all(getattr(t, field) is not None for t in got.values()) and len(got) == len(ids):
+                return got
+            if time.monotonic() > deadline:
+                missing = sum(1 for t in got.values() if getattr(t, field) is None)
+                raise TimeoutError(f"{missing} of {len(ids)} task(s) without {field} after {timeout:.0f} s")
+            time.sleep(poll)
+
+    def one_at_a_time(self, owner: Owner, n: int, priority: str, field: str, spacing: float,
+                      timeout: float = 60) -> list[float]:
+        """n single tasks, each waited for (`field`) before the next, `spacing` apart: idle-platform latencies."""
+        samples = []
+        for _ in range(n):
+            task_id = self.create(owner, priority, "single")
+            t = self.wait_done([task_id], field=field, timeout=timeout, poll=0.005)[task_id]
+            samples.append((getattr(t, field) - t.created_at).total_seconds())
+            time.sleep(spacing)
+        return samples
+
+
+def spread(values: Sequence[float]) -> str:
+    return (f"p50 {ms(statistics.median(values))}  p99 {ms(pct(values, 99))}  "
+            f"min {ms(min(values))}  max {ms(max(values))}  (n={len(values)})")
+
+
+@contextlib.contextmanager
+def silenced() -> Iterator[None]:
+    """stdout to /dev/null while the platform runs (each invocation prints an EMF document)."""
+    with _harness.quiet_stdout():
+        yield
+
+
+class Sampler(threading.Thread):
+    """Creates a task every `spacing` s (own thread) while the backlog is above `floor`, at most `limit`; records
+    (task id, backlog when created)."""
+
+    def __init__(self, platform: Platform, owner: Owner, priority: str, spacing: float, limit: int,
+                 backlog: Any, floor: int, dry: bool = False) -> None:
+        super().__init__(name="sampler", daemon=True)
+        self.platform, self.owner, self.priority = platform, owner, priority
+        self.spacing, self.limit, self.backlog, self.floor, self.dry = spacing, limit, backlog, floor, dry
+        self.samples: list[tuple[uuid.UUID, int]] = []
+        self.rounds = 0
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        """`dry`: the same schedule and backlog queries, no task created (the baseline phase pays the same)."""
+        try:
+            while self.rounds < self.limit:
+                left = self.backlog()
+                if left <= self.floor:
+                    break
+                self.rounds += 1
+                if not self.dry:
+                    self.samples.append((self.platform.create(self.owner, self.priority, "sample"), left))
+                time.sleep(self.spacing)
+        except BaseException as exc:  # noqa: BLE001 - re-raised by the caller after join()
+            self.error = exc
+
+
+@dataclass
+class Drain:
+    """A backlog created with the runner paused, then drained with samples created along the way."""
+
+    backlog: list[uuid.UUID]
+    seeded_s: float
+    depth: dict[str, int]
+    #: runner resumed -> last backlog task completed
+    drained_s: float
+    #: first backlog task created -> last completed (the issue's throughput window)
+    first_create_to_last_done_s: float
+    #: (sample id, backlog tasks not yet claimed when it was created)
+    samples: list[tuple[uuid.UUID, int]]
+    sample_times: dict[uuid.UUID, Times]
+
+    def latencies(self, field: str) -> list[float]:
+        return [(getattr(self.sample_times[i], field) - self.sample_times[i].created_at).total_seconds()
+                for i, _ in self.samples]
+
+    @property
+    def backlog_at(self) -> list[int]:
+        return [left for _, left in self.samples]
+
+
+def drain_with_samples(p: Platform, owner: Owner, n: int, priority: str, title: str, sampler_owner: Owner,
+                       sample_priority: str, field: str, spacing: float, limit: int, label: str,
+                       dry: bool = False) -> Drain:
+    """Runner paused, `n` tasks of `owner` created (the real path, all published), runner resumed; while more than
+    10% of them are unclaimed, a `sample_priority` task of `sampler_owner` every `spacing` s (at most `limit`)."""
+    p.pause()
+    started = time.monotonic()
+    backlog = p.create_many(owner, n, priority, title)
+    seeded = time.monotonic() - started
+    depth = p.queue_depth()
+    note(f"[{label}] seeded {n} {priority} tasks in {seeded:.1f} s ({n / seeded:.0f}/s); queue depth {depth}")
+    resumed_at = datetime.now(UTC)
+    p.resume()
+    sampler = Sampler(p, sampler_owner, sample_priority, spacing, limit, backlog=lambda: p.waiting(owner, title),
+                      floor=n // 10, dry=dry)
+    sampler.start()
+    sampler.join()
+    if sampler.error is not None:
+        raise sampler.error
+    # Latencies come from the tasks' own timestamps: polling slowly costs no accuracy, and little platform time.
+    sample_times = p.wait_done([i for i, _ in sampler.samples], field=field, timeout=900, poll=0.25)
+    deadline = time.monotonic() + 900
+    while p.unfinished(owner, title):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"[{label}] backlog not drained after 900 s")
+        time.sleep(0.25)
+    done = p.times(backlog)
+    first = min(t.created_at for t in done.values())
+    last = max(t.completed_at for t in done.values() if t.completed_at is not None)
+    drained = (last - resumed_at).total_seconds()
+    note(f"[{label}] {len(sampler.samples)} samples; drained in {drained:.1f} s ({n / drained:.0f} tasks/s)")
+    return Drain(backlog, seeded, depth, drained, (last - first).total_seconds(), sampler.samples, sample_times)
+
+
+def env_int(name: str, default: int) -> int:
+    return int(os.environ.get(name, str(default)))
+
+
+def env_float(name: str, default: float) -> float:
+    return float(os.environ.get(name, str(default)))
