@@ -88,48 +88,10 @@ def consumer_specs(agent_type: str = AGENT_TYPE) -> list[Any]:
 
 
 def speed_up_moto() -> None:
-    """moto 5's SQS is O(queue depth) per call with a large constant: its clock (`unix_time`) builds datetimes,
-    every visibility check calls it twice, a send reads attributes that take three passes over every message,
-    and each message a receive returns recomputes *all* the queue's attributes just to read
-    MessageRetentionPeriod. With 5,000 messages queued a receive took ~3 s and a send ~1 s (this machine), so a
-    5,000-task backlog would take an hour to drain. Same answers, cheaper: the clock from time.time() (read once
-    per pass), the retention period read from the queue. Only this process's in-memory moto is touched; the
-    platform's code is not. BENCH_STOCK_MOTO=1 runs stock moto."""
-    import moto.sqs.models as sqs_models
+    """moto's SQS made O(depth)-cheap, as `make run`'s moto child does (infra.local.emulator.speed_up_sqs)."""
+    from infra.local.emulator import speed_up_sqs
 
-    if getattr(sqs_models, "_ymera_bench_fast", False):
-        return
-    slow_unix_time = sqs_models.unix_time
-
-    def unix_time(dt: datetime | None = None) -> float:
-        return time.time() if dt is None else float(slow_unix_time(dt))
-
-    def unix_time_millis(dt: datetime | None = None) -> float:
-        return unix_time(dt) * 1000.0
-
-    def retained(self: Any, queue_name: str, message: Any) -> bool:
-        queue = self.get_queue(queue_name)
-        return bool(int(queue.message_retention_period) + message.sent_timestamp / 1000 > time.time())
-
-    def visible_now(self: Any) -> list[Any]:  # Queue.messages: visible and not delayed, one clock read
-        now = time.time() * 1000.0
-        return [m for m in self._messages if now > m.visible_at and not now < m.delayed_until]
-
-    def delayed_count(self: Any) -> int:
-        now = time.time() * 1000.0
-        return sum(1 for m in self._messages if now < m.delayed_until)
-
-    def in_flight_count(self: Any) -> int:
-        now = time.time() * 1000.0
-        return sum(1 for m in self._messages if not now > m.visible_at)
-
-    sqs_models.Queue.messages = property(visible_now)  # type: ignore[assignment,method-assign]
-    sqs_models.Queue.approximate_number_of_messages_delayed = property(delayed_count)  # type: ignore[assignment,method-assign]
-    sqs_models.Queue.approximate_number_of_messages_not_visible = property(in_flight_count)  # type: ignore[assignment,method-assign]
-    sqs_models.unix_time = unix_time
-    sqs_models.unix_time_millis = unix_time_millis
-    sqs_models.SQSBackend.is_message_valid_based_on_retention_period = retained  # type: ignore[method-assign]
-    setattr(sqs_models, "_ymera_bench_fast", True)  # noqa: B010 - a marker of our own on a foreign module
+    speed_up_sqs()
 
 
 class Platform:

@@ -26,6 +26,7 @@ import time
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 log = logging.getLogger("infra.local.emulator")
@@ -130,6 +131,62 @@ def untrack_sqs_messages() -> None:
     from moto.sqs.models import Message
 
     Message.instances_tracked = deque(maxlen=0)  # type: ignore[attr-defined]  # append() keeps nothing
+
+
+#: the moto release `speed_up_sqs` was written against.
+SPED_UP_MOTO = "5.2.5"
+
+
+def speed_up_sqs() -> None:
+    """moto 5's SQS is O(queue depth) per call with a large constant: its clock (`unix_time`) builds datetimes,
+    every visibility check calls it twice, a send reads attributes that take three passes over every message,
+    and each message a receive returns recomputes *all* the queue's attributes just to read
+    MessageRetentionPeriod. With 5,000 messages queued a receive took ~3 s and a send ~1 s (this machine), so a
+    5,000-task backlog would take an hour to drain. Same answers, cheaper: the clock from time.time() (read once
+    per pass), the retention period read from the queue. Applied in `make run`'s moto child (and by the
+    in-process benchmarks), never to an in-process moto of the tests; only for the moto release it was written
+    against (requirements-dev.txt), since it replaces moto internals."""
+    import moto
+    import moto.sqs.models as sqs_models
+
+    if moto.__version__ != SPED_UP_MOTO:
+        log.warning("moto %s is not %s: its SQS is left as it is (slow with deep queues)", moto.__version__,
+                    SPED_UP_MOTO)
+        return
+
+    if getattr(sqs_models, "_ymera_fast_sqs", False):
+        return
+    slow_unix_time = sqs_models.unix_time
+
+    def unix_time(dt: datetime | None = None) -> float:
+        return time.time() if dt is None else float(slow_unix_time(dt))
+
+    def unix_time_millis(dt: datetime | None = None) -> float:
+        return unix_time(dt) * 1000.0
+
+    def retained(self: Any, queue_name: str, message: Any) -> bool:
+        queue = self.get_queue(queue_name)
+        return bool(int(queue.message_retention_period) + message.sent_timestamp / 1000 > time.time())
+
+    def visible_now(self: Any) -> list[Any]:  # Queue.messages: visible and not delayed, one clock read
+        now = time.time() * 1000.0
+        return [m for m in self._messages if now > m.visible_at and not now < m.delayed_until]
+
+    def delayed_count(self: Any) -> int:
+        now = time.time() * 1000.0
+        return sum(1 for m in self._messages if now < m.delayed_until)
+
+    def in_flight_count(self: Any) -> int:
+        now = time.time() * 1000.0
+        return sum(1 for m in self._messages if not now > m.visible_at)
+
+    sqs_models.Queue.messages = property(visible_now)  # type: ignore[assignment,method-assign]
+    sqs_models.Queue.approximate_number_of_messages_delayed = property(delayed_count)  # type: ignore[assignment,method-assign]
+    sqs_models.Queue.approximate_number_of_messages_not_visible = property(in_flight_count)  # type: ignore[assignment,method-assign]
+    sqs_models.unix_time = unix_time
+    sqs_models.unix_time_millis = unix_time_millis
+    sqs_models.SQSBackend.is_message_valid_based_on_retention_period = retained  # type: ignore[method-assign]
+    setattr(sqs_models, "_ymera_fast_sqs", True)  # noqa: B010 - a marker of our own on a foreign module
 
 
 def start_moto(host: str = "127.0.0.1", port: int = 0) -> AwsEndpoint:
@@ -288,6 +345,7 @@ def _serve(host: str, port: int, parent_pid: int) -> int:
     logging.basicConfig(stream=sys.stderr, level=logging.WARNING,
                         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # it sets INFO itself: one line per request
+    speed_up_sqs()  # a backlog of thousands of messages must not take seconds per receive
     endpoint = start_moto(host, port)  # sets MOTO_PORT (Step Functions calls back) in this process
     ready = f"{READY_PREFIX} {endpoint.url.rsplit(':', 1)[1]}\n"
     os.write(sys.stdout.fileno(), ready.encode())
