@@ -1,4 +1,5 @@
-"""infra.local.emulator.speed_up_sqs: `make run`'s moto child answers SQS calls as stock moto does, only cheaper.
+"""infra.local.emulator.speed_up_sqs and cache_moto_dispatch: `make run`'s moto child answers SQS calls as stock
+moto does, only cheaper.
 
 Each case runs in its own interpreter (the patch replaces moto internals for the whole process, and the other
 tests use stock moto in this one)."""
@@ -15,8 +16,9 @@ ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = r'''
 import json, sys, time
 if sys.argv[1] == "fast":
-    from infra.local.emulator import speed_up_sqs
+    from infra.local.emulator import cache_moto_dispatch, speed_up_sqs
     speed_up_sqs()
+    cache_moto_dispatch()
 import boto3
 from moto import mock_aws
 out = {}
