@@ -57,6 +57,9 @@ class IdlePing:
     def __init__(self, engine: Engine, idle_seconds: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.engine, self.idle_seconds, self.clock = engine, idle_seconds, clock
         self.pings = 0
+        # Each instance keeps its own mark: two on one pool (make_engine's and another with its own clock or
+        # threshold) must not read each other's times.
+        self._key = (_RETURNED_AT, id(self))
 
     def install(self) -> None:
         event.listen(self.engine.pool, "checkin", self._returned)
@@ -64,10 +67,10 @@ class IdlePing:
 
     def _returned(self, _dbapi_conn: Any, record: Any) -> None:
         if record is not None:
-            record.info[_RETURNED_AT] = self.clock()
+            record.info[self._key] = self.clock()
 
     def _checkout(self, dbapi_conn: Any, record: Any, _proxy: Any) -> None:
-        returned_at = record.info.get(_RETURNED_AT)
+        returned_at = record.info.get(self._key)
         if returned_at is None or self.clock() - returned_at < self.idle_seconds:
             return  # new, or used moments ago
         self.pings += 1
