@@ -8,7 +8,9 @@ database) and Redis (its own key prefix), rate limits and quotas out of the way,
 from __future__ import annotations
 
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -25,9 +27,18 @@ PASSWORD = "correct horse battery"
 PORT = int(os.environ.get("BENCH_PORT", "8620"))
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 class Runtime:
+    """`python -m infra.local` in its own process group, as `make run` starts it; stopped with Ctrl-C.
+    `port` 0 takes a free one."""
+
     def __init__(self, database_url: str, prefix: str, port: int = PORT, **extra_env: str) -> None:
-        self.port = port
+        self.port = port or free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.state = tempfile.mkdtemp(prefix="ymera-bench-run-")
         env = {k: v for k, v in os.environ.items() if k not in {"AWS_ENDPOINT_URL", "YMERA_STAGE", "YMERA_JWT_SECRET"}}
@@ -42,10 +53,12 @@ class Runtime:
                                       str(Path(self.state) / "s")], cwd=ROOT, env=env, stdout=self.log,
                                      stderr=subprocess.STDOUT, start_new_session=True)
 
-    def wait_ready(self, timeout: float = 90) -> None:
+    def wait_ready(self, timeout: float = 90) -> float:
+        """Until `/health` answers and the runtime has logged that it is ready; the seconds that took."""
         import requests
 
-        deadline = time.monotonic() + timeout
+        started = time.monotonic()
+        deadline = started + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"make run exited ({self.proc.returncode}):\n{self.tail()}")
@@ -53,7 +66,7 @@ class Runtime:
                 if requests.get(f"{self.base}/health", timeout=2).status_code == 200:
                     self.log.seek(0)
                     if "local runtime ready" in self.log.read():
-                        return
+                        return time.monotonic() - started
             except requests.RequestException:
                 pass
             time.sleep(0.2)
@@ -63,14 +76,18 @@ class Runtime:
         self.log.flush()
         return "\n".join(Path(self.log.name).read_text(errors="replace").splitlines()[-lines:])
 
-    def stop(self) -> None:
-        self.proc.send_signal(signal.SIGINT)
+    def stop(self) -> float:
+        """Ctrl-C to the whole group (as a terminal sends it); the seconds it took to stop."""
+        started = time.monotonic()
         try:
+            os.killpg(self.proc.pid, signal.SIGINT)
             self.proc.wait(20)
         finally:
             if self.proc.poll() is None:
-                self.proc.kill()
+                os.killpg(self.proc.pid, signal.SIGKILL)
             self.log.close()
+            shutil.rmtree(self.state, ignore_errors=True)
+        return time.monotonic() - started
 
 
 def signup(base: str) -> Any:

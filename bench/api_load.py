@@ -23,12 +23,9 @@ import http.client
 import json
 import os
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -40,6 +37,7 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent)]
 
 import _harness  # noqa: E402 - needs the path above
+import _platform  # noqa: E402
 
 CLIENTS = int(os.environ.get("BENCH_CLIENTS", "8"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
@@ -50,62 +48,18 @@ PASSWORD = "correct horse battery"
 TASK = {"schema": {"type": "object", "required": ["name"]}, "payload": {"name": "x"}}
 
 
-class Runtime:
-    """`python -m infra.local` in its own process group, as `make run` starts it; stopped with Ctrl-C."""
+class Runtime(_platform.Runtime):
+    """`make run` (bench/_platform.py) with the access log left on, as a terminal would take it, and keep-alive
+    clients of its own."""
 
     def __init__(self, database_url: str, prefix: str) -> None:
-        port = PORT or _free_port()
-        self.base = ("127.0.0.1", port)
-        self.state = tempfile.mkdtemp(prefix="ymera-bench-load-")
-        env = {k: v for k, v in os.environ.items() if k not in {"AWS_ENDPOINT_URL", "YMERA_STAGE", "YMERA_JWT_SECRET"}}
-        env.update({"DATABASE_URL": database_url, "REDIS_URL": _harness.REDIS_URL, "YMERA_REDIS_KEY_PREFIX": prefix,
-                    "YMERA_BCRYPT_ROUNDS": "4", "YMERA_QUOTA_TASKS_PER_USER_PER_DAY": str(10**7),
-                    "YMERA_LOG_LEVEL": "WARNING",
-                    **{f"YMERA_RATE_LIMIT_{b}_CAPACITY": str(10**9) for b in ("USER", "IP", "LOGIN_ACCOUNT",
-                                                                              "LOGIN_IP", "LOGIN_ACCOUNT_IP")}})
-        self.log = open(Path(self.state) / "runtime.log", "w+b")  # noqa: SIM115 - closed in stop()
-        # The access log goes to stdout: to the file, like a terminal would take it.
-        self.proc = subprocess.Popen([sys.executable, "-m", "infra.local", "--port", str(port), "--state-dir",
-                                      str(Path(self.state) / "s")], cwd=HERE.parent, env=env, stdout=self.log,
-                                     stderr=subprocess.STDOUT, start_new_session=True)
-
-    def wait_ready(self, timeout: float = 90) -> float:
-        started = time.monotonic()
-        while time.monotonic() - started < timeout:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"runtime exited ({self.proc.returncode}):\n{self.output()}")
-            try:
-                status, _ = request(self.connect(), "GET", "/health")
-                if status == 200 and b"local runtime ready" in Path(self.log.name).read_bytes():
-                    return time.monotonic() - started
-            except OSError:
-                pass
-            time.sleep(0.2)
-        raise RuntimeError(f"runtime not ready after {timeout}s:\n{self.output()}")
+        super().__init__(database_url, prefix, port=PORT, POWERTOOLS_LOG_LEVEL="INFO")
 
     def connect(self) -> http.client.HTTPConnection:
-        return http.client.HTTPConnection(*self.base, timeout=30)
+        return http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
 
     def output(self, tail: int = 4000) -> str:
-        return Path(self.log.name).read_bytes()[-tail:].decode(errors="replace")
-
-    def stop(self) -> float:
-        started = time.monotonic()
-        try:
-            os.killpg(self.proc.pid, signal.SIGINT)  # Ctrl-C in a terminal reaches the whole group
-            self.proc.wait(20)
-        finally:
-            if self.proc.poll() is None:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            self.log.close()
-            shutil.rmtree(self.state, ignore_errors=True)
-        return time.monotonic() - started
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+        return self.tail(lines=60)[-tail:]
 
 
 def request(conn: http.client.HTTPConnection, method: str, path: str, body: Any = None,

@@ -18,12 +18,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
-import socket
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from datetime import datetime
@@ -34,6 +30,7 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent)]
 
 import _harness  # noqa: E402 - needs the path above
+import _platform  # noqa: E402
 
 TASKS = int(os.environ.get("BENCH_TASKS", "100"))
 RATE = float(os.environ.get("BENCH_RATE", "10"))
@@ -49,56 +46,16 @@ def pct(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+class Runtime(_platform.Runtime):
+    """`make run` (bench/_platform.py) on a free port, 10 WebSocket connections per user allowed."""
 
-
-class Runtime:
     def __init__(self, database_url: str, prefix: str) -> None:
-        self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.state = tempfile.mkdtemp(prefix="ymera-bench-ws-")
-        env = {k: v for k, v in os.environ.items() if k not in {"AWS_ENDPOINT_URL", "YMERA_STAGE", "YMERA_JWT_SECRET"}}
-        env.update({"DATABASE_URL": database_url, "REDIS_URL": _harness.REDIS_URL, "YMERA_REDIS_KEY_PREFIX": prefix,
-                    "YMERA_BCRYPT_ROUNDS": "4", "YMERA_WEBSOCKET_MAX_CONNECTIONS_PER_USER": "10",
-                    "YMERA_QUOTA_TASKS_PER_USER_PER_DAY": str(10**6), "YMERA_LOG_LEVEL": "WARNING",
-                    **{f"YMERA_RATE_LIMIT_{b}_CAPACITY": str(10**9) for b in ("USER", "IP", "LOGIN_ACCOUNT",
-                                                                              "LOGIN_IP", "LOGIN_ACCOUNT_IP")}})
-        self.log = open(Path(self.state) / "runtime.log", "w+")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen([sys.executable, "-m", "infra.local", "--port", str(self.port), "--state-dir",
-                                      str(Path(self.state) / "s")], cwd=HERE.parent, env=env, stdout=self.log,
-                                     stderr=subprocess.STDOUT, start_new_session=True)
-
-    def wait_ready(self) -> None:
-        import requests
-
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            try:
-                if requests.get(f"{self.base}/health", timeout=2).status_code == 200:
-                    self.log.seek(0)
-                    if "local runtime ready" in self.log.read():
-                        return
-            except requests.RequestException:
-                pass
-            time.sleep(0.2)
-        raise RuntimeError("runtime not ready")
+        super().__init__(database_url, prefix, port=0, YMERA_WEBSOCKET_MAX_CONNECTIONS_PER_USER="10",
+                         YMERA_QUOTA_TASKS_PER_USER_PER_DAY=str(10**6))
 
     def websocket_url(self) -> str:
-
         s, _, _ = signup(self.base)
         return str(s.get(f"{self.base}/status", timeout=5).json()["websocket_url"])
-
-    def stop(self) -> None:
-        self.proc.send_signal(signal.SIGINT)
-        try:
-            self.proc.wait(20)
-        finally:
-            if self.proc.poll() is None:
-                self.proc.kill()
-            self.log.close()
 
 
 def signup(base: str) -> tuple[Any, str, str]:
