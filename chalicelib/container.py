@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Any
 from chalicelib.config import Settings, get_settings
 
 if TYPE_CHECKING:
+    import uuid
+
     from sqlalchemy.orm import Session
 
     from chalicelib.auth.guard import SessionGuard
@@ -182,7 +184,29 @@ class Container:
         from chalicelib.services.users import UserService
 
         return UserService(self.db, self.hasher, self.tokens, self.sessions, throttle=self.login_throttle,
-                           refresh_grace_seconds=self.settings.refresh_reuse_grace_seconds)
+                           refresh_grace_seconds=self.settings.refresh_reuse_grace_seconds,
+                           sessions_ended=self.end_websocket_sessions)
+
+    def end_websocket_sessions(self, user_id: uuid.UUID, families: tuple[str, ...],
+                               below_version: int | None) -> None:
+        """`SessionsEnded` for the auth services: the WebSocket connections opened with those sessions close
+        (chalicelib.services.websocket.end_sessions). Called after the sessions are revoked, so it cannot undo
+        a logout: a Redis failure here is logged, and those connections stay open until they close or expire."""
+        if self.redis is None:
+            return
+        from redis.exceptions import RedisError
+
+        from chalicelib.observability import logger
+
+        try:
+            ended = self.websocket.end_sessions(user_id, families, below_version)
+        except RedisError as exc:
+            logger.warning("could not end the WebSocket connections of ended sessions",
+                           extra={"user_id": str(user_id), "error": type(exc).__name__})
+            return
+        if ended:
+            logger.info("websocket connections ended with their sessions", extra={"user_id": str(user_id),
+                                                                                  "connections": ended})
 
     @cached_property
     def sessions(self) -> SessionGuard:
@@ -261,7 +285,8 @@ class Container:
     def accounts(self) -> AccountService:
         from chalicelib.services.accounts import AccountService
 
-        return AccountService(self.db, self.hasher, self.tokens, self.sessions, throttle=self.login_throttle)
+        return AccountService(self.db, self.hasher, self.tokens, self.sessions, throttle=self.login_throttle,
+                              sessions_ended=self.end_websocket_sessions)
 
     @cached_property
     def login_throttle(self) -> LoginThrottle:

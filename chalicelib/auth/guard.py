@@ -33,6 +33,7 @@ the old row just before the commit can never put it back.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Any
@@ -50,6 +51,10 @@ from chalicelib.ratelimit import Breaker
 TOMBSTONE = b"-"
 FAMILY_REVOKED = b"1"
 FAMILY_LIVE = b"0"
+
+#: told that sessions of a user ended, to close what was opened with them (its WebSocket connections):
+#: (user id, revoked families, or a token version below which every token is dead); must not raise.
+SessionsEnded = Callable[[uuid.UUID, tuple[str, ...], int | None], None]
 
 
 @dataclass(frozen=True)

@@ -9,8 +9,10 @@ connect/disconnect to the database every task already writes to, for data with a
 Keys (prefix = settings.redis_key_prefix):
 - `<prefix>ws:user:<user_id>`  hash: connection_id -> JSON {"subscription", "connected_at", "replay_after"}
 - `<prefix>ws:conn:<connection_id>`  the connection's user id (messages and disconnects carry only the id)
-- `<prefix>ws:replay`  set of user ids with a connection waiting for its replay (read by the notifier)
-Both per-connection keys expire after API Gateway's maximum connection duration (2 h) plus a margin,
+- `<prefix>ws:closing:<user_id>`  set of the user's connection ids whose session ended (logout, refresh-token
+  reuse, password change, deactivation): nothing more is sent to them and the notifier closes them
+- `<prefix>ws:replay`  set of user ids with a connection waiting for the notifier: a replay, or a close
+The per-user and per-connection keys expire after API Gateway's maximum connection duration (2 h) plus a margin,
 so a connection whose $disconnect never arrived cannot hold a slot of the user's cap for ever.
 """
 
@@ -19,7 +21,8 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 #: API Gateway closes every WebSocket connection after 2 hours.
@@ -68,20 +71,35 @@ class Connection:
     replay_after: int | None = None
     #: the last event id the replay sent: live delivery skips events up to it (no duplicate after a replay).
     seen_through: int = 0
+    #: the session (refresh-token family) and token version of the access token it connected with: a logout of
+    #: that session, a password change or a deactivation ends the connection too.
+    family: str | None = None
+    version: int = 0
+    #: its session ended: nothing more is sent to it, and the notifier closes it (not stored in the hash).
+    closing: bool = False
 
     def encode(self) -> str:
         return json.dumps({"subscription": self.subscription.to_json(), "connected_at": self.connected_at,
-                           "replay_after": self.replay_after, "seen_through": self.seen_through})
+                           "replay_after": self.replay_after, "seen_through": self.seen_through,
+                           "family": self.family, "version": self.version})
 
     @classmethod
     def decode(cls, connection_id: str, raw: bytes | str) -> Connection | None:
         try:
             data = json.loads(raw)
             after = data.get("replay_after")
+            family = data.get("family")
             return cls(connection_id, Subscription.from_json(data.get("subscription")), float(data["connected_at"]),
-                       int(after) if after is not None else None, int(data.get("seen_through") or 0))
+                       int(after) if after is not None else None, int(data.get("seen_through") or 0),
+                       str(family) if family is not None else None, int(data.get("version") or 0))
         except (ValueError, TypeError, KeyError, AttributeError):
             return None
+
+    def ended_by(self, families: frozenset[str], below_version: int | None) -> bool:
+        """Whether a session change ends this connection: its family was revoked, or tokens older than
+        `below_version` no longer count (password change, deactivation)."""
+        return (self.family is not None and self.family in families) or (
+            below_version is not None and self.version < below_version)
 
 
 class ConnectionIndex:
@@ -96,16 +114,20 @@ class ConnectionIndex:
     def conn_key(self, connection_id: str) -> str:
         return f"{self.prefix}conn:{connection_id}"
 
+    def closing_key(self, user_id: uuid.UUID | str) -> str:
+        return f"{self.prefix}closing:{user_id}"
+
     @property
     def replay_key(self) -> str:
         return f"{self.prefix}replay"
 
-    def add(self, user_id: uuid.UUID, connection_id: str, cap: int, replay_after: int | None = None) -> bool:
+    def add(self, user_id: uuid.UUID, connection_id: str, cap: int, replay_after: int | None = None, *,
+            family: str | None = None, version: int = 0) -> bool:
         """Register a connection unless the user already holds `cap` live ones. Add-then-count, so two
         racing connects can both be refused but the cap is never exceeded."""
         key = self.user_key(user_id)
         self._prune(key)
-        conn = Connection(connection_id, Subscription(), self._clock(), replay_after)
+        conn = Connection(connection_id, Subscription(), self._clock(), replay_after, family=family, version=version)
         pipe = self.redis.pipeline(transaction=True)
         pipe.hset(key, connection_id, conn.encode())
         pipe.expire(key, KEY_TTL_SECONDS)
@@ -143,8 +165,7 @@ class ConnectionIndex:
         current = self.get(user_id, connection_id) if user_id else None
         if user_id is None or current is None:
             return False
-        updated = Connection(connection_id, subscription, current.connected_at, current.replay_after,
-                             current.seen_through)
+        updated = replace(current, subscription=subscription)
         self.redis.hset(self.user_key(user_id), connection_id, updated.encode())
         return True
 
@@ -152,7 +173,7 @@ class ConnectionIndex:
         """The connection's replay is done (it sent events up to `through`): from now on it gets live events."""
         current = self.get(user_id, connection_id)
         if current is not None:
-            done = Connection(connection_id, current.subscription, current.connected_at, None, through)
+            done = replace(current, replay_after=None, seen_through=through)
             self.redis.hset(self.user_key(user_id), connection_id, done.encode())
 
     def remove(self, connection_id: str, user_id: uuid.UUID | str | None = None) -> None:
@@ -160,16 +181,39 @@ class ConnectionIndex:
         pipe = self.redis.pipeline(transaction=False)
         if owner is not None:
             pipe.hdel(self.user_key(owner), connection_id)
+            pipe.srem(self.closing_key(owner), connection_id)
         pipe.delete(self.conn_key(connection_id))
         pipe.execute()
 
     def connections(self, user_id: uuid.UUID | str) -> list[Connection]:
+        """The user's connections, those whose session ended marked `closing` (one round trip)."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hgetall(self.user_key(user_id))
+        pipe.smembers(self.closing_key(user_id))
+        entries, closing = pipe.execute()
+        ended = {_text(c) for c in closing}
         found = []
-        for cid, raw in self.redis.hgetall(self.user_key(user_id)).items():
+        for cid, raw in entries.items():
             conn = Connection.decode(_text(cid), raw)
             if conn is not None:
-                found.append(conn)
+                found.append(replace(conn, closing=True) if conn.connection_id in ended else conn)
         return found
+
+    def end_sessions(self, user_id: uuid.UUID | str, families: Iterable[str] = (),
+                     below_version: int | None = None) -> list[str]:
+        """Mark the user's connections that a session change ends (`Connection.ended_by`) as closing and ask the
+        notifier to close them (the `replay` set: it attends to the user on its next round). Returns their ids.
+        A separate set, not a field of the hash entry: a subscribe racing with this cannot clear the mark."""
+        revoked = frozenset(families)
+        ended = [c.connection_id for c in self.connections(user_id)
+                 if not c.closing and c.ended_by(revoked, below_version)]
+        if ended:
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.sadd(self.closing_key(user_id), *ended)
+            pipe.expire(self.closing_key(user_id), KEY_TTL_SECONDS)
+            pipe.sadd(self.replay_key, str(user_id))
+            pipe.execute()
+        return ended
 
     def request_replay(self, user_id: uuid.UUID | str) -> None:
         self.redis.sadd(self.replay_key, str(user_id))

@@ -6,6 +6,10 @@ API (`post_to_connection`). A `GoneException` means the client is gone: its inde
 Any other failure is logged and skipped — a dead or slow connection never holds back the user's
 cursor (or the webhooks behind it); the client catches up by reconnecting with `last_event_id`.
 
+A connection whose session ended (logout, refresh-token reuse, password change, deactivation: marked by
+`ConnectionIndex.end_sessions`) is sent nothing more; the notifier closes it (`delete_connection`) on its next
+round, woken by the API, and at the latest when an event of its user comes.
+
 A connection that connected with `last_event_id` first gets the events after it, read from the
 ledger (`replay`), before any live event; its entry remembers the last id it was sent so the live
 path does not send those again.
@@ -16,6 +20,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from chalicelib.events.connections import Connection, ConnectionIndex
@@ -49,6 +54,7 @@ class WebSocketSink:
         self._list_after = list_after
         self.sent = 0
         self.gone = 0
+        self.closed = 0
 
     # --- the EventSink protocol -------------------------------------------------------------------------------
 
@@ -58,6 +64,9 @@ class WebSocketSink:
             return
         live = []
         for conn in connections:
+            if conn.closing:
+                self.close(conn.connection_id, user_id)
+                continue
             ready = self._replay_one(session, user_id, conn) if conn.replay_after is not None else conn
             if ready is not None:
                 live.append(ready)
@@ -70,10 +79,13 @@ class WebSocketSink:
     # --- replay at connect -----------------------------------------------------------------------------------
 
     def replay(self, session: Session, user_id: uuid.UUID) -> int:
-        """Replay to every connection of the user still waiting for it; returns connections replayed."""
+        """Close the user's connections whose session ended, and replay to every other one still waiting for its
+        replay; returns connections replayed."""
         done = 0
         for conn in self.index.connections(user_id):
-            if conn.replay_after is not None:
+            if conn.closing:
+                self.close(conn.connection_id, user_id)
+            elif conn.replay_after is not None:
                 self._replay_one(session, user_id, conn)
                 done += 1
         return done
@@ -97,7 +109,7 @@ class WebSocketSink:
             # More were missed than a replay sends: the client pages the rest with GET /events?after=.
             self.post(conn.connection_id, control("replay_truncated", last_event_id=last), user_id)
         self.index.replayed(user_id, conn.connection_id, last)
-        return Connection(conn.connection_id, conn.subscription, conn.connected_at, None, last)
+        return replace(conn, replay_after=None, seen_through=last)
 
     # --- posting -----------------------------------------------------------------------------------------------
 
@@ -117,6 +129,26 @@ class WebSocketSink:
                                                            "error": type(exc).__name__})
             return False
         self.sent += 1
+        return True
+
+
+    def close(self, connection_id: str, user_id: uuid.UUID | str) -> bool:
+        """Close a connection whose session ended (API Gateway sends the client a close frame and runs
+        $disconnect). False when the close failed: it stays marked, and the next round or event tries again."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        client = self._client()
+        try:
+            client.delete_connection(ConnectionId=connection_id)
+        except client.exceptions.GoneException:
+            pass  # already gone: only the index entry is left to remove
+        except (ClientError, BotoCoreError) as exc:
+            logger.warning("websocket close failed", extra={"connection_id": connection_id,
+                                                            "error": type(exc).__name__})
+            self.index.request_replay(user_id)
+            return False
+        self.index.remove(connection_id, user_id)
+        self.closed += 1
         return True
 
 

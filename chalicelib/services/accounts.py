@@ -16,7 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from chalicelib.auth.guard import SessionGuard, UserState
+from chalicelib.auth.guard import SessionGuard, SessionsEnded, UserState
 from chalicelib.auth.passwords import PasswordHasher
 from chalicelib.auth.tokens import Claims, TokenService
 from chalicelib.db.models import User
@@ -51,12 +51,14 @@ def _require_access(actor: Claims, user_id: uuid.UUID, permission: Permission) -
 
 class AccountService:
     def __init__(self, db: Database, hasher: PasswordHasher, tokens: TokenService, guard: SessionGuard,
-                 throttle: LoginThrottle | None = None) -> None:
+                 throttle: LoginThrottle | None = None, sessions_ended: SessionsEnded | None = None) -> None:
         self.db = db
         self.hasher = hasher
         self.tokens = tokens
         self.guard = guard
         self.throttle = throttle
+        #: told when a deactivation or password change ends every session (closes its WebSocket connections).
+        self.sessions_ended = sessions_ended
 
     def get(self, actor: Claims, user_id: uuid.UUID) -> User:
         _require_access(actor, user_id, Permission.USERS_READ_ANY)
@@ -105,6 +107,8 @@ class AccountService:
             raise
         if parked:
             self.guard.publish(user_id, UserState.of(user))
+        if event == "user.deactivated" and self.sessions_ended is not None:
+            self.sessions_ended(user_id, (), user.token_version)
         return user
 
     @staticmethod
@@ -195,4 +199,6 @@ class AccountService:
             self._abandon(parked, user_id)
             raise
         self.guard.publish(user_id, UserState.of(locked))
+        if self.sessions_ended is not None:
+            self.sessions_ended(user_id, (), locked.token_version)
         return pair.public(self.tokens)

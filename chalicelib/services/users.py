@@ -14,7 +14,7 @@ from sqlalchemy import or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from chalicelib.auth.guard import SessionGuard
+from chalicelib.auth.guard import SessionGuard, SessionsEnded
 from chalicelib.auth.passwords import PasswordHasher
 from chalicelib.auth.tokens import INVALID_TOKEN, REFRESH, Claims, TokenService
 from chalicelib.db.models import RefreshToken, User
@@ -34,12 +34,15 @@ INVALID_CREDENTIALS = "invalid username or password"
 
 class UserService:
     def __init__(self, db: Database, hasher: PasswordHasher, tokens: TokenService, guard: SessionGuard,
-                 throttle: LoginThrottle | None = None, *, refresh_grace_seconds: float = 10.0) -> None:
+                 throttle: LoginThrottle | None = None, *, refresh_grace_seconds: float = 10.0,
+                 sessions_ended: SessionsEnded | None = None) -> None:
         self.db = db
         self.hasher = hasher
         self.tokens = tokens
         self.guard = guard
         self.throttle = throttle
+        #: told when sessions end, to close what was opened with them (WebSocket connections); never raises.
+        self.sessions_ended = sessions_ended
         #: a token rotated less than this long ago is a retry (its successor is returned), not a replay.
         self.refresh_grace_seconds = refresh_grace_seconds
 
@@ -129,6 +132,8 @@ class UserService:
             # Access tokens of the family die now, not at their exp (best effort: the family is already
             # revoked in Postgres, which is what the check falls back to when Redis is down).
             self.guard.revoke(families=(str(family),), strict=False)
+            if self.sessions_ended is not None:
+                self.sessions_ended(claims.user_id, (str(family),), None)
         if rotated is None:
             raise AuthenticationError(INVALID_TOKEN)
         return rotated.public(self.tokens)
@@ -168,3 +173,5 @@ class UserService:
                          resource_type="user", resource_id=claims.user_id,
                          details={"families": sorted(str(f) for f in families), "revoked_tokens": revoked},
                          meta=meta)
+        if self.sessions_ended is not None:
+            self.sessions_ended(claims.user_id, tuple(str(f) for f in sorted(families)), None)

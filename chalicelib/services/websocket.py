@@ -102,7 +102,8 @@ class WebSocketService:
                 raise errors.ValidationError("last_event_id must be an event id (an integer >= 0)") from exc
             if after < 0:
                 raise errors.ValidationError("last_event_id must be an event id (an integer >= 0)")
-        if not self.index.add(claims.user_id, connection_id, self.max_per_user, replay_after=after):
+        if not self.index.add(claims.user_id, connection_id, self.max_per_user, replay_after=after,
+                              family=claims.family, version=claims.version):
             raise errors.RateLimitedError(f"at most {self.max_per_user} connections per user", retry_after=5)
         if after is not None and self._wake is not None:
             self._wake(claims.user_id)
@@ -122,3 +123,13 @@ class WebSocketService:
 
     def disconnect(self, connection_id: str) -> None:
         self.index.remove(connection_id)
+
+    def end_sessions(self, user_id: uuid.UUID, families: tuple[str, ...] = (),
+                     below_version: int | None = None) -> int:
+        """A session change (logout of `families`; a password change or deactivation: tokens below
+        `below_version`) ends the connections opened with those sessions: marked now (nothing more is sent to
+        them), closed by the notifier, which this wakes. Returns how many were ended."""
+        ended = self.index.end_sessions(user_id, families, below_version)
+        if ended and self._wake is not None:
+            self._wake(user_id)
+        return len(ended)

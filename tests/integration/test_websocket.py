@@ -199,6 +199,83 @@ def test_subscribe_narrows_a_connection_to_its_tasks_or_types(container: Contain
         assert received(ws) == []
 
 
+def closed(ws: ClientConnection, timeout: float = 3.0) -> list[dict[str, Any]]:
+    """The messages that arrive before the server closes the connection (AssertionError if it stays open)."""
+    from websockets.exceptions import ConnectionClosed
+
+    out = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            out.append(json.loads(ws.recv(timeout=max(0.01, deadline - time.monotonic()))))
+        except TimeoutError:
+            break
+        except ConnectionClosed:
+            return out
+    raise AssertionError("the connection is still open")
+
+
+def test_a_logout_closes_that_sessions_connections_and_sends_them_nothing_more(container: Container, gateway: Any,
+                                                                             api: Api) -> None:
+    # GIVEN one user with two sessions (two logins), a connection open on each
+    tokens = api.signup()
+    owner = user_id(tokens)
+    second = api.call("POST", "/auth/login", {"username": tokens["username"], "password": PASSWORD}).json_body
+    with open_ws(gateway, tokens["access_token"]) as first_ws, open_ws(gateway, second["access_token"]) as second_ws:
+        # WHEN the first session logs out, and an event comes before the notifier has closed anything
+        assert api.call("POST", "/auth/logout", token=tokens["access_token"]).status_code == 204
+        after = append(container, owner, 1)
+        notifier(container).round(_report())
+        # THEN the first connection is closed without that event; the other session's connection gets it
+        assert closed(first_ws) == []
+        assert [m["event_id"] for m in received(second_ws)] == after
+        assert len(container.websocket_connections.connections(owner)) == 1
+
+
+def test_a_logout_alone_wakes_the_notifier_to_close_the_connection(container: Container, gateway: Any,
+                                                                   api: Api) -> None:
+    tokens = api.signup()
+    with open_ws(gateway, tokens["access_token"]) as ws:
+        assert api.call("POST", "/auth/logout", token=tokens["access_token"]).status_code == 204
+        # no event at all: the notifier's round attends to the user the logout marked
+        notifier(container).round(_report())
+        assert closed(ws) == []
+    assert container.websocket_connections.connections(user_id(tokens)) == []
+
+
+def test_a_password_change_or_a_deactivation_closes_every_connection_of_the_user(container: Container,
+                                                                                 gateway: Any, api: Api,
+                                                                                 other_api: Api) -> None:
+    from chalicelib.admin import main as admin_main
+
+    tokens = api.signup()
+    owner = user_id(tokens)
+    second = api.call("POST", "/auth/login", {"username": tokens["username"], "password": PASSWORD}).json_body
+    with open_ws(gateway, tokens["access_token"]) as a, open_ws(gateway, second["access_token"]) as b:
+        r = api.call("PUT", f"/users/{owner}/password", {"current_password": PASSWORD,
+                                                         "new_password": PASSWORD + " again"},
+                     token=tokens["access_token"])
+        assert r.status_code == 200, r.json_body
+        fresh = r.json_body["access_token"]
+        notifier(container).round(_report())
+        assert closed(a) == [] and closed(b) == []
+    with open_ws(gateway, fresh) as c:  # the new session's token connects, and is not ended by the change
+        append(container, owner, 1)
+        notifier(container).round(_report())
+        assert len(received(c)) == 1
+
+    victim = other_api.signup()
+    admin_name = f"root{uuid.uuid4().hex[:6]}"
+    assert admin_main(["create-admin", "--username", admin_name, "--email", f"{admin_name}@example.com"],
+                      env={"YMERA_ADMIN_PASSWORD": PASSWORD}) == 0
+    admin = api.call("POST", "/auth/login", {"username": admin_name, "password": PASSWORD}).json_body
+    with open_ws(gateway, victim["access_token"]) as v:
+        r = api.call("PUT", f"/users/{user_id(victim)}", {"is_active": False}, token=admin["access_token"])
+        assert r.status_code == 200, r.json_body
+        notifier(container).round(_report())
+        assert closed(v) == []
+
+
 def test_reconnecting_with_last_event_id_replays_exactly_the_missed_events(container: Container, gateway: Any,
                                                                            api: Api) -> None:
     tokens = api.signup()
