@@ -50,3 +50,8 @@ class EventCounter(Base):
     last_event_id: Mapped[int] = mapped_column(BigInteger, nullable=False)
     delivered_event_id: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0, server_default=text("0"))
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow, onupdate=utcnow)
+
+    # The notifier's sweep (ledger.pending_users) reads only the users with undelivered events, oldest first.
+    __table_args__ = (Index("ix_event_counters_pending_updated_at", "updated_at",
+                            postgresql_where=text("last_event_id > delivered_event_id"),
+                            sqlite_where=text("last_event_id > delivered_event_id")),)

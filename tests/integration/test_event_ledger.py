@@ -293,6 +293,43 @@ def test_pending_users_and_the_delivery_cursor(db: Database) -> None:
         assert ledger.pending_users(session, 10) == [(b, 0, 1)]
 
 
+def test_the_sweep_reads_only_pending_users_however_many_are_delivered(db: Database) -> None:
+    # GIVEN 20,000 users whose events were all delivered, and 3 with events pending
+    import json
+
+    from sqlalchemy import insert
+
+    from chalicelib.db.models import User
+
+    users = [{"id": uuid.uuid4(), "username": f"s{uuid.uuid4().hex[:12]}", "password_hash": "x"} for _ in range(20_003)]
+    for u in users:
+        u["email"] = f"{u['username']}@example.com"
+    now = utcnow()
+    with db.transaction() as s:
+        s.execute(insert(User), users)
+        s.execute(insert(EventCounter), [{"user_id": u["id"], "last_event_id": 5,
+                                          "delivered_event_id": 5 if i >= 3 else 2, "updated_at": now}
+                                         for i, u in enumerate(users)])
+    with db.engine.connect() as conn:
+        conn.execute(text("ANALYZE event_counters"))
+        stmt = select(EventCounter.user_id).where(EventCounter.last_event_id > EventCounter.delivered_event_id
+                                                  ).order_by(EventCounter.updated_at).limit(100)
+        compiled = stmt.compile(conn, compile_kwargs={"literal_binds": True})
+        plan = conn.execute(text(f"EXPLAIN (ANALYZE, FORMAT JSON) {compiled}")).scalar()
+    # THEN the sweep's query scans the partial index and reads just those 3 rows
+    root = (plan if isinstance(plan, list) else json.loads(plan))[0]["Plan"]
+    scans, stack = [], [root]
+    while stack:
+        node = stack.pop()
+        stack.extend(node.get("Plans", []))
+        if "Scan" in node["Node Type"]:
+            scans.append(node)
+    assert [n.get("Index Name") for n in scans] == ["ix_event_counters_pending_updated_at"], scans
+    assert scans[0]["Actual Rows"] == 3 and scans[0].get("Rows Removed by Filter", 0) == 0, scans
+    with db.read() as session:
+        assert sorted(u for u, _, _ in ledger.pending_users(session, 100)) == sorted(u["id"] for u in users[:3])
+
+
 def test_purge_deletes_old_events_only_and_ids_keep_counting(db: Database) -> None:
     owner = make_user(db)
     [task] = add_tasks(db, owner, 3)[:1]
