@@ -19,15 +19,18 @@ from chalicelib.db.event_models import Event as EventRow
 from chalicelib.db.event_models import EventCounter
 from chalicelib.db.types import UTCDateTime, utcnow
 from chalicelib.events.triggers import NOTIFY_CHANNEL
+from chalicelib.events.types import (
+    EVENT_TYPES,
+    RUN_APPROVAL_REQUESTED,
+    RUN_STATUS_CHANGED,
+    RUN_STEP_CHANGED,
+    TASK_STATUS_CHANGED,
+    WEBHOOK_DISABLED,
+)
 
-__all__ = ["NOTIFY_CHANNEL", "Event", "advance", "append", "list_after", "pending_users", "purge"]
-
-TASK_STATUS_CHANGED = "task.status_changed"
-RUN_STATUS_CHANGED = "run.status_changed"
-RUN_STEP_CHANGED = "run.step_changed"
-RUN_APPROVAL_REQUESTED = "run.approval_requested"
-WEBHOOK_DISABLED = "webhook.disabled"
-EVENT_TYPES = (TASK_STATUS_CHANGED, RUN_STATUS_CHANGED, RUN_STEP_CHANGED, RUN_APPROVAL_REQUESTED, WEBHOOK_DISABLED)
+__all__ = ["EVENT_TYPES", "NOTIFY_CHANNEL", "RUN_APPROVAL_REQUESTED", "RUN_STATUS_CHANGED", "RUN_STEP_CHANGED",
+           "TASK_STATUS_CHANGED", "WEBHOOK_DISABLED", "Event", "advance", "append", "list_after", "pending_users",
+           "purge"]
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@
 
 from __future__ import annotations
 
-from chalicelib.events.ledger import EVENT_TYPES, WEBHOOK_DISABLED
+from chalicelib.events.types import EVENT_TYPES, WEBHOOK_DISABLED
 
 __all__ = ["ALL", "DISABLED_EVENT", "EVENT_TYPES", "NOTIFY_CHANNEL", "TEST_EVENT", "matches"]
 
