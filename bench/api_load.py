@@ -11,7 +11,7 @@ Budget (issue #14): POST /tasks req/s >= 1/4 of the cached GET's (measured 1/22 
 
 BENCH_PORT (default: a free one; the WebSocket gateway takes +1 and +2, or free ones). BENCH_PYSPY=1 (or a
 directory to keep the raw stacks in) also records the runtime with py-spy (on PATH) during the POST phases
-and prints where the GIL went per thread (`--gil --threads`) and in which process: the API's or the
+and prints where the GIL went per thread (`--gil --threads`) and in which process: the API's, the functions' or the
 emulator's (BENCH_PYSPY_WALL=1: every thread's stacks, waiting ones too).
 
 Run: /work/main/.venv/bin/python bench/api_load.py
@@ -154,8 +154,9 @@ def pyspy(pid: int, seconds: float, out: Path) -> subprocess.Popen[bytes] | None
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def gil_share(raws: list[Path], emulator_pid: int | None) -> None:
-    """Per thread (and per process) share of the samples in which a thread held the GIL."""
+def gil_share(raws: list[Path], children: dict[int, str]) -> None:
+    """Per thread (and per process: the API's, or one of its children named in `children`) share of the samples
+    in which a thread held the GIL."""
     threads: Counter[str] = Counter()
     processes: Counter[str] = Counter()
     for line in (line for raw in raws for line in raw.read_text().splitlines()):
@@ -163,10 +164,11 @@ def gil_share(raws: list[Path], emulator_pid: int | None) -> None:
         frames = stack.split(";")
         if not count.isdigit():
             continue
-        # --subprocesses: "process <pid>:<cmdline>" frames down to the sampled process (the emulator is the
-        # API's child, so its stacks start with both), then --threads' "thread (<id>): <name>".
+        # --subprocesses: "process <pid>:<cmdline>" frames down to the sampled process (the emulator and the
+        # functions are the API's children, so their stacks start with both), then --threads' "thread (<id>): <name>".
         depth = max((i for i, f in enumerate(frames) if f.startswith("process ")), default=-1)
-        kind = "emulator" if emulator_pid and frames[depth].startswith(f"process {emulator_pid}:") else "API process"
+        pid = frames[depth].split(":", 1)[0].removeprefix("process ") if depth >= 0 else ""
+        kind = children.get(int(pid), "API process") if pid.isdigit() else "API process"
         processes[kind] += int(count)
         threads[f"{kind}: {_thread_label(frames[depth + 2:])}"] += int(count)
     total = sum(processes.values()) or 1
@@ -225,19 +227,22 @@ def run(rt: Runtime, token: str, agent_id: str, task_id: str) -> dict[str, tuple
             if spy is not None:
                 spy.wait(60)
     if raws:
-        gil_share([raw for raw in raws if raw.exists()], _emulator_pid(rt.proc.pid))
+        gil_share([raw for raw in raws if raw.exists()], _children(rt.proc.pid))
     return totals
 
 
-def _emulator_pid(parent: int) -> int | None:
+def _children(parent: int) -> dict[int, str]:
+    """The API process's children by pid: "emulator" (moto) and "functions" (the runner and its handlers)."""
     try:
         children = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
     except OSError:
-        return None
+        return {}
+    kinds = {b"infra.local.emulator": "emulator", b"infra.local.functions": "functions"}
+    found: dict[int, str] = {}
     for child in children:
-        if b"infra.local.emulator" in Path(f"/proc/{child}/cmdline").read_bytes():
-            return int(child)
-    return None
+        cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
+        found.update({int(child): kind for mark, kind in kinds.items() if mark in cmdline})
+    return found
 
 
 def report(results: dict[str, tuple[int, float, list[float], int]], ready: float, stopped: float) -> int:

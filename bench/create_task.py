@@ -1,8 +1,9 @@
 """`POST /tasks` in-process through the Chalice app, with its fast-path publish (moto SQS).
 
 Reports the median and p95 latency of the whole request, and of TaskService.create with each fast path
-(interleaved call by call), and what each costs: SQL statements, connection pool checkouts (each one
-pings the server: `pool_pre_ping`) and commits. BENCH_CALLS (default 400); BENCH_NULL_SQS=1 replaces
+(interleaved call by call), and what each costs: this thread's CPU (median; with moto in-process, its SQS
+work is in it unless BENCH_NULL_SQS=1), SQL statements, connection pool checkouts (each one pings the
+server: `pool_pre_ping`) and commits. BENCH_CALLS (default 400); BENCH_NULL_SQS=1 replaces
 moto's SQS with a publisher that does nothing, leaving only our own cost.
 Runs against a throwaway Postgres database and the test Redis (own key prefix). No budget: a figure for
 issue #14 (the fast path's second transaction).
@@ -11,6 +12,7 @@ issue #14 (the fast path's second transaction).
 from __future__ import annotations
 
 import os
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -70,22 +72,26 @@ def run(prefix: str) -> int:
             for name, fn in services.items():
                 costs[name] = _costs(counters, pool, fn)
             samples: dict[str, list[float]] = {"request": [], **{name: [] for name in services}}
-            clock = time.perf_counter
+            cpu: dict[str, list[float]] = {name: [] for name in samples}
+            clock, cpu_clock = time.perf_counter, time.thread_time
             for _ in range(CALLS):  # round robin, call by call: machine load hits each variant alike
-                started = clock()
+                started, cpu_started = clock(), cpu_clock()
                 app(create, ctx)
                 samples["request"].append(clock() - started)
+                cpu["request"].append(cpu_clock() - cpu_started)
                 for name, fn in services.items():
-                    started = clock()
+                    started, cpu_started = clock(), cpu_clock()
                     fn()
                     samples[name].append(clock() - started)
+                    cpu[name].append(cpu_clock() - cpu_started)
     finally:
         container.db.engine.dispose()
         _harness.drop_redis_keys(container.redis, prefix)
     print(f"over {CALLS} calls each, interleaved:")
     for name, figures in samples.items():
         c = costs[name]
-        print(f"  {name:<28} {summary(figures)}  {c['sql']} SQL, {c['checkouts']} checkouts, {c['commits']} commits")
+        print(f"  {name:<28} {summary(figures)}  CPU {statistics.median(cpu[name]) * 1e3:6.2f} ms  {c['sql']} SQL, "
+              f"{c['checkouts']} checkouts, {c['commits']} commits")
     return 0
 
 

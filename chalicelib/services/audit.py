@@ -52,19 +52,18 @@ def scrub(value: Any) -> Any:
 def record(session: Session, *, user_id: uuid.UUID | None, event_type: str, action: str,
            resource_type: str | None = None, resource_id: uuid.UUID | str | None = None,
            details: dict[str, Any] | None = None, meta: RequestMeta | None = None) -> None:
+    session.add(AuditLog(**row(user_id=user_id, event_type=event_type, action=action, resource_type=resource_type,
+                               resource_id=resource_id, details=details, meta=meta)))
+
+
+def row(*, user_id: uuid.UUID | None, event_type: str, action: str, resource_type: str | None = None,
+        resource_id: uuid.UUID | str | None = None, details: dict[str, Any] | None = None,
+        meta: RequestMeta | None = None) -> dict[str, Any]:
+    """An audit row's column values (details scrubbed), for `record` or a Core INSERT (the task create path)."""
     meta = meta or RequestMeta()
-    session.add(
-        AuditLog(
-            user_id=user_id,
-            event_type=event_type,
-            action=action,
-            resource_type=resource_type,
-            resource_id=str(resource_id) if resource_id is not None else None,
-            details=scrub(details or {}),
-            client_ip=meta.client_ip,
-            request_id=meta.request_id,
-        )
-    )
+    return {"user_id": user_id, "event_type": event_type, "action": action, "resource_type": resource_type,
+            "resource_id": str(resource_id) if resource_id is not None else None, "details": scrub(details or {}),
+            "client_ip": meta.client_ip, "request_id": meta.request_id}
 
 
 class AuditLogService:

@@ -22,6 +22,7 @@ from typing import Any
 
 from infra.local import environment
 from infra.local.emulator import EndpointError
+from infra.local.functions import FunctionsError
 from infra.local.runner import rate_minutes
 
 # Logger names must not contain "ymera": Powertools' Logger(service="ymera") puts a
@@ -127,11 +128,8 @@ def _bootstrap(prefix: str) -> tuple[Any, dict[str, str]]:
         if exc.name != "infra.bootstrap":
             raise
         raise StartupError(f"cannot create queues: {exc} (infra/bootstrap.py missing?)") from exc
-    from infra import manifest
-    from infra.local.runner import pool_size_for
-
-    # One client for bootstrap and every poller thread of the runner.
-    sqs = sqs_client(max_pool_connections=pool_size_for(manifest.functions()))
+    # Bootstrap's client (the runner, in the functions' process, builds its own).
+    sqs = sqs_client()
     # Optional: a short visibility timeout makes failed records retry in seconds
     # locally (default: the manifest's, as deployed).
     vt = os.environ.get("YMERA_LOCAL_VISIBILITY_TIMEOUT")
@@ -163,7 +161,8 @@ def _apply_function_env(specs: list[Any]) -> None:
 
 
 def _banner(api_url: str, aws: Any, queues: dict[str, str], specs: list[Any],
-            state_dir: Path, runner_on: bool, seconds: float, embedded_db: bool, ws: Any = None) -> str:
+            state_dir: Path, runner_on: bool, seconds: float, embedded_db: bool, ws: Any = None,
+            functions: Any = None) -> str:
     mask = environment.mask_url
     lines = [
         "",
@@ -181,6 +180,8 @@ def _banner(api_url: str, aws: Any, queues: dict[str, str], specs: list[Any],
         f"  Queues       {', '.join(sorted(queues)) or '(none)'}",
     ]
     if runner_on:
+        if functions is not None:
+            lines.append(f"  Functions    child process {functions.pid} (the runner and every handler below)")
         for spec in specs:
             every = float(os.environ.get("YMERA_LOCAL_SCHEDULE_SECONDS", "2")) * rate_minutes(spec.schedule or "")
             src = f"queue {spec.queue.name(os.environ['YMERA_QUEUE_PREFIX'])}" if spec.queue else \
@@ -244,6 +245,12 @@ def run(args: argparse.Namespace) -> int:
             died.set()
             os.kill(os.getpid(), signal.SIGTERM)
 
+        functions_died = threading.Event()
+
+        def functions_died_now(_code: int) -> None:  # (the watcher logged it) no consumer would run: stop all
+            functions_died.set()
+            os.kill(os.getpid(), signal.SIGTERM)
+
         aws = ensure_endpoint(on_exit=emulator_died)
         stores.add("AWS endpoint", aws.stop)
         log.info("AWS endpoint %s (%s)", aws.url, aws.kind)
@@ -251,14 +258,14 @@ def run(args: argparse.Namespace) -> int:
         _migrate()
         log.info("database migrated")
         prefix = os.environ["YMERA_QUEUE_PREFIX"]
-        sqs, queues = _bootstrap(prefix)
+        _sqs, queues = _bootstrap(prefix)
         log.info("bootstrapped %d queue(s)", len(queues))
 
         from infra import manifest
+        from infra.local.functions import triggered
         from infra.local.server import ApiServer, load_app
 
-        # Only what a queue or a schedule triggers: `make run` migrates itself; the migrate function is the deploy's.
-        specs = [spec for spec in manifest.functions() if spec.queue is not None or spec.schedule]
+        specs = triggered(manifest.functions())
         _apply_function_env(specs)
         front = stack.enter_context(_StopTogether())
         # Before the app is imported (settings are read once): where clients connect, where the notifier posts.
@@ -267,6 +274,15 @@ def run(args: argparse.Namespace) -> int:
         front.add("WebSocket gateway", ws.stop)
         os.environ.setdefault("YMERA_WEBSOCKET_URL", ws.url)
         os.environ.setdefault("YMERA_WEBSOCKET_MANAGEMENT_URL", ws.management_url)
+        functions = None
+        if not args.no_runner:
+            from infra.local.functions import spawn_functions
+
+            # The handlers run in their own process (infra/local/functions.py): a consumer's work must not
+            # compete with the API for this process's GIL (issue #14), as on AWS where each has its own
+            # containers. It starts now and imports the handlers while this process imports the app.
+            functions = spawn_functions(on_exit=functions_died_now)
+            front.add("functions (runner)", functions.stop)
         app_obj = load_app()
         from infra.local.wsgateway import handlers_of
 
@@ -281,15 +297,11 @@ def run(args: argparse.Namespace) -> int:
             raise StartupError(f"cannot listen on {args.host}:{args.port}: {exc}") from exc
         front.add("API server", api.stop)
 
-        if not args.no_runner:
-            from infra.local.runner import EventSourceRunner
-
-            runner = EventSourceRunner(sqs, prefix, specs)
-            runner.start()
-            front.add("runner", runner.stop)
+        if functions is not None:
+            functions.wait_ready()
 
         print(_banner(api.url, aws, queues, specs, state_dir, not args.no_runner,
-                      time.monotonic() - started, pg is not None, ws), flush=True)
+                      time.monotonic() - started, pg is not None, ws, functions), flush=True)
         try:
             while True:
                 time.sleep(3600)  # signals interrupt the sleep by raising _Shutdown
@@ -297,6 +309,9 @@ def run(args: argparse.Namespace) -> int:
             log.info("%s received, stopping", sig)
     if died.is_set():
         log.error("stopped: the AWS emulator exited")
+        return 1
+    if functions_died.is_set():
+        log.error("stopped: the functions' process exited")
         return 1
     log.info("stopped cleanly")
     return 0
@@ -316,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
     except _Shutdown as sig:  # stopped during startup: everything started was torn down
         log.info("%s received during startup; stopped", sig)
         return 0
-    except (StartupError, EndpointError) as exc:
+    except (StartupError, EndpointError, FunctionsError) as exc:
         log.error("local runtime failed: %s", exc)
         return 1
     except Exception:  # a bug (in the app, a handler import, ...): the traceback is the point

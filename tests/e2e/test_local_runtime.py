@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -249,7 +250,6 @@ def test_ctrl_c_stops_everything_within_3_seconds(tmp_path: Path) -> None:
 
 def test_a_producer_following_the_readme_sends_a_signed_task_that_runs(runtime: Runtime) -> None:
     """`make run` consumes the ingress queue too: clients/python/producer.py -> embedded SQS -> a completed task."""
-    import re
 
     import boto3
 
@@ -284,3 +284,28 @@ def test_a_producer_following_the_readme_sends_a_signed_task_that_runs(runtime: 
         time.sleep(0.2)
     assert [t["title"] for t in items] == ["from a producer"], runtime.output()
     assert wait_for_terminal(s, base, items[0]["id"])["status"] == "completed"
+
+
+def test_the_functions_run_in_their_own_process_whose_death_stops_the_runtime(tmp_path: Path) -> None:
+    """Issue #14: the handlers ran in the API's process and competed with it for its GIL. GIVEN make run THEN
+    the runner and the handlers are a child process of their own (named in the banner), and WHEN that child
+    dies THEN the runtime says so and stops with exit code 1 (no API without consumers behind it)."""
+    rt = Runtime(tmp_path, {})
+    try:
+        rt.wait_ready()
+        match = re.search(r"Functions +child process (\d+)", rt.output(tail=10**7))
+        assert match, rt.output()
+        child = int(match.group(1))
+        assert child != rt.proc.pid
+        assert b"infra.local.functions" in Path(f"/proc/{child}/cmdline").read_bytes()
+        assert int(Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()[1]) == rt.proc.pid
+        os.kill(child, signal.SIGKILL)
+        code = rt.proc.wait(timeout=20)
+        out = rt.output(tail=10**7)
+    finally:
+        if rt.proc.poll() is None:
+            rt.proc.kill()
+        rt.log.close()
+        shutil.rmtree(rt.state_dir, ignore_errors=True)
+    assert code == 1, out[-3000:]
+    assert f"the functions' process (pid {child}) exited unexpectedly" in out

@@ -170,6 +170,47 @@ def test_a_relay_crash_after_publishing_makes_a_duplicate_that_the_consumer_abso
         assert done is not None and done.status == "completed" and done.attempts == 1
 
 
+def test_post_tasks_writes_its_task_outbox_and_audit_rows_in_one_statement(api: Api, db: Database) -> None:
+    """Issue #14: the create's three ORM flushes (outbox, audit, task) were three INSERTs and most of its CPU.
+    GIVEN a managed agent WHEN a task is created THEN one statement inserts all three rows, and each holds
+    what the unit of work wrote."""
+    from sqlalchemy import event
+
+    from chalicelib.db.models import AuditLog
+    from tests.integration.test_api_tasks import create_task
+
+    api.signup()
+    agent = api.agent()
+    create_task(api, agent["id"])  # warm: the agent cache, the queue URL
+    statements: list[str] = []
+
+    def on_statement(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        statements.append(statement)
+
+    event.listen(db.engine, "before_cursor_execute", on_statement)
+    try:
+        r = create_task(api, agent["id"], priority="high", description="one round trip")
+    finally:
+        event.remove(db.engine, "before_cursor_execute", on_statement)
+    assert r.status_code == 202
+    inserts = [s for s in statements if "INSERT INTO" in s]
+    assert len(inserts) == 1, inserts
+    assert all(f"INSERT INTO {table}" in inserts[0] for table in ("outbox", "audit_logs", "tasks"))
+    task_id = uuid.UUID(r.json_body["id"])
+    with db.read() as session:
+        task = session.get(Task, task_id)
+        assert task is not None and (task.priority, task.description, task.attempts) == ("high", "one round trip", 0)
+        assert r.json_body["created_at"].startswith(task.created_at.isoformat()[:19])
+        outbox = session.scalars(select(OutboxMessage).where(OutboxMessage.aggregate_id == task_id)).one()
+        assert (outbox.destination, outbox.payload, outbox.attempts) == (
+            "validation", {"task_id": str(task_id), "agent_type": "validation"}, 0)
+        assert outbox.published_at is not None
+        row = session.scalars(select(AuditLog).where(AuditLog.resource_id == str(task_id))).one()
+        assert (row.event_type, row.action, row.resource_type) == ("task.created", "create", "task")
+        assert row.details == {"agent_id": agent["id"], "agent_type": "validation", "routed": False}
+        assert row.user_id == task.user_id
+
+
 def test_post_tasks_publishes_on_its_own_connection_with_one_marking_statement(api: Api, aws: Any,
                                                                                db: Database) -> None:
     """Issue #14: the fast path used a second pool checkout and transaction (select, settle, update x2)."""
@@ -198,7 +239,8 @@ def test_post_tasks_publishes_on_its_own_connection_with_one_marking_statement(a
         event.remove(db.engine, "before_cursor_execute", on_statement)
     assert r.status_code == 202
     assert len(checkouts) == 1
-    touching_outbox_after_insert = [s for s in after_publish if "outbox" in s and not s.lstrip().startswith("INSERT")]
+    # (the create writes its outbox row in the task's INSERT statement: WITH created_outbox AS (INSERT ...) ...)
+    touching_outbox_after_insert = [s for s in after_publish if "outbox" in s and "INSERT INTO outbox" not in s]
     assert len(touching_outbox_after_insert) == 1  # the one statement that marks it published and the task queued
     with db.read() as session:
         assert session.get(Task, uuid.UUID(r.json_body["id"])).status == "queued"  # type: ignore[union-attr]
