@@ -180,6 +180,7 @@ class WebhookService:
 
     def send_test(self, user_id: uuid.UUID, webhook_id: uuid.UUID, meta: RequestMeta) -> DeliveryPublic:
         now = self.clock()
+        sender = self._sender()
         with self.db.transaction() as session:
             hook = self._owned(session, user_id, webhook_id)
             if hook.status != "active":
@@ -194,15 +195,18 @@ class WebhookService:
             session.add(delivery)
             session.flush()
             delivery_id = delivery.id
+            # Leased to this request as it is inserted: a looping sender cannot take the attempt the caller waits for.
+            taken = sender.take(session, [delivery], now)
             audit.record(session, user_id=user_id, event_type="webhook", action="test", resource_type="webhook",
                          resource_id=hook.id, details={"delivery_id": str(delivery_id)}, meta=meta)
-        self._sender().run_once(only_ids=[delivery_id])
+        sender.send_taken(taken)
         return self.delivery(user_id, webhook_id, delivery_id)
 
     def redeliver(self, user_id: uuid.UUID, webhook_id: uuid.UUID, delivery_id: uuid.UUID,
                   meta: RequestMeta) -> DeliveryPublic:
         """Send a delivery again now, whatever its status, with a fresh retry window (same webhook-id)."""
         now = self.clock()
+        sender = self._sender()
         with self.db.transaction() as session:
             hook = self._owned(session, user_id, webhook_id, lock=True)
             if hook.status != "active":
@@ -214,9 +218,10 @@ class WebhookService:
                 raise WebhookNotFoundError("delivery not found", {"delivery_id": str(delivery_id)})
             row.status, row.next_attempt_at, row.claimed_until = "pending", now, None
             row.retry_until, row.updated_at = now + self.retry_window, now
+            taken = sender.take(session, [row], now)  # this request's attempt, as in send_test
             audit.record(session, user_id=user_id, event_type="webhook", action="redeliver", resource_type="webhook",
                          resource_id=hook.id, details={"delivery_id": str(delivery_id)}, meta=meta)
-        self._sender().run_once(only_ids=[delivery_id])
+        sender.send_taken(taken)
         return self.delivery(user_id, webhook_id, delivery_id)
 
     def delivery(self, user_id: uuid.UUID, webhook_id: uuid.UUID, delivery_id: uuid.UUID) -> DeliveryPublic:

@@ -87,6 +87,19 @@ class SenderConfig:
 
 
 @dataclass(frozen=True)
+class Taken:
+    """A delivery leased to a sender (`WebhookSender.take`), its secrets still encrypted."""
+
+    delivery_id: uuid.UUID
+    webhook_id: uuid.UUID
+    user_id: uuid.UUID
+    url: str
+    blobs: list[bytes]
+    body: bytes
+    attempt: int
+
+
+@dataclass(frozen=True)
 class Job:
     delivery_id: uuid.UUID
     webhook_id: uuid.UUID
@@ -150,8 +163,15 @@ class WebhookSender:
         self._orphans_checked: datetime | None = None
 
     def run_once(self, only_ids: Sequence[uuid.UUID] | None = None) -> SendReport:
-        """One round: claim, send (in parallel), record. `only_ids`: the API's fast path (test, redeliver)."""
-        jobs = self.claim(only_ids)
+        """One round: claim, send (in parallel), record. `only_ids`: only those rows, if they are due."""
+        return self.send(self.claim(only_ids))
+
+    def send_taken(self, taken: Sequence[Taken]) -> SendReport:
+        """Attempt and record rows the caller leased in its own transaction (`take`): the API's test and
+        redeliver, which must report their attempt whatever a looping sender is doing meanwhile."""
+        return self.send(self.jobs(taken))
+
+    def send(self, jobs: Sequence[Job]) -> SendReport:
         if not jobs:
             return SendReport()
         if len(jobs) == 1:
@@ -182,15 +202,24 @@ class WebhookSender:
                 .with_for_update(skip_locked=True)))
             if not rows:
                 return []
-            until = now + cfg.lease
-            for row in rows:
-                row.claimed_until = until
-                row.next_attempt_at = until
-            hooks = {h.id: h for h in session.scalars(select(W).where(W.id.in_({r.webhook_id for r in rows})))}
-            claimed = [(row.id, row.webhook_id, row.user_id, hooks[row.webhook_id].url,
-                        _blobs(hooks[row.webhook_id], now), body_of(row.payload), row.attempts + 1)
-                       for row in rows if hooks[row.webhook_id].user_id == row.user_id]
-        return [Job(d, w, u, url, self._secrets(blobs, u, w), body, n) for d, w, u, url, blobs, body, n in claimed]
+            taken = self.take(session, rows, now)
+        return self.jobs(taken)
+
+    def take(self, session: Session, rows: Sequence[WebhookDelivery], now: datetime) -> list[Taken]:
+        """Lease `rows` (locked, or just inserted, by the caller's transaction) to this sender: no claim picks
+        them up until the lease ends. What `jobs` needs to send them, read while the transaction is open."""
+        until = now + self.config.lease
+        for row in rows:
+            row.claimed_until = until
+            row.next_attempt_at = until
+        hooks = {h.id: h for h in session.scalars(select(W).where(W.id.in_({r.webhook_id for r in rows})))}
+        return [Taken(row.id, row.webhook_id, row.user_id, hook.url, _blobs(hook, now), body_of(row.payload),
+                      row.attempts + 1)
+                for row in rows if (hook := hooks[row.webhook_id]).user_id == row.user_id]
+
+    def jobs(self, taken: Sequence[Taken]) -> list[Job]:
+        return [Job(t.delivery_id, t.webhook_id, t.user_id, t.url, self._secrets(t.blobs, t.user_id, t.webhook_id),
+                    t.body, t.attempt) for t in taken]
 
     def _secrets(self, blobs: list[bytes], user_id: uuid.UUID, webhook_id: uuid.UUID) -> tuple[str, ...]:
         try:

@@ -586,6 +586,32 @@ def test_the_test_route_sends_a_webhook_test_event(container: Container, api: Ap
     assert r.json_body["attempt_log"][0]["next_retry_at"] is not None
 
 
+def test_a_looping_sender_cannot_take_the_attempt_a_test_or_a_redeliver_waits_for(
+        container: Container, api: Api, receiver: Receiver, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The row is leased to the request in the transaction that writes it: a looping sender's round right after
+    the commit (the webhook sender runs in another process under `make run`) finds nothing to take."""
+    from chalicelib.webhooks.sender import WebhookSender
+
+    api.signup()
+    hook = subscribe(api, receiver.url)
+    raced: list[int] = []
+    send_taken = WebhookSender.send_taken
+
+    def after_a_racing_round(self: WebhookSender, taken: Any) -> Any:
+        raced.append(container.webhook_sender.run_once().taken)
+        return send_taken(self, taken)
+
+    monkeypatch.setattr(WebhookSender, "send_taken", after_a_racing_round)
+    r = api.call("POST", f"/webhooks/{hook['id']}/test")
+    assert r.status_code == 200, r.json_body
+    assert (r.json_body["status"], r.json_body["attempts"], r.json_body["last_status_code"]) == ("succeeded", 1, 200)
+    r = api.call("POST", f"/webhooks/{hook['id']}/deliveries/{r.json_body['id']}/redeliver")
+    assert r.status_code == 200, r.json_body
+    assert (r.json_body["status"], r.json_body["attempts"]) == ("succeeded", 2)
+    assert raced == [0, 0]
+    assert len(receiver.wait_for(2)) == 2
+
+
 def test_delete_removes_the_subscription_and_its_log(container: Container, api: Api, receiver: Receiver) -> None:
     api.signup()
     hook = subscribe(api, receiver.url)
