@@ -17,19 +17,38 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools import Logger
-from aws_lambda_powertools.logging.formatter import LambdaPowertoolsFormatter
+from aws_lambda_powertools.logging.formatter import RESERVED_LOG_ATTRS, LambdaPowertoolsFormatter
 
 if TYPE_CHECKING:
     from aws_lambda_powertools import Metrics
 
 #: What a JSON text can start with (Python's json also reads NaN, Infinity and -Infinity).
 _JSON_FIRST = frozenset('{["-0123456789tfnNI')
+_RESERVED = frozenset(RESERVED_LOG_ATTRS)
 
 
 class _Formatter(LambdaPowertoolsFormatter):
     """Powertools' formatter, line for line, minus two per-line costs of the common record (a plain-text
     message): the JSON decode attempt of a message that cannot be JSON (it raised and was caught on every
-    line), and a json.dumps that built a new encoder per line (the same encoder, built once: `_tuned`)."""
+    line), and a json.dumps that built a new encoder per line (the same encoder, built once: `_tuned`).
+    `_extract_log_keys` is Powertools' own, with set lookups for its tuple scans and no intermediate dicts."""
+
+    def _extract_log_keys(self, log_record: logging.LogRecord) -> dict[str, Any]:
+        record_dict = log_record.__dict__.copy()
+        record_dict["asctime"] = self.formatTime(record=log_record)
+        formatted_log: dict[str, Any] = {}
+        for keys in (self.log_format, self.thread_safe_get_current_keys()):
+            for key, value in keys.items():
+                if value and key in _RESERVED:
+                    if not isinstance(value, str):
+                        return super()._extract_log_keys(log_record)  # which raises Powertools' ValueError
+                    formatted_log[key] = value % record_dict
+                else:
+                    formatted_log[key] = value
+        for key, value in record_dict.items():  # the record's extras, last
+            if key not in _RESERVED:
+                formatted_log[key] = value
+        return formatted_log
 
     def _extract_log_message(self, log_record: logging.LogRecord) -> Any:
         message = log_record.msg

@@ -42,10 +42,20 @@ def test_the_formatter_writes_what_powertools_writes(msg: object) -> None:
              "id": uuid.UUID(int=5), "text": "é"}  # the last three go through json_default / non-ASCII
     logger.thread_safe_append_keys(request_id="r-1", user_id="u-1")
     try:
-        for rec in (record(msg, extra=extra), record(msg), record(msg, exc=True), record("n=%s", 3)):
+        overriding = {"service": "other", "request_id": "r-extra", "location": "nowhere"}
+        for rec in (record(msg, extra=extra), record(msg), record(msg, exc=True), record("n=%s", 3),
+                    record(msg, extra=overriding)):
             assert ours.format(rec) == stock.format(rec)
     finally:
         logger.thread_safe_clear_keys()
+
+
+def test_the_formatter_refuses_what_powertools_refuses() -> None:
+    ours, stock = observability._Formatter(service="ymera"), LambdaPowertoolsFormatter(service="ymera")
+    for formatter in (ours, stock):
+        formatter.log_format["level"] = 5  # a reserved attribute that is not a %-template
+        with pytest.raises(ValueError, match="type 'str'"):
+            formatter.format(record("request"))
 
 
 @pytest.fixture
