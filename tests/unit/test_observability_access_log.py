@@ -38,6 +38,7 @@ def test_the_formatter_writes_what_powertools_writes(msg: object) -> None:
     ours = logger.registered_formatter
     assert isinstance(ours, observability._Formatter)
     stock = LambdaPowertoolsFormatter(service="ymera", sampling_rate=None)
+    stock.log_format = dict(ours.log_format)  # with whatever keys earlier tests' handlers appended
     extra = {"route": "/tasks/{task_id}", "status": 200, "when": datetime(2026, 1, 2, tzinfo=timezone.utc),
              "id": uuid.UUID(int=5), "text": "é"}  # the last three go through json_default / non-ASCII
     logger.thread_safe_append_keys(request_id="r-1", user_id="u-1")
