@@ -23,7 +23,7 @@ from chalicelib.api.http import to_response
 from chalicelib.api.identity import Verified
 from chalicelib.config import Settings
 from chalicelib.container import Container, get_container
-from chalicelib.observability import log_context, logger
+from chalicelib.observability import access_log, log_context, logger
 from chalicelib.ratelimit import Bucket, Buckets, Decision, LimiterUnavailable, RateLimiter, policy
 
 
@@ -49,8 +49,8 @@ def http_middleware(request: Request, get_response: Callable[[Request], Response
             if container.request_metrics is not None:
                 container.request_metrics.record(request.method, route, status, elapsed)
             # The access log: one structured line per request, carrying request_id and user_id.
-            logger.info("request", extra={"method": request.method, "route": route, "status": status,
-                                          "duration_ms": round(elapsed * 1000, 3)})
+            access_log("request", {"method": request.method, "route": route, "status": status,
+                                   "duration_ms": round(elapsed * 1000, 3)})
 
 
 def _rate_limited(container: Container, request: Request, get_response: Callable[[Request], Response],
