@@ -85,8 +85,12 @@ def run(prefix: str) -> int:
             per_request = {name: _counts(counters, h, ev, ctx) for name, (h, ev) in handlers.items()}
             samples: dict[str, list[float]] = {name: [] for name in handlers}
             clock = time.perf_counter
-            for _ in range(CALLS):  # round robin, call by call: bursts of machine load hit every handler alike
-                for name, (handler, ev) in handlers.items():
+            order = list(handlers.items())
+            for i in range(CALLS):  # round robin, call by call: bursts of machine load hit every handler alike
+                # The order rotates each round: whoever follows a given handler (its cache misses, its garbage)
+                # changes, so no handler always pays for the same neighbour.
+                shift = i % len(order)
+                for name, (handler, ev) in order[shift:] + order[:shift]:
                     started = clock()
                     handler(ev, ctx)
                     samples[name].append(clock() - started)
