@@ -143,3 +143,44 @@ def test_no_record_waits_for_a_wake_up_hint_but_the_batch_returns_after_all_of_t
     # ... off the consumer's thread: the records' commits followed each other without waiting 50 ms per hint
     assert ran_on == {False}
     assert finished_when[-1] - finished_when[0] < 0.1
+
+
+def test_the_next_record_runs_while_the_previous_outcome_commits(api: Api, container: Any, monkeypatch: Any) -> None:
+    # GIVEN three tasks in one batch, and a slow commit (200 ms) for the first task's outcome
+    import threading
+    import time
+
+    from chalicelib.agents.validation import ValidationAgent
+
+    api.signup()
+    agent = api.agent()
+    ids = [create_task(api, agent["id"]).json_body["id"] for _ in range(3)]
+    runs: list[float] = []
+    stored: dict[str, tuple[float, str]] = {}
+
+    class Timed(ValidationAgent):
+        def run(self, data: Any, config: Any, ctx: Any = None) -> Any:
+            runs.append(time.perf_counter())
+            return super().run(data, config, ctx)
+
+    container.processor.agent_loader = lambda agent_type: Timed()
+    original = container.processor.finish
+
+    def finish(ran: Any) -> Any:
+        if str(ran.claim.task.id) == ids[0]:
+            time.sleep(0.2)
+        outcome = original(ran)
+        stored[str(ran.claim.task.id)] = (time.perf_counter(), threading.current_thread().name)
+        return outcome
+
+    monkeypatch.setattr(container.processor, "finish", finish)
+    records = [(f"m{i}", json.dumps({"task_id": t, "agent_type": "validation"})) for i, t in enumerate(ids)]
+    # WHEN the consumer runs the batch
+    assert handler(sqs_event(records), FakeContext()) == {"batchItemFailures": []}
+    # THEN the second and third agents ran while the first outcome was committing, on the outcome thread ...
+    assert runs[1] < stored[ids[0]][0] and runs[2] < stored[ids[0]][0]
+    assert {name for _, name in stored.values()} == {"ymera-outcomes_0"}
+    # ... and the handler returned only after every outcome committed, each in record order
+    assert [stored[t][0] for t in ids] == sorted(stored[t][0] for t in ids)
+    with container.db.read() as session:
+        assert set(session.scalars(select(Task.status).where(Task.id.in_(ids)))) == {"completed"}
