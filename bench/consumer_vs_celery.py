@@ -233,19 +233,10 @@ def profile(bench: Bench) -> int:
     with _harness.quiet_stdout():
         ymera_round(bench, 100)
         kinds.clear()
-        # CPU time, not wall: waiting on Postgres is not ours. Per thread: the consumer's outcome thread (which
-        # stores plain outcomes while the next record runs) gets a profiler of its own, merged below.
-        from chalicelib.container import get_container
-
-        writer = get_container().processor.outcome_thread
-        profiler, outcome_profiler = cProfile.Profile(time.thread_time), cProfile.Profile(time.thread_time)
-        if writer is not None:
-            writer.submit(outcome_profiler.enable).result()
+        profiler = cProfile.Profile(time.process_time)  # CPU time, not wall: waiting on Postgres is not ours
         profiler.enable()
         _, cpu_ms, _ = ymera_round(bench, PROFILE_TASKS)
         profiler.disable()
-        if writer is not None:
-            writer.submit(outcome_profiler.disable).result()
         seeding = {"INSERT INTO users", "INSERT INTO tasks", "SELECT count(*) FROM", "SELECT pid FROM"}
         per_task = {k: v / PROFILE_TASKS for k, v in kinds.items() if k not in seeding}
         walls: dict[bool, list[float]] = {True: [], False: []}
@@ -262,10 +253,7 @@ def profile(bench: Bench) -> int:
           f"commands sent = {statements + wire:.2f}; SQLAlchemy commits {per_task.get('COMMIT', 0):.2f}")
     for kind, count in sorted(per_task.items(), key=lambda kv: -kv[1]):
         print(f"    {count:5.2f}  {kind}")
-    merged = pstats.Stats(profiler)
-    if outcome_profiler.getstats():
-        merged.add(outcome_profiler)
-    stats: dict[Any, Any] = merged.stats  # type: ignore[attr-defined]
+    stats: dict[Any, Any] = pstats.Stats(profiler).stats  # type: ignore[attr-defined]
     by_fn: Counter[str] = Counter()
     by_pkg: Counter[str] = Counter()
     for (path, line, fn), (_, _, self_time, _, _) in stats.items():
@@ -293,11 +281,10 @@ STAGES = {
     "input model (Input.model_validate, check_schema_input)": ("agents/schema_limits.py", {"check_schema_input"}),
     "validator build + check_schema": ("agents/validation.py", {"_build_validator", "_validator_for"}),
     "iter_errors + error list": ("agents/validation.py", {"_collect_errors"}),
-    "store outcome statement (_store, on the outcome thread)": ("services/processing.py", {"_store"}),
+    "store outcome transaction (_store)": ("services/processing.py", {"_store"}),
     "log lines (powertools Logger.info)": ("aws_lambda_powertools/logging/logger.py", {"info"}),
     "EMF metrics (publish_task_outcomes)": ("chalicelib/observability.py", {"publish_task_outcomes"}),
-    "powertools batch processor (async_process_partial_response, main thread)": (
-        "batch/decorators.py", {"process_partial_response", "async_process_partial_response"}),
+    "powertools BatchProcessor (process_partial_response)": ("batch/decorators.py", {"process_partial_response"}),
 }
 
 

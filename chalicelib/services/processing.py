@@ -22,7 +22,6 @@ import random
 import time
 import uuid
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -62,7 +61,6 @@ CLAIM_SKEW = timedelta(seconds=5)
 class Outcome:
     task_id: uuid.UUID
     status: str  # completed | failed | skipped | pending_work
-    agent_type: str | None = None  # None: skipped (never claimed)
 
 
 @dataclass(frozen=True)
@@ -96,25 +94,6 @@ class Claim:
     @property
     def attempt(self) -> int:
         return self.task.attempts
-
-
-@dataclass(frozen=True)
-class Ran:
-    """A run whose outcome is not stored yet (`TaskProcessor.run` -> `finish`)."""
-
-    claim: Claim
-    status: str
-    output: dict[str, Any]
-    metrics: dict[str, Any]
-    error: dict[str, Any] | None
-    final: bool
-    started: datetime
-
-    @property
-    def pipelined(self) -> bool:
-        """Stored by one Core statement with no follow-up (no session, no Step Functions call): it may be
-        stored on another thread while the next record runs."""
-        return self.claim.task.plain
 
 
 @dataclass(frozen=True)
@@ -265,10 +244,6 @@ class TaskProcessor:
         #: Called on the `after_commit` thread: the next record does not wait for Redis (`flush()` does).
         self.finished = finished
         self.after_commit = AfterCommit()
-        #: Postgres: the consumer stores plain outcomes on this one thread (its own pooled connection) while
-        #: its next record runs; its thread starts on first use. SQLite (one file, unit tests): inline.
-        self.outcome_thread = (ThreadPoolExecutor(max_workers=1, thread_name_prefix="ymera-outcomes")
-                               if db.dialect == "postgresql" else None)
         #: publishes the workflow token answers a committed outcome wrote (the outbox fast path).
         self.answers = answers
         #: a Heartbeat for a step task's token (None: no Step Functions here).
@@ -326,14 +301,6 @@ class TaskProcessor:
     def process(self, message: TaskMessage, receive_count: int = 1, *, lease_until: datetime | None = None,
                 claimed: Claim | None = None) -> Outcome:
         """Claim (commit) unless `claim_batch` did, run with no transaction open, store the outcome (commit)."""
-        ran = self.run(message, receive_count, lease_until=lease_until, claimed=claimed)
-        return ran if isinstance(ran, Outcome) else self.finish(ran)
-
-    def run(self, message: TaskMessage, receive_count: int = 1, *, lease_until: datetime | None = None,
-            claimed: Claim | None = None) -> Outcome | Ran:
-        """`process` up to the store: claim unless `claim_batch` did, run the agent with no transaction open.
-        Returns the run to `finish` (store and commit), or the Outcome of a task that has nothing to store
-        (skipped, waiting on its subtasks). Must run on the main thread (the agent's wall-clock alarm)."""
         claim = claimed or self._claim(message, lease_until or self.clock() + DEFAULT_CLAIM)
         if claim is None:
             return Outcome(message.task_id, "skipped")
@@ -362,20 +329,14 @@ class TaskProcessor:
         if status == PENDING:
             self._hand_over(claim)
             logger.info("task waiting", extra={"task_id": str(task.id), "agent_type": task.agent_type})
-            return Outcome(task.id, PENDING, task.agent_type)
-        return Ran(claim, status, output, metrics, error, final, started)
-
-    def finish(self, ran: Ran) -> Outcome:
-        """Store a run's outcome (its own commit), then queue its wake-up hint. Thread-safe for a plain task
-        (`Ran.pipelined`): the consumer stores those on its outcome thread while the next record runs."""
-        task, status = ran.claim.task, ran.status
-        if not self._store(ran.claim, status, ran.output, ran.metrics, ran.error, ran.final, ran.started):
+            return Outcome(task.id, PENDING)
+        if not self._store(claim, status, output, metrics, error, final, started):
             status = "discarded"  # cancelled or timed out while it ran: its result is not the task's
         elif self.finished is not None:
             self.after_commit.submit(self.finished, task.user_id, task.id, status)
         logger.info("task finished", extra={"task_id": str(task.id), "status": status,
                                             "agent_type": task.agent_type})
-        return Outcome(task.id, status, task.agent_type)
+        return Outcome(task.id, status)
 
     def _claim(self, message: TaskMessage, lease_until: datetime) -> Claim | None:
         with self.db.statements() as conn:
