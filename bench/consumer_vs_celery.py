@@ -219,7 +219,14 @@ def profile(bench: Bench) -> int:
     sa_event.listen(bench.db.engine, "before_cursor_execute",
                     lambda conn, cur, stmt, *a: kinds.update([" ".join(stmt.split()[:3])[:40]]))
     sa_event.listen(bench.db.engine, "commit", lambda conn: kinds.update(["COMMIT"]))
-    sa_event.listen(bench.db.engine.pool, "checkout", lambda *a: kinds.update(["(checkout: pre-ping SELECT 1)"]))
+    sa_event.listen(bench.db.engine.pool, "checkout", lambda *a: kinds.update(["(pool checkout)"]))
+    dialect, ping = bench.db.engine.dialect, bench.db.engine.dialect.do_ping
+
+    def counted_ping(dbapi_conn: Any) -> bool:  # IdlePing's SELECT 1, only after a connection sat idle
+        kinds.update(["SELECT 1 (idle ping)"])
+        return bool(ping(dbapi_conn))
+
+    dialect.do_ping = counted_ping  # type: ignore[method-assign]
     from psycopg._connection_base import BaseConnection
 
     original = BaseConnection._exec_command
@@ -247,9 +254,9 @@ def profile(bench: Bench) -> int:
         triggers(bench.db, True)
     print(f"YMERA consumer, {PROFILE_TASKS} validation tasks in batches of {BATCH} ({cpu_ms:.2f} CPU ms/task "
           "under cProfile)")
-    statements = sum(v for k, v in per_task.items() if k != "COMMIT" and not k.startswith("(wire"))
+    statements = sum(v for k, v in per_task.items() if k != "COMMIT" and not k.startswith("("))
     wire = sum(v for k, v in per_task.items() if k.startswith("(wire"))
-    print(f"  round trips per task: {statements:.2f} statements (pre-pings included) + {wire:.2f} BEGIN/COMMIT "
+    print(f"  round trips per task: {statements:.2f} statements (pings included) + {wire:.2f} BEGIN/COMMIT "
           f"commands sent = {statements + wire:.2f}; SQLAlchemy commits {per_task.get('COMMIT', 0):.2f}")
     for kind, count in sorted(per_task.items(), key=lambda kv: -kv[1]):
         print(f"    {count:5.2f}  {kind}")

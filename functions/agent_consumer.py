@@ -108,8 +108,11 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         response = process_partial_response(event=event, record_handler=record_handler, processor=processor,
                                             context=context)
     finally:
-        container.processor.release_unstarted(list(claims.values()))  # claimed, then deferred: not run
-        publish_task_outcomes(finished)  # what committed is published even when the whole batch is retried
+        try:
+            container.processor.release_unstarted(list(claims.values()))  # claimed, then deferred: not run
+            publish_task_outcomes(finished)  # what committed is published even when the whole batch is retried
+        finally:
+            container.processor.flush()  # the wake-up hints queued after each commit are all sent
     return dict(response)
 
 

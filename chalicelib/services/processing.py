@@ -40,6 +40,7 @@ from chalicelib.domain.tasks import CLAIMABLE, TaskStatus
 from chalicelib.errors import AgentError, MalformedMessageError, RetryLaterError
 from chalicelib.observability import logger
 from chalicelib.schemas.tasks import TaskMessage
+from chalicelib.services.after_commit import AfterCommit
 from chalicelib.services.results import finish_plain, plain_outcome, storable, store_outcome, store_plain_outcome
 from chalicelib.workflows.runstate import ANSWERS_KEY
 
@@ -240,7 +241,9 @@ class TaskProcessor:
                  finished: Callable[[uuid.UUID, uuid.UUID, str], None] | None = None) -> None:
         self.db = db
         #: told (user_id, task_id, status) right after a task's final outcome committed: wakes its long-polls.
+        #: Called on the `after_commit` thread: the next record does not wait for Redis (`flush()` does).
         self.finished = finished
+        self.after_commit = AfterCommit()
         #: publishes the workflow token answers a committed outcome wrote (the outbox fast path).
         self.answers = answers
         #: a Heartbeat for a step task's token (None: no Step Functions here).
@@ -272,10 +275,17 @@ class TaskProcessor:
         for task_id, agent_type in wanted.items():
             by_type.setdefault(agent_type, []).append(task_id)
         claims: list[Claim] = []
-        with self.db.statements() as conn:
-            for agent_type, ids in by_type.items():  # one statement per agent type: one for a queue's batch
+        # A queue's batch is one type: one claim statement, its own transaction on Postgres (no BEGIN/COMMIT
+        # round trips). Several types claim in one transaction: all of them or none.
+        alone = len(by_type) == 1 and self.db.dialect == "postgresql"
+        with self.db.statement() if alone else self.db.statements() as conn:
+            for agent_type, ids in by_type.items():
                 claims += self._claimed(conn, ids, lease_until, agent_type)
         return {c.task.id: c for c in claims}
+
+    def flush(self) -> None:
+        """Wait for the calls queued after this invocation's commits (the wake-up hints): before it returns."""
+        self.after_commit.flush()
 
     def release_unstarted(self, claims: list[Claim]) -> None:
         """Give back claims that were never run: `queued` again, with the attempt they took undone."""
@@ -323,7 +333,7 @@ class TaskProcessor:
         if not self._store(claim, status, output, metrics, error, final, started):
             status = "discarded"  # cancelled or timed out while it ran: its result is not the task's
         elif self.finished is not None:
-            self.finished(task.user_id, task.id, status)
+            self.after_commit.submit(self.finished, task.user_id, task.id, status)
         logger.info("task finished", extra={"task_id": str(task.id), "status": status,
                                             "agent_type": task.agent_type})
         return Outcome(task.id, status)
