@@ -306,7 +306,7 @@ class Container:
 
         s = self.settings
         waiter = Waiter(self.redis, s.redis_key_prefix, s.long_poll_recheck_seconds)
-        return LongPoll(waiter, tasks=lambda: self.tasks, runs=lambda: self.runs)
+        return LongPoll(waiter, tasks=lambda: self.tasks, runs=lambda: self.runs, db=self.db)
 
     @cached_property
     def quotas(self) -> Quotas:
