@@ -54,10 +54,31 @@ class LongPoll:
             return self.waiter.wait(user_id, lambda: tasks.get(user_id, task_id), lambda t: t.status in TERMINAL,
                                     wakes, seconds)
         # Probe until it finished (None: unknown, or not the caller's), then answer with the ordinary read; it
-        # is 404 for None, and at the deadline the task as it is then.
-        self.waiter.wait(user_id, lambda: self.task_status(user_id, task_id),
-                         lambda status: status is None or status in TERMINAL, wakes, seconds)
-        return tasks.get(user_id, task_id)
+        # is 404 for None, and at the deadline the task as it is then. A wake-up that says the task finished (the
+        # consumer's hint, the notifier's event) goes straight to the ordinary read, which has the last word.
+        heard: list[str | None] = [None]
+
+        def woken(event: dict[str, Any]) -> bool:
+            if not wakes(event):
+                return False
+            status = event.get("status")
+            heard[0] = status if isinstance(status, str) and status in TERMINAL else None
+            return True
+
+        def probe() -> str | None:
+            if heard[0] is not None:
+                status, heard[0] = heard[0], None
+                return status
+            return self.task_status(user_id, task_id)
+
+        deadline = self.waiter.clock() + seconds
+        while True:
+            self.waiter.wait(user_id, probe, lambda status: status is None or status in TERMINAL, woken,
+                             max(0.0, deadline - self.waiter.clock()))
+            task = tasks.get(user_id, task_id)
+            if task.status in TERMINAL or self.waiter.clock() >= deadline:
+                return task
+            # a wake-up the ordinary read does not bear out: wait on
 
     def task_status(self, user_id: uuid.UUID, task_id: uuid.UUID) -> str | None:
         """The caller's task's status, or None: one statement, its own transaction (no BEGIN/ROLLBACK)."""
