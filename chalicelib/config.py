@@ -363,6 +363,9 @@ class Settings(BaseSettings):
     notifier_run_seconds: float = Field(default=60.0, gt=0, le=850)
     #: the notifier returns when less than this is left of its invocation (the schedule starts the next one).
     notifier_reserve_seconds: float = Field(default=5.0, ge=0, le=60)
+    #: after a NOTIFY wakes it, the notifier waits this long for the rest of the burst (a task's claim and outcome
+    #: commit milliseconds apart) and delivers it in one round: fewer rounds per task, each event this much later.
+    notifier_gather_seconds: float = Field(default=0.05, ge=0, le=1)
     #: an event replayed at connect (`last_event_id`) goes back at most this many events; older ones: GET /events.
     websocket_replay_max_events: int = Field(default=1000, ge=1, le=100_000)
 

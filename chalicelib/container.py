@@ -277,7 +277,8 @@ class Container:
         return Notifier(self.db, self.event_sinks(), listener=PgListener(libpq_dsn(listen_url), NOTIFY_CHANNEL),
                         redis=self.redis, key_prefix=s.redis_key_prefix, batch_size=s.notifier_batch_size,
                         users_per_sweep=s.notifier_users_per_sweep, reserve_ms=int(s.notifier_reserve_seconds * 1000),
-                        max_run_seconds=s.notifier_run_seconds, concurrency=s.notifier_concurrency, replayer=ws,
+                        max_run_seconds=s.notifier_run_seconds, concurrency=s.notifier_concurrency,
+                        gather_seconds=s.notifier_gather_seconds, replayer=ws,
                         replay_users=None if ws is None else ws.index.take_replays,
                         replay_retry=None if ws is None else ws.index.request_replay)
 
@@ -330,7 +331,7 @@ class Container:
 
         s = self.settings
         waiter = Waiter(self.redis, s.redis_key_prefix, s.long_poll_recheck_seconds)
-        return LongPoll(waiter, tasks=lambda: self.tasks, runs=lambda: self.runs)
+        return LongPoll(waiter, tasks=lambda: self.tasks, runs=lambda: self.runs, db=self.db)
 
     @cached_property
     def quotas(self) -> Quotas:

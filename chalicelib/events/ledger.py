@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Uuid, bindparam, delete, func, select, text, tuple_, update
+from sqlalchemy import Connection, Uuid, bindparam, delete, func, select, text, tuple_, update
 from sqlalchemy.orm import Session
 
 from chalicelib.db.event_models import Event as EventRow
@@ -96,7 +96,7 @@ _BUMP = text("INSERT INTO event_counters AS ec (user_id, last_event_id, delivere
                                                    bindparam("now", type_=UTCDateTime))
 
 
-def pending_users(session: Session, limit: int) -> list[tuple[uuid.UUID, int, int]]:
+def pending_users(session: Session | Connection, limit: int) -> list[tuple[uuid.UUID, int, int]]:
     """Users with events not yet delivered: (user_id, delivered_event_id, last_event_id), least recently
     touched first (a delivery touches the row too, so the sweep goes round the users)."""
     rows = session.execute(select(EventCounter.user_id, EventCounter.delivered_event_id, EventCounter.last_event_id)

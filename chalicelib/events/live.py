@@ -9,6 +9,7 @@ arrives, and also every `recheck_seconds` whatever arrives (the notifier may not
 from __future__ import annotations
 
 import json
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -34,6 +35,9 @@ def publish(redis: Any, prefix: str, event: Event) -> int:
     body = json.dumps(event.to_json(), separators=(",", ":"))
     return int(redis.publish(channel(prefix, event.user_id), body))
 
+
+#: pub/sub connections a Waiter keeps for later waits (each is one Redis connection, idle and unsubscribed).
+KEEP_IDLE_SUBSCRIBERS = 16
 
 #: the type of the consumer's wake-up hint (`TaskWake`): not a ledger event, never delivered to sinks.
 TASK_FINISHED_HINT = "task.finished"
@@ -71,12 +75,18 @@ class Waiter:
     session each time; between reads this only listens on Redis (or sleeps, without Redis)."""
 
     def __init__(self, redis: Any, prefix: str, recheck_seconds: float, *,
-                 clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep) -> None:
+                 clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep,
+                 keep_idle: int = KEEP_IDLE_SUBSCRIBERS) -> None:
         self.redis = redis
         self.prefix = prefix
         self.recheck_seconds = recheck_seconds
         self.clock = clock
         self.sleep = sleep
+        #: pub/sub connections of finished waits, unsubscribed, for the next waits (redis-py disconnects a
+        #: closed PubSub: each wait paid a connect and the client handshake otherwise).
+        self.keep_idle = keep_idle
+        self._idle: list[Any] = []
+        self._idle_lock = threading.Lock()
 
     def wait(self, user_id: uuid.UUID, read: Callable[[], T], done: Callable[[T], bool], wakes: Wakes,
              seconds: float) -> T:
@@ -86,7 +96,8 @@ class Waiter:
         value = read()
         if done(value):
             return value
-        subscription = self._subscribe(user_id)
+        name = channel(self.prefix, user_id)
+        subscription = self._subscribe(name)
         try:
             if subscription is not None:
                 value = read()  # subscribed now: a change committed after this read cannot go unheard
@@ -94,32 +105,64 @@ class Waiter:
                 now = self.clock()
                 if now >= deadline:
                     break
-                subscription = self._until(subscription, min(deadline, now + self.recheck_seconds), wakes)
+                subscription = self._until(subscription, name, min(deadline, now + self.recheck_seconds), wakes)
                 value = read()
             return value
         finally:
             if subscription is not None:
-                self._close(subscription)
+                self._release(subscription)
 
-    def _subscribe(self, user_id: uuid.UUID) -> Any | None:
-        """A subscription whose SUBSCRIBE Redis has confirmed, or None (no Redis, or it is down: poll only)."""
+    def _subscribe(self, name: str) -> Any | None:
+        """A subscription to `name` whose SUBSCRIBE Redis has confirmed, or None (no Redis, or it is down: poll
+        only). An idle connection of an earlier wait is used first; if it fails, a new one is tried."""
         if self.redis is None:
             return None
-        subscription = self.redis.pubsub()
+        with self._idle_lock:
+            reused = self._idle.pop() if self._idle else None
+        if reused is not None:
+            subscription = self._confirmed(reused, name)
+            if subscription is not None:
+                return subscription
+        subscription = self._confirmed(self.redis.pubsub(), name, report=True)
+        return subscription
+
+    def _confirmed(self, subscription: Any, name: str, *, report: bool = False) -> Any | None:
+        """SUBSCRIBE on `subscription` and wait (at most 1 s) for Redis to confirm *this* channel: a reused one may
+        first deliver its last wait's UNSUBSCRIBE confirmation and that channel's last messages."""
         try:
-            subscription.subscribe(channel(self.prefix, user_id))
-            confirmed = subscription.get_message(timeout=1.0)
-            if confirmed is None or confirmed.get("type") != "subscribe":
-                raise ConnectionError("no subscribe confirmation")
-            return subscription
+            subscription.subscribe(name)
+            until = self.clock() + 1.0
+            while (left := until - self.clock()) > 0:
+                message = subscription.get_message(timeout=left)
+                if message is not None and message.get("type") == "subscribe" and _text(message.get("channel")) == name:
+                    return subscription
+            raise ConnectionError("no subscribe confirmation")
         except Exception as exc:  # noqa: BLE001 - any Redis failure only costs the early answer: poll instead
-            logger.warning("long-poll cannot subscribe; polling the database instead",
-                           extra={"error": type(exc).__name__})
+            if report:
+                logger.warning("long-poll cannot subscribe; polling the database instead",
+                               extra={"error": type(exc).__name__})
             self._close(subscription)
             return None
 
-    def _until(self, subscription: Any | None, until: float, wakes: Wakes) -> Any | None:
-        """Listen until a waking event or `until`; returns the subscription still usable (None once it failed)."""
+    def _release(self, subscription: Any) -> None:
+        """Done waiting: UNSUBSCRIBE (not waited for) and keep the connection for the next wait, or close it."""
+        with self._idle_lock:
+            keep = len(self._idle) < self.keep_idle
+        if keep:
+            try:
+                subscription.unsubscribe()
+            except Exception:  # noqa: BLE001 - a broken connection is not kept
+                logger.debug("unsubscribing a long-poll subscription failed", exc_info=True)
+                keep = False
+        if not keep:
+            self._close(subscription)
+            return
+        with self._idle_lock:
+            self._idle.append(subscription)
+
+    def _until(self, subscription: Any | None, name: str, until: float, wakes: Wakes) -> Any | None:
+        """Listen on `name` until a waking event or `until`; returns the subscription still usable (None once it
+        failed)."""
         while (remaining := until - self.clock()) > 0:
             if subscription is None:
                 self.sleep(remaining)
@@ -132,7 +175,8 @@ class Waiter:
                 self._close(subscription)
                 subscription = None
                 continue
-            if message is not None and message.get("type") == "message" and _wakes(message.get("data"), wakes):
+            if (message is not None and message.get("type") == "message" and _text(message.get("channel")) == name
+                    and _wakes(message.get("data"), wakes)):
                 return subscription
         return subscription
 
@@ -142,6 +186,10 @@ class Waiter:
             subscription.close()
         except Exception:  # noqa: BLE001 - closing a broken connection may fail too; it is dropped either way
             logger.debug("closing a long-poll subscription failed", exc_info=True)
+
+
+def _text(value: Any) -> Any:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def _wakes(data: Any, wakes: Wakes) -> bool:

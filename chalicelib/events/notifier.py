@@ -38,8 +38,11 @@ if TYPE_CHECKING:
     from chalicelib.db.session import Database
     from chalicelib.events.ledger import Event
 
-#: a lease outlives a stalled round by this much; renewed every round.
+#: a lease outlives a stalled round by this much.
 LEASE_SECONDS = 15
+#: a round renews the lease (Redis) when it was set or renewed this long ago; rounds in between trust their own
+#: clock: the lease still has at least LEASE_SECONDS - LEASE_RENEW_SECONDS to run.
+LEASE_RENEW_SECONDS = 5.0
 
 
 class EventSink(Protocol):
@@ -130,7 +133,9 @@ class Notifier:
                  replay_users: Callable[[], list[str]] | None = None,
                  replay_retry: Callable[[str], None] | None = None,
                  publish: Callable[[Any, str, Event], object] | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 gather_seconds: float = 0.0,
+                 clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
         self.db = db
         self.sinks = list(sinks)
         self.listener = listener
@@ -147,8 +152,12 @@ class Notifier:
         self.replay_users = replay_users
         self.replay_retry = replay_retry
         self._publish = publish
+        self.gather_seconds = gather_seconds
         self._clock = clock
+        self._sleep = sleep
         self._lease_token = uuid.uuid4().hex
+        #: when this run last set or renewed its lease (clock seconds); None while it holds none.
+        self._lease_renewed: float | None = None
 
     # --- the loop ------------------------------------------------------------------------------------------
 
@@ -168,7 +177,13 @@ class Notifier:
                 if budget() <= 0:
                     break
                 # Wait for a NOTIFY, but never past the sweep period nor into the reserve.
-                report.notifies += self.listener.wait(max(0.0, min(self.sweep_seconds, budget())))
+                woken = self.listener.wait(max(0.0, min(self.sweep_seconds, budget())))
+                report.notifies += woken
+                if woken and self.gather_seconds > 0 and budget() > self.gather_seconds:
+                    # A change seldom comes alone (a task's claim and its outcome are milliseconds apart): let the
+                    # rest of the burst commit, then deliver it in one round; its NOTIFYs need no round of their own.
+                    self._sleep(self.gather_seconds)
+                    report.notifies += self.listener.wait(0.0)
         finally:
             self.close()
             self._release_lease()
@@ -179,8 +194,8 @@ class Notifier:
         from chalicelib.events import ledger
 
         report.rounds += 1
-        with self.db.read() as session:
-            pending = ledger.pending_users(session, self.users_per_sweep)
+        with self.db.statement() as conn:  # one statement, its own transaction: no BEGIN and ROLLBACK round trips
+            pending = ledger.pending_users(conn, self.users_per_sweep)
         if self.concurrency <= 1 or len(pending) <= 1:
             results = [self._drain(user_id, delivered) for user_id, delivered, _ in pending]
         else:  # users are independent (one cursor each); a user's own batches stay in order on one thread
@@ -272,21 +287,31 @@ class Notifier:
         return f"{self.key_prefix}notifier:lease"
 
     def _hold_lease(self) -> bool:
+        """Whether this run may deliver now. A lease it set or renewed less than LEASE_RENEW_SECONDS ago is still
+        its own (it lasts LEASE_SECONDS): no Redis round trip then (a round follows every NOTIFY, a few per task)."""
         if self.redis is None:
             return True  # no Redis: overlapping runs are still correct (CAS), just wasteful
+        now = self._clock()
+        if self._lease_renewed is not None and now - self._lease_renewed < LEASE_RENEW_SECONDS:
+            return True
         try:
             if self.redis.set(self.lease_key, self._lease_token, nx=True, ex=LEASE_SECONDS):
+                self._lease_renewed = now
                 return True
             current = self.redis.get(self.lease_key)
             if current is not None and current.decode() == self._lease_token:
                 self.redis.expire(self.lease_key, LEASE_SECONDS)
+                self._lease_renewed = now
                 return True
+            self._lease_renewed = None
             return False
         except RedisError as exc:  # Redis down: deliver anyway (the CAS keeps it at-least-once)
             logger.warning("notifier lease unavailable", extra={"error": type(exc).__name__})
+            self._lease_renewed = None
             return True
 
     def _release_lease(self) -> None:
+        self._lease_renewed = None
         if self.redis is None:
             return
         try:

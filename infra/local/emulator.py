@@ -190,9 +190,10 @@ def speed_up_sqs() -> None:
 
 
 def cache_moto_dispatch() -> None:
-    """Two per-request costs of moto's server that never change while it runs: the list of its service
-    packages (a listdir and ~180 stat calls on every request, a third of a SendMessage's CPU) and the
-    camel-case-to-snake-case conversion of action names. Both are cached; same answers."""
+    """Per-request costs of moto's server that never change while it runs: the list of its service
+    packages (a listdir and ~180 stat calls on every request, a third of a SendMessage's CPU), the
+    camel-case-to-snake-case conversion of action names and the method names of a response class. All are
+    cached; same answers."""
     import functools
 
     import moto.backends as backends
@@ -204,21 +205,105 @@ def cache_moto_dispatch() -> None:
     backends.list_of_moto_modules = lambda: modules  # type: ignore[assignment]
     responses.camelcase_to_underscores = functools.lru_cache(maxsize=4096)(  # type: ignore[assignment]
         responses.camelcase_to_underscores)
+    # Every action looks up its method among the response class's functions (inspect.getmembers: ~4 % of a
+    # SendMessage's CPU); a class's functions do not change while it serves.
+    responses.method_names_from_class = functools.lru_cache(maxsize=512)(  # type: ignore[assignment]
+        responses.method_names_from_class)
     setattr(backends, "_ymera_cached", True)  # noqa: B010 - a marker of our own on a foreign module
 
 
+def keep_alive_handler() -> type[Any]:
+    """moto's request handler, answering on a kept-alive connection.
+
+    werkzeug's development server (what moto serves with) ends every response with `Connection: close`: each SQS
+    call of the API, the runner and its pollers paid a TCP connect, a new server thread, and a response written in
+    pieces (status and headers, then the body). This handler reads the request body whole (its Content-Length),
+    runs moto's WSGI app, and writes status, headers and body in one send, with TCP_NODELAY, keeping the connection
+    for the client's next call. Anything else (a chunked or `Expect: 100-continue` request, a body without a
+    length) goes through werkzeug's own path, which closes the connection after it, as before."""
+    import io
+
+    from moto.moto_server.werkzeug_app import MotoRequestHandler
+
+    hop_by_hop = frozenset({"connection", "keep-alive", "transfer-encoding", "content-length"})
+
+    class KeepAliveMotoRequestHandler(MotoRequestHandler):  # type: ignore[misc]
+        protocol_version = "HTTP/1.1"
+        disable_nagle_algorithm = True
+
+        def run_wsgi(self) -> None:
+            length = self.headers.get("Content-Length")
+            if (self.headers.get("Transfer-Encoding") or self.headers.get("Expect")
+                    or (length is None and self.command in ("POST", "PUT", "PATCH"))):
+                super().run_wsgi()  # werkzeug's path: it closes the connection after the response
+                return
+            try:
+                size = int(length or 0)
+            except ValueError:
+                self.send_error(400, "bad Content-Length")
+                self.close_connection = True
+                return
+            body = self.rfile.read(size) if size > 0 else b""
+            if len(body) < size:  # the client went away mid-body
+                self.close_connection = True
+                return
+            environ = self.make_environ()
+            environ["wsgi.input"] = io.BytesIO(body)
+            environ["CONTENT_LENGTH"] = str(size)
+            started: list[Any] = []
+
+            def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+                started[:] = [status, headers]
+                return lambda data: chunks.append(data)
+
+            chunks: list[bytes] = []
+            try:
+                result = self.server.app(environ, start_response)
+                try:
+                    chunks.extend(result)
+                finally:
+                    if hasattr(result, "close"):
+                        result.close()
+            except Exception:  # noqa: BLE001 - as werkzeug does: a 500 for the client, the traceback in the log
+                log.exception("moto failed on %s %s", self.command, self.path)
+                started[:] = ["500 Internal Server Error", [("Content-Type", "text/plain")]]
+                chunks = [b"Internal Server Error"]
+                self.close_connection = True
+            status, headers = started
+            payload = b"".join(chunks)
+            lines = [f"{self.protocol_version} {status}\r\n"]
+            lines += [f"{k}: {v}\r\n" for k, v in headers if k.lower() not in hop_by_hop]
+            lines.append(f"Content-Length: {len(payload)}\r\n")
+            if self.close_connection:
+                lines.append("Connection: close\r\n")
+            lines.append("\r\n")
+            head = "".join(lines).encode("latin-1")
+            self.wfile.write(head + (b"" if self.command == "HEAD" else payload))
+
+    return KeepAliveMotoRequestHandler
+
+
 def start_moto(host: str = "127.0.0.1", port: int = 0) -> AwsEndpoint:
-    """Run moto's server in a thread with Step Functions execution enabled."""
+    """Run moto's server in a thread with Step Functions execution enabled (connections kept alive:
+    `keep_alive_handler`)."""
     untrack_sqs_messages()
-    # ThreadedMotoServer.start() waits forever if the bind fails inside its thread,
-    # so an explicitly requested port is checked here first.
+    # make_server binds here (a busy port raises), but a requested port is checked first for a readable error.
     if port and not _port_is_free(host, port):
         raise EndpointError(f"YMERA_MOTO_PORT={port} is already in use on {host}")
-    from moto.server import ThreadedMotoServer
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+    from werkzeug.serving import make_server
 
-    server = ThreadedMotoServer(ip_address=host, port=port, verbose=False)
-    server.start()
-    _, real_port = server.get_host_and_port()  # port 0 -> the one the kernel picked
+    server = make_server(host, port, DomainDispatcherApplication(create_backend_app), threaded=True,
+                         request_handler=keep_alive_handler())
+    thread = threading.Thread(target=server.serve_forever, name="moto-server", daemon=True)
+    thread.start()
+
+    def stop() -> None:
+        server.shutdown()  # kept-alive connections' threads are daemons: they end with the process
+        server.server_close()
+        thread.join()
+
+    real_port = server.server_address[1]  # port 0 -> the one the kernel picked
     url = f"http://{host}:{real_port}"
     # Step Functions service integrations call back into moto through MOTO_PORT.
     os.environ["MOTO_PORT"] = str(real_port)
@@ -226,9 +311,9 @@ def start_moto(host: str = "127.0.0.1", port: int = 0) -> AwsEndpoint:
     try:
         _post_json(f"{url}/moto-api/config", {"stepfunctions": {"execute_state_machine": True}})
     except OSError as exc:
-        server.stop()
+        stop()
         raise EndpointError(f"moto started on {url} but rejected its config: {exc}") from exc
-    return AwsEndpoint(url=url, kind="moto", _stop=server.stop)
+    return AwsEndpoint(url=url, kind="moto", _stop=stop)
 
 
 def _post_json(url: str, payload: dict[str, Any]) -> None:

@@ -118,6 +118,46 @@ def test_the_consumers_hint_is_published_after_the_commit(container: Container,
     assert container.tasks.get(owner, uuid.UUID(task_id)).status == "completed"
 
 
+def test_while_it_waits_it_probes_the_status_and_reads_the_task_once(api: Api, container: Container,
+                                                                      task_of: tuple[str, uuid.UUID],
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Re-reads are one-statement status probes; the answer is the ordinary read (TaskService.get), done once."""
+    task_id, owner = task_of
+    full_reads: list[str] = []
+    probes: list[str | None] = []
+    tasks = container.tasks
+    real_get, real_probe = tasks.get, container.long_poll.task_status
+    monkeypatch.setattr(tasks, "get", lambda u, t: (full_reads.append(str(t)), real_get(u, t))[1])
+    monkeypatch.setattr(container.long_poll, "task_status",
+                        lambda u, t: (probes.append(s := real_probe(u, t)), s)[1])
+    with later(0.5, lambda: run([("m1", message(task_id))])):
+        r = api.call("GET", f"/tasks/{task_id}?wait=10")
+    assert r.status_code == 200 and r.json_body["status"] == "completed"
+    assert r.json_body == api.call("GET", f"/tasks/{task_id}").json_body  # the same JSON as the plain GET
+    assert full_reads == [task_id, task_id]  # the long-poll's answer, then the plain GET above
+    # before and after subscribing; then the consumer's hint says "completed": the ordinary read, no probe
+    assert probes == ["queued", "queued"]
+    # an unknown id, or another user's, probes None and answers 404 from the ordinary read
+    other = api.call("GET", f"/tasks/{uuid.uuid4()}?wait=5")
+    assert other.status_code == 404
+    assert real_probe(uuid.uuid4(), uuid.UUID(task_id)) is None and real_probe(owner, uuid.UUID(task_id))
+
+
+def test_a_wake_up_that_the_read_does_not_bear_out_does_not_end_the_wait(api: Api, container: Container,
+                                                                           task_of: tuple[str, uuid.UUID]) -> None:
+    """A hint that the task finished goes straight to the ordinary read, which has the last word."""
+    import json
+
+    task_id, owner = task_of
+    hint = json.dumps({"type": live.TASK_FINISHED_HINT, "resource": {"type": "task", "id": task_id},
+                       "status": "completed"})
+    name = live.channel(container.settings.redis_key_prefix, owner)
+    with later(0.3, lambda: container.redis.publish(name, hint)):
+        r, elapsed = timed(lambda: api.call("GET", f"/tasks/{task_id}?wait=1.2"))
+    assert r.status_code == 200 and r.json_body["status"] == "queued"
+    assert elapsed >= 1.2, elapsed  # not answered at the (false) hint
+
+
 def test_after_n_seconds_it_answers_with_the_current_state(api: Api, task_of: tuple[str, uuid.UUID]) -> None:
     task_id, _ = task_of
     r, elapsed = timed(lambda: api.call("GET", f"/tasks/{task_id}?wait=1"))
@@ -200,6 +240,38 @@ def test_only_events_of_the_resource_cause_a_re_read(container: Container) -> No
     # the other task's), then the deadline's
     assert len(reads) == 4
     assert 0.45 <= reads[2] - started < 0.9 and reads[3] - started >= 1.5
+
+
+def test_a_finished_wait_leaves_its_connection_for_the_next_one_and_nothing_of_its_channel(
+        container: Container) -> None:
+    """redis-py disconnects a closed PubSub: each wait paid a connect and the handshake. A finished wait
+    unsubscribes and keeps the connection; the next wait (another user's) hears only its own channel."""
+    waiter = live.Waiter(container.redis, container.settings.redis_key_prefix, recheck_seconds=0.5)
+    first_user, second_user, task_id = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    reads: list[str] = []
+
+    def read(label: str) -> Callable[[], int]:
+        def inner() -> int:
+            reads.append(label)
+            return sum(1 for r in reads if r == label)
+        return inner
+
+    # the first wait subscribes (its first read is not done), then the read after subscribing is
+    assert waiter.wait(first_user, read("a"), lambda n: n >= 2, lambda e: True, 5) == 2
+    assert len(waiter._idle) == 1
+    kept = waiter._idle[0]
+    old = ledger.Event(first_user, 1, "task.status_changed", "task", task_id, None, None, "completed", utcnow(), {})
+
+    def stale() -> None:  # the first user's event, naming the task the second wait waits for
+        live.publish(container.redis, container.settings.redis_key_prefix, old)
+
+    with later(0.1, stale):
+        started = time.monotonic()
+        assert waiter.wait(second_user, read("b"), lambda n: n >= 3,
+                           lambda e: e["resource"]["id"] == str(task_id), 0.9) == 3
+    # not woken by the stale event: its third read is the 0.5 s re-check's, not one at 0.1 s
+    assert time.monotonic() - started >= 0.45
+    assert waiter._idle == [kept]  # the same connection served both waits
 
 
 def test_without_redis_it_polls_the_database(db: Database) -> None:
