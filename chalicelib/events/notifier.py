@@ -323,7 +323,8 @@ class Notifier:
 
 
 def wake(db: Database, user_id: uuid.UUID) -> None:
-    """Wake a LISTENing notifier now (a connection asked for a replay) instead of at its next sweep."""
+    """Wake a LISTENing notifier now (a connection asked for a replay, or a session ended and its connections
+    are to close) instead of at its next sweep."""
     from sqlalchemy import text
 
     from chalicelib.events.ledger import NOTIFY_CHANNEL
