@@ -8,6 +8,7 @@ overridden with YMERA_TEST_PG_ADMIN_URL and YMERA_TEST_REDIS_URL.
 
 from __future__ import annotations
 
+import io
 import os
 import sys
 import uuid
@@ -73,6 +74,22 @@ def redis_url() -> Iterator[str]:
     for key in client.scan_iter(match=f"{REDIS_PREFIX}*", count=1000):
         client.delete(key)
     client.close()
+
+
+@pytest.fixture
+def json_logs() -> Iterator[io.StringIO]:
+    """The app's JSON log lines, formatted exactly as CloudWatch would receive them."""
+    import logging
+
+    from chalicelib.observability import logger
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logger.registered_formatter)
+    target = logging.getLogger(logger.name)
+    target.addHandler(handler)
+    yield stream
+    target.removeHandler(handler)
 
 
 @pytest.fixture(autouse=True)

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import io
 import json
-import logging
 import re
 import uuid
-from collections.abc import Iterator
 from datetime import datetime, timezone
 from typing import Any
 
@@ -16,7 +14,6 @@ import pytest
 from chalicelib.agents.registry import available_types
 from chalicelib.container import Container, set_container
 from chalicelib.messaging.inspection import QueueInspector
-from chalicelib.observability import logger
 from chalicelib.services.request_metrics import RequestMetrics
 from functions.agent_consumer import handler as consumer
 from tests.integration.conftest import PREFIX, Api, FakeContext, sqs_event
@@ -276,18 +273,6 @@ def test_a_broken_source_is_reported_and_the_rest_still_served(api: Api, contain
 
 
 # --- logs and EMF ---------------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def json_logs() -> Iterator[io.StringIO]:
-    """The app's JSON log lines, formatted exactly as CloudWatch would receive them."""
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(logger.registered_formatter)
-    target = logging.getLogger(logger.name)
-    target.addHandler(handler)
-    yield stream
-    target.removeHandler(handler)
 
 
 def lines(stream: io.StringIO) -> list[dict[str, Any]]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import json
-import logging
 import socket
 import threading
 import time
@@ -20,7 +19,6 @@ import redis
 from chalicelib.config import Settings
 from chalicelib.container import Container, set_container
 from chalicelib.db.session import Database
-from chalicelib.observability import logger
 from chalicelib.ratelimit import Bucket, LimiterUnavailable, RateLimiter
 from tests.integration.conftest import Api, FakeContext
 from tests.integration.test_api_auth import assert_envelope
@@ -301,18 +299,6 @@ def test_login_bucket_by_ip_blocks_many_accounts_from_one_ip(limited: tuple[Api,
     refused = login(app, "victim-next", "guess", "192.0.2.7")
     assert refused["json"]["error"]["details"]["bucket"] == "login-ip"
     assert login(app, "victim-next", "guess", "192.0.2.8")["statusCode"] == 401  # another IP still may try
-
-
-@pytest.fixture
-def json_logs() -> Iterator[io.StringIO]:
-    """The app's JSON log lines, formatted exactly as CloudWatch would receive them."""
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(logger.registered_formatter)
-    target = logging.getLogger(logger.name)
-    target.addHandler(handler)
-    yield stream
-    target.removeHandler(handler)
 
 
 def test_redis_down_general_buckets_fail_open_login_fails_closed(limited: tuple[Api, Any, Container],

@@ -7,7 +7,6 @@ import json
 import logging
 import sys
 import uuid
-from collections.abc import Iterator
 from datetime import datetime, timezone
 
 import pytest
@@ -59,18 +58,7 @@ def test_the_formatter_refuses_what_powertools_refuses() -> None:
             formatter.format(record("request"))
 
 
-@pytest.fixture
-def lines() -> Iterator[io.StringIO]:
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(logger.registered_formatter)
-    target = logging.getLogger(logger.name)
-    target.addHandler(handler)
-    yield stream
-    target.removeHandler(handler)
-
-
-def test_access_log_is_the_line_logger_info_writes(lines: io.StringIO) -> None:
+def test_access_log_is_the_line_logger_info_writes(json_logs: io.StringIO) -> None:
     fields = {"method": "GET", "route": "/tasks/{task_id}", "status": 200, "duration_ms": 0.5}
     logger.thread_safe_append_keys(request_id="r-2", user_id="u-2")
     try:
@@ -78,7 +66,7 @@ def test_access_log_is_the_line_logger_info_writes(lines: io.StringIO) -> None:
         access_log("request", fields); fast_line = sys._getframe().f_lineno  # noqa: E702
     finally:
         logger.thread_safe_clear_keys()
-    slow, fast = (json.loads(text) for text in lines.getvalue().splitlines())
+    slow, fast = (json.loads(text) for text in json_logs.getvalue().splitlines())
     fn = "test_access_log_is_the_line_logger_info_writes"
     assert slow.pop("location") == f"{fn}:{line}" and fast.pop("location") == f"{fn}:{fast_line}"
     slow.pop("timestamp"), fast.pop("timestamp")
@@ -87,7 +75,7 @@ def test_access_log_is_the_line_logger_info_writes(lines: io.StringIO) -> None:
     assert fast["request_id"] == "r-2" and fast["status"] == 200 and fast["message"] == "request"
 
 
-def test_access_log_honours_the_level(lines: io.StringIO) -> None:
+def test_access_log_honours_the_level(json_logs: io.StringIO) -> None:
     target = logging.getLogger(logger.name)
     level = target.level
     target.setLevel(logging.WARNING)
@@ -95,4 +83,4 @@ def test_access_log_honours_the_level(lines: io.StringIO) -> None:
         access_log("request", {"status": 200})
     finally:
         target.setLevel(level)
-    assert lines.getvalue() == ""
+    assert json_logs.getvalue() == ""
