@@ -37,11 +37,11 @@ RUN_DONE = frozenset({*RUN_TERMINAL, "waiting_approval"})
 
 class LongPoll:
     def __init__(self, waiter: Waiter, tasks: Callable[[], TaskService], runs: Callable[[], RunService],
-                 db: Database | None = None) -> None:
+                 db: Database) -> None:
         self.waiter = waiter
         self._tasks = tasks
         self._runs = runs
-        #: for the task status probes; None: every re-read is the full read.
+        #: for the task status probes.
         self.db = db
 
     def task(self, user_id: uuid.UUID, task_id: uuid.UUID, seconds: float) -> TaskPublic:
@@ -50,9 +50,6 @@ class LongPoll:
         def wakes(event: dict[str, Any]) -> bool:
             return _resource_id(event) == str(task_id)
 
-        if self.db is None:
-            return self.waiter.wait(user_id, lambda: tasks.get(user_id, task_id), lambda t: t.status in TERMINAL,
-                                    wakes, seconds)
         # Probe until it finished (None: unknown, or not the caller's), then answer with the ordinary read; it
         # is 404 for None, and at the deadline the task as it is then. A wake-up that says the task finished (the
         # consumer's hint, the notifier's event) goes straight to the ordinary read, which has the last word.
@@ -82,7 +79,6 @@ class LongPoll:
 
     def task_status(self, user_id: uuid.UUID, task_id: uuid.UUID) -> str | None:
         """The caller's task's status, or None: one statement, its own transaction (no BEGIN/ROLLBACK)."""
-        assert self.db is not None
         with self.db.statement() as conn:
             status = conn.scalar(select(Task.status).where(Task.id == task_id, Task.user_id == user_id))
         return None if status is None else str(status)
