@@ -119,7 +119,7 @@ def _migrate() -> None:
     migrate.upgrade(os.environ["DATABASE_URL"])
 
 
-def _bootstrap(prefix: str) -> tuple[Any, dict[str, str]]:
+def _bootstrap(prefix: str) -> dict[str, str]:
     from infra.local.emulator import sqs_client
 
     try:
@@ -147,7 +147,7 @@ def _bootstrap(prefix: str) -> tuple[Any, dict[str, str]]:
     iam = boto3.client("iam", endpoint_url=os.environ.get("AWS_ENDPOINT_URL"),
                        region_name=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"))
     os.environ.setdefault("YMERA_WORKFLOW_ROLE_ARN", ensure_workflow_role(iam, sqs, prefix))
-    return sqs, queues
+    return queues
 
 
 def _apply_function_env(specs: list[Any]) -> None:
@@ -239,17 +239,15 @@ def run(args: argparse.Namespace) -> int:
 
         if args.localstack:
             os.environ["AWS_ENDPOINT_URL"] = localstack_url()
-        died = threading.Event()
+        def stop_all_when(flag: threading.Event) -> Any:
+            def died_now(_code: int) -> None:  # (the watcher logged it) the platform cannot work without it
+                flag.set()
+                os.kill(os.getpid(), signal.SIGTERM)
 
-        def emulator_died(_code: int) -> None:  # (the watcher logged it) nothing works without SQS: stop all
-            died.set()
-            os.kill(os.getpid(), signal.SIGTERM)
+            return died_now
 
-        functions_died = threading.Event()
-
-        def functions_died_now(_code: int) -> None:  # (the watcher logged it) no consumer would run: stop all
-            functions_died.set()
-            os.kill(os.getpid(), signal.SIGTERM)
+        died, functions_died = threading.Event(), threading.Event()
+        emulator_died = stop_all_when(died)  # nothing works without SQS
 
         aws = ensure_endpoint(on_exit=emulator_died)
         stores.add("AWS endpoint", aws.stop)
@@ -258,7 +256,7 @@ def run(args: argparse.Namespace) -> int:
         _migrate()
         log.info("database migrated")
         prefix = os.environ["YMERA_QUEUE_PREFIX"]
-        _sqs, queues = _bootstrap(prefix)
+        queues = _bootstrap(prefix)
         log.info("bootstrapped %d queue(s)", len(queues))
 
         from infra import manifest
@@ -281,7 +279,7 @@ def run(args: argparse.Namespace) -> int:
             # The handlers run in their own process (infra/local/functions.py): a consumer's work must not
             # compete with the API for this process's GIL (issue #14), as on AWS where each has its own
             # containers. It starts now and imports the handlers while this process imports the app.
-            functions = spawn_functions(on_exit=functions_died_now)
+            functions = spawn_functions(on_exit=stop_all_when(functions_died))  # no consumer would run
             front.add("functions (runner)", functions.stop)
         app_obj = load_app()
         from infra.local.wsgateway import handlers_of
