@@ -331,7 +331,7 @@ class Container:
 
         s = self.settings
         waiter = Waiter(self.redis, s.redis_key_prefix, s.long_poll_recheck_seconds)
-        return LongPoll(waiter, tasks=lambda: self.tasks, runs=lambda: self.runs, db=self.db)
+        return LongPoll(waiter, tasks=lambda: self.tasks, runs=lambda: self.runs)
 
     @cached_property
     def quotas(self) -> Quotas:

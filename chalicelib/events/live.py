@@ -12,7 +12,7 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from chalicelib.observability import logger
@@ -34,6 +34,15 @@ def publish(redis: Any, prefix: str, event: Event) -> int:
     """Publish one event (its wire shape, as JSON) on its user's channel; returns how many subscribers heard it."""
     body = json.dumps(event.to_json(), separators=(",", ":"))
     return int(redis.publish(channel(prefix, event.user_id), body))
+
+
+def publish_many(redis: Any, prefix: str, user_id: uuid.UUID | str, events: Sequence[Event]) -> None:
+    """Publish a user's events in order, as `publish` does each, in one round trip (a pipeline, no MULTI)."""
+    name = channel(prefix, user_id)
+    pipe = redis.pipeline(transaction=False)
+    for event in events:
+        pipe.publish(name, json.dumps(event.to_json(), separators=(",", ":")))
+    pipe.execute()
 
 
 #: pub/sub connections a Waiter keeps for later waits (each is one Redis connection, idle and unsubscribed).

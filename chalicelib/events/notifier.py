@@ -132,7 +132,6 @@ class Notifier:
                  replayer: Replayer | None = None,
                  replay_users: Callable[[], list[str]] | None = None,
                  replay_retry: Callable[[str], None] | None = None,
-                 publish: Callable[[Any, str, Event], object] | None = None,
                  gather_seconds: float = 0.0,
                  clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], None] = time.sleep) -> None:
@@ -151,7 +150,6 @@ class Notifier:
         self.replayer = replayer
         self.replay_users = replay_users
         self.replay_retry = replay_retry
-        self._publish = publish
         self.gather_seconds = gather_seconds
         self._clock = clock
         self._sleep = sleep
@@ -272,10 +270,10 @@ class Notifier:
     def _publish_all(self, user_id: uuid.UUID, events: Sequence[Event]) -> None:
         if self.redis is None:
             return
-        publish = self._publish or _live_publish()
-        try:
-            for event in events:
-                publish(self.redis, self.key_prefix, event)
+        from chalicelib.events import live
+
+        try:  # one round trip for the batch (a pipeline): a round delivers a task's few events together
+            live.publish_many(self.redis, self.key_prefix, user_id, events)
         except RedisError as exc:  # long-poll falls back to polling the ledger (LEDGER); delivery went out
             logger.warning("publishing events to Redis failed", extra={"error": type(exc).__name__,
                                                                       "user_id": str(user_id)})
@@ -342,9 +340,3 @@ def libpq_dsn(url: str) -> str:
     from sqlalchemy.engine import make_url
 
     return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-
-
-def _live_publish() -> Callable[[Any, str, Event], object]:
-    from chalicelib.events import live
-
-    return live.publish

@@ -3,10 +3,9 @@ with its state then (docs/events.md, "Long-poll"). No database connection is hel
 a short statement of its own, and between reads the request only listens on the user's Redis channel
 (chalicelib.events.live).
 
-A task's re-reads while it waits are status probes (one owner-filtered SELECT of its status, no session, no
-cache); the answer is the route's ordinary read (`TaskService.get`: the same JSON as GET /tasks/{id}, a
-finished task from the cache), read once, when the probe says it finished, the task is unknown (404), or the
-time is up."""
+A task's reads while it waits are `TaskService.record` (the task and its result, one owner-filtered statement
+of its own, no session, no cache): the read that finds it finished is the answer, the same JSON as
+GET /tasks/{id}; an unknown task (or another user's) is a 404 at once; at the deadline, the task as it is then."""
 
 from __future__ import annotations
 
@@ -14,16 +13,13 @@ import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
-
-from chalicelib.db.models import Task
 from chalicelib.domain.tasks import TERMINAL
+from chalicelib.errors import NotFoundError
 from chalicelib.events.ledger import RUN_APPROVAL_REQUESTED, RUN_STATUS_CHANGED
 from chalicelib.events.live import Waiter
 from chalicelib.workflows.runstate import RUN_TERMINAL
 
 if TYPE_CHECKING:
-    from chalicelib.db.session import Database
     from chalicelib.schemas.tasks import TaskPublic
     from chalicelib.schemas.workflows import RunPublic
     from chalicelib.services.runs import RunService
@@ -36,13 +32,10 @@ RUN_DONE = frozenset({*RUN_TERMINAL, "waiting_approval"})
 
 
 class LongPoll:
-    def __init__(self, waiter: Waiter, tasks: Callable[[], TaskService], runs: Callable[[], RunService],
-                 db: Database) -> None:
+    def __init__(self, waiter: Waiter, tasks: Callable[[], TaskService], runs: Callable[[], RunService]) -> None:
         self.waiter = waiter
         self._tasks = tasks
         self._runs = runs
-        #: for the task status probes.
-        self.db = db
 
     def task(self, user_id: uuid.UUID, task_id: uuid.UUID, seconds: float) -> TaskPublic:
         tasks = self._tasks()
@@ -50,38 +43,15 @@ class LongPoll:
         def wakes(event: dict[str, Any]) -> bool:
             return _resource_id(event) == str(task_id)
 
-        # Probe until it finished (None: unknown, or not the caller's), then answer with the ordinary read; it
-        # is 404 for None, and at the deadline the task as it is then. A wake-up that says the task finished (the
-        # consumer's hint, the notifier's event) goes straight to the ordinary read, which has the last word.
-        heard: list[str | None] = [None]
-
-        def woken(event: dict[str, Any]) -> bool:
-            if not wakes(event):
-                return False
-            status = event.get("status")
-            heard[0] = status if isinstance(status, str) and status in TERMINAL else None
-            return True
-
-        def probe() -> str | None:
-            if heard[0] is not None:
-                status, heard[0] = heard[0], None
-                return status
-            return self.task_status(user_id, task_id)
-
-        deadline = self.waiter.clock() + seconds
-        while True:
-            self.waiter.wait(user_id, probe, lambda status: status is None or status in TERMINAL, woken,
-                             max(0.0, deadline - self.waiter.clock()))
-            task = tasks.get(user_id, task_id)
-            if task.status in TERMINAL or self.waiter.clock() >= deadline:
-                return task
-            # a wake-up the ordinary read does not bear out: wait on
-
-    def task_status(self, user_id: uuid.UUID, task_id: uuid.UUID) -> str | None:
-        """The caller's task's status, or None: one statement, its own transaction (no BEGIN/ROLLBACK)."""
-        with self.db.statement() as conn:
-            status = conn.scalar(select(Task.status).where(Task.id == task_id, Task.user_id == user_id))
-        return None if status is None else str(status)
+        # Every read is the ordinary read's own statement (TaskService.record: the task and its result, one
+        # statement, no cache), so the read that finds the task finished is the answer: the same JSON as
+        # GET /tasks/{id}, without a second read through the cache (a miss there is three Redis round trips).
+        # None (unknown, or not the caller's) is a 404 at once; at the deadline, the task as it is then.
+        record = self.waiter.wait(user_id, lambda: tasks.record(user_id, task_id),
+                                  lambda r: r is None or r.status in TERMINAL, wakes, seconds)
+        if record is None:
+            raise NotFoundError("task not found", {"task_id": str(task_id)})
+        return record.public()
 
     def run(self, user_id: uuid.UUID, run_id: uuid.UUID, seconds: float) -> RunPublic:
         runs = self._runs()

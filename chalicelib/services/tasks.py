@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from chalicelib.agents import registry
 from chalicelib.cache.namespaces import Namespace
-from chalicelib.db.models import Agent, AuditLog, OutboxMessage, Task
+from chalicelib.db.models import Agent, AuditLog, OutboxMessage, Task, TaskResult
 from chalicelib.db.session import Database, rowcount
 from chalicelib.db.types import utcnow
 from chalicelib.db.workflow_models import WorkflowRun
@@ -145,6 +145,20 @@ def _get_owned_task(session: Session, user_id: uuid.UUID, task_id: uuid.UUID, *,
     return task
 
 
+#: the columns of a TaskRecord: the task's, and its result's (if any) under `result_*` labels.
+_RESULT_FIELDS = ("id", "status", "output_data", "metrics", "created_at")
+_RECORD = select(
+    *(Task.__table__.c[name] for name in ("user_id", *(f for f in TaskPublic.model_fields if f != "result"))),
+    *(TaskResult.__table__.c[name].label(f"result_{name}") for name in _RESULT_FIELDS),
+).select_from(Task.__table__.outerjoin(TaskResult.__table__, TaskResult.task_id == Task.id))
+
+
+def _record(row: Any) -> TaskRecord:
+    fields = {name: value for name, value in row.items() if not name.startswith("result_")}
+    fields["result"] = None if row["result_id"] is None else {name: row[f"result_{name}"] for name in _RESULT_FIELDS}
+    return TaskRecord.model_validate(fields)
+
+
 class FinalTaskPublic(TaskPublic, RenderedOnce):
     """The public view of a cached record: shared and never modified, so rendered to JSON once."""
 
@@ -272,10 +286,7 @@ class TaskService:
         """The caller's task with its result; final tasks come from the cache."""
 
         def load() -> TaskRecord | None:
-            stmt = select(Task).where(Task.id == task_id, Task.user_id == user_id).options(selectinload(Task.result))
-            with self.db.read() as session:
-                task = session.scalar(stmt)
-                return TaskRecord.model_validate(task, from_attributes=True) if task is not None else None
+            return self.record(user_id, task_id)
 
         if self.cache is None:
             record = load()
@@ -286,6 +297,14 @@ class TaskService:
         if record is None or record.user_id != user_id:
             raise NotFoundError("task not found", {"task_id": str(task_id)})
         return record.public()
+
+    def record(self, user_id: uuid.UUID, task_id: uuid.UUID) -> TaskRecord | None:
+        """The caller's task with its result from the database (no cache), or None: one Core statement (task LEFT
+        JOIN result), its own transaction. What `get` loads on a miss and what a long poll reads; `.public()` of
+        it is the JSON of GET /tasks/{id}. (The ORM read with selectinload cost 2.7 ms, this ~0.6 ms; #14.)"""
+        with self.db.statement() as conn:
+            row = conn.execute(_RECORD.where(Task.id == task_id, Task.user_id == user_id)).mappings().first()
+        return None if row is None else _record(row)
 
     def list(self, user_id: uuid.UUID, query: TaskListQuery, limit: int) -> tuple[list[Task], str | None]:
         """One statement whatever the page size: no per-row loads (results are not listed)."""

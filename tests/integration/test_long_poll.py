@@ -118,34 +118,34 @@ def test_the_consumers_hint_is_published_after_the_commit(container: Container,
     assert container.tasks.get(owner, uuid.UUID(task_id)).status == "completed"
 
 
-def test_while_it_waits_it_probes_the_status_and_reads_the_task_once(api: Api, container: Container,
-                                                                      task_of: tuple[str, uuid.UUID],
-                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    """Re-reads are one-statement status probes; the answer is the ordinary read (TaskService.get), done once."""
+def test_while_it_waits_it_reads_the_record_and_the_read_that_finds_it_finished_is_the_answer(
+        api: Api, container: Container, task_of: tuple[str, uuid.UUID], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each read is one statement (TaskService.record); no read through the cache; the answer is the last read."""
     task_id, owner = task_of
-    full_reads: list[str] = []
-    probes: list[str | None] = []
     tasks = container.tasks
-    real_get, real_probe = tasks.get, container.long_poll.task_status
-    monkeypatch.setattr(tasks, "get", lambda u, t: (full_reads.append(str(t)), real_get(u, t))[1])
-    monkeypatch.setattr(container.long_poll, "task_status",
-                        lambda u, t: (probes.append(s := real_probe(u, t)), s)[1])
+    cached_reads: list[str] = []
+    reads: list[str | None] = []
+    real_get, real_record = tasks.get, tasks.record
+    monkeypatch.setattr(tasks, "get", lambda u, t: (cached_reads.append(str(t)), real_get(u, t))[1])
+    monkeypatch.setattr(tasks, "record",
+                        lambda u, t: (reads.append(None if (r := real_record(u, t)) is None else r.status), r)[1])
     with later(0.5, lambda: run([("m1", message(task_id))])):
         r = api.call("GET", f"/tasks/{task_id}?wait=10")
     assert r.status_code == 200 and r.json_body["status"] == "completed"
+    assert cached_reads == []
+    # before and after subscribing; then the consumer's hint wakes it and the next read finds it completed
+    assert reads == ["queued", "queued", "completed"]
     assert r.json_body == api.call("GET", f"/tasks/{task_id}").json_body  # the same JSON as the plain GET
-    assert full_reads == [task_id, task_id]  # the long-poll's answer, then the plain GET above
-    # before and after subscribing; then the consumer's hint says "completed": the ordinary read, no probe
-    assert probes == ["queued", "queued"]
-    # an unknown id, or another user's, probes None and answers 404 from the ordinary read
+    assert cached_reads == [task_id]
+    # an unknown id, or another user's, reads None and answers 404 at once
     other = api.call("GET", f"/tasks/{uuid.uuid4()}?wait=5")
     assert other.status_code == 404
-    assert real_probe(uuid.uuid4(), uuid.UUID(task_id)) is None and real_probe(owner, uuid.UUID(task_id))
+    assert real_record(uuid.uuid4(), uuid.UUID(task_id)) is None and real_record(owner, uuid.UUID(task_id))
 
 
 def test_a_wake_up_that_the_read_does_not_bear_out_does_not_end_the_wait(api: Api, container: Container,
                                                                            task_of: tuple[str, uuid.UUID]) -> None:
-    """A hint that the task finished goes straight to the ordinary read, which has the last word."""
+    """A hint that the task finished causes a read, which has the last word."""
     import json
 
     task_id, owner = task_of
@@ -338,3 +338,26 @@ def test_the_hint_pauses_after_a_redis_failure() -> None:
     now[0] += 5.1
     wake(owner, task, "completed")
     assert len(calls) == 2
+
+
+def test_the_notifier_publishes_a_users_batch_in_order_in_one_round_trip(container: Container) -> None:
+    """live.publish_many: the same messages as publish, each event once, in ledger order, one pipeline."""
+    import json
+
+    owner, prefix = uuid.uuid4(), container.settings.redis_key_prefix
+    events = [ledger.Event(owner, n, "task.status_changed", "task", uuid.uuid4(), None, None, status, utcnow(), {})
+              for n, status in enumerate(["queued", "processing", "completed"], start=1)]
+    subscription = container.redis.pubsub()
+    subscription.subscribe(live.channel(prefix, owner))
+    assert subscription.get_message(timeout=1.0)["type"] == "subscribe"
+    sent: list[Any] = []
+    real_pipeline = container.redis.pipeline
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(container.redis, "pipeline", lambda **kw: (sent.append(p := real_pipeline(**kw)), p)[1])
+            live.publish_many(container.redis, prefix, owner, events)
+        heard = [subscription.get_message(timeout=1.0) for _ in events]
+    finally:
+        subscription.close()
+    assert len(sent) == 1
+    assert [json.loads(m["data"]) for m in heard] == [e.to_json() for e in events]
