@@ -283,9 +283,10 @@ def keep_alive_handler() -> type[Any]:
     return KeepAliveMotoRequestHandler
 
 
-def start_moto(host: str = "127.0.0.1", port: int = 0) -> AwsEndpoint:
+def start_moto(host: str = "127.0.0.1", port: int = 0, *, fast_sqs: bool = False) -> AwsEndpoint:
     """Run moto's server in a thread with Step Functions execution enabled (connections kept alive:
-    `keep_alive_handler`)."""
+    `keep_alive_handler`). `fast_sqs`: SendMessageBatch and DeleteMessageBatch answered by
+    `infra.local.sqs_front` on moto's own backend (make run's child)."""
     untrack_sqs_messages()
     # make_server binds here (a busy port raises), but a requested port is checked first for a readable error.
     if port and not _port_is_free(host, port):
@@ -293,8 +294,12 @@ def start_moto(host: str = "127.0.0.1", port: int = 0) -> AwsEndpoint:
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
     from werkzeug.serving import make_server
 
-    server = make_server(host, port, DomainDispatcherApplication(create_backend_app), threaded=True,
-                         request_handler=keep_alive_handler())
+    app: Any = DomainDispatcherApplication(create_backend_app)
+    if fast_sqs:
+        from infra.local.sqs_front import FastSqsFront
+
+        app = FastSqsFront(app)
+    server = make_server(host, port, app, threaded=True, request_handler=keep_alive_handler())
     thread = threading.Thread(target=server.serve_forever, name="moto-server", daemon=True)
     thread.start()
 
@@ -450,7 +455,7 @@ def _serve(host: str, port: int, parent_pid: int) -> int:
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # it sets INFO itself: one line per request
     speed_up_sqs()  # a backlog of thousands of messages must not take seconds per receive
     cache_moto_dispatch()
-    endpoint = start_moto(host, port)  # sets MOTO_PORT (Step Functions calls back) in this process
+    endpoint = start_moto(host, port, fast_sqs=True)  # sets MOTO_PORT (Step Functions calls back) in this process
     ready = f"{READY_PREFIX} {endpoint.url.rsplit(':', 1)[1]}\n"
     os.write(sys.stdout.fileno(), ready.encode())
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # nothing else may fill the parent's pipe

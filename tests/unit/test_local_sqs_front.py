@@ -1,0 +1,128 @@
+"""infra.local.sqs_front: make run's emulator answers SendMessageBatch and DeleteMessageBatch on moto's own backend,
+with moto's answers; everything it does not handle exactly like moto goes to moto's own path."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError
+
+from infra.local.emulator import sqs_client, start_moto
+
+
+@pytest.fixture(scope="module")
+def endpoints() -> Iterator[tuple[Any, Any]]:
+    """(fronted client, plain moto client): two servers of this process, hence one moto backend."""
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
+                           "AWS_DEFAULT_REGION": "us-east-1", "MOTO_PORT": "", "AWS_ENDPOINT_URL": ""}.items():
+            mp.setenv(key, value)
+        plain = start_moto()
+        fronted = start_moto(fast_sqs=True)
+        try:
+            yield sqs_client(fronted.url), sqs_client(plain.url)
+        finally:
+            fronted.stop()
+            plain.stop()
+
+
+@pytest.fixture
+def moto_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The batch actions moto's own response handler ran (the front's delegations, and the plain server's)."""
+    from moto.sqs.responses import SQSResponse
+
+    calls: list[str] = []
+    for action in ("send_message_batch", "delete_message_batch"):
+        real = getattr(SQSResponse, action)
+        monkeypatch.setattr(SQSResponse, action,
+                            lambda self, _real=real, _name=action: (calls.append(_name), _real(self))[1])
+    return calls
+
+
+def _queue(client: Any, name: str, **attributes: str) -> str:
+    return str(client.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"])
+
+
+def _receive_all(client: Any, url: str) -> list[dict[str, Any]]:
+    got = client.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0,
+                                 MessageSystemAttributeNames=["All"]).get("Messages", [])
+    return list(got)
+
+
+def test_a_batch_is_sent_on_the_fast_path_and_moto_delivers_it(endpoints: tuple[Any, Any],
+                                                              moto_calls: list[str]) -> None:
+    fast, plain = endpoints
+    url = _queue(plain, "front-send")
+    sent = fast.send_message_batch(QueueUrl=url, Entries=[
+        {"Id": "a", "MessageBody": '{"n": 1}'}, {"Id": "b", "MessageBody": '{"n": 2}', "MessageGroupId": "owner-1"},
+        {"Id": "c", "MessageBody": "é" * 10}])  # botocore checks each MD5OfMessageBody against what it sent
+    assert moto_calls == []  # answered by the front
+    assert sorted(e["Id"] for e in sent["Successful"]) == ["a", "b", "c"] and sent.get("Failed", []) == []
+    got = _receive_all(plain, url)
+    assert sorted(m["Body"] for m in got) == sorted(['{"n": 1}', '{"n": 2}', "é" * 10])
+    assert {m["MessageId"] for m in got} == {e["MessageId"] for e in sent["Successful"]}
+    grouped = next(m for m in got if m["Body"] == '{"n": 2}')
+    assert grouped["Attributes"].get("MessageGroupId") == "owner-1"
+
+
+def test_a_delete_batch_answers_as_moto_does(endpoints: tuple[Any, Any], moto_calls: list[str]) -> None:
+    fast, plain = endpoints
+    url = _queue(plain, "front-delete")
+    plain.send_message_batch(QueueUrl=url, Entries=[{"Id": str(i), "MessageBody": f"m{i}"} for i in range(4)])
+    handles = [m["ReceiptHandle"] for m in _receive_all(plain, url)]
+    assert len(handles) == 4
+    moto_calls.clear()
+    ours = fast.delete_message_batch(QueueUrl=url, Entries=[{"Id": "ok", "ReceiptHandle": handles[0]},
+                                                             {"Id": "bad", "ReceiptHandle": "not-a-handle"}])
+    assert moto_calls == []
+    theirs = plain.delete_message_batch(QueueUrl=url, Entries=[{"Id": "ok", "ReceiptHandle": handles[1]},
+                                                                {"Id": "bad", "ReceiptHandle": "not-a-handle"}])
+    assert moto_calls == ["delete_message_batch"]
+    for answer in (ours, theirs):
+        answer.pop("ResponseMetadata")
+    assert ours == theirs
+    assert ours["Successful"] == [{"Id": "ok"}] and ours["Failed"][0]["Code"] == "ReceiptHandleIsInvalid"
+    fast.delete_message_batch(QueueUrl=url, Entries=[{"Id": "x", "ReceiptHandle": handles[2]},
+                                                     {"Id": "y", "ReceiptHandle": handles[3]}])
+    attributes = plain.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+    counts = (attributes["ApproximateNumberOfMessages"], attributes["ApproximateNumberOfMessagesNotVisible"])
+    assert counts == ("0", "0")
+
+
+@pytest.mark.parametrize("entries, code", [
+    ([{"Id": "same", "MessageBody": "1"}, {"Id": "same", "MessageBody": "2"}], "BatchEntryIdsNotDistinct"),
+    ([{"Id": "bad id!", "MessageBody": "1"}], "InvalidBatchEntryId"),
+    ([{"Id": "big", "MessageBody": "x" * (1024 * 1024 + 1)}], "BatchRequestTooLong"),
+])
+def test_an_invalid_batch_gets_motos_error_and_nothing_is_sent(endpoints: tuple[Any, Any], moto_calls: list[str],
+                                                               entries: list[dict[str, str]], code: str) -> None:
+    fast, plain = endpoints
+    url = _queue(plain, f"front-invalid-{code.lower()}")
+    with pytest.raises(ClientError) as ours:
+        fast.send_message_batch(QueueUrl=url, Entries=entries)
+    with pytest.raises(ClientError) as theirs:
+        plain.send_message_batch(QueueUrl=url, Entries=entries)
+    assert ours.value.response["Error"]["Code"] == theirs.value.response["Error"]["Code"]
+    assert code in ours.value.response["Error"]["Code"] or code in str(ours.value)
+    assert moto_calls == ["send_message_batch", "send_message_batch"]  # the front delegated
+    assert _receive_all(plain, url) == []
+
+
+def test_what_the_front_does_not_handle_goes_to_moto(endpoints: tuple[Any, Any], moto_calls: list[str]) -> None:
+    fast, plain = endpoints
+    fifo = _queue(plain, "front-order.fifo", FifoQueue="true", ContentBasedDeduplication="true")
+    assert fast.send_message_batch(QueueUrl=fifo, Entries=[{"Id": "a", "MessageBody": "1", "MessageGroupId": "g"}]
+                                   )["Successful"][0]["Id"] == "a"
+    url = _queue(plain, "front-attributes")
+    with_attributes = fast.send_message_batch(QueueUrl=url, Entries=[{
+        "Id": "a", "MessageBody": "1", "MessageAttributes": {"k": {"DataType": "String", "StringValue": "v"}}}])
+    assert with_attributes["Successful"][0]["MD5OfMessageAttributes"]
+    delayed = fast.send_message_batch(QueueUrl=url, Entries=[{"Id": "d", "MessageBody": "2", "DelaySeconds": 1}])
+    assert delayed["Successful"][0]["Id"] == "d"
+    assert moto_calls == ["send_message_batch"] * 3
+    with pytest.raises(ClientError) as missing:
+        fast.send_message_batch(QueueUrl=url.rsplit("/", 1)[0] + "/no-such-queue",
+                                Entries=[{"Id": "a", "MessageBody": "1"}])
+    assert "NonExistentQueue" in str(missing.value) or "QueueDoesNotExist" in str(missing.value)
