@@ -8,6 +8,9 @@ throwaway database) and Redis (own key prefix): requests/s and p50/p99 of
 measured in the same run, phase after phase, BENCH_ROUNDS rounds (default 3) of BENCH_SECONDS each (default 3)
 per endpoint, BENCH_CLIENTS threads (default 8), each with its own keep-alive http.client connection.
 Budget (issue #14): POST /tasks req/s >= 1/4 of the cached GET's (measured 1/22 before: 16-19 req/s, p99 ~1 s).
+Also printed: this run's CPU (utime + stime from /proc) per request of each phase, by process: the API, the
+functions (runner, consumers, notifier), the emulator, the Postgres backends of its database, Redis (shared with
+anything else running), the bench's own clients. Two cores bound the POST rate at about 2 s / that total.
 
 BENCH_PORT (default: a free one; the WebSocket gateway takes +1 and +2, or free ones). BENCH_PYSPY=1 (or a
 directory to keep the raw stacks in) also records the runtime with py-spy (on PATH) during the POST phases
@@ -54,6 +57,7 @@ class Runtime(_platform.Runtime):
 
     def __init__(self, database_url: str, prefix: str) -> None:
         super().__init__(database_url, prefix, port=PORT, POWERTOOLS_LOG_LEVEL="INFO")
+        self.database = database_url.rsplit("/", 1)[1]
 
     def connect(self) -> http.client.HTTPConnection:
         return http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
@@ -154,6 +158,51 @@ def pyspy(pid: int, seconds: float, out: Path) -> subprocess.Popen[bytes] | None
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
+def cpu_snapshot() -> dict[int, tuple[int, str]]:
+    """utime + stime (clock ticks) and command line of every process on the machine, by pid."""
+    out: dict[int, tuple[int, str]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        out[int(entry.name)] = (int(fields[11]) + int(fields[12]), cmd or stat.split("(", 1)[1].split(")")[0])
+    return out
+
+
+def cpu_kind(pid: int, cmd: str, runtime: set[int], database: str) -> str | None:
+    """What a process is to this run, or None when it is not ours (another bench, another database's backend)."""
+    if pid == os.getpid():
+        return "bench clients"
+    if pid in runtime:
+        for mark, kind in (("infra.local.emulator", "emulator"), ("infra.local.functions", "functions")):
+            if mark in cmd:
+                return kind
+        return "API"
+    if cmd.startswith("postgres:") and f" {database} " in cmd:  # a backend of this run's database
+        return "Postgres"
+    if "redis-server" in cmd:  # shared with whatever else runs on the machine
+        return "Redis"
+    return None
+
+
+def cpu_delta(before: dict[int, tuple[int, str]], after: dict[int, tuple[int, str]], runtime: set[int],
+              database: str) -> Counter[str]:
+    """CPU seconds per kind of process of this run between two snapshots."""
+    hz = os.sysconf("SC_CLK_TCK")
+    spent: Counter[str] = Counter()
+    for pid, (ticks, cmd) in after.items():
+        used = ticks - before.get(pid, (0, ""))[0]
+        kind = cpu_kind(pid, cmd, runtime, database) if used > 0 else None
+        if kind is not None:
+            spent[kind] += used / hz
+    return spent
+
+
 def gil_share(raws: list[Path], children: dict[int, str]) -> None:
     """Per thread (and per process: the API's, or one of its children named in `children`) share of the samples
     in which a thread held the GIL."""
@@ -213,6 +262,9 @@ def run(rt: Runtime, token: str, agent_id: str, task_id: str) -> dict[str, tuple
               "POST /tasks": ("POST", "/tasks", post, token, 202)}
     phase(rt, "GET", "/health", None, None, 200)  # warm-up: connections, code paths
     totals: dict[str, tuple[int, float, list[float], int]] = {name: (0, 0.0, [], 0) for name in phases}
+    cpu: dict[str, Counter[str]] = {name: Counter() for name in phases}
+    runtime = {rt.proc.pid, *_platform.descendants(rt.proc.pid)}
+    database = rt.database
     spying = os.environ.get("BENCH_PYSPY", "")
     raws: list[Path] = []
     for r in range(ROUNDS):
@@ -221,13 +273,19 @@ def run(rt: Runtime, token: str, agent_id: str, task_id: str) -> dict[str, tuple
             if name == "POST /tasks" and spying:
                 raws.append(Path(spying if spying != "1" else rt.state) / f"pyspy-post-{r}.raw")
                 spy = pyspy(rt.proc.pid, SECONDS, raws[-1])
+            snapshot = cpu_snapshot()
             n, elapsed, lat, errors = phase(rt, *args)
+            cpu[name] += cpu_delta(snapshot, cpu_snapshot(), runtime, database)
             before = totals[name]
             totals[name] = (before[0] + n, before[1] + elapsed, before[2] + lat, before[3] + errors)
             if spy is not None:
                 spy.wait(60)
     if raws:
         gil_share([raw for raw in raws if raw.exists()], _children(rt.proc.pid))
+    for name, spent in cpu.items():  # this run's processes' CPU during the phases, per request of the phase
+        n = totals[name][0] or 1
+        print(f"  CPU per request, {name:<16} {sum(spent.values()) / n * 1e3:6.2f} ms: " + ", ".join(
+            f"{kind} {seconds / n * 1e3:.2f}" for kind, seconds in spent.most_common()))
     return totals
 
 
