@@ -61,14 +61,24 @@ class Quotas:
 
     def check_tasks_today(self, session: Session, user_id: uuid.UUID, now: datetime) -> None:
         """Raises DailyQuotaExceededError (429, Retry-After: until 00:00 UTC) when today's tasks are spent."""
-        day = now.astimezone(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
-        used = session.connection().execute(_TASKS_SINCE, {"user_id": user_id, "since": day}).scalar() or 0
+        used = session.connection().execute(_TASKS_SINCE, {"user_id": user_id, "since": day_of(now)}).scalar() or 0
+        self.check_tasks_used(int(used), now)
+
+    def check_tasks_used(self, used: int, now: datetime) -> None:
+        """`check_tasks_today` with the count already read (`tasks_since(user, day_of(now))`, e.g. in the same
+        statement as the new task's lane: chalicelib/services/lanes.py)."""
+        day = day_of(now)
         if used >= self.tasks_per_user_per_day:
             retry = max(1, math.ceil((day + timedelta(days=1) - now).total_seconds()))
             raise DailyQuotaExceededError(
                 f"you created {used} tasks today (UTC); the limit is {self.tasks_per_user_per_day}", retry,
                 {"quota": "tasks_per_user_per_day", "limit": self.tasks_per_user_per_day, "used": used,
                  "retry_after_seconds": retry})
+
+
+def day_of(now: datetime) -> datetime:
+    """00:00 UTC of `now`'s day: where the daily task quota starts counting."""
+    return now.astimezone(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
 
 
 def tasks_since(user_id: uuid.UUID | BindParameter[Any], since: datetime | BindParameter[Any]) -> Any:

@@ -53,6 +53,9 @@ def test_the_task_insert_is_last_before_commit_and_the_mark_commits_on_its_own(
     assert writes[-1].rsplit("INSERT INTO ", 1)[-1].startswith("tasks "), seen
     written = " ".join(writes)
     assert "INSERT INTO outbox " in written and "INSERT INTO audit_logs " in written, seen
+    # Before it, one read: the lane's two counts and the daily quota's count in the same SELECT.
+    reads = [s for s in seen[:first_commit] if s.startswith("SELECT")]
+    assert len(reads) == 1 and reads[0].count("count(*)") == 3, seen
     after = seen[first_commit + 1:]
     assert [s for s in after if s != "COMMIT"][0].startswith("WITH marked AS (UPDATE outbox"), seen
 
