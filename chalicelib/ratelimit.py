@@ -124,6 +124,14 @@ return result
 """
 #: The name Redis files the token-bucket script under (SCRIPT LOAD answers the same SHA1).
 _TOKEN_BUCKET_SHA = hashlib.sha1(_TOKEN_BUCKET_LUA.encode()).hexdigest()  # noqa: S324 - a name, not a secret
+_TOKEN_BUCKET_SHA_BYTES = _TOKEN_BUCKET_SHA.encode()
+
+
+def _round_trip(conn: Any, packed: list[bytes]) -> Any:
+    conn.send_packed_command(packed)
+    return conn.read_response()  # raises an error reply (NOSCRIPT: NoScriptError) as redis-py's parser maps it
+
+
 #: Every Lua script this module runs (the local runtime preloads them into its embedded Redis).
 LUA_SCRIPTS: tuple[str, ...] = (_TOKEN_BUCKET_LUA, _SPEND_LUA)
 
@@ -201,16 +209,34 @@ class RateLimiter:
 
     def _token_bucket(self, keys: list[str], argv: tuple[bytes, ...]) -> Any:
         """EVALSHA of the token-bucket script; on NOSCRIPT (a restarted or failed-over Redis) SCRIPT LOAD, then
-        EVALSHA again: what redis-py's `Script` does, without its per-call wrapping (the request's one round
-        trip: `execute_command` as PING takes it, arguments already bytes)."""
+        EVALSHA again: what redis-py's `Script` does, without its per-call wrapping."""
         from redis.exceptions import NoScriptError
 
-        client = self._client
         try:
-            return client.execute_command("EVALSHA", _TOKEN_BUCKET_SHA, len(keys), *keys, *argv)
+            return self._evalsha(keys, argv)
         except NoScriptError:
-            client.script_load(_TOKEN_BUCKET_LUA)
+            self._client.script_load(_TOKEN_BUCKET_LUA)
+            return self._evalsha(keys, argv)
+
+    def _evalsha(self, keys: list[str], argv: tuple[bytes, ...]) -> Any:
+        """The request's one round trip. On a pooled redis-py client: the command packed here (RESP is an
+        array of length-prefixed strings) and sent on a pooled connection, with the connection's own retry
+        policy (a dropped connection is closed and the send retried, as `execute_command` does); none of
+        `execute_command`'s per-command packing, hooks and bookkeeping. Any other client (a cluster, a client
+        pinned to one connection): `execute_command`."""
+        client = self._client
+        pool = getattr(client, "connection_pool", None)
+        if pool is None or getattr(client, "connection", None) is not None:
             return client.execute_command("EVALSHA", _TOKEN_BUCKET_SHA, len(keys), *keys, *argv)
+        parts = [b"*%d\r\n$7\r\nEVALSHA\r\n$40\r\n%s\r\n" % (3 + len(keys) + len(argv), _TOKEN_BUCKET_SHA_BYTES)]
+        for arg in (str(len(keys)).encode(), *(key.encode() for key in keys), *argv):
+            parts.append(b"$%d\r\n%s\r\n" % (len(arg), arg))
+        packed = [b"".join(parts)]
+        conn = pool.get_connection()
+        try:
+            return conn.retry.call_with_retry(lambda: _round_trip(conn, packed), lambda _error: conn.disconnect())
+        finally:
+            pool.release(conn)
 
     def _bucket_args(self, buckets: tuple[Bucket, ...], cost: int) -> tuple[bytes, ...]:
         """ARGV for `buckets`: cost, count, then (capacity, refill per second) per bucket; encoded once per

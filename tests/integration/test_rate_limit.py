@@ -77,6 +77,28 @@ def test_50_concurrent_checks_against_a_bucket_of_10_let_exactly_10_through(limi
     assert not after.allowed and after.remaining == 0 and after.retry_after > 0
 
 
+def test_a_check_on_a_connection_redis_dropped_reconnects_and_counts_once(limiter: RateLimiter,
+                                                                          redis_client: redis.Redis) -> None:
+    """The limiter sends its EVALSHA on a pooled connection itself: a connection the server closed meanwhile
+    (idle timeout, failover) is closed and the command sent again on a new one, with the client's retry
+    policy, as execute_command does: the check answers, and takes one token, not two."""
+    bucket = Bucket("dropped", capacity=5, refill_per_second=NEVER, fail_open=True)
+    assert limiter.check([(bucket, "a")]).remaining == 4
+    pool = redis_client.connection_pool
+    conn = pool.get_connection()
+    conn.send_command("CLIENT", "ID")
+    own_id = conn.read_response()
+    pool.release(conn)
+    other = redis.Redis(**{k: v for k, v in pool.connection_kwargs.items() if k in ("host", "port", "db")})
+    try:
+        assert other.client_kill_filter(_id=own_id) == 1  # just this pooled connection
+    finally:
+        other.close()
+    decision, values = limiter.check_reading([(bucket, "a")], ["absent-key"])
+    assert decision.allowed and decision.remaining == 3 and values == [None]
+    assert not limiter.breaker.is_open
+
+
 def test_tokens_refill_over_time_up_to_capacity_only(limiter: RateLimiter) -> None:
     bucket = Bucket("refill", capacity=2, refill_per_second=10, fail_open=True)  # one token per 100 ms
     assert [limiter.check([(bucket, "c")]).allowed for _ in range(3)] == [True, True, False]
