@@ -171,6 +171,11 @@ def quiet_stdout() -> Iterator[None]:
         os.close(devnull)
 
 
+def _sent_by_redis_py(frame: Any) -> bool:
+    """Whether a send comes from redis-py itself (send_command, a pipeline, the handshake): already counted."""
+    return frame is not None and "/redis/" in frame.f_code.co_filename.replace("\\", "/")
+
+
 class Counters:
     """Redis round trips (commands + pipelines) and SQL statements, counted while `active`."""
 
@@ -197,7 +202,21 @@ class Counters:
             def pipeline(self, transaction: bool = True, shard_hint: Any = None) -> Any:
                 return CountingPipeline(self.connection_pool, self.response_callbacks, transaction, shard_hint)
 
-        return CountingRedis.from_url(url, socket_connect_timeout=1.0, socket_timeout=1.0)
+        class CountingConnection(redis.Connection):  # type: ignore[misc]
+            """A command its caller packed itself (the rate limiter's EVALSHA) never passes execute_command:
+            counted where it is sent. Not counted again here: execute_command's and pipelines' own sends
+            (their stack has those frames), the connection handshake nested in a send, a retried send."""
+
+            last: Any = None
+
+            def send_packed_command(self, command: Any, check_health: bool = True) -> Any:
+                if counters.active and command is not self.last and not _sent_by_redis_py(sys._getframe(1)):
+                    self.last = command
+                    counters.redis += 1
+                return super().send_packed_command(command, check_health)
+
+        return CountingRedis.from_url(url, socket_connect_timeout=1.0, socket_timeout=1.0,
+                                      connection_class=CountingConnection)
 
     def watch_engine(self, engine: Any) -> None:
         from sqlalchemy import event as sa_event

@@ -11,7 +11,7 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
@@ -32,6 +32,35 @@ class _Formatter(LambdaPowertoolsFormatter):
     message): the JSON decode attempt of a message that cannot be JSON (it raised and was caught on every
     line), and a json.dumps that built a new encoder per line (the same encoder, built once: `_tuned`).
     `_extract_log_keys` is Powertools' own, with set lookups for its tuple scans and no intermediate dicts."""
+
+    def format(self, record: logging.LogRecord) -> str:  # noqa: A003 - logging's name
+        """Powertools' `format` for a record without an exception (the access log, most lines): what its
+        exception and stack-trace steps do then is leave keys present as they are, add None for keys absent
+        (stripped below) and set `stack_trace` to None (stripped too). With an exception: Powertools' own."""
+        if record.exc_info:
+            return super().format(record)
+        formatted_log = self._extract_log_keys(log_record=record)
+        formatted_log["message"] = self._extract_log_message(log_record=record)
+        if self.serialize_stacktrace:
+            formatted_log["stack_trace"] = None
+        formatted_log["xray_trace_id"] = self._get_latest_trace_id()
+        return self.serialize(log={k: v for k, v in formatted_log.items() if v is not None})
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802
+        """Powertools' default timestamp ("2021-05-03 10:20:19,650+0200") with the strftime done once per
+        second of the clock (the struct time, and so %z, is per second); any other format: Powertools' own."""
+        if self.use_rfc3339_iso8601 or (datefmt or self.datefmt):
+            return super().formatTime(record, datefmt)
+        second = int(record.created)
+        cached = self._second
+        if cached is None or cached[0] != second or cached[1] is not self.converter:
+            struct = self.converter(record.created)
+            parts = [time.strftime(part, struct)
+                     for part in self.default_time_format.split(self.custom_ms_time_directive)]
+            cached = self._second = (second, self.converter, parts)
+        return ("%03d" % record.msecs).join(cached[2])  # noqa: UP031 - Powertools' own msecs format
+
+    _second: tuple[int, Callable[..., Any], list[str]] | None = None
 
     def _extract_log_keys(self, log_record: logging.LogRecord) -> dict[str, Any]:
         record_dict = log_record.__dict__.copy()

@@ -122,6 +122,16 @@ for i = 1, buckets do
 end
 return result
 """
+#: The name Redis files the token-bucket script under (SCRIPT LOAD answers the same SHA1).
+_TOKEN_BUCKET_SHA = hashlib.sha1(_TOKEN_BUCKET_LUA.encode()).hexdigest()  # noqa: S324 - a name, not a secret
+_TOKEN_BUCKET_SHA_BYTES = _TOKEN_BUCKET_SHA.encode()
+
+
+def _round_trip(conn: Any, packed: list[bytes]) -> Any:
+    conn.send_packed_command(packed)
+    return conn.read_response()  # raises an error reply (NOSCRIPT: NoScriptError) as redis-py's parser maps it
+
+
 #: Every Lua script this module runs (the local runtime preloads them into its embedded Redis).
 LUA_SCRIPTS: tuple[str, ...] = (_TOKEN_BUCKET_LUA, _SPEND_LUA)
 
@@ -192,17 +202,54 @@ class RateLimiter:
         self._client = client
         self.key_prefix = key_prefix
         self.breaker = Breaker(breaker_seconds)
-        self._script: Any = None
         self._spend_script: Any = None
         self._lock = threading.Lock()
+        #: the token-bucket script's ARGV per (cost, buckets), as the bytes Redis receives (see `_bucket_args`).
+        self._argv: dict[tuple[int, tuple[Bucket, ...]], tuple[bytes, ...]] = {}
 
-    def _token_bucket(self) -> Any:
-        # register_script runs EVALSHA and falls back to SCRIPT LOAD on NOSCRIPT (e.g. after a failover).
-        if self._script is None:
-            with self._lock:
-                if self._script is None:
-                    self._script = self._client.register_script(_TOKEN_BUCKET_LUA)
-        return self._script
+    def _token_bucket(self, keys: list[str], argv: tuple[bytes, ...]) -> Any:
+        """EVALSHA of the token-bucket script; on NOSCRIPT (a restarted or failed-over Redis) SCRIPT LOAD, then
+        EVALSHA again: what redis-py's `Script` does, without its per-call wrapping."""
+        from redis.exceptions import NoScriptError
+
+        try:
+            return self._evalsha(keys, argv)
+        except NoScriptError:
+            self._client.script_load(_TOKEN_BUCKET_LUA)
+            return self._evalsha(keys, argv)
+
+    def _evalsha(self, keys: list[str], argv: tuple[bytes, ...]) -> Any:
+        """The request's one round trip. On a pooled redis-py client: the command packed here (RESP is an
+        array of length-prefixed strings) and sent on a pooled connection, with the connection's own retry
+        policy (a dropped connection is closed and the send retried, as `execute_command` does); none of
+        `execute_command`'s per-command packing, hooks and bookkeeping. Any other client (a cluster, a client
+        pinned to one connection): `execute_command`."""
+        client = self._client
+        pool = getattr(client, "connection_pool", None)
+        if pool is None or getattr(client, "connection", None) is not None:
+            return client.execute_command("EVALSHA", _TOKEN_BUCKET_SHA, len(keys), *keys, *argv)
+        parts = [b"*%d\r\n$7\r\nEVALSHA\r\n$40\r\n%s\r\n" % (3 + len(keys) + len(argv), _TOKEN_BUCKET_SHA_BYTES)]
+        for arg in (str(len(keys)).encode(), *(key.encode() for key in keys), *argv):
+            parts.append(b"$%d\r\n%s\r\n" % (len(arg), arg))
+        packed = [b"".join(parts)]
+        conn = pool.get_connection()
+        try:
+            return conn.retry.call_with_retry(lambda: _round_trip(conn, packed), lambda _error: conn.disconnect())
+        finally:
+            pool.release(conn)
+
+    def _bucket_args(self, buckets: tuple[Bucket, ...], cost: int) -> tuple[bytes, ...]:
+        """ARGV for `buckets`: cost, count, then (capacity, refill per second) per bucket; encoded once per
+        combination (a handful: the policy's buckets come from the settings) as redis-py would encode them."""
+        argv = self._argv.get((cost, buckets))
+        if argv is None:
+            values: list[float] = [cost, len(buckets)]
+            for bucket in buckets:
+                values += [bucket.capacity, bucket.refill_per_second]
+            argv = tuple(repr(v).encode() for v in values)
+            if len(self._argv) < 64:
+                self._argv[(cost, buckets)] = argv
+        return argv
 
     def _spender(self) -> Any:
         if self._spend_script is None:
@@ -267,18 +314,17 @@ class RateLimiter:
             raise LimiterUnavailable("redis is not configured")
         if self.breaker.is_open:
             raise LimiterUnavailable("redis marked down")
+        buckets = tuple(bucket for bucket, _ in checks)
         keys = [self.key(bucket, identity) for bucket, identity in checks]
-        args: list[float] = [cost, len(checks)]
-        for bucket, _ in checks:
-            args += [bucket.capacity, bucket.refill_per_second]
+        keys += read
         try:
-            raw = self._token_bucket()(keys=[*keys, *read], args=args)
+            raw = self._token_bucket(keys, self._bucket_args(buckets, cost))
         except RedisError as exc:
             raise self._unavailable(exc) from exc
         counts = len(raw) - len(read)
         # An absent key is Lua false: nil over RESP2, but a boolean False to a client speaking RESP3.
         values = [None if v is False else v for v in raw[counts:]]
-        return _decide([bucket for bucket, _ in checks], [int(v) for v in raw[:counts]]), values
+        return _decide(buckets, [int(v) for v in raw[:counts]]), values
 
     def _unavailable(self, exc: Exception) -> LimiterUnavailable:
         self.breaker.trip()  # logged once per breaker window, not once per request

@@ -23,7 +23,7 @@ from chalicelib.api.http import to_response
 from chalicelib.api.identity import Verified
 from chalicelib.config import Settings
 from chalicelib.container import Container, get_container
-from chalicelib.observability import access_log, log_context, logger
+from chalicelib.observability import access_log, logger
 from chalicelib.ratelimit import Bucket, Buckets, Decision, LimiterUnavailable, RateLimiter, policy
 
 
@@ -33,24 +33,28 @@ def http_middleware(request: Request, get_response: Callable[[Request], Response
     context = request.context or {}
     route = str(context.get("resourcePath") or request.path)
     verified = identity.verify(container, request)  # signature and claims only: no database or Redis
-    user_id = str(verified.claims.user_id) if verified is not None else None
+    user_id = verified.claims.subject if verified is not None else None
     request_id = context.get("requestId") or getattr(request.lambda_context, "aws_request_id", None)
-    logger.thread_safe_clear_keys()  # nothing from a previous request on this thread survives
+    # Nothing from a previous request on this thread survives; this request's keys until it ends (what
+    # `log_context` does, without a generator per request).
+    keys = {name: value for name, value in (("request_id", request_id), ("user_id", user_id)) if value is not None}
+    logger.thread_safe_clear_keys()
+    logger.thread_safe_append_keys(**keys)
     status = 500
     remembered = identity.remember(request, verified)  # principal() takes it instead of verifying again
-    with log_context(request_id=request_id, user_id=user_id):
-        try:
-            response = _rate_limited(container, request, get_response, route, verified)
-            status = response.status_code
-            return response
-        finally:
-            identity.forget(remembered)
-            elapsed = time.perf_counter() - started
-            if container.request_metrics is not None:
-                container.request_metrics.record(request.method, route, status, elapsed)
-            # The access log: one structured line per request, carrying request_id and user_id.
-            access_log("request", {"method": request.method, "route": route, "status": status,
-                                   "duration_ms": round(elapsed * 1000, 3)})
+    try:
+        response = _rate_limited(container, request, get_response, route, verified)
+        status = response.status_code
+        return response
+    finally:
+        identity.forget(remembered)
+        elapsed = time.perf_counter() - started
+        if container.request_metrics is not None:
+            container.request_metrics.record(request.method, route, status, elapsed)
+        # The access log: one structured line per request, carrying request_id and user_id.
+        access_log("request", {"method": request.method, "route": route, "status": status,
+                               "duration_ms": round(elapsed * 1000, 3)})
+        logger.thread_safe_remove_keys(keys)
 
 
 def _rate_limited(container: Container, request: Request, get_response: Callable[[Request], Response],
@@ -59,7 +63,7 @@ def _rate_limited(container: Container, request: Request, get_response: Callable
     if limiter is None:
         return get_response(request)
     buckets = _buckets(container.settings)
-    checks = policy(buckets, request.method, route, user_id=str(verified.claims.user_id) if verified else None,
+    checks = policy(buckets, request.method, route, user_id=verified.claims.subject if verified else None,
                     client_ip=_client_ip(request))
     if not checks:
         return get_response(request)

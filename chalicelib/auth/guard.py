@@ -143,7 +143,7 @@ class SessionGuard:
 
     def lookup_keys(self, claims: Claims) -> list[str]:
         """The keys one token's lookup reads (user state first); their values go to `interpret`."""
-        keys = [self.user_key(claims.user_id), self.deny_key(claims.jti)]
+        keys = [f"{self.prefix}user:{claims.subject}", self.deny_key(claims.jti)]  # user_key(claims.user_id)
         if claims.family:
             keys.append(self.family_key(claims.family))
         return keys

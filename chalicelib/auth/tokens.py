@@ -20,7 +20,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from functools import lru_cache
+from functools import cached_property, lru_cache
 
 import jwt
 
@@ -45,6 +45,12 @@ class Claims:
     family: str | None = None
     version: int = 0
     issued_at: datetime | None = None
+
+    @cached_property
+    def subject(self) -> str:
+        """`user_id` as text (the `sub` claim): rate-limit identity, log key, session key. Computed once per
+        Claims, and a verified token's Claims are remembered (`VERIFIED_TOKENS_CACHED`)."""
+        return str(self.user_id)
 
 
 @dataclass(frozen=True)

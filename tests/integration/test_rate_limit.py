@@ -77,6 +77,79 @@ def test_50_concurrent_checks_against_a_bucket_of_10_let_exactly_10_through(limi
     assert not after.allowed and after.remaining == 0 and after.retry_after > 0
 
 
+def test_a_check_on_a_connection_redis_dropped_reconnects_and_counts_once(limiter: RateLimiter,
+                                                                          redis_client: redis.Redis) -> None:
+    """The limiter sends its EVALSHA on a pooled connection itself: a pooled connection the server closed
+    meanwhile (idle timeout, failover) is replaced (the pool notices it on checkout, as for execute_command):
+    the check answers, and takes one token, not two."""
+    bucket = Bucket("dropped", capacity=5, refill_per_second=NEVER, fail_open=True)
+    assert limiter.check([(bucket, "a")]).remaining == 4
+    pool = redis_client.connection_pool
+    conn = pool.get_connection()
+    conn.send_command("CLIENT", "ID")
+    own_id = conn.read_response()
+    pool.release(conn)
+    other = redis.Redis(**{k: v for k, v in pool.connection_kwargs.items() if k in ("host", "port", "db")})
+    try:
+        assert other.client_kill_filter(_id=own_id) == 1  # just this pooled connection
+    finally:
+        other.close()
+    decision, values = limiter.check_reading([(bucket, "a")], ["absent-key"])
+    assert decision.allowed and decision.remaining == 3 and values == [None]
+    assert not limiter.breaker.is_open
+
+
+def test_a_send_that_fails_is_retried_under_the_connections_retry_policy() -> None:
+    """A connection that fails mid-send (after checkout) is closed and the packed command sent again, as
+    often as the connection's Retry allows; past that the error reaches the caller (LimiterUnavailable)."""
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    class Conn:
+        def __init__(self, failures: int) -> None:
+            self.retry = Retry(NoBackoff(), 1)
+            self.failures, self.sent, self.disconnects = failures, [], 0
+
+        def send_packed_command(self, command: list[bytes]) -> None:
+            self.sent.append(command)
+            if len(self.sent) <= self.failures:
+                raise redis.ConnectionError("dropped")
+
+        def read_response(self) -> list[int]:
+            return [1, 4, 1000, 0]
+
+        def disconnect(self) -> None:
+            self.disconnects += 1
+
+    class Pool:
+        def __init__(self, conn: Conn) -> None:
+            self.conn, self.released = conn, 0
+
+        def get_connection(self) -> Conn:
+            return self.conn
+
+        def release(self, conn: Conn) -> None:
+            self.released += 1
+
+    class Client:
+        connection = None
+
+        def __init__(self, pool: Pool) -> None:
+            self.connection_pool = pool
+
+    bucket = Bucket("retried", capacity=5, refill_per_second=1.0, fail_open=True)
+    once = Pool(Conn(failures=1))
+    assert RateLimiter(Client(once), "p:").check([(bucket, "a")]).remaining == 4
+    assert len(once.conn.sent) == 2 and once.conn.sent[0] is once.conn.sent[1]  # the same bytes, sent again
+    assert once.conn.disconnects == 1 and once.released == 1
+    assert b"EVALSHA" in once.conn.sent[0][0] and b"p:rl:retried:a" in once.conn.sent[0][0]
+
+    always = Pool(Conn(failures=10))
+    with pytest.raises(LimiterUnavailable):
+        RateLimiter(Client(always), "p:").check([(bucket, "a")])
+    assert len(always.conn.sent) == 2 and always.released == 1  # one retry allowed, the connection returned
+
+
 def test_tokens_refill_over_time_up_to_capacity_only(limiter: RateLimiter) -> None:
     bucket = Bucket("refill", capacity=2, refill_per_second=10, fail_open=True)  # one token per 100 ms
     assert [limiter.check([(bucket, "c")]).allowed for _ in range(3)] == [True, True, False]

@@ -50,6 +50,22 @@ def test_the_formatter_writes_what_powertools_writes(msg: object) -> None:
         logger.thread_safe_clear_keys()
 
 
+@pytest.mark.parametrize("options", [{}, {"utc": True}, {"datefmt": "%H:%M:%S.%F"}, {"use_rfc3339": True}],
+                         ids=repr)
+def test_timestamps_are_powertools_timestamps_across_seconds(options: dict[str, object]) -> None:
+    """The per-second strftime cache: the same text as Powertools for milliseconds within one second, the next
+    second, an earlier second again, and a clock far away (another day, and a DST offset for local time)."""
+    ours, stock = observability._Formatter(service="ymera", **options), LambdaPowertoolsFormatter(service="ymera",
+                                                                                                 **options)
+    base = 1_780_000_000.0  # a summer date: local zones with DST show their summer offset
+    for created in (base + 0.001, base + 0.999, base + 1.0, base + 1.5, base + 0.25, base - 200 * 86400 + 0.5,
+                    base + 0.0005):
+        rec = record("request")
+        rec.created, rec.msecs = created, (created - int(created)) * 1000
+        assert ours.formatTime(rec) == stock.formatTime(rec)
+        assert ours.format(rec) == stock.format(rec)
+
+
 def test_the_formatter_refuses_what_powertools_refuses() -> None:
     ours, stock = observability._Formatter(service="ymera"), LambdaPowertoolsFormatter(service="ymera")
     for formatter in (ours, stock):

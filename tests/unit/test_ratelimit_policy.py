@@ -46,3 +46,20 @@ def test_headers_describe_the_tightest_bucket_when_allowed_and_the_refusing_one_
     assert allowed.headers() == {"X-RateLimit-Limit": "20", "X-RateLimit-Remaining": "1", "X-RateLimit-Reset": "240"}
     refused = _decide([account, ip], [0, 4, 60_000, 0, 0, 100_000, 4_500])
     assert (refused.allowed, refused.bucket, refused.retry_after) == (False, "login-ip", 5)
+
+
+def test_the_token_bucket_arguments_are_the_bytes_redis_py_would_send() -> None:
+    """The limiter encodes a check's ARGV itself, once per bucket combination: byte for byte redis-py's encoding
+    of the numbers it used to pass (cost, bucket count, then capacity and refill rate per bucket)."""
+    from redis._parsers.encoders import Encoder
+
+    from chalicelib.ratelimit import Bucket, RateLimiter
+
+    limiter = RateLimiter(None, "p:")
+    user, ip = Bucket("user", 120, 2.0, fail_open=True), Bucket("ip", 60, 0.5, fail_open=True)
+    encoder = Encoder("utf-8", "strict", False)
+    for buckets, cost in (((user,), 1), ((user, ip), 1), ((ip,), 3)):
+        expected = [cost, len(buckets)] + [v for b in buckets for v in (b.capacity, b.refill_per_second)]
+        argv = limiter._bucket_args(buckets, cost)
+        assert list(argv) == [encoder.encode(v) for v in expected]
+        assert limiter._bucket_args(buckets, cost) is argv  # encoded once
