@@ -273,6 +273,10 @@ class Settings(BaseSettings):
     #: a consumer starts another record only while this much of its invocation remains (the expected time of
     #: one record, agent run plus commits); it raises the reserve to twice the slowest record it has run.
     consumer_record_reserve_seconds: float = Field(default=10.0, ge=0, le=900)
+    #: a plain task whose run took at most this long has its outcome written with its owner's other such
+    #: outcomes of the batch (one statement and commit per owner and agent type), waiting at most this long
+    #: (plus the record then running) for them; 0 writes every outcome on its own as it ends.
+    consumer_group_window_seconds: float = Field(default=0.05, ge=0, le=5)
     #: the longest chain of parent tasks (parent_task_id) under which an orchestrator may still start steps.
     orchestrator_max_depth: int = Field(default=3, ge=1, le=10)
     #: the most tasks one root task may have below it, across every level.

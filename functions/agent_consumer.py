@@ -2,11 +2,16 @@
 type comes from the queue (eventSourceARN) and must match the message.
 
 Returns partial batch failures (ReportBatchItemFailures): only records that
-raised are retried; after maxReceiveCount they land in the queue's DLQ. Each
-record runs and commits on its own (chalicelib.services.processing) after one
-transaction claimed the whole batch, and a record is started only while the
-invocation has time for it: the rest are given back and reported as failures
-without running, and SQS delivers them again.
+failed are retried; after maxReceiveCount they land in the queue's DLQ. One
+statement claims the whole batch, then each record runs in order (no transaction
+open while its agent runs; chalicelib.services.processing). A fast plain task's
+outcome waits (at most `consumer_group_window_seconds`, plus the record then
+running) and is written with the others of its owner and agent type in one
+statement, its own transaction; any other outcome, and any a grouped statement
+could not write, commits on its own. Each record's answer (its status, or the
+failure that reports it) is then given to the batch processor. A record is started
+only while the invocation has time for it: the rest are given back and reported as
+failures without running, and SQS delivers them again.
 
 A record may also be a workflow step ("workflow.step", sent by Step Functions with a task token): it is
 turned into a task first (chalicelib.workflows.steps), then claimed and run like any task; a step answered
@@ -26,7 +31,7 @@ from chalicelib.domain import lanes
 from chalicelib.errors import MalformedMessageError, RetryLaterError
 from chalicelib.observability import log_context, logger, publish_task_outcomes
 from chalicelib.schemas.tasks import TaskMessage
-from chalicelib.services.processing import RecordBudget, RecordDeferredError, parse_message
+from chalicelib.services.processing import OutcomeGroups, RecordBudget, RecordDeferredError, parse_message
 from chalicelib.workflows.batch import StepBatch
 
 QUEUE_MARKER = "-agent-"
@@ -61,14 +66,16 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     # answers (short-circuits) are published right after that commit.
     steps = StepBatch(container.db, container.relay.publish_many, queue_agent_type)
     steps.materialise(event)
-    # One commit claims the whole batch (what batching still saves); each record then runs and commits alone.
+    # One commit claims the whole batch; each record then runs, and its outcome commits alone or with its group.
     try:
         claims = container.processor.claim_batch(_messages(event, steps), budget.lease_until())
     except Exception:  # noqa: BLE001 - each record then claims on its own, and a failed one returns after a short delay
         logger.warning("the batch claim failed; records claim one by one", exc_info=True)
         claims = {}
 
-    def record_handler(record: SQSRecord) -> str:
+    def run_record(record: SQSRecord) -> str | None:
+        """Run one record; None when its outcome was deferred into `groups` (its record's answer comes with the
+        grouped write). Raises what reports the record as a batch item failure, after setting when it returns."""
         # Every log line of this record (processor and agent included) carries its ids.
         with log_context(message_id=record.message_id):
             try:
@@ -80,13 +87,18 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
                 with log_context(task_id=str(message.task_id)):
                     started = time.perf_counter()
                     try:
-                        status = container.processor.process(message, receive_count, lease_until=budget.lease_until(),
-                                                             claimed=claims.pop(message.task_id, None)).status
+                        outcome = container.processor.process(
+                            message, receive_count, lease_until=budget.lease_until(),
+                            claimed=claims.pop(message.task_id, None), groups=groups)
                     finally:
                         budget.spent(time.perf_counter() - started)
-                    if status != "skipped":
-                        finished.append((message.agent_type, status, (time.perf_counter() - started) * 1000))
-                    return status
+                    elapsed_ms = (time.perf_counter() - started) * 1000
+                    if outcome.deferred:
+                        deferred[message.task_id] = (record, message.agent_type, elapsed_ms)
+                        return None
+                    if outcome.status != "skipped":
+                        finished.append((message.agent_type, outcome.status, elapsed_ms))
+                    return outcome.status
             except RetryLaterError as exc:  # a retryable agent failure: exponential backoff with jitter
                 come_back(record, exc.delay_seconds)
                 raise
@@ -104,7 +116,54 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
                 come_back(record, infra_delay)
                 raise
 
+    def scope_of(record: SQSRecord, task_id: Any) -> Any:
+        return log_context(message_id=record.message_id, task_id=str(task_id))
+
+    def write_groups() -> None:
+        """The deferred outcomes, a statement per owner group; each record's answer is its task's."""
+        def scope(task_id: Any) -> Any:
+            return scope_of(deferred[task_id][0], task_id)
+
+        for task_id, done in container.processor.write_deferred(groups, scope).items():
+            record, agent_type, elapsed_ms = deferred.pop(task_id)
+            if isinstance(done, Exception):
+                with scope_of(record, task_id):
+                    logger.warning("record failed; retrying shortly", exc_info=done)
+                come_back(record, infra_delay)
+                answers[id(record.raw_event)] = done
+            else:
+                finished.append((agent_type, done.status, elapsed_ms))
+                answers[id(record.raw_event)] = done.status
+
+    #: Fast plain runs' outcomes wait here and are written a statement per (owner, agent type): fewer round
+    #: trips and commits per task (docs/consumers.md, "Cost per task"). Every record runs first, in order; the
+    #: batch processor then reports each record's answer (a status, or the exception that makes it a failure).
+    groups = OutcomeGroups(container.settings.consumer_group_window_seconds)
+    deferred: dict[Any, tuple[SQSRecord, str, float]] = {}
+    #: each record's answer, by its record (the event's own dict: the batch processor's SQSRecord wraps it).
+    answers: dict[int, str | Exception] = {}
+
+    def record_handler(record: SQSRecord) -> str:
+        answer = answers.pop(id(record.raw_event))
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
     try:
+        try:
+            for raw in event.get("Records", []):
+                if groups.due():
+                    write_groups()
+                record = SQSRecord(raw)
+                try:
+                    status = run_record(record)
+                except Exception as exc:  # noqa: BLE001 - the record's answer: reported by the batch processor
+                    answers[id(raw)] = exc
+                    continue
+                if status is not None:
+                    answers[id(raw)] = status
+        finally:
+            write_groups()  # what ran is written even when the loop ends early (a BaseException)
         response = process_partial_response(event=event, record_handler=record_handler, processor=processor,
                                             context=context)
     finally:

@@ -22,6 +22,7 @@ import random
 import time
 import uuid
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -41,7 +42,14 @@ from chalicelib.errors import AgentError, MalformedMessageError, RetryLaterError
 from chalicelib.observability import logger
 from chalicelib.schemas.tasks import TaskMessage
 from chalicelib.services.after_commit import AfterCommit
-from chalicelib.services.results import finish_plain, plain_outcome, storable, store_outcome, store_plain_outcome
+from chalicelib.services.results import (
+    finish_plain,
+    finish_plain_group,
+    plain_outcome,
+    storable,
+    store_outcome,
+    store_plain_outcome,
+)
 from chalicelib.workflows.runstate import ANSWERS_KEY
 
 if TYPE_CHECKING:
@@ -60,7 +68,9 @@ CLAIM_SKEW = timedelta(seconds=5)
 @dataclass(frozen=True)
 class Outcome:
     task_id: uuid.UUID
-    status: str  # completed | failed | skipped | pending_work
+    status: str  # completed | failed | skipped | pending_work | discarded
+    #: the run ended but its outcome is not written yet: it waits in an `OutcomeGroups` for `write_deferred`.
+    deferred: bool = False
 
 
 @dataclass(frozen=True)
@@ -165,6 +175,50 @@ class Heartbeat:
     def maybe(self, now: float) -> None:
         if self._sent_at is None or now - self._sent_at >= self.every:
             self.beat()
+
+
+@dataclass(frozen=True)
+class Deferred:
+    """A plain task's finished run whose outcome waits for its group's statement (`TaskProcessor.write_deferred`);
+    the fields are what the per-task `_store` takes, should the grouped write not take it."""
+
+    claim: Claim
+    status: str
+    output: dict[str, Any]
+    metrics: dict[str, Any]
+    error: dict[str, Any] | None
+    final: bool
+    started: datetime
+    since: float  # monotonic, when the run ended
+    #: `plain_outcome`'s parameters, made when the run ended (its completion time, its result row's id: a
+    #: per-task write after a grouped statement whose answer was lost cannot add a second result row).
+    outcome: dict[str, Any]
+
+
+class OutcomeGroups:
+    """The outcomes of one invocation's fast plain runs, written a statement per (owner, agent type) group.
+
+    Only a run that took at most `window_seconds` is deferred (a slow agent's outcome is written at once, as
+    its commit is a small part of its time), and the consumer writes what waits as soon as the oldest outcome
+    has waited `window_seconds` (`due`), and at the end of its batch: an outcome is visible at most that long,
+    plus the record running when it became due, after its run ended."""
+
+    def __init__(self, window_seconds: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.window, self.clock = window_seconds, clock
+        self.items: list[Deferred] = []
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def add(self, item: Deferred) -> None:
+        self.items.append(item)
+
+    def due(self) -> bool:
+        return bool(self.items) and self.clock() - self.items[0].since >= self.window
+
+    def take(self) -> list[Deferred]:
+        items, self.items = self.items, []
+        return items
 
 
 class RecordDeferredError(RuntimeError):
@@ -299,8 +353,11 @@ class TaskProcessor:
                         updated_at=self.clock()))
 
     def process(self, message: TaskMessage, receive_count: int = 1, *, lease_until: datetime | None = None,
-                claimed: Claim | None = None) -> Outcome:
-        """Claim (commit) unless `claim_batch` did, run with no transaction open, store the outcome (commit)."""
+                claimed: Claim | None = None, groups: OutcomeGroups | None = None) -> Outcome:
+        """Claim (commit) unless `claim_batch` did, run with no transaction open, store the outcome (commit).
+
+        With `groups` (Postgres), a plain task's outcome from a run no longer than the groups' window is not
+        written here: it is added to `groups` and the Outcome says `deferred` (`write_deferred` writes it)."""
         claim = claimed or self._claim(message, lease_until or self.clock() + DEFAULT_CLAIM)
         if claim is None:
             return Outcome(message.task_id, "skipped")
@@ -314,7 +371,7 @@ class TaskProcessor:
         ctx = AgentContext(task_id=task.id, agent_id=task.agent_id, user_id=task.user_id, agent_type=task.agent_type,
                            now=self.clock(), attempt=receive_count, ports=self.ports,
                            cancel_check=CancelCheck(self.db, task.id, self.cancel_check_seconds, heartbeat=heartbeat))
-        started = self.clock()
+        started, ran = self.clock(), time.perf_counter()
         try:
             status, output, metrics, error = self._run(task, claim.config, ctx, final)
         except _Retryable as retry:
@@ -330,12 +387,66 @@ class TaskProcessor:
             self._hand_over(claim)
             logger.info("task waiting", extra={"task_id": str(task.id), "agent_type": task.agent_type})
             return Outcome(task.id, PENDING)
+        if (groups is not None and groups.window > 0 and task.plain and self.db.dialect == "postgresql"
+                and time.perf_counter() - ran <= groups.window):
+            outcome = plain_outcome(task.id, status, output, metrics, error, started_at=started)
+            groups.add(Deferred(claim, status, output, metrics, error, final, started, groups.clock(), outcome))
+            return Outcome(task.id, status, deferred=True)
         if not self._store(claim, status, output, metrics, error, final, started):
             status = "discarded"  # cancelled or timed out while it ran: its result is not the task's
         elif self.finished is not None:
             self.after_commit.submit(self.finished, task.user_id, task.id, status)
         logger.info("task finished", extra={"task_id": str(task.id), "status": status,
                                             "agent_type": task.agent_type})
+        return Outcome(task.id, status)
+
+    def write_deferred(self, groups: OutcomeGroups,
+                       scope: Callable[[uuid.UUID], AbstractContextManager[Any]] = lambda task_id: nullcontext()
+                       ) -> dict[uuid.UUID, Outcome | Exception]:
+        """Write the outcomes waiting in `groups`: one statement, its own transaction, per (owner, agent type)
+        group (`finish_plain_group`: the tasks' updates and result rows, the ledger's triggers once), never one
+        transaction across two owners' tasks. A task the statement did not move (cancelled or timed out while
+        it ran), and every task of a group whose statement failed, goes through the per-task `_store`, so one
+        bad outcome costs its group the grouping, not its results. Returns each task's Outcome (`discarded`
+        when its run's result is not the task's), or the exception its per-task write raised (its claim given
+        back unless it was the last attempt, as `process` would have). `scope(task_id)` is entered around what
+        is done for each task after the grouped statement (the consumer's log context: its record's ids)."""
+        by_group: dict[tuple[uuid.UUID, str], dict[uuid.UUID, Deferred]] = {}
+        for item in groups.take():
+            by_group.setdefault((item.claim.task.user_id, item.claim.task.agent_type), {})[item.claim.task.id] = item
+        done: dict[uuid.UUID, Outcome | Exception] = {}
+        for (user_id, agent_type), items in by_group.items():
+            moved: set[uuid.UUID] = set()
+            if len(items) > 1:
+                try:
+                    with self.db.statement() as conn:
+                        moved = finish_plain_group(conn, user_id, agent_type, [i.outcome for i in items.values()])
+                except Exception:  # noqa: BLE001 - each outcome is then written on its own, its failure its own
+                    logger.warning("the grouped outcome write failed; writing each task's on its own",
+                                   extra={"tasks": len(items), "agent_type": agent_type}, exc_info=True)
+            for task_id, item in items.items():
+                with scope(task_id):
+                    done[task_id] = self._write_one(item, task_id in moved)
+        return done
+
+    def _write_one(self, item: Deferred, moved: bool) -> Outcome | Exception:
+        """A deferred outcome after its group's statement: finished (`moved`), or written on its own."""
+        if not moved:
+            try:
+                stored = self._store(item.claim, item.status, item.output, item.metrics, item.error, item.final,
+                                     item.started, outcome=item.outcome)
+            except Exception as exc:  # noqa: BLE001 - reported for its record (SQS retries it)
+                return exc
+            if not stored:
+                return self._finished(item.claim, "discarded")
+        return self._finished(item.claim, item.status)
+
+    def _finished(self, claim: Claim, status: str) -> Outcome:
+        """After a deferred outcome committed: the wake-up hint (when it moved the task) and the log line."""
+        task = claim.task
+        if status != "discarded" and self.finished is not None:
+            self.after_commit.submit(self.finished, task.user_id, task.id, status)
+        logger.info("task finished", extra={"task_id": str(task.id), "status": status, "agent_type": task.agent_type})
         return Outcome(task.id, status)
 
     def _claim(self, message: TaskMessage, lease_until: datetime) -> Claim | None:
@@ -402,11 +513,14 @@ class TaskProcessor:
         self._held(claim, lease_expires_at=None)
 
     def _store(self, claim: Claim, status: str, output: dict[str, Any], metrics: dict[str, Any],
-               error: dict[str, Any] | None, final: bool, started: datetime) -> bool:
-        """Store the outcome; return False when the task had been cancelled (or timed out) meanwhile."""
+               error: dict[str, Any] | None, final: bool, started: datetime, *,
+               outcome: dict[str, Any] | None = None) -> bool:
+        """Store the outcome; return False when the task had been cancelled (or timed out) meanwhile. `outcome`:
+        a plain task's `plain_outcome` parameters made earlier (a deferred outcome's)."""
         try:
             if claim.task.plain:  # no parent, no token: the same rules in Core statements, no unit of work
-                outcome = plain_outcome(claim.task.id, status, output, metrics, error, started_at=started)
+                if outcome is None:
+                    outcome = plain_outcome(claim.task.id, status, output, metrics, error, started_at=started)
                 tried = self.db.dialect == "postgresql"
                 if tried:
                     # The common case is one statement, its own transaction: no BEGIN/COMMIT round trips.

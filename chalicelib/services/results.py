@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import functools
+import json
 import math
 import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, String, Uuid, bindparam, insert, select, update
+from sqlalchemy import Connection, String, Uuid, bindparam, insert, select, text, update
 from sqlalchemy.orm import Session
 
 from chalicelib.db.models import Task, TaskResult
@@ -107,6 +108,45 @@ def finish_plain(conn: Connection, outcome: dict[str, Any]) -> bool:
     (it may run as its own transaction, `Database.statement()`). False when the task was not `processing`:
     nothing was written, and `store_plain_outcome` decides what its result row says."""
     return conn.execute(_FINISH_AND_RESULT, outcome).first() is not None
+
+
+def finish_plain_group(conn: Connection, user_id: uuid.UUID, agent_type: str, outcomes: list[dict[str, Any]]
+                       ) -> set[uuid.UUID]:
+    """Postgres: `finish_plain` for several tasks of ONE owner and agent type in one statement (atomic on its own,
+    `Database.statement()`): each `processing` task among them is finished and gets its result row, and the
+    event ledger's statement triggers run once for all of them. The outcomes (`plain_outcome`'s parameters,
+    one per task, no task twice) travel as one JSON array; their values are written as `finish_plain` writes
+    them (a null error is JSON null there too). Returns the ids of the tasks it moved; the others (not
+    `processing` any more, or not this owner's) got nothing and go through `store_plain_outcome`."""
+    ids = [o["p_task"] for o in outcomes]
+    if len(set(ids)) != len(ids):
+        raise ValueError("a task appears twice in one grouped outcome")
+    rows = json.dumps([{"task_id": str(o["p_task"]), "status": o["p_status"], "error": o["p_error"],
+                        "now": o["p_now"].isoformat(), "started": o["p_started"].isoformat(),
+                        "output": o["p_output"], "metrics": o["p_metrics"], "result_id": str(o["p_result"])}
+                       for o in outcomes], allow_nan=False)
+    moved = conn.execute(_FINISH_GROUP, {"p_rows": rows, "p_user": user_id, "p_type": agent_type}).scalars()
+    return set(moved)
+
+
+#: `_FINISH_AND_RESULT` for a JSON array of outcomes: the same columns and conditions, plus the owner and type.
+_FINISH_GROUP = text("""
+WITH v AS (
+    SELECT (r ->> 'task_id')::uuid AS task_id, (r ->> 'status')::varchar AS status, r -> 'error' AS error,
+           (r ->> 'now')::timestamptz AS now, (r ->> 'started')::timestamptz AS started,
+           r -> 'output' AS output, r -> 'metrics' AS metrics, (r ->> 'result_id')::uuid AS result_id
+    FROM jsonb_array_elements(CAST(:p_rows AS jsonb)) AS r),
+moved AS (
+    UPDATE tasks AS t
+    SET status = v.status, error = v.error, completed_at = v.now, updated_at = v.now, lease_expires_at = NULL,
+        started_at = v.started
+    FROM v
+    WHERE t.id = v.task_id AND t.user_id = :p_user AND t.agent_type = :p_type AND t.status = 'processing'
+    RETURNING t.id)
+INSERT INTO task_results (id, task_id, status, output_data, metrics, created_at)
+SELECT v.result_id, v.task_id, v.status, v.output, v.metrics, v.now FROM v JOIN moved ON moved.id = v.task_id
+RETURNING task_id
+""").bindparams(bindparam("p_user", type_=Uuid()), bindparam("p_type", type_=String()))
 
 
 def store_plain_outcome(conn: Connection, outcome: dict[str, Any], *, finish_tried: bool = False) -> bool:

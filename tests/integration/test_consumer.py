@@ -131,8 +131,12 @@ class Probe(ValidationAgent):
         return super().run(data, config, ctx)
 
 
-def test_each_record_commits_on_its_own_and_no_connection_is_held_while_an_agent_runs(
-        api: Api, db: Any, container: Any) -> None:
+def ungrouped(container: Any) -> None:
+    """Every outcome written on its own as its run ends (no owner groups): the per-record path."""
+    container.settings = container.settings.model_copy(update={"consumer_group_window_seconds": 0.0})
+
+
+def probe_batch(api: Api, db: Any, container: Any) -> tuple[Probe, list[str], list[int]]:
     api.signup()
     agent = api.agent()
     ids = [create_task(api, agent["id"]).json_body["id"] for _ in range(3)]
@@ -148,16 +152,41 @@ def test_each_record_commits_on_its_own_and_no_connection_is_held_while_an_agent
         assert run([(f"m{i}", message(t)) for i, t in enumerate(ids)]) == {"batchItemFailures": []}
     finally:
         event.remove(db.engine, "commit", on_commit)
+    return probe, ids, commits
+
+
+def run_times(db: Any, ids: list[str]) -> list[tuple[Any, Any]]:
+    with db.read() as session:
+        times = {r.id: (r.started_at, r.completed_at) for r in session.execute(
+            select(Task.id, Task.started_at, Task.completed_at))}
+    return [times[uuid.UUID(t)] for t in ids]
+
+
+def test_each_record_commits_on_its_own_and_no_connection_is_held_while_an_agent_runs(
+        api: Api, db: Any, container: Any) -> None:
+    ungrouped(container)
+    probe, ids, commits = probe_batch(api, db, container)
     # While an agent ran, the consumer held no connection; earlier records were already committed.
     assert probe.checked_out == [0, 0, 0]
     assert probe.seen == [["processing", "processing", "processing"], ["completed", "processing", "processing"],
                           ["completed", "completed", "processing"]]
     assert len(commits) == 1 + 3  # one claim for the batch, then each result on its own
-    with db.read() as session:
-        times = {r.id: (r.started_at, r.completed_at) for r in session.execute(
-            select(Task.id, Task.started_at, Task.completed_at))}
-    runs = [times[uuid.UUID(t)] for t in ids]
+    runs = run_times(db, ids)
     # started_at is when each run started, not when the batch claimed it.
+    assert all(later[0] >= earlier[1] for earlier, later in zip(runs, runs[1:], strict=False))
+
+
+def test_one_owners_fast_outcomes_commit_together_after_the_runs_and_no_connection_is_held_while_an_agent_runs(
+        api: Api, db: Any, container: Any) -> None:
+    # (a window no run reaches on a loaded machine: the three outcomes are one group)
+    container.settings = container.settings.model_copy(update={"consumer_group_window_seconds": 5.0})
+    probe, ids, commits = probe_batch(api, db, container)
+    # While an agent ran, the consumer held no connection; the outcomes waited for their group ...
+    assert probe.checked_out == [0, 0, 0]
+    assert probe.seen == [["processing", "processing", "processing"]] * 3
+    assert len(commits) == 1 + 1  # ... one claim for the batch, one statement for the owner's three outcomes
+    runs = run_times(db, ids)
+    # started_at and completed_at are still each run's own (completed_at: when the run ended, not the write).
     assert all(later[0] >= earlier[1] for earlier, later in zip(runs, runs[1:], strict=False))
 
 

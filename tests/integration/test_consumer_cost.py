@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import pytest
 from psycopg._connection_base import BaseConnection
 from sqlalchemy import event, select
 
@@ -66,7 +67,7 @@ def round_trips(db: Any) -> Iterator[Counter[str]]:
             event.remove(target, name, fn)
 
 
-def test_a_batch_of_ten_costs_one_claim_and_one_statement_and_commit_per_task(api: Api, db: Any) -> None:
+def ten_task_batch(api: Api, db: Any) -> Counter[str]:
     # GIVEN ten queued validation tasks (one schema) delivered in one 10-record batch
     api.signup()
     agent = api.agent()
@@ -81,10 +82,27 @@ def test_a_batch_of_ten_costs_one_claim_and_one_statement_and_commit_per_task(ap
         results = session.scalars(select(TaskResult.output_data)).all()
     assert statuses == {"completed"} and len(results) == 10
     assert all(r["valid"] is True and r["error_count"] == 0 for r in results)
-    # ... for one claim statement (which also returns each task's agent config) and one statement per task
-    # (`WITH moved AS (UPDATE tasks ...) INSERT INTO task_results ...`), each its own commit and checkout;
-    # the claim and each task's statement are their own transactions, so no BEGIN or COMMIT goes over the
-    # wire; no checkout is pinged, since each connection went back to the pool moments before (IdlePing).
+    return seen
+
+
+def test_a_batch_of_ten_of_one_owner_costs_one_claim_and_one_outcome_statement(
+        api: Api, db: Any, container: Any) -> None:
+    # (a window no run reaches on a loaded machine: the ten outcomes are one group)
+    container.settings = container.settings.model_copy(update={"consumer_group_window_seconds": 5.0})
+    seen = ten_task_batch(api, db)
+    # ... for one claim statement (which also returns each task's agent config) and one statement for the ten
+    # outcomes (`WITH v AS (... jsonb_array_elements ...), moved AS (UPDATE tasks ...) INSERT INTO task_results`),
+    # each its own transaction (no BEGIN or COMMIT over the wire) and checkout; no checkout is pinged, since
+    # each connection went back to the pool moments before (IdlePing).
+    assert seen == Counter({"UPDATE": 1, "WITH": 1, "COMMIT": 2, "CHECKOUT": 2})
+
+
+def test_ungrouped_a_batch_of_ten_costs_one_claim_and_one_statement_and_commit_per_task(
+        api: Api, db: Any, container: Any) -> None:
+    container.settings = container.settings.model_copy(update={"consumer_group_window_seconds": 0.0})
+    seen = ten_task_batch(api, db)
+    # ... for one claim statement and one statement per task (`WITH moved AS (UPDATE tasks ...) INSERT INTO
+    # task_results ...`), each its own commit and checkout.
     assert seen == Counter({"UPDATE": 1, "WITH": 10, "COMMIT": 11, "CHECKOUT": 11})
 
 
@@ -107,9 +125,12 @@ def test_tasks_sharing_a_schema_check_it_once(api: Api) -> None:
     assert outputs[3]["errors"][0]["validator"] == "maxItems"
 
 
+@pytest.mark.parametrize("window", [0.0, 5.0], ids=["ungrouped", "grouped"])
 def test_no_record_waits_for_a_wake_up_hint_but_the_batch_returns_after_all_of_them(
-        api: Api, container: Any, monkeypatch: Any) -> None:
-    # GIVEN a Redis hint that takes 50 ms per task (a slow network) and three tasks in one batch
+        api: Api, container: Any, monkeypatch: Any, window: float) -> None:
+    # GIVEN a Redis hint that takes 50 ms per task (a slow network) and three tasks in one batch, their outcomes
+    # written each on its own or as one owner group
+    container.settings = container.settings.model_copy(update={"consumer_group_window_seconds": window})
     import threading
     import time
 
@@ -135,11 +156,20 @@ def test_no_record_waits_for_a_wake_up_hint_but_the_batch_returns_after_all_of_t
         return moved
 
     monkeypatch.setattr(container.processor, "_store", store)
+    grouped_finish = container.processor._finished
+
+    def finish(*args: Any, **kwargs: Any) -> Any:  # a grouped outcome, committed: its hint is queued here
+        outcome = grouped_finish(*args, **kwargs)
+        finished_when.append(time.perf_counter())
+        return outcome
+
+    monkeypatch.setattr(container.processor, "_finished", finish)
     records = [(f"m{i}", json.dumps({"task_id": t, "agent_type": "validation"})) for i, t in enumerate(ids)]
     # WHEN the consumer runs the batch
     assert handler(sqs_event(records), FakeContext()) == {"batchItemFailures": []}
     # THEN every hint was sent, in order, with its status, before the handler returned ...
     assert heard == [(t, "completed") for t in ids]
-    # ... off the consumer's thread: the records' commits followed each other without waiting 50 ms per hint
+    # ... off the consumer's thread: the records' commits (or the group's tasks, after its one commit) followed
+    # each other without waiting 50 ms per hint
     assert ran_on == {False}
-    assert finished_when[-1] - finished_when[0] < 0.1
+    assert len(finished_when) == 3 and finished_when[-1] - finished_when[0] < 0.1

@@ -58,6 +58,8 @@ def _terminate_own_database_backends(direct: Any) -> int:
 
 def test_connection_terminated_mid_batch_fails_that_record_only_and_the_next_batch_succeeds(
         faulty: Faulty, faulty_client: Any) -> None:
+    # Each outcome on its own (no owner groups): the second record's write is the one that dies.
+    faulty.container.settings = faulty.container.settings.model_copy(update={"consumer_group_window_seconds": 0.0})
     api = Api(faulty_client)
     api.signup()
     agent = api.agent()
@@ -111,3 +113,36 @@ def test_no_body_makes_the_agent_consumer_raise_out_of_its_handler(api: Api, con
     response = run([("fuzz", body), ("good", message(GOOD[0]))])  # a good neighbour: the batch never wholly fails
     assert response["batchItemFailures"] in ([], [{"itemIdentifier": "fuzz"}])
     assert api.call("GET", f"/tasks/{GOOD[0]}").json_body["status"] == "completed"
+
+
+def test_connection_terminated_under_a_grouped_outcome_write_loses_no_record(
+        faulty: Faulty, faulty_client: Any) -> None:
+    # GIVEN three tasks of one owner in one batch, their outcomes written as one group
+    api = Api(faulty_client)
+    api.signup()
+    agent = api.agent()
+    ids = [create_task(api, agent["id"]).json_body["id"] for _ in range(3)]
+    killed: list[int] = []
+    grouped: list[str] = []
+
+    def kill_under_the_group(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if "jsonb_array_elements" in statement:
+            grouped.append(statement)
+            if not killed:  # the grouped statement's connection dies under it
+                killed.append(_terminate_own_database_backends(faulty.direct))
+
+    event.listen(faulty.db.engine, "before_cursor_execute", kill_under_the_group)
+    try:
+        # WHEN the consumer runs the batch
+        response = run([(f"m{i}", message(t)) for i, t in enumerate(ids)])
+    finally:
+        event.remove(faulty.db.engine, "before_cursor_execute", kill_under_the_group)
+    # THEN the grouped statement failed (written once, nothing of it committed) and each outcome was written on
+    # its own instead: no record is reported, each task completed with exactly one result
+    assert killed and killed[0] >= 1 and len(grouped) == 1
+    assert response == {"batchItemFailures": []}
+    with faulty.direct.read() as session:
+        rows = {str(r.id): r.status for r in session.execute(select(Task.id, Task.status))}
+        results = sorted(str(t) for t in session.scalars(select(TaskResult.task_id)))
+    assert [rows[t] for t in ids] == ["completed"] * 3
+    assert results == sorted(ids)
