@@ -34,7 +34,7 @@ def moto_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     from moto.sqs.responses import SQSResponse
 
     calls: list[str] = []
-    for action in ("send_message_batch", "delete_message_batch"):
+    for action in ("send_message_batch", "delete_message_batch", "receive_message"):
         real = getattr(SQSResponse, action)
         monkeypatch.setattr(SQSResponse, action,
                             lambda self, _real=real, _name=action: (calls.append(_name), _real(self))[1])
@@ -61,6 +61,7 @@ def test_a_batch_is_sent_on_the_fast_path_and_moto_delivers_it(endpoints: tuple[
     assert moto_calls == []  # answered by the front
     assert sorted(e["Id"] for e in sent["Successful"]) == ["a", "b", "c"] and sent.get("Failed", []) == []
     got = _receive_all(plain, url)
+    moto_calls.clear()
     assert sorted(m["Body"] for m in got) == sorted(['{"n": 1}', '{"n": 2}', "é" * 10])
     assert {m["MessageId"] for m in got} == {e["MessageId"] for e in sent["Successful"]}
     grouped = next(m for m in got if m["Body"] == '{"n": 2}')
@@ -126,3 +127,93 @@ def test_what_the_front_does_not_handle_goes_to_moto(endpoints: tuple[Any, Any],
         fast.send_message_batch(QueueUrl=url.rsplit("/", 1)[0] + "/no-such-queue",
                                 Entries=[{"Id": "a", "MessageBody": "1"}])
     assert "NonExistentQueue" in str(missing.value) or "QueueDoesNotExist" in str(missing.value)
+
+
+def _shape(message: dict[str, Any]) -> dict[str, Any]:
+    """A received message without what differs between two messages (ids, handles, clocks)."""
+    attributes = dict(message.get("Attributes", {}))
+    for varying in ("SentTimestamp", "ApproximateFirstReceiveTimestamp"):
+        assert attributes.pop(varying, "0").isdigit()
+    return {**{k: v for k, v in message.items() if k not in ("MessageId", "ReceiptHandle", "Attributes")},
+            "Attributes": attributes}
+
+
+@pytest.mark.parametrize("request_names", [
+    {"AttributeNames": ["All"], "MessageAttributeNames": ["All"]},  # what the local runner asks for
+    {"MessageSystemAttributeNames": ["ApproximateReceiveCount", "MessageGroupId"]},
+    {},
+])
+def test_a_receive_answers_as_moto_does(endpoints: tuple[Any, Any], moto_calls: list[str],
+                                        request_names: dict[str, list[str]]) -> None:
+    fast, plain = endpoints
+    url = _queue(plain, f"front-receive-{len(request_names)}-{sum(map(len, request_names.values()))}")
+    attributes = {"kind": {"DataType": "String", "StringValue": "task"}, "n": {"DataType": "Number",
+                                                                                "StringValue": "7"}}
+    for _ in range(2):  # moto's path sends: message attributes are not the front's
+        plain.send_message(QueueUrl=url, MessageBody='{"task_id": "x"}', MessageAttributes=attributes,
+                           MessageGroupId="owner-1")
+    moto_calls.clear()
+    ours = fast.receive_message(QueueUrl=url, MaxNumberOfMessages=1, WaitTimeSeconds=0, **request_names)
+    assert moto_calls == []
+    theirs = plain.receive_message(QueueUrl=url, MaxNumberOfMessages=1, WaitTimeSeconds=0, **request_names)
+    assert moto_calls == ["receive_message"]
+    assert len(ours["Messages"]) == len(theirs["Messages"]) == 1
+    assert _shape(ours["Messages"][0]) == _shape(theirs["Messages"][0])
+    assert "Messages" not in fast.receive_message(QueueUrl=url, WaitTimeSeconds=0)  # both in flight now
+
+
+def test_visibility_and_the_receive_count_as_on_motos_path(endpoints: tuple[Any, Any]) -> None:
+    fast, plain = endpoints
+    url = _queue(plain, "front-recount")
+    fast.send_message_batch(QueueUrl=url, Entries=[{"Id": "a", "MessageBody": "again"}])
+    counts = []
+    for client in (fast, fast, plain, fast):  # visible again at once (VisibilityTimeout 0), each receive counted
+        got = client.receive_message(QueueUrl=url, VisibilityTimeout=0, WaitTimeSeconds=0, AttributeNames=["All"])
+        counts.append(got["Messages"][0]["Attributes"]["ApproximateReceiveCount"])
+    assert counts == ["1", "2", "3", "4"]
+    fast.receive_message(QueueUrl=url, WaitTimeSeconds=0)  # the queue's visibility timeout (30 s): in flight
+    assert "Messages" not in fast.receive_message(QueueUrl=url, WaitTimeSeconds=0)
+
+
+def test_a_long_poll_on_the_front_returns_when_a_message_arrives(endpoints: tuple[Any, Any]) -> None:
+    import threading
+    import time
+
+    fast, plain = endpoints
+    url = _queue(plain, "front-long-poll")
+    timer = threading.Timer(0.3, lambda: plain.send_message(QueueUrl=url, MessageBody="late"))
+    started = time.monotonic()
+    timer.start()
+    try:
+        got = fast.receive_message(QueueUrl=url, WaitTimeSeconds=5, MaxNumberOfMessages=10)
+    finally:
+        timer.join()
+    assert [m["Body"] for m in got["Messages"]] == ["late"]
+    assert 0.25 <= time.monotonic() - started < 3
+
+
+@pytest.mark.parametrize("params", [{"MaxNumberOfMessages": 11}, {"WaitTimeSeconds": 21},
+                                    {"VisibilityTimeout": 43201}])
+def test_an_out_of_range_receive_gets_motos_error(endpoints: tuple[Any, Any], moto_calls: list[str],
+                                                  params: dict[str, int]) -> None:
+    fast, plain = endpoints
+    url = _queue(plain, "front-receive-range")
+    errors = []
+    for client in (fast, plain):
+        with pytest.raises(ClientError) as caught:
+            client.receive_message(QueueUrl=url, **params)
+        errors.append(caught.value.response["Error"]["Code"])
+    assert errors[0] == errors[1]
+    assert moto_calls == ["receive_message", "receive_message"]
+
+
+def test_a_queue_holding_binary_attributes_is_received_by_moto(endpoints: tuple[Any, Any],
+                                                               moto_calls: list[str]) -> None:
+    fast, plain = endpoints
+    url = _queue(plain, "front-binary")
+    plain.send_message(QueueUrl=url, MessageBody="b",
+                       MessageAttributes={"blob": {"DataType": "Binary", "BinaryValue": b"\x00\x01"}})
+    moto_calls.clear()
+    got = fast.receive_message(QueueUrl=url, WaitTimeSeconds=0, MessageAttributeNames=["All"])
+    assert got["Messages"][0]["MessageAttributes"]["blob"]["BinaryValue"] == b"\x00\x01"
+    assert moto_calls == ["receive_message"]
