@@ -111,7 +111,8 @@ class SessionGuard:
     def family_key(self, family: str) -> str:
         return f"{self.prefix}fam:{family}"
 
-    def user_key(self, user_id: uuid.UUID) -> str:
+    def user_key(self, user_id: uuid.UUID | str) -> str:
+        """The user's state key; `user_id` as a UUID or its text (`Claims.subject`, computed once per token)."""
         return f"{self.prefix}user:{user_id}"
 
     # --- the per-request check --------------------------------------------------------------------------------
@@ -143,7 +144,7 @@ class SessionGuard:
 
     def lookup_keys(self, claims: Claims) -> list[str]:
         """The keys one token's lookup reads (user state first); their values go to `interpret`."""
-        keys = [f"{self.prefix}user:{claims.subject}", self.deny_key(claims.jti)]  # user_key(claims.user_id)
+        keys = [self.user_key(claims.subject), self.deny_key(claims.jti)]
         if claims.family:
             keys.append(self.family_key(claims.family))
         return keys

@@ -30,10 +30,14 @@ def channel(prefix: str, user_id: uuid.UUID | str) -> str:
     return f"{prefix}events:{user_id}"
 
 
+def _body(event: Event) -> str:
+    """An event's wire shape, as JSON."""
+    return json.dumps(event.to_json(), separators=(",", ":"))
+
+
 def publish(redis: Any, prefix: str, event: Event) -> int:
-    """Publish one event (its wire shape, as JSON) on its user's channel; returns how many subscribers heard it."""
-    body = json.dumps(event.to_json(), separators=(",", ":"))
-    return int(redis.publish(channel(prefix, event.user_id), body))
+    """Publish one event on its user's channel; returns how many subscribers heard it."""
+    return int(redis.publish(channel(prefix, event.user_id), _body(event)))
 
 
 def publish_many(redis: Any, prefix: str, user_id: uuid.UUID | str, events: Sequence[Event]) -> None:
@@ -41,7 +45,7 @@ def publish_many(redis: Any, prefix: str, user_id: uuid.UUID | str, events: Sequ
     name = channel(prefix, user_id)
     pipe = redis.pipeline(transaction=False)
     for event in events:
-        pipe.publish(name, json.dumps(event.to_json(), separators=(",", ":")))
+        pipe.publish(name, _body(event))
     pipe.execute()
 
 

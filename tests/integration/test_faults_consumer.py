@@ -4,6 +4,7 @@ a mixed batch with two failing records, the database connection terminated mid-b
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
@@ -56,14 +57,28 @@ def _terminate_own_database_backends(direct: Any) -> int:
     return int(killed)
 
 
+def _three_tasks(client: Any) -> tuple[Api, list[str]]:
+    """A new user's three queued tasks of one agent: (their API, the task ids)."""
+    api = Api(client)
+    api.signup()
+    agent = api.agent()
+    return api, [create_task(api, agent["id"]).json_body["id"] for _ in range(3)]
+
+
+def _run_watched(faulty: Faulty, ids: list[str], before_statement: Callable[..., None]) -> dict[str, Any]:
+    """The consumer runs one batch of `ids` (records m0, m1, ...) with `before_statement` seeing every statement."""
+    event.listen(faulty.db.engine, "before_cursor_execute", before_statement)
+    try:
+        return run([(f"m{i}", message(t)) for i, t in enumerate(ids)])
+    finally:
+        event.remove(faulty.db.engine, "before_cursor_execute", before_statement)
+
+
 def test_connection_terminated_mid_batch_fails_that_record_only_and_the_next_batch_succeeds(
         faulty: Faulty, faulty_client: Any) -> None:
     # Each outcome on its own (no owner groups): the second record's write is the one that dies.
     faulty.container.settings = faulty.container.settings.model_copy(update={"consumer_group_window_seconds": 0.0})
-    api = Api(faulty_client)
-    api.signup()
-    agent = api.agent()
-    ids = [create_task(api, agent["id"]).json_body["id"] for _ in range(3)]
+    api, ids = _three_tasks(faulty_client)
     killed: list[int] = []
 
     def kill_before_second_result(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
@@ -75,11 +90,7 @@ def test_connection_terminated_mid_batch_fails_that_record_only_and_the_next_bat
             if done == 1:
                 killed.append(_terminate_own_database_backends(faulty.direct))
 
-    event.listen(faulty.db.engine, "before_cursor_execute", kill_before_second_result)
-    try:
-        response = run([(f"m{i}", message(t)) for i, t in enumerate(ids)])
-    finally:
-        event.remove(faulty.db.engine, "before_cursor_execute", kill_before_second_result)
+    response = _run_watched(faulty, ids, kill_before_second_result)
     assert killed and killed[0] >= 1
     assert response == {"batchItemFailures": [{"itemIdentifier": "m1"}]}
     with faulty.direct.read() as session:
@@ -118,10 +129,7 @@ def test_no_body_makes_the_agent_consumer_raise_out_of_its_handler(api: Api, con
 def test_connection_terminated_under_a_grouped_outcome_write_loses_no_record(
         faulty: Faulty, faulty_client: Any) -> None:
     # GIVEN three tasks of one owner in one batch, their outcomes written as one group
-    api = Api(faulty_client)
-    api.signup()
-    agent = api.agent()
-    ids = [create_task(api, agent["id"]).json_body["id"] for _ in range(3)]
+    _, ids = _three_tasks(faulty_client)
     killed: list[int] = []
     grouped: list[str] = []
 
@@ -131,12 +139,8 @@ def test_connection_terminated_under_a_grouped_outcome_write_loses_no_record(
             if not killed:  # the grouped statement's connection dies under it
                 killed.append(_terminate_own_database_backends(faulty.direct))
 
-    event.listen(faulty.db.engine, "before_cursor_execute", kill_under_the_group)
-    try:
-        # WHEN the consumer runs the batch
-        response = run([(f"m{i}", message(t)) for i, t in enumerate(ids)])
-    finally:
-        event.remove(faulty.db.engine, "before_cursor_execute", kill_under_the_group)
+    # WHEN the consumer runs the batch
+    response = _run_watched(faulty, ids, kill_under_the_group)
     # THEN the grouped statement failed (written once, nothing of it committed) and each outcome was written on
     # its own instead: no record is reported, each task completed with exactly one result
     assert killed and killed[0] >= 1 and len(grouped) == 1
