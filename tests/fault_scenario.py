@@ -81,24 +81,27 @@ class CountingAgent(ValidationAgent):
 
 
 class Consumer(threading.Thread):
-    """Polls the agent queue and invokes the real handler (infra.local.runner), plus the outbox sweep."""
+    """Polls the agent type's lanes in turn (the fast queue and the bulk one: an owner past its allowances
+    publishes to bulk, docs/scheduling.md) and invokes the real handler (infra.local.runner), plus the outbox
+    sweep."""
 
-    def __init__(self, runner: Any, spec: Any, relay: Any) -> None:
+    def __init__(self, runner: Any, specs: list[Any], relay: Any) -> None:
         super().__init__(daemon=True)
-        self.runner, self.spec, self.relay = runner, spec, relay
+        self.runner, self.specs, self.relay = runner, specs, relay
         self.stop = threading.Event()
         self.crashes = 0
 
     def run(self) -> None:
         last_sweep = 0.0
         while not self.stop.is_set():
-            try:
-                got = self.runner.poll_once(self.spec, wait_seconds=0)
-            except ProcessDied:
-                self.crashes += 1  # a new "container" takes over; the batch reappears after its visibility
-                got = 0
-            except Exception:  # noqa: BLE001 - SQS/poll errors: a real event source keeps polling too
-                got = 0
+            got = 0
+            for spec in self.specs:
+                try:
+                    got += self.runner.poll_once(spec, wait_seconds=0)
+                except ProcessDied:
+                    self.crashes += 1  # a new "container" takes over; the batch reappears after its visibility
+                except Exception:  # noqa: BLE001 - SQS/poll errors: a real event source keeps polling too
+                    pass
             if time.monotonic() - last_sweep > 1.0:
                 last_sweep = time.monotonic()
                 try:
@@ -121,10 +124,13 @@ def run_scenario(api: Any, container: Any, sqs: Any, pg: FaultProxy, redis: Faul
     container.processor.agent_loader = lambda agent_type: counting
     # A short function timeout and a visibility timeout above the claim lease it gives (timeout + CLAIM_SKEW,
     # 7 s), as deployed (6x the timeout there): a redelivery after a crash finds the lease over and runs it.
-    spec = dataclasses.replace(next(s for s in manifest.functions() if s.name == "agent-validation"), timeout=2)
-    url = sqs.get_queue_url(QueueName=f"{prefix}-agent-validation")["QueueUrl"]
-    sqs.set_queue_attributes(QueueUrl=url, Attributes={"VisibilityTimeout": "8"})
-    consumer = Consumer(EventSourceRunner(sqs, prefix, [spec], wait_seconds=0), spec, container.relay)
+    # Both lanes: the tasks queued behind an outage put the owner past its share, and its next ones go to bulk.
+    lanes = ("agent-validation", "agent-validation-bulk")
+    specs = [dataclasses.replace(s, timeout=2) for s in manifest.functions() if s.name in lanes]
+    for lane in lanes:
+        url = sqs.get_queue_url(QueueName=f"{prefix}-{lane}")["QueueUrl"]
+        sqs.set_queue_attributes(QueueUrl=url, Attributes={"VisibilityTimeout": "8"})
+    consumer = Consumer(EventSourceRunner(sqs, prefix, specs, wait_seconds=0), specs, container.relay)
     consumer.start()
 
     restored: dict[str, float] = {}
