@@ -279,7 +279,8 @@ def run(args: argparse.Namespace) -> int:
             # The handlers run in their own process (infra/local/functions.py): a consumer's work must not
             # compete with the API for this process's GIL (issue #14), as on AWS where each has its own
             # containers. It starts now and imports the handlers while this process imports the app.
-            functions = spawn_functions(on_exit=stop_all_when(functions_died))  # no consumer would run
+            functions = spawn_functions(on_exit=stop_all_when(functions_died),  # no consumer would run
+                                        lean_sqs=aws.kind == "moto")
             front.add("functions (runner)", functions.stop)
         app_obj = load_app()
         from infra.local.wsgateway import handlers_of

@@ -80,14 +80,18 @@ class FunctionsProcess:
             _terminate(self._proc)
 
 
-def spawn_functions(*, on_exit: Callable[[int], None] | None = None) -> FunctionsProcess:
+def spawn_functions(*, on_exit: Callable[[int], None] | None = None, lean_sqs: bool = False) -> FunctionsProcess:
     """Start the functions' child with this process's environment (complete by now: endpoint, database,
-    Redis, queue prefix, WebSocket URLs, the functions' own env); `wait_ready()` on the result.
+    Redis, queue prefix, WebSocket URLs, the functions' own env); `wait_ready()` on the result. `lean_sqs`:
+    the endpoint is `make run`'s own moto server, and the runner's receives and deletes go to it through
+    `infra.local.lean_sqs` (YMERA_LOCAL_LEAN_SQS=0 keeps boto3 for them).
 
     The child is in this process group (it ignores the terminal's Ctrl-C: `stop()` ends it). Call it from the
     main thread (the parent-death signal follows the thread that forked the child)."""
-    proc = subprocess.Popen([sys.executable, "-m", "infra.local.functions", "--parent-pid", str(os.getpid())],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=os.environ.copy())
+    argv = [sys.executable, "-m", "infra.local.functions", "--parent-pid", str(os.getpid())]
+    if lean_sqs and os.environ.get("YMERA_LOCAL_LEAN_SQS", "1") != "0":
+        argv.append("--lean-sqs")
+    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=os.environ.copy())
     return FunctionsProcess(proc, on_exit)
 
 
@@ -111,7 +115,7 @@ def triggered(specs: Iterable[FunctionSpec]) -> list[FunctionSpec]:
     return [spec for spec in specs if spec.queue is not None or spec.schedule]
 
 
-def _serve(parent_pid: int) -> int:
+def _serve(parent_pid: int, lean_sqs: bool = False) -> int:
     """The child: the runner over every queue- or schedule-triggered function, until SIGTERM or EOF on stdin."""
     from infra.local.emulator import _die_with_parent
 
@@ -138,8 +142,12 @@ def _serve(parent_pid: int) -> int:
         # Imported now (while the parent imports the app), not by each schedule's first run: those runs then
         # held up a Ctrl-C soon after startup by the seconds of their imports.
         import_handler(handler)
-    runner = EventSourceRunner(sqs_client(max_pool_connections=pool_size_for(specs)),
-                               os.environ["YMERA_QUEUE_PREFIX"], specs)
+    sqs = sqs_client(max_pool_connections=pool_size_for(specs))
+    if lean_sqs:  # the embedded emulator: the runner's per-invocation calls without botocore's per-call work
+        from infra.local.lean_sqs import LeanSqs
+
+        sqs = LeanSqs(sqs)
+    runner = EventSourceRunner(sqs, os.environ["YMERA_QUEUE_PREFIX"], specs)
     ready = os.dup(sys.stdout.fileno())
     # Handlers' output (Powertools logs to stdout) goes where the parent's stderr goes, never into the pipe.
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
@@ -165,8 +173,10 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m infra.local.functions",
                                 description="the functions' runner for `make run`, as a child process")
     p.add_argument("--parent-pid", type=int, default=0, help="exit if this process is gone")
+    p.add_argument("--lean-sqs", action="store_true",
+                   help="the endpoint is make run's own moto server: receive and delete through infra.local.lean_sqs")
     args = p.parse_args(argv)
-    return _serve(args.parent_pid)
+    return _serve(args.parent_pid, args.lean_sqs)
 
 
 if __name__ == "__main__":
