@@ -1,7 +1,8 @@
 """Consumer throughput: one 10-record batch vs ten 1-record batches, same run.
 
-One commit claims the whole batch, then each record's result commits on its own
-(N + 1 commits for N records; a 1-record batch costs 2).
+One commit claims the whole batch; the fast plain results of one owner are then written by one statement per
+grouping window (`YMERA_CONSUMER_GROUP_WINDOW_SECONDS`, docs/consumers.md), so a 10-record batch of one owner
+commits twice, and at worst (every result on its own) N + 1 times; a 1-record batch costs 2.
 
 Seeds validation tasks in a throwaway Postgres database (the test server on
 127.0.0.1:5432 unless YMERA_TEST_PG_ADMIN_URL says otherwise), then drives
@@ -86,8 +87,10 @@ def main() -> int:
     with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):
         report, ok = measure()
     print(report)
-    # Not a timing budget: the batch must cost one claim commit plus one per result (11), or batching regressed.
-    print(f"budget: one 10-record batch = 11 commits: {'ok' if ok else 'OVER BUDGET'}")
+    # Not a timing budget: the batch must cost at most one claim commit plus one per result (11), or batching
+    # regressed (with grouped results it is 2 here; more when a slow run splits the window).
+    verdict = 'ok' if ok else 'OVER BUDGET'
+    print(f"budget: one 10-record batch <= 11 commits, fewer than ten 1-record batches: {verdict}")
     return 0 if ok else 1
 
 
@@ -121,7 +124,7 @@ def measure() -> tuple[str, bool]:
         db.engine.dispose()
         return (f"10 tasks, median of {ROUNDS}: one 10-record batch {b * 1000:.1f} ms ({tx_batched} commits), "
                 f"ten 1-record batches {s_ * 1000:.1f} ms ({tx_single} commits) -> batching is {s_ / b:.2f}x faster",
-                tx_batched == 10 + 1)
+                tx_batched <= 10 + 1 and tx_batched < tx_single)
 
 
 if __name__ == "__main__":
