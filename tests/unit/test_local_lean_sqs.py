@@ -125,3 +125,24 @@ def test_the_runner_drives_a_partial_batch_through_the_lean_client(clients: tupl
     attributes = boto.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
     assert attributes["ApproximateNumberOfMessages"] == "0"
     assert attributes["ApproximateNumberOfMessagesNotVisible"] == "1"
+
+
+@pytest.mark.parametrize(("lean", "switch", "expected"), [(True, None, True), (True, "0", False), (False, None, False)])
+def test_the_functions_child_is_told_to_go_lean_only_for_its_own_emulator(monkeypatch: pytest.MonkeyPatch, lean: bool,
+                                                                          switch: str | None, expected: bool) -> None:
+    from infra.local import functions
+
+    started: list[list[str]] = []
+
+    class Popen:
+        def __init__(self, argv: list[str], **kwargs: Any) -> None:
+            started.append(argv)
+            self.pid = 1
+
+    monkeypatch.setattr(functions.subprocess, "Popen", Popen)
+    if switch is None:
+        monkeypatch.delenv("YMERA_LOCAL_LEAN_SQS", raising=False)
+    else:
+        monkeypatch.setenv("YMERA_LOCAL_LEAN_SQS", switch)
+    functions.spawn_functions(lean_sqs=lean)
+    assert ("--lean-sqs" in started[0]) is expected
