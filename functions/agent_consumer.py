@@ -8,7 +8,8 @@ open while its agent runs; chalicelib.services.processing). A fast plain task's
 outcome waits (at most `consumer_group_window_seconds`, plus the record then
 running) and is written with the others of its owner and agent type in one
 statement, its own transaction; any other outcome, and any a grouped statement
-could not write, commits on its own. Each record's answer (its status, or the
+could not write, commits on its own. The batch's critical and high tasks run
+first (the claim returned each task's priority), the rest in arrival order. Each record's answer (its status, or the
 failure that reports it) is then given to the batch processor. A record is started
 only while the invocation has time for it: the rest are given back and reported as
 failures without running, and SQS delivers them again.
@@ -67,8 +68,9 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     steps = StepBatch(container.db, container.relay.publish_many, queue_agent_type)
     steps.materialise(event)
     # One commit claims the whole batch; each record then runs, and its outcome commits alone or with its group.
+    messages = _messages(event, steps)
     try:
-        claims = container.processor.claim_batch(_messages(event, steps), budget.lease_until())
+        claims = container.processor.claim_batch(list(messages.values()), budget.lease_until())
     except Exception:  # noqa: BLE001 - each record then claims on its own, and a failed one returns after a short delay
         logger.warning("the batch claim failed; records claim one by one", exc_info=True)
         claims = {}
@@ -151,7 +153,7 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
 
     try:
         try:
-            for raw in event.get("Records", []):
+            for raw in _urgent_first(event.get("Records", []), claims, messages):
                 if groups.due():
                     write_groups()
                 record = SQSRecord(raw)
@@ -175,20 +177,35 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     return dict(response)
 
 
-def _messages(event: dict[str, Any], steps: StepBatch) -> list[TaskMessage]:
-    """The batch's well-formed messages; a malformed one is reported when its record is handled."""
-    out = []
+def _urgent_first(records: list[dict[str, Any]], claims: dict[Any, Any], messages: dict[str, TaskMessage]
+                  ) -> list[dict[str, Any]]:
+    """The batch's records, those whose claimed task is critical or high first (in arrival order each): an urgent
+    task batched behind low ones is not finished after them. The others keep their order."""
+    urgent = {task_id for task_id, claim in claims.items() if claim.task.priority in lanes.URGENT}
+    if not urgent:
+        return records
+
+    def is_urgent(record: dict[str, Any]) -> bool:
+        message = messages.get(record.get("messageId", ""))
+        return message is not None and message.task_id in urgent
+
+    return sorted(records, key=lambda record: not is_urgent(record))  # stable: arrival order within each
+
+
+def _messages(event: dict[str, Any], steps: StepBatch) -> dict[str, TaskMessage]:
+    """The batch's well-formed messages by message id; a malformed one is reported when its record is handled."""
+    out: dict[str, TaskMessage] = {}
     for record in event.get("Records", []):
         mid = record.get("messageId", "")
         if mid in steps.done:
             message = steps.done[mid]
             if message is not None:
-                out.append(message)
+                out[mid] = message
             continue
         if mid in steps.pending:
             continue  # its own transaction, when its record is handled
         try:
-            out.append(parse_message(record.get("body", ""), queue_agent_type(record.get("eventSourceARN"))))
+            out[mid] = parse_message(record.get("body", ""), queue_agent_type(record.get("eventSourceARN")))
         except MalformedMessageError:
             continue
     return out

@@ -84,6 +84,7 @@ class ClaimedTask:
     input_data: dict[str, Any]
     attempts: int
     callback_token: str | None
+    priority: str = "normal"
 
     @property
     def plain(self) -> bool:
@@ -93,7 +94,7 @@ class ClaimedTask:
 
 #: the columns `ClaimedTask` reads, in its field order.
 _CLAIMED = (Task.id, Task.user_id, Task.agent_id, Task.agent_type, Task.input_data, Task.attempts,
-            Task.callback_token)
+            Task.callback_token, Task.priority)
 
 
 @dataclass(frozen=True)

@@ -233,3 +233,25 @@ def test_outcome_groups_are_due_once_the_oldest_has_waited_the_window() -> None:
     now[0] = 100.5
     assert groups.due()
     assert len(groups.take()) == 1 and len(groups) == 0 and not groups.due()
+
+
+def test_a_batchs_urgent_tasks_run_first_and_the_rest_in_arrival_order(api: Api, db: Any, container: Any) -> None:
+    # GIVEN a batch of five tasks of one owner, its high and critical ones last in arrival order
+    api.signup()
+    agent = api.agent()["id"]
+    priorities = ["low", "normal", "high", "low", "critical"]
+    ids = [create_task(api, agent, priority=p).json_body["id"] for p in priorities]
+    ran: list[str] = []
+
+    class Recording(ValidationAgent):
+        def run(self, data: Any, config: Any, ctx: Any = None) -> Any:
+            ran.append(str(ctx.task_id))
+            return super().run(data, config, ctx)
+
+    container.processor.agent_loader = lambda agent_type: Recording()
+    # WHEN the consumer runs it
+    response = run([(f"m{i}", message(t)) for i, t in enumerate(ids)])
+    # THEN the urgent ones ran first (each group in arrival order), every record answered, all completed
+    assert response == {"batchItemFailures": []}
+    assert ran == [ids[2], ids[4], ids[0], ids[1], ids[3]]
+    assert statuses(db, ids) == ["completed"] * 5
