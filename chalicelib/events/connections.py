@@ -147,13 +147,13 @@ class ConnectionIndex:
         """Drop entries older than API Gateway's connection limit (their $disconnect was lost)."""
         oldest = self._clock() - MAX_CONNECTION_SECONDS
         stale = [cid for cid, raw in self.redis.hgetall(key).items()
-                 if (c := Connection.decode(_text(cid), raw)) is None or c.connected_at < oldest]
+                 if (c := Connection.decode(redis_text(cid), raw)) is None or c.connected_at < oldest]
         if stale:
             self.redis.hdel(key, *stale)
 
     def user_of(self, connection_id: str) -> str | None:
         raw = self.redis.get(self.conn_key(connection_id))
-        return _text(raw) if raw is not None else None
+        return redis_text(raw) if raw is not None else None
 
     def get(self, user_id: uuid.UUID | str, connection_id: str) -> Connection | None:
         raw = self.redis.hget(self.user_key(user_id), connection_id)
@@ -191,10 +191,10 @@ class ConnectionIndex:
         pipe.hgetall(self.user_key(user_id))
         pipe.smembers(self.closing_key(user_id))
         entries, closing = pipe.execute()
-        ended = {_text(c) for c in closing}
+        ended = {redis_text(c) for c in closing}
         found = []
         for cid, raw in entries.items():
-            conn = Connection.decode(_text(cid), raw)
+            conn = Connection.decode(redis_text(cid), raw)
             if conn is not None:
                 found.append(replace(conn, closing=True) if conn.connection_id in ended else conn)
         return found
@@ -221,8 +221,9 @@ class ConnectionIndex:
     def take_replays(self) -> list[str]:
         """User ids with a connection waiting for its replay (removed from the set: the caller replays)."""
         members = self.redis.spop(self.replay_key, 1000) or []
-        return [_text(m) for m in members]
+        return [redis_text(m) for m in members]
 
 
-def _text(value: bytes | str) -> str:
+def redis_text(value: Any) -> Any:
+    """A Redis reply's bytes as text (a client without decode_responses answers bytes); anything else as it is."""
     return value.decode() if isinstance(value, bytes) else value

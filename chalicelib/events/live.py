@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from chalicelib.events.connections import redis_text
 from chalicelib.observability import logger
 
 if TYPE_CHECKING:
@@ -147,7 +148,8 @@ class Waiter:
             until = self.clock() + 1.0
             while (left := until - self.clock()) > 0:
                 message = subscription.get_message(timeout=left)
-                if message is not None and message.get("type") == "subscribe" and _text(message.get("channel")) == name:
+                if (message is not None and message.get("type") == "subscribe"
+                        and redis_text(message.get("channel")) == name):
                     return subscription
             raise ConnectionError("no subscribe confirmation")
         except Exception as exc:  # noqa: BLE001 - any Redis failure only costs the early answer: poll instead
@@ -188,7 +190,7 @@ class Waiter:
                 self._close(subscription)
                 subscription = None
                 continue
-            if (message is not None and message.get("type") == "message" and _text(message.get("channel")) == name
+            if (message is not None and message.get("type") == "message" and redis_text(message.get("channel")) == name
                     and _wakes(message.get("data"), wakes)):
                 return subscription
         return subscription
@@ -199,10 +201,6 @@ class Waiter:
             subscription.close()
         except Exception:  # noqa: BLE001 - closing a broken connection may fail too; it is dropped either way
             logger.debug("closing a long-poll subscription failed", exc_info=True)
-
-
-def _text(value: Any) -> Any:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 def _wakes(data: Any, wakes: Wakes) -> bool:
