@@ -96,16 +96,8 @@ def user(rt: Runtime) -> tuple[str, str]:
 
 def seed(rt: Runtime) -> tuple[str, str, str]:
     """A user, a validation agent and one completed task: (token, agent id, task id)."""
-    conn, name = rt.connect(), f"load{uuid.uuid4().hex[:8]}"
-    status, body = request(conn, "POST", "/auth/register",
-                           {"username": name, "email": f"{name}@example.com", "password": PASSWORD})
-    assert status == 201, body
-    status, body = request(conn, "POST", "/auth/login", {"username": name, "password": PASSWORD})
-    assert status == 200, body
-    token = json.loads(body)["access_token"]
-    status, body = request(conn, "POST", "/agents", {"name": "load", "type": "validation"}, token)
-    assert status == 201, body
-    agent_id = json.loads(body)["id"]
+    token, agent_id = user(rt)
+    conn = rt.connect()
     status, body = request(conn, "POST", "/tasks", {"agent_id": agent_id, "title": "seed", "input_data": TASK}, token)
     assert status == 202, body
     task_id = json.loads(body)["id"]

@@ -3,14 +3,15 @@ type comes from the queue (eventSourceARN) and must match the message.
 
 Returns partial batch failures (ReportBatchItemFailures): only records that
 failed are retried; after maxReceiveCount they land in the queue's DLQ. One
-statement claims the whole batch, then each record runs in order (no transaction
+statement claims the whole batch, then each record runs (no transaction
 open while its agent runs; chalicelib.services.processing). A fast plain task's
 outcome waits (at most `consumer_group_window_seconds`, plus the record then
 running) and is written with the others of its owner and agent type in one
 statement, its own transaction; any other outcome, and any a grouped statement
 could not write, commits on its own. The batch's critical and high tasks run
-first (the claim returned each task's priority), the rest in arrival order. Each record's answer (its status, or the
-failure that reports it) is then given to the batch processor. A record is started
+first (the claim returned each task's priority), the rest in arrival order.
+Each record's answer (its status, or the failure that reports it) is then given
+to the batch processor. A record is started
 only while the invocation has time for it: the rest are given back and reported as
 failures without running, and SQS delivers them again.
 

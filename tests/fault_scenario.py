@@ -90,6 +90,7 @@ class Consumer(threading.Thread):
         self.runner, self.specs, self.relay = runner, specs, relay
         self.stop = threading.Event()
         self.crashes = 0
+        self.poll_errors = 0  # SQS or poll failures (the outages): counted, and the next poll goes on
 
     def run(self) -> None:
         last_sweep = 0.0
@@ -101,7 +102,7 @@ class Consumer(threading.Thread):
                 except ProcessDied:
                     self.crashes += 1  # a new "container" takes over; the batch reappears after its visibility
                 except Exception:  # noqa: BLE001 - SQS/poll errors: a real event source keeps polling too
-                    pass
+                    self.poll_errors += 1
             if time.monotonic() - last_sweep > 1.0:
                 last_sweep = time.monotonic()
                 try:

@@ -84,7 +84,7 @@ class ClaimedTask:
     input_data: dict[str, Any]
     attempts: int
     callback_token: str | None
-    priority: str = "normal"
+    priority: str
 
     @property
     def plain(self) -> bool:

@@ -15,6 +15,7 @@ from infra.local.emulator import sqs_client, start_moto
 from infra.local.lean_sqs import LeanSqs
 from infra.local.runner import EventSourceRunner
 from infra.manifest import FunctionSpec, QueueSpec
+from tests.unit.emulator_support import emulator_env
 
 PREFIX = "ymera-lean"
 QUEUE = QueueSpec(suffix="agent-validation", visibility_timeout=30, max_receive_count=3)
@@ -24,10 +25,7 @@ SPEC = FunctionSpec(name="agent-validation", handler="tests.fake.handler", queue
 @pytest.fixture(scope="module")
 def clients() -> Iterator[tuple[LeanSqs, Any]]:
     """(lean client, its boto3 client) on one emulator with make run's SQS front."""
-    with pytest.MonkeyPatch.context() as mp:
-        for key, value in {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
-                           "AWS_DEFAULT_REGION": "us-east-1", "MOTO_PORT": "", "AWS_ENDPOINT_URL": ""}.items():
-            mp.setenv(key, value)
+    with emulator_env():
         endpoint = start_moto(fast_sqs=True)
         try:
             boto = sqs_client(endpoint.url)

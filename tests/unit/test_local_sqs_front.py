@@ -10,15 +10,13 @@ import pytest
 from botocore.exceptions import ClientError
 
 from infra.local.emulator import sqs_client, start_moto
+from tests.unit.emulator_support import emulator_env
 
 
 @pytest.fixture(scope="module")
 def endpoints() -> Iterator[tuple[Any, Any]]:
     """(fronted client, plain moto client): two servers of this process, hence one moto backend."""
-    with pytest.MonkeyPatch.context() as mp:
-        for key, value in {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
-                           "AWS_DEFAULT_REGION": "us-east-1", "MOTO_PORT": "", "AWS_ENDPOINT_URL": ""}.items():
-            mp.setenv(key, value)
+    with emulator_env():
         plain = start_moto()
         fronted = start_moto(fast_sqs=True)
         try:
