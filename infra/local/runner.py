@@ -177,28 +177,33 @@ class EventSourceRunner:
             self._queues[spec.name] = (url, arn)
         return self._queues[spec.name]
 
-    def _context(self, spec: FunctionSpec, account: str = DEFAULT_ACCOUNT) -> LambdaContext:
+    def _context(self, spec: FunctionSpec, account: str = DEFAULT_ACCOUNT,
+                 stopping: threading.Event | None = None) -> LambdaContext:
         return LambdaContext(f"{self.prefix}-{spec.name}", spec.timeout, spec.memory,
-                             self.region, account, stopping=self.stop_event)
+                             self.region, account, stopping=stopping or self.stop_event)
 
-    def poll_once(self, spec: FunctionSpec, wait_seconds: int | None = None) -> int:
+    def poll_once(self, spec: FunctionSpec, wait_seconds: int | None = None, *,
+                  stopping: threading.Event | None = None) -> int:
         """Receive one batch (within the spec's batching window), invoke the handler, delete what succeeded;
-        returns #records."""
+        returns #records. `stopping`: the stop event of the `start()` whose poller this is (a poller stopped
+        while in a long poll gives back what that poll brings, even once the runner has been started again)."""
+        stopping = stopping or self.stop_event
         url, arn = self.queue(spec)
-        messages = self._receive_batch(spec, url, self.wait_seconds if wait_seconds is None else wait_seconds)
+        messages = self._receive_batch(spec, url, self.wait_seconds if wait_seconds is None else wait_seconds,
+                                       stopping)
         if not messages:
             return 0
         with self._busy_lock:  # busy first, then the stop check: stop() either waits for this or it sees the stop
             self._busy.add(threading.current_thread())
         try:
-            if self.stop_event.is_set():
+            if stopping.is_set():
                 # Stopping: not handled, not deleted, and made visible again at once (an external endpoint such
                 # as LocalStack keeps them: the next run gets them without waiting out the visibility timeout).
                 self._release(url, messages)
                 log.info("%s-%s: stopping; %d received record(s) given back unhandled",
                          self.prefix, spec.name, len(messages))
                 return 0
-            return self._invoke(spec, url, arn, messages)
+            return self._invoke(spec, url, arn, messages, stopping)
         finally:
             with self._busy_lock:
                 self._busy.discard(threading.current_thread())
@@ -214,7 +219,8 @@ class EventSourceRunner:
                 log.warning("could not give back %d record(s) on stop; they reappear after their visibility timeout",
                             len(chunk), exc_info=True)
 
-    def _receive_batch(self, spec: FunctionSpec, url: str, wait_seconds: int) -> list[dict[str, Any]]:
+    def _receive_batch(self, spec: FunctionSpec, url: str, wait_seconds: int,
+                       stopping: threading.Event) -> list[dict[str, Any]]:
         """What Lambda's poller hands one invocation: a long poll, then (with a batching window) more receives
         until the batch is full, the window has passed or the function is stopping."""
         size = max(1, min(spec.batch_size, SQS_MAX_BATCH))
@@ -223,7 +229,7 @@ class EventSourceRunner:
         if not messages or window <= 0:
             return messages
         ends = time.monotonic() + window
-        while len(messages) < size and not self.stop_event.is_set():
+        while len(messages) < size and not stopping.is_set():
             left = ends - time.monotonic()
             if left <= 0:
                 break
@@ -233,7 +239,7 @@ class EventSourceRunner:
                 got = self._receive(url, size - len(messages), 0)
                 messages += got
                 if not got:
-                    self.stop_event.wait(min(left, WINDOW_POLL_SECONDS))
+                    stopping.wait(min(left, WINDOW_POLL_SECONDS))
         return messages
 
     def _receive(self, url: str, size: int, wait_seconds: int) -> list[dict[str, Any]]:
@@ -246,10 +252,11 @@ class EventSourceRunner:
         )
         return list(resp.get("Messages") or [])
 
-    def _invoke(self, spec: FunctionSpec, url: str, arn: str, messages: list[dict[str, Any]]) -> int:
+    def _invoke(self, spec: FunctionSpec, url: str, arn: str, messages: list[dict[str, Any]],
+                stopping: threading.Event | None = None) -> int:
         event = sqs_event(messages, arn, self.region)
         records = event["Records"]
-        context = self._context(spec, account=arn.split(":")[4] or DEFAULT_ACCOUNT)
+        context = self._context(spec, account=arn.split(":")[4] or DEFAULT_ACCOUNT, stopping=stopping)
         started = time.monotonic()
         try:
             result = self._resolve(spec.handler)(event, context)
@@ -297,44 +304,53 @@ class EventSourceRunner:
                 log.warning("%s: delete failed for entry %s: %s", fn, fail.get("Id"),
                             fail.get("Message"))
 
-    def invoke_scheduled(self, spec: FunctionSpec) -> Any:
+    def invoke_scheduled(self, spec: FunctionSpec, *, stopping: threading.Event | None = None) -> Any:
         event = scheduled_event(f"{self.prefix}-{spec.name}-schedule", self.region, DEFAULT_ACCOUNT)
-        return self._resolve(spec.handler)(event, self._context(spec))
+        return self._resolve(spec.handler)(event, self._context(spec, stopping=stopping))
 
     # -- background threads -------------------------------------------------
 
-    def _loop(self, what: str, step: Callable[[], Any], pause: float) -> None:
-        while not self.stop_event.is_set():
+    @staticmethod
+    def _loop(what: str, step: Callable[[], Any], pause: float, stopping: threading.Event) -> None:
+        while not stopping.is_set():
             try:
                 step()
             except Exception:
-                if self.stop_event.is_set():
+                if stopping.is_set():
                     return  # a long poll cut by the endpoint stopping: nothing to report
                 # One bad invocation (or an endpoint hiccup) must not end the loop.
                 log.exception("%s failed; continuing", what)
-                self.stop_event.wait(1.0)  # avoid a hot loop on persistent errors
+                stopping.wait(1.0)  # avoid a hot loop on persistent errors
                 continue
             if pause:
-                self.stop_event.wait(pause)
+                stopping.wait(pause)
 
     def start(self) -> None:
-        self.stop_event.clear()
+        """Start a poller per queue and a thread per schedule. After a `stop()`, a new set: each start has its
+        own stop event, so a poller of the stopped set still in its long poll ends (giving back what the poll
+        brings) instead of polling on beside the new one."""
+        if self.stop_event.is_set():
+            self.stop_event = threading.Event()
+        stopping = self.stop_event
         for spec in self.specs:
             if spec.queue is not None:
                 self.queue(spec)  # resolve now: a missing queue should fail startup
-                self._spawn(f"sqs:{spec.name}", functools.partial(self.poll_once, spec), 0, polls=True)
+                self._spawn(f"sqs:{spec.name}", functools.partial(self.poll_once, spec, stopping=stopping), 0,
+                            stopping, polls=True)
             if spec.schedule and spec.loops:
                 # A looping function (the notifier) runs until its time is nearly out: start the next run at once.
-                self._spawn(f"loop:{spec.name}", functools.partial(self.invoke_scheduled, spec), 0)
+                self._spawn(f"loop:{spec.name}", functools.partial(self.invoke_scheduled, spec, stopping=stopping),
+                            0, stopping)
             elif spec.schedule:
                 # Run immediately, then far more often than the deployed rate (a `rate(1 minute)`
                 # every schedule_seconds, slower rates in proportion) so work stuck behind a
                 # failed publish goes out quickly without the 5-minute sweeps flooding the emulator.
-                self._spawn(f"schedule:{spec.name}", functools.partial(self.invoke_scheduled, spec),
-                            self.schedule_seconds * rate_minutes(spec.schedule))
+                self._spawn(f"schedule:{spec.name}", functools.partial(self.invoke_scheduled, spec, stopping=stopping),
+                            self.schedule_seconds * rate_minutes(spec.schedule), stopping)
 
-    def _spawn(self, name: str, step: Callable[[], Any], pause: float, *, polls: bool = False) -> None:
-        t = threading.Thread(target=self._loop, args=(name, step, pause), name=name, daemon=True)
+    def _spawn(self, name: str, step: Callable[[], Any], pause: float, stopping: threading.Event, *,
+               polls: bool = False) -> None:
+        t = threading.Thread(target=self._loop, args=(name, step, pause, stopping), name=name, daemon=True)
         t.start()
         self._threads.append(t)
         if polls:

@@ -451,3 +451,31 @@ def test_the_emulator_does_not_keep_every_sqs_message(sqs: Any) -> None:
         assert len(Message.instances_tracked) == 0  # type: ignore[attr-defined]
     finally:
         Message.instances_tracked = saved  # type: ignore[attr-defined]
+
+
+def test_a_poller_of_a_stopped_start_gives_back_what_its_poll_brings_after_a_restart(sqs: Any) -> None:
+    """Each start() has its own stop event. A poller stopped inside its long poll used to see the *runner's*
+    event: once the runner was started again (a benchmark's pause and resume) that event was clear, so the old
+    poller handled what its poll brought and went on polling beside the new one. Now it gives the records back
+    (visible at once) and ends."""
+    import threading
+
+    seen: list[int] = []
+    runner = EventSourceRunner(sqs, PREFIX, [], handler_resolver=lambda _d: lambda e, _c: seen.append(
+        len(e["Records"])), wait_seconds=0)
+    runner.start()
+    first = runner.stop_event
+    runner.stop()
+    runner.start()
+    assert runner.stop_event is not first and first.is_set() and not runner.stop_event.is_set()
+    url, _ = _queue(sqs)
+    sqs.send_message(QueueUrl=url, MessageBody="{}")
+    assert runner.poll_once(SPEC, stopping=first) == 0  # the old start's poller: not handled, given back
+    assert seen == []
+    attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+    assert (int(attrs["ApproximateNumberOfMessages"]), int(attrs["ApproximateNumberOfMessagesNotVisible"])) == (1, 0)
+    assert runner.poll_once(SPEC) == 1 and seen == [1]  # the running start's poller handles it
+    ended = threading.Event()
+    EventSourceRunner._loop("old", lambda: ended.set(), 0, first)  # a loop of a stopped start runs no step
+    assert not ended.is_set()
+    runner.stop()
