@@ -15,7 +15,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -162,7 +162,7 @@ def _apply_function_env(specs: list[Any]) -> None:
 
 def _banner(api_url: str, aws: Any, queues: dict[str, str], specs: list[Any],
             state_dir: Path, runner_on: bool, seconds: float, embedded_db: bool, ws: Any = None,
-            functions: Any = None) -> str:
+            functions: Sequence[tuple[str, Any]] = ()) -> str:
     mask = environment.mask_url
     lines = [
         "",
@@ -180,8 +180,10 @@ def _banner(api_url: str, aws: Any, queues: dict[str, str], specs: list[Any],
         f"  Queues       {', '.join(sorted(queues)) or '(none)'}",
     ]
     if runner_on:
-        if functions is not None:
-            lines.append(f"  Functions    child process {functions.pid} (the runner and every handler below)")
+        for label, child in functions:
+            what = ("the agent-*-bulk consumers: heavy owners' backlogs, apart from the rest" if label == "bulk lanes"
+                    else "the runner and every handler below" + (" but the bulk lanes" if len(functions) > 1 else ""))
+            lines.append(f"  {label.capitalize():<12} child process {child.pid} ({what})")
         for spec in specs:
             every = float(os.environ.get("YMERA_LOCAL_SCHEDULE_SECONDS", "2")) * rate_minutes(spec.schedule or "")
             src = f"queue {spec.queue.name(os.environ['YMERA_QUEUE_PREFIX'])}" if spec.queue else \
@@ -272,16 +274,19 @@ def run(args: argparse.Namespace) -> int:
         front.add("WebSocket gateway", ws.stop)
         os.environ.setdefault("YMERA_WEBSOCKET_URL", ws.url)
         os.environ.setdefault("YMERA_WEBSOCKET_MANAGEMENT_URL", ws.management_url)
-        functions = None
+        functions: list[tuple[str, Any]] = []
         if not args.no_runner:
-            from infra.local.functions import spawn_functions
+            from infra.local.functions import process_groups, spawn_functions
 
-            # The handlers run in their own process (infra/local/functions.py): a consumer's work must not
-            # compete with the API for this process's GIL (issue #14), as on AWS where each has its own
-            # containers. It starts now and imports the handlers while this process imports the app.
-            functions = spawn_functions(on_exit=stop_all_when(functions_died),  # no consumer would run
-                                        lean_sqs=aws.kind == "moto")
-            front.add("functions (runner)", functions.stop)
+            # The handlers run in their own processes (infra/local/functions.py): a consumer's work must not
+            # compete with the API for this process's GIL (issue #14), nor the bulk lanes' backlog with every
+            # other function, as on AWS where each has its own containers. They start now and import the
+            # handlers while this process imports the app.
+            for label, names, nice in process_groups(specs):
+                child = spawn_functions(on_exit=stop_all_when(functions_died),  # no consumer would run
+                                        lean_sqs=aws.kind == "moto", only=names, nice=nice)
+                front.add(f"{label} (runner)", child.stop)
+                functions.append((label, child))
         app_obj = load_app()
         from infra.local.wsgateway import handlers_of
 
@@ -296,8 +301,8 @@ def run(args: argparse.Namespace) -> int:
             raise StartupError(f"cannot listen on {args.host}:{args.port}: {exc}") from exc
         front.add("API server", api.stop)
 
-        if functions is not None:
-            functions.wait_ready()
+        for _, child in functions:
+            child.wait_ready()
 
         print(_banner(api.url, aws, queues, specs, state_dir, not args.no_runner,
                       time.monotonic() - started, pg is not None, ws, functions), flush=True)
