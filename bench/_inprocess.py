@@ -1,15 +1,22 @@
-"""An in-process platform for the scheduling benchmarks (not a benchmark itself: run_all skips `_` files).
+"""The platform for the scheduling benchmarks (not a benchmark itself: run_all skips `_` files).
 
-What runs, all real: a throwaway Postgres database (migrated), this machine's Redis (own key prefix), an embedded
-moto server (infra.local.emulator.start_moto) with every manifest queue created by infra.bootstrap, the task
-creation path (`TaskService.create` from chalicelib.container: task + outbox row in one transaction, then the
-publish), and the agent consumer (functions.agent_consumer.handler) fed by infra.local.runner.EventSourceRunner,
-one poller per queue, exactly as `make run` wires them. The runner polls every queue of the manifest's consumers
-of the agent type under test (so a second queue per type, once the manifest has one, is polled too); it can be
-paused (`pause()`, `resume()`) to build a backlog faster than it drains.
+What runs, all real, as `make run` runs it: a throwaway Postgres database (migrated), this machine's Redis (own key
+prefix), moto in a child process (`infra.local.emulator.spawn_moto`, SQS sped up as make run's is) with every
+manifest queue created by infra.bootstrap, the task creation path in this process (`TaskService.create` from
+chalicelib.container: task + outbox row in one transaction, then the publish), and the agent consumer
+(functions.agent_consumer.handler) run by `infra.local.functions` children: one per lane of the agent type under
+test (`--only agent-validation`, `--only agent-validation-bulk`), as Lambda runs each event source's instances apart
+and make run runs the bulk lanes apart, `BULK_LANES_NICE` nicer (docs/local-runtime.md). Each child's
+EventSourceRunner has one poller per queue. They can be paused (`pause()`, `resume()`: the runners stop and start
+again, the processes stay warm) to build a backlog faster than it drains. The children's log goes to a temporary
+file.
 
-Timestamps are the platform's own: tasks.created_at (written at the create's flush) and tasks.started_at /
-completed_at (written by the consumer's claim and outcome), all by this process's clock.
+Until 2026-12-03 everything ran in this one process: the bulk lane's consumer, the fast lane's and moto's server
+threads then shared one GIL, which no deployment has (on AWS each lane's instances are separate containers), and
+a critical task under a backlog waited for the GIL more than for its lane (docs/scheduling.md, "Measured").
+
+Timestamps are the platform's own: tasks.created_at (written at the create's flush, this process) and
+tasks.started_at / completed_at (written by the consumer's claim and outcome, in a child), one machine's clock.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ import logging
 import os
 import statistics
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -87,22 +95,17 @@ def consumer_specs(agent_type: str = AGENT_TYPE) -> list[Any]:
             and (spec.queue.suffix == base or spec.queue.suffix.startswith(base + "-"))]
 
 
-def speed_up_moto() -> None:
-    """moto's SQS made O(depth)-cheap, as `make run`'s moto child does (infra.local.emulator.speed_up_sqs)."""
-    from infra.local.emulator import speed_up_sqs
-
-    speed_up_sqs()
-
-
 class Platform:
     def __init__(self, agent_type: str = AGENT_TYPE, creators: int = 0) -> None:
         self.agent_type = agent_type
         self.creators = creators or env_int("BENCH_CREATORS", 12)
         self._stack = contextlib.ExitStack()
         self.container: Any = None
-        self.runner: Any = None
         self.sqs: Any = None
+        self.specs: list[Any] = []
         self.queue_names: list[str] = []
+        self.consumers: list[Any] = []
+        self.consumer_log: Any = None
 
     def __enter__(self) -> Platform:
         try:
@@ -122,36 +125,48 @@ class Platform:
                                     YMERA_DB_POOL_SIZE=str(self.creators + 4))
         for noisy in ("werkzeug", "botocore", "boto3", "urllib3"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
-        from infra.local.emulator import sqs_client, start_moto
+        from infra.local.emulator import spawn_moto, sqs_client
 
-        if os.environ.get("BENCH_STOCK_MOTO") != "1":
-            speed_up_moto()
-        endpoint = start_moto()
+        endpoint = spawn_moto()  # make run's emulator: its own process, SQS sped up (sets AWS_ENDPOINT_URL)
         self._stack.callback(endpoint.stop)
         from infra.bootstrap import bootstrap
-        from infra.local.runner import EventSourceRunner, pool_size_for
 
-        specs = consumer_specs(self.agent_type)
-        assert specs, f"no consumer of {self.agent_type} in the manifest"
-        self.sqs = sqs_client(max_pool_connections=pool_size_for(specs) + self.creators)
+        self.specs = consumer_specs(self.agent_type)
+        assert self.specs, f"no consumer of {self.agent_type} in the manifest"
+        self.sqs = sqs_client(max_pool_connections=self.creators + 4)
         bootstrap(self.sqs, _harness.QUEUE_PREFIX)
-        self.queue_names = [spec.queue.name(_harness.QUEUE_PREFIX) for spec in specs]
+        self.queue_names = [spec.queue.name(_harness.QUEUE_PREFIX) for spec in self.specs]
+        self.consumer_log = self._stack.enter_context(tempfile.TemporaryFile("w+b"))
         from chalicelib.container import get_container
 
         self.container = get_container()
         self._stack.callback(self.container.db.engine.dispose)
         self._stack.callback(_harness.drop_redis_keys, self.container.redis, prefix)
-        self.runner = EventSourceRunner(self.sqs, _harness.QUEUE_PREFIX, specs)
-        self._stack.callback(self.runner.stop)
-        self.runner.start()
+        self._spawn_consumers()
 
-    # -- the runner --------------------------------------------------------------------------------------------
+    # -- the consumers -------------------------------------------------------------------------------------------
+
+    def _spawn_consumers(self) -> None:
+        """One functions child per lane (`python -m infra.local.functions --only agent-{type}[-bulk]`), started
+        together; returns once every one of them polls."""
+        from infra.local.functions import BULK_LANES_NICE, spawn_functions
+        from infra.manifest import is_bulk_lane
+
+        self.consumers = [spawn_functions(lean_sqs=True, only=[spec.name], stderr=self.consumer_log,
+                                          nice=BULK_LANES_NICE if is_bulk_lane(spec.queue) else 0)
+                          for spec in self.specs]
+        for child in self.consumers:
+            child.wait_ready()
+            self._stack.callback(child.stop)
 
     def pause(self) -> None:
-        self.runner.stop(timeout=30)
+        """Every consumer child's runner stopped, the processes kept warm (FunctionsProcess.pause)."""
+        for child in self.consumers:
+            child.pause()
 
     def resume(self) -> None:
-        self.runner.start()
+        for child in self.consumers:
+            child.resume()
 
     # -- users, tasks --------------------------------------------------------------------------------------------
 

@@ -1,16 +1,16 @@
 """A critical task behind a backlog of low ones (issue 14): with BENCH_BACKLOG (default 5,000) `low` validation
 tasks queued, a `critical` task's create-to-claim p99 stays within 2x its idle-platform p99 (budget: <= 2.0x).
 
-Drives the in-process platform of bench/_inprocess.py: throwaway Postgres, Redis, moto with the manifest's queues
-(infra.bootstrap), TaskService.create from the container, functions.agent_consumer.handler fed by the local
-EventSourceRunner (every queue of the validation consumer). Create-to-claim = tasks.started_at - tasks.created_at,
-both written by the platform (create's flush, consumer's claim), same clock.
+Drives the platform of bench/_inprocess.py: throwaway Postgres, Redis, moto (a child process) with the manifest's
+queues (infra.bootstrap), TaskService.create from the container in this process, functions.agent_consumer.handler
+run by make run's functions children, one per lane of the validation consumer. Create-to-claim =
+tasks.started_at - tasks.created_at, both written by the platform (create's flush, consumer's claim).
 
 1. Idle: BENCH_IDLE (40) critical tasks, one at a time (each claimed and finished before the next, 50 ms apart).
-2. Backlog, same owner: runner paused, BENCH_BACKLOG low tasks created (4 threads, the real create path: each is
-   published to SQS), runner resumed; while more than 10% of the backlog is unclaimed, a critical task of the same
-   owner every BENCH_SPACING s (0.25), at most BENCH_SAMPLES (40). Each sample's backlog (low tasks not yet
-   claimed) is recorded when it is created. Then the backlog drains completely.
+2. Backlog, same owner: consumers paused, BENCH_BACKLOG low tasks created (BENCH_CREATORS threads, 12; the real
+   create path: each is published to SQS), consumers resumed; while more than 10% of the backlog is unclaimed, a
+   critical task of the same owner every BENCH_SPACING s (0.25), at most BENCH_SAMPLES (40). Each sample's backlog
+   (low tasks not yet claimed) is recorded when it is created. Then the backlog drains completely.
 3. Backlog, other owner (BENCH_VARIANT=1, the default): the same with the low tasks from another user.
 The budget applies to case 2 (the issue's case) and, when run, case 3.
 

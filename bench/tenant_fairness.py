@@ -2,15 +2,15 @@
 validation tasks, then user B submits one. Budgets: B's create->completed p50 <= 2x its idle-platform p50 (p99
 reported), and A's throughput with B present >= 0.9x A's throughput alone.
 
-Drives the in-process platform of bench/_inprocess.py: throwaway Postgres, Redis, moto with the manifest's queues
-(infra.bootstrap), TaskService.create from the container, functions.agent_consumer.handler fed by the local
-EventSourceRunner (every queue of the validation consumer). Latency = tasks.completed_at - tasks.created_at, both
-written by the platform (create's flush, consumer's outcome), same clock.
+Drives the platform of bench/_inprocess.py: throwaway Postgres, Redis, moto (a child process) with the manifest's
+queues (infra.bootstrap), TaskService.create from the container in this process, functions.agent_consumer.handler
+run by make run's functions children, one per lane of the validation consumer. Latency =
+tasks.completed_at - tasks.created_at, both written by the platform (create's flush, consumer's outcome).
 
 1. B idle: BENCH_IDLE (30) single normal tasks of B, one at a time (each finished before the next, 50 ms apart).
-2. A alone: runner paused, A's BENCH_BACKLOG normal tasks created (the real path, all published; the in-process
-   create path is slower than the consumer, so without the pause there would be no backlog), runner resumed.
-   A's throughput = tasks / (runner resumed -> A's last task completed): what the consumers give A. The issue's
+2. A alone: consumers paused, A's BENCH_BACKLOG normal tasks created (the real path, all published; the
+   create path is slower than the consumer, so without the pause there would be no backlog), consumers resumed.
+   A's throughput = tasks / (consumers resumed -> A's last task completed): what the consumers give A. The issue's
    window (A's first create -> last completion) is reported too, but it is mostly the seeding time here.
 3. A with B: the same burst from A, and while more than 10% of it is unclaimed B submits a single task every
    BENCH_SPACING s (0.25), at most BENCH_SAMPLES (30); B's create->completed per task, A's throughput as in 2.
