@@ -429,6 +429,9 @@ class Settings(BaseSettings):
     lane_share_allowance: int = Field(default=10, ge=0, le=10_000)
     #: an owner's active critical/high tasks of one type that still take the fast lane past the share.
     lane_urgent_allowance: int = Field(default=5, ge=0, le=10_000)
+    #: the share for `low` tasks: an owner's active tasks of the type before its low work goes to the bulk
+    #: lane (counted exactly, even for a burst of parallel creates); 0 = every low task takes the bulk lane.
+    lane_low_allowance: int = Field(default=2, ge=0, le=10_000)
     #: bulk-lane messages carry their owner's id as MessageGroupId (SQS fair queues on standard queues:
     #: fairness between heavy owners); false for an endpoint that refuses it on a standard queue.
     lane_bulk_message_groups: bool = True

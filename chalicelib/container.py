@@ -309,7 +309,7 @@ class Container:
         from chalicelib.services.tasks import TaskService
 
         s = self.settings
-        lanes = Allowances(share=s.lane_share_allowance, urgent=s.lane_urgent_allowance,
+        lanes = Allowances(share=s.lane_share_allowance, urgent=s.lane_urgent_allowance, low=s.lane_low_allowance,
                            bulk_message_groups=s.lane_bulk_message_groups)
         return TaskService(self.db, after_commit=self.relay.publish_one, agents=self.agents, cache=self.cache,
                            quotas=self.quotas, idempotency=self.idempotency, fast_publish=self.relay.publish_committed,

@@ -7,7 +7,7 @@ is chosen once, in its creating transaction, from its owner's *active* tasks of 
 processing; the new task excluded):
 
 1. priority critical or high, and fewer than `urgent_allowance` of those are critical/high -> fast;
-2. otherwise fewer than `share_allowance` active tasks of the type -> fast;
+2. otherwise fewer than `share_allowance` active tasks of the type (`low_allowance` for a `low` task) -> fast;
 3. otherwise -> bulk.
 
 So a light owner's work and anyone's few urgent tasks never wait behind a heavy owner's burst, and an owner
@@ -45,8 +45,11 @@ MESSAGE_GROUP = "message_group"
 
 @dataclass(frozen=True)
 class Allowances:
-    share: int = 10  # active tasks of a type an owner may have before its normal/low work goes to bulk
+    share: int = 10  # active tasks of a type an owner may have before its normal work goes to bulk
     urgent: int = 5  # active critical/high tasks of a type an owner may have on the fast lane
+    #: active tasks of a type an owner may have before its `low` work goes to bulk: low work is background
+    #: work, and what it puts on the fast lane is what everybody's urgent tasks wait behind there.
+    low: int = 2
     #: bulk-lane messages carry their owner as MessageGroupId (off for an endpoint that refuses it)
     bulk_message_groups: bool = True
 
@@ -62,9 +65,15 @@ class OwnerLoad:
 def choose(priority: str, load: OwnerLoad, allowances: Allowances) -> Lane:
     if priority in URGENT and load.urgent < allowances.urgent:
         return Lane.FAST
-    if load.active < allowances.share:
+    if load.active < (allowances.low if priority == TaskPriority.LOW else allowances.share):
         return Lane.FAST
     return Lane.BULK
+
+
+def active_cap(allowances: Allowances) -> int:
+    """How far the owner's active tasks need counting: past the larger of the two allowances it reads, no
+    answer changes."""
+    return max(allowances.share, allowances.low)
 
 
 def destination(agent_type: str, lane: Lane) -> str:

@@ -29,7 +29,7 @@ from chalicelib.schemas.common import RenderedOnce
 from chalicelib.schemas.tasks import TaskCreate, TaskListQuery, TaskPublic
 from chalicelib.services import audit
 from chalicelib.services.agents import AgentRecord, get_owned_agent
-from chalicelib.services.lanes import destination_and_tasks_since, destination_for
+from chalicelib.services.lanes import destination_and_tasks_since, destination_for, recounted_for_low_work
 from chalicelib.services.meta import RequestMeta
 from chalicelib.services.pagination import after_cursor, encode_cursor
 from chalicelib.services.quotas import day_of
@@ -269,18 +269,21 @@ class TaskService:
                     status=initial_status(agent.mode), attempts=0, created_at=now, updated_at=now)
         # The task's INSERT fires the event ledger's trigger, which locks the user's event counter row until
         # COMMIT (chalicelib.events.triggers), so a user's concurrent POSTs queue behind each other there. The
-        # lane (and the daily quota's count, in the same statement) is read first; the outbox, audit and task rows
+        # lane (and the daily quota's count, in the same statement) is read first (a `low` task's fast lane is
+        # counted again in its owner's turn: services.lanes.recounted_for_low_work); the outbox, audit and task rows
         # then go in ONE statement (Core, data-modifying CTEs, the task's INSERT last), so the lock is held for
         # that statement's end and the COMMIT only.
         destination: str | None = None
         if agent.mode == AgentMode.EXTERNAL:
             if self.quotas is not None:
                 self.quotas.check_tasks_today(session, user_id, now)
-        elif self.quotas is not None:
-            destination, used = destination_and_tasks_since(session, task, self.lanes, day_of(now))
-            self.quotas.check_tasks_used(used, now)
         else:
-            destination = destination_for(session, task, self.lanes)
+            if self.quotas is not None:
+                destination, used = destination_and_tasks_since(session, task, self.lanes, day_of(now))
+                self.quotas.check_tasks_used(used, now)
+            else:
+                destination = destination_for(session, task, self.lanes)
+            destination = recounted_for_low_work(session, task, self.lanes, destination)
         audit_row = audit.row(user_id=user_id, event_type="task.created", action="create", resource_type="task",
                               resource_id=task.id, details={"agent_id": str(agent.id), "agent_type": agent.type,
                                                             "routed": req.agent_id is None}, meta=meta)

@@ -101,16 +101,47 @@ def test_finished_tasks_give_their_fast_lane_share_back(api: Api, aws: Any, db: 
     assert [lanes[t] for t in more] == ["validation"] * 5 + ["validation-bulk"]
 
 
+def test_a_burst_of_parallel_low_creates_puts_exactly_the_low_allowance_on_the_fast_lane(
+        container: Container, db: Database) -> None:
+    """12 creates of one owner's low tasks at once: each used to count only the committed ones (all 0), and
+    every one took the fast lane; the recount in the owner's turn (services.lanes.recounted_for_low_work) makes
+    the count exact."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from chalicelib.domain.tasks import TaskPriority
+    from chalicelib.schemas.tasks import TaskCreate
+    from chalicelib.services.meta import RequestMeta
+
+    user = make_user(db)
+    agent = make_agent(db, user)
+    start = threading.Barrier(12)
+
+    def create(_: int) -> str:
+        req = TaskCreate(agent_id=agent, title="burst", priority=TaskPriority.LOW,
+                         input_data={"schema": {"type": "object"}, "payload": {}})
+        start.wait(timeout=30)
+        return str(container.tasks.create(user, req, RequestMeta()).id)
+
+    with ThreadPoolExecutor(12) as pool:
+        ids = list(pool.map(create, range(12)))
+    lanes = destinations(db, ids)
+    assert sorted(lanes.values()) == ["validation"] * 2 + ["validation-bulk"] * 10
+
+
 def test_settings_tune_the_allowances(api: Api, container: Container, db: Database) -> None:
     container.settings = container.settings.model_copy(update={"lane_share_allowance": 0,
-                                                               "lane_urgent_allowance": 1})
+                                                               "lane_urgent_allowance": 1,
+                                                               "lane_low_allowance": 4})
     container.__dict__.pop("tasks", None)  # rebuild the task service over the new settings
     api.signup()
     agent = api.agent()
     [normal] = new_tasks(api, agent["id"], 1)
     urgent = new_tasks(api, agent["id"], 2, priority="high")
-    lanes = destinations(db, [normal, *urgent])
+    low = new_tasks(api, agent["id"], 2, priority="low")  # 3 and 4 active before them
+    lanes = destinations(db, [normal, *urgent, *low])
     assert (lanes[normal], lanes[urgent[0]], lanes[urgent[1]]) == ("validation-bulk", "validation", "validation-bulk")
+    assert [lanes[t] for t in low] == ["validation", "validation-bulk"]
 
 
 def test_message_groups_can_be_switched_off(api: Api, aws: Any, container: Container) -> None:

@@ -24,7 +24,9 @@ DEFAULT = Allowances()
 
 @pytest.mark.parametrize(("priority", "active", "urgent", "lane"), [
     ("normal", 0, 0, Lane.FAST),  # a light owner's first task
-    ("low", 9, 0, Lane.FAST),  # the 10th active task is still within the share
+    ("normal", 9, 0, Lane.FAST),  # the 10th active task is still within the share
+    ("low", 1, 0, Lane.FAST),  # low work: a light owner's first two tasks
+    ("low", 2, 0, Lane.BULK),  # ... then the bulk lane (the low allowance), however light the owner
     ("normal", 10, 0, Lane.BULK),  # the 11th goes to bulk
     ("critical", 10, 0, Lane.FAST),  # a heavy owner's urgent task skips its own burst
     ("high", 500, 4, Lane.FAST),  # ... up to its urgent allowance
@@ -39,6 +41,15 @@ def test_a_share_of_zero_sends_all_normal_work_to_bulk_but_urgent_stays_fast() -
     none = Allowances(share=0, urgent=5)
     assert choose("normal", OwnerLoad(0, 0), none) is Lane.BULK
     assert choose("critical", OwnerLoad(0, 0), none) is Lane.FAST
+
+
+def test_the_count_goes_as_far_as_the_larger_allowance_needs() -> None:
+    from chalicelib.domain.lanes import active_cap
+
+    assert active_cap(DEFAULT) == 10
+    wide = Allowances(share=3, low=7)
+    assert active_cap(wide) == 7 and choose("low", OwnerLoad(6, 0), wide) is Lane.FAST
+    assert choose("normal", OwnerLoad(6, 0), wide) is Lane.BULK
 
 
 def test_destinations_and_queue_names_map_back_to_the_agent_type() -> None:
