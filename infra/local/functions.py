@@ -158,13 +158,14 @@ def process_groups(specs: Iterable[FunctionSpec]) -> list[tuple[str, list[str], 
     source's instances are their own containers: a heavy owner's backlog keeps that child's GIL (and a core)
     busy, and the fast lanes' tasks (light owners, urgent work) must not queue behind it for the GIL. In one
     process, a critical task's create-to-claim under a 5,000-task backlog was 2.1x its idle median and 6.5x
-    its idle p99 (bench/priority_backlog.py, 2026-12-03); with the lanes apart, ~1.7-2x both. The bulk lanes'
-    child runs `BULK_LANES_NICE` nicer."""
+    its idle p99 (bench/priority_backlog.py, 2026-12-03); with the lanes apart 1.7-2.4x and 1.7-3.1x (the load
+    of two busy cores, docs/scheduling.md). The bulk lanes' child runs `BULK_LANES_NICE` nicer."""
     from infra.manifest import is_bulk_lane
 
     specs = list(specs)
     bulk = [spec.name for spec in specs if spec.queue is not None and is_bulk_lane(spec.queue)]
-    rest = [spec.name for spec in specs if spec.name not in set(bulk)]
+    in_bulk = frozenset(bulk)
+    rest = [spec.name for spec in specs if spec.name not in in_bulk]
     groups = (("functions", rest, 0), ("bulk lanes", bulk, BULK_LANES_NICE))
     return [(label, names, nice) for label, names, nice in groups if names]
 
