@@ -71,13 +71,18 @@ def recounted_for_low_work(session: Session, task: Task, allowances: Allowances,
     if task.priority != TaskPriority.LOW or lanes.lane_of(destination) is lanes.Lane.BULK:
         return destination
     session.execute(select(func.pg_advisory_xact_lock(func.hashtext(f"lanes:{task.user_id}:{task.agent_type}"))))
-    return destination_for(session, task, allowances)
+    return _counted_destination(session, task, allowances)
+
+
+def _counted_destination(session: Session, task: Task, allowances: Allowances) -> str:
+    load = owner_load(session, task.user_id, task.agent_type, excluding=task.id, allowances=allowances)
+    return lanes.destination(task.agent_type, lanes.choose(task.priority, load, allowances))
 
 
 def destination_for(session: Session, task: Task, allowances: Allowances) -> str:
-    """The outbox destination of a new managed task: its agent type, or that + "-bulk"."""
-    load = owner_load(session, task.user_id, task.agent_type, excluding=task.id, allowances=allowances)
-    return lanes.destination(task.agent_type, lanes.choose(task.priority, load, allowances))
+    """The outbox destination of a new managed task: its agent type, or that + "-bulk" (a low task's exact:
+    `recounted_for_low_work`)."""
+    return recounted_for_low_work(session, task, allowances, _counted_destination(session, task, allowances))
 
 
 def destination_and_tasks_since(session: Session, task: Task, allowances: Allowances, since: datetime
@@ -88,7 +93,8 @@ def destination_and_tasks_since(session: Session, task: Task, allowances: Allowa
         _prepared_load_and_count_statement(allowances),
         {"user_id": task.user_id, "agent_type": task.agent_type, "excluding": task.id, "since": since}).one()
     load = OwnerLoad(active=int(active), urgent=int(urgent))
-    return lanes.destination(task.agent_type, lanes.choose(task.priority, load, allowances)), int(created or 0)
+    destination = lanes.destination(task.agent_type, lanes.choose(task.priority, load, allowances))
+    return recounted_for_low_work(session, task, allowances, destination), int(created or 0)
 
 
 @functools.lru_cache(maxsize=16)

@@ -29,7 +29,7 @@ from chalicelib.schemas.common import RenderedOnce
 from chalicelib.schemas.tasks import TaskCreate, TaskListQuery, TaskPublic
 from chalicelib.services import audit
 from chalicelib.services.agents import AgentRecord, get_owned_agent
-from chalicelib.services.lanes import destination_and_tasks_since, destination_for, recounted_for_low_work
+from chalicelib.services.lanes import destination_and_tasks_since, destination_for
 from chalicelib.services.meta import RequestMeta
 from chalicelib.services.pagination import after_cursor, encode_cursor
 from chalicelib.services.quotas import day_of
@@ -277,13 +277,11 @@ class TaskService:
         if agent.mode == AgentMode.EXTERNAL:
             if self.quotas is not None:
                 self.quotas.check_tasks_today(session, user_id, now)
+        elif self.quotas is not None:
+            destination, used = destination_and_tasks_since(session, task, self.lanes, day_of(now))
+            self.quotas.check_tasks_used(used, now)
         else:
-            if self.quotas is not None:
-                destination, used = destination_and_tasks_since(session, task, self.lanes, day_of(now))
-                self.quotas.check_tasks_used(used, now)
-            else:
-                destination = destination_for(session, task, self.lanes)
-            destination = recounted_for_low_work(session, task, self.lanes, destination)
+            destination = destination_for(session, task, self.lanes)
         audit_row = audit.row(user_id=user_id, event_type="task.created", action="create", resource_type="task",
                               resource_id=task.id, details={"agent_id": str(agent.id), "agent_type": agent.type,
                                                             "routed": req.agent_id is None}, meta=meta)

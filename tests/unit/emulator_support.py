@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import pytest
 
@@ -19,3 +20,19 @@ def emulator_env() -> Iterator[None]:
         for key, value in EMULATOR_ENV.items():
             mp.setenv(key, value)
         yield
+
+
+def recorded_spawns(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
+    """infra.local.functions' Popen replaced by one that starts nothing: the argv of each child it was asked
+    for, in order."""
+    from infra.local import functions
+
+    started: list[list[str]] = []
+
+    class Popen:
+        def __init__(self, argv: list[str], **kwargs: Any) -> None:
+            started.append(argv)
+            self.pid = 1
+
+    monkeypatch.setattr(functions.subprocess, "Popen", Popen)
+    return started

@@ -7,13 +7,13 @@ import io
 import os
 import subprocess
 import sys
-from typing import Any
 
 import pytest
 
 from infra import manifest
 from infra.local import functions
 from infra.local.functions import FunctionsError, FunctionsProcess, process_groups, select, triggered
+from tests.unit.emulator_support import recorded_spawns
 
 
 def test_make_run_gives_the_bulk_lanes_a_child_of_their_own_and_everything_else_the_other() -> None:
@@ -36,14 +36,7 @@ def test_only_selects_by_name_and_refuses_a_name_it_does_not_have() -> None:
 
 
 def test_spawn_passes_only_and_nice_to_the_child(monkeypatch: pytest.MonkeyPatch) -> None:
-    started: list[list[str]] = []
-
-    class Popen:
-        def __init__(self, argv: list[str], **kwargs: Any) -> None:
-            started.append(argv)
-            self.pid = 1
-
-    monkeypatch.setattr(functions.subprocess, "Popen", Popen)
+    started = recorded_spawns(monkeypatch)
     functions.spawn_functions(only=["agent-validation", "agent-validation-bulk"], nice=5)
     functions.spawn_functions()
     assert started[0][-4:] == ["--only", "agent-validation,agent-validation-bulk", "--nice", "5"]

@@ -15,7 +15,7 @@ from infra.local.emulator import sqs_client, start_moto
 from infra.local.lean_sqs import LeanSqs
 from infra.local.runner import EventSourceRunner
 from infra.manifest import FunctionSpec, QueueSpec
-from tests.unit.emulator_support import emulator_env
+from tests.unit.emulator_support import emulator_env, recorded_spawns
 
 PREFIX = "ymera-lean"
 QUEUE = QueueSpec(suffix="agent-validation", visibility_timeout=30, max_receive_count=3)
@@ -130,14 +130,7 @@ def test_the_functions_child_is_told_to_go_lean_only_for_its_own_emulator(monkey
                                                                           switch: str | None, expected: bool) -> None:
     from infra.local import functions
 
-    started: list[list[str]] = []
-
-    class Popen:
-        def __init__(self, argv: list[str], **kwargs: Any) -> None:
-            started.append(argv)
-            self.pid = 1
-
-    monkeypatch.setattr(functions.subprocess, "Popen", Popen)
+    started = recorded_spawns(monkeypatch)
     if switch is None:
         monkeypatch.delenv("YMERA_LOCAL_LEAN_SQS", raising=False)
     else:
