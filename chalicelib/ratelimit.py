@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -176,6 +177,67 @@ class Decision:
                 "X-RateLimit-Reset": str(self.reset_seconds)}
 
 
+class _OwnConnections:
+    """The limiter's own connections to its client's Redis, last used first; one per thread checking at once.
+
+    The rate-limit check is the one Redis round trip of most requests. Checking a connection out of redis-py's
+    pool costs more than the command's own client-side work: a `poll` syscall per checkout (is there unread
+    data?), a lock, observability counters and an event dispatch per release (~20 us of a cached
+    `GET /tasks/{id}`, measured A/B in-process). The limiter reads every reply it asks for whole, or
+    disconnects and drops the connection, so a connection it takes back holds nothing unread and needs no poll;
+    one the server closed while it sat idle fails its first send or read and is reopened once (`_evalsha`).
+    Built from the pool's own connection class and arguments (the same server, credentials, TLS, protocol);
+    not counted in the pool's `max_connections`: at most `KEEP` stay open, more are closed on return.
+    After a fork the parent's connections are dropped, not shared.
+    """
+
+    KEEP = 8
+
+    def __init__(self, pool: Any) -> None:
+        from redis.exceptions import ConnectionError as DroppedError
+        from redis.exceptions import ResponseError
+
+        self._pool = pool
+        self._idle: list[Any] = []
+        self._pid = os.getpid()
+        #: an error reply (NOSCRIPT, ...): read whole, so the connection stays usable.
+        self.reply_error: type[Exception] = ResponseError
+        #: the connection closed under a send or read (not a timeout: then the server may be running it).
+        self.dropped_error: type[Exception] = DroppedError
+
+    @classmethod
+    def of(cls, client: Any) -> _OwnConnections | object:
+        """Own connections for `client`, or `_NOT_OWN` when its pool is not one whose arguments make a
+        connection on their own."""
+        from redis import BlockingConnectionPool, ConnectionPool
+
+        pool = getattr(client, "connection_pool", None)
+        if (type(pool) not in (ConnectionPool, BlockingConnectionPool) or getattr(client, "connection", None)
+                is not None or getattr(pool, "cache", None) is not None):
+            return _NOT_OWN
+        return cls(pool)
+
+    def take(self) -> tuple[Any, bool]:
+        """A connection, and whether it served a check before (an idle one; it may have been closed by the
+        server since). Only connections whose last round trip was read whole are ever given back."""
+        if self._pid != os.getpid():
+            self._idle, self._pid = [], os.getpid()  # the parent's sockets: not ours to use or to close
+        try:
+            return self._idle.pop(), True  # list.pop and append are atomic: no lock
+        except IndexError:
+            return self._pool.connection_class(**self._pool.connection_kwargs), False  # connects on first send
+
+    def give_back(self, conn: Any) -> None:
+        if len(self._idle) < self.KEEP:
+            self._idle.append(conn)
+        else:
+            conn.disconnect()
+
+
+#: `_OwnConnections.of` for a client whose commands go through `execute_command`.
+_NOT_OWN = object()
+
+
 class LimiterUnavailable(Exception):
     """Redis could not answer; the caller applies the buckets' failure mode."""
 
@@ -205,6 +267,7 @@ class RateLimiter:
         self._spend_script: Any = None
         self._lock = threading.Lock()
         #: the token-bucket script's ARGV per (cost, buckets), as the bytes Redis receives (see `_bucket_args`).
+        self._connections: _OwnConnections | object | None = None  # built on the first check
         self._argv: dict[tuple[int, tuple[Bucket, ...]], tuple[bytes, ...]] = {}
 
     def _token_bucket(self, keys: list[str], argv: tuple[bytes, ...]) -> Any:
@@ -219,24 +282,41 @@ class RateLimiter:
             return self._evalsha(keys, argv)
 
     def _evalsha(self, keys: list[str], argv: tuple[bytes, ...]) -> Any:
-        """The request's one round trip. On a pooled redis-py client: the command packed here (RESP is an
-        array of length-prefixed strings) and sent on a pooled connection, with the connection's own retry
-        policy (a dropped connection is closed and the send retried, as `execute_command` does); none of
-        `execute_command`'s per-command packing, hooks and bookkeeping. Any other client (a cluster, a client
+        """The request's one round trip: the command packed here (RESP is an array of length-prefixed strings)
+        and sent on one of the limiter's own connections (`_OwnConnections`) with the connection's retry policy
+        (a dropped connection is closed and the send retried, as `execute_command` does); none of
+        `execute_command`'s per-command packing, hooks and bookkeeping, nor the pool's per-checkout poll.
+        A client whose pool is not a plain redis-py pool (a cluster, Sentinel, client-side caching, a client
         pinned to one connection): `execute_command`."""
-        client = self._client
-        pool = getattr(client, "connection_pool", None)
-        if pool is None or getattr(client, "connection", None) is not None:
-            return client.execute_command("EVALSHA", _TOKEN_BUCKET_SHA, len(keys), *keys, *argv)
+        connections = self._connections
+        if connections is None:
+            connections = self._connections = _OwnConnections.of(self._client)
+        if not isinstance(connections, _OwnConnections):
+            return self._client.execute_command("EVALSHA", _TOKEN_BUCKET_SHA, len(keys), *keys, *argv)
         parts = [b"*%d\r\n$7\r\nEVALSHA\r\n$40\r\n%s\r\n" % (3 + len(keys) + len(argv), _TOKEN_BUCKET_SHA_BYTES)]
         for arg in (str(len(keys)).encode(), *(key.encode() for key in keys), *argv):
             parts.append(b"$%d\r\n%s\r\n" % (len(arg), arg))
         packed = [b"".join(parts)]
-        conn = pool.get_connection()
+        conn, reused = connections.take()
         try:
-            return conn.retry.call_with_retry(lambda: _round_trip(conn, packed), lambda _error: conn.disconnect())
-        finally:
-            pool.release(conn)
+            try:
+                reply = conn.retry.call_with_retry(lambda: _round_trip(conn, packed), lambda _e: conn.disconnect())
+            except connections.dropped_error:
+                if not reused:
+                    raise
+                # The server closed it while it sat idle (idle timeout, restart, failover), which the pool
+                # notices with its poll at checkout: once more, on a new connection. Never a second run of
+                # the script: a closed connection took no command.
+                conn.disconnect()
+                reply = conn.retry.call_with_retry(lambda: _round_trip(conn, packed), lambda _e: conn.disconnect())
+        except connections.reply_error:
+            connections.give_back(conn)  # an error reply (NOSCRIPT) was read whole: the connection is clean
+            raise
+        except BaseException:
+            conn.disconnect()  # whatever is left unread on it goes with it
+            raise
+        connections.give_back(conn)
+        return reply
 
     def _bucket_args(self, buckets: tuple[Bucket, ...], cost: int) -> tuple[bytes, ...]:
         """ARGV for `buckets`: cost, count, then (capacity, refill per second) per bucket; encoded once per

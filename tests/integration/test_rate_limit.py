@@ -19,7 +19,7 @@ import redis
 from chalicelib.config import Settings
 from chalicelib.container import Container, set_container
 from chalicelib.db.session import Database
-from chalicelib.ratelimit import Bucket, LimiterUnavailable, RateLimiter
+from chalicelib.ratelimit import Bucket, LimiterUnavailable, RateLimiter, _OwnConnections
 from tests.integration.conftest import Api, FakeContext
 from tests.integration.test_api_auth import assert_envelope
 
@@ -77,77 +77,163 @@ def test_50_concurrent_checks_against_a_bucket_of_10_let_exactly_10_through(limi
     assert not after.allowed and after.remaining == 0 and after.retry_after > 0
 
 
+def own_connection_id(limiter: RateLimiter) -> int:
+    """The server's id of the connection the limiter's next check will use (its last used)."""
+    connections = limiter._connections
+    assert isinstance(connections, _OwnConnections)
+    conn, _ = connections.take()
+    try:
+        conn.send_command("CLIENT", "ID")
+        return int(conn.read_response())
+    finally:
+        connections.give_back(conn)
+
+
+def test_checks_reuse_one_own_connection_and_leave_the_pool_alone(limiter: RateLimiter,
+                                                                   redis_client: redis.Redis) -> None:
+    """Sequential checks go out on one connection of the limiter's own; the client's pool lends none."""
+    bucket = Bucket("own", capacity=100, refill_per_second=NEVER, fail_open=True)
+    limiter.check([(bucket, "a")])
+    first = own_connection_id(limiter)
+    pool = redis_client.connection_pool
+    created = pool._created_connections
+    for _ in range(20):
+        assert limiter.check([(bucket, "a")]).allowed
+    assert own_connection_id(limiter) == first
+    assert pool._created_connections == created and not pool._in_use_connections
+
+
+def test_concurrent_checks_open_at_most_one_connection_each_and_keep_a_few(limiter: RateLimiter) -> None:
+    bucket = Bucket("own-many", capacity=1000, refill_per_second=NEVER, fail_open=True)
+    start = threading.Barrier(20)
+
+    def call() -> None:
+        start.wait()
+        for _ in range(5):
+            limiter.check([(bucket, "a")])
+
+    threads = [threading.Thread(target=call) for _ in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    connections = limiter._connections
+    assert isinstance(connections, _OwnConnections)
+    assert 1 <= len(connections._idle) <= _OwnConnections.KEEP  # the rest were closed as they came back
+    assert limiter.check([(bucket, "a")]).remaining == 1000 - 101
+
+
 def test_a_check_on_a_connection_redis_dropped_reconnects_and_counts_once(limiter: RateLimiter,
                                                                           redis_client: redis.Redis) -> None:
-    """The limiter sends its EVALSHA on a pooled connection itself: a pooled connection the server closed
-    meanwhile (idle timeout, failover) is replaced (the pool notices it on checkout, as for execute_command):
-    the check answers, and takes one token, not two."""
+    """A connection of the limiter's the server closed meanwhile (idle timeout, failover) fails its send or
+    read; the connection's retry policy reconnects and sends again: the check answers, and takes one token."""
     bucket = Bucket("dropped", capacity=5, refill_per_second=NEVER, fail_open=True)
     assert limiter.check([(bucket, "a")]).remaining == 4
-    pool = redis_client.connection_pool
-    conn = pool.get_connection()
-    conn.send_command("CLIENT", "ID")
-    own_id = conn.read_response()
-    pool.release(conn)
-    other = redis.Redis(**{k: v for k, v in pool.connection_kwargs.items() if k in ("host", "port", "db")})
-    try:
-        assert other.client_kill_filter(_id=own_id) == 1  # just this pooled connection
-    finally:
-        other.close()
+    own_id = own_connection_id(limiter)
+    assert redis_client.client_kill_filter(_id=own_id) == 1  # just the limiter's connection
     decision, values = limiter.check_reading([(bucket, "a")], ["absent-key"])
     assert decision.allowed and decision.remaining == 3 and values == [None]
     assert not limiter.breaker.is_open
+    assert own_connection_id(limiter) != own_id
 
 
-def test_a_send_that_fails_is_retried_under_the_connections_retry_policy() -> None:
-    """A connection that fails mid-send (after checkout) is closed and the packed command sent again, as
-    often as the connection's Retry allows; past that the error reaches the caller (LimiterUnavailable)."""
+class FlakyConnection(redis.Connection):  # type: ignore[misc]
+    """Fails its first `failures` EVALSHA sends (as a socket dropped mid-send does) and records them; the
+    handshake a new connection sends passes."""
+
+    failures = 0
+    sent: list[list[bytes]] = []
+    disconnects = 0
+
+    def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        if b"EVALSHA" not in b"".join(command):
+            return super().send_packed_command(command, check_health)
+        type(self).sent.append(command)
+        if len(type(self).sent) <= type(self).failures:
+            raise redis.ConnectionError("dropped")
+        return super().send_packed_command(command, check_health)
+
+    def disconnect(self, *args: Any, **kwargs: Any) -> None:
+        type(self).disconnects += 1
+        super().disconnect(*args, **kwargs)
+
+
+def flaky_client(settings: Settings, failures: int) -> redis.Redis:
     from redis.backoff import NoBackoff
     from redis.retry import Retry
 
-    class Conn:
-        def __init__(self, failures: int) -> None:
-            self.retry = Retry(NoBackoff(), 1)
-            self.failures, self.sent, self.disconnects = failures, [], 0
+    conn = type("Flaky", (FlakyConnection,), {"failures": failures, "sent": [], "disconnects": 0})
+    pool = redis.ConnectionPool.from_url(settings.redis_url, connection_class=conn, retry=Retry(NoBackoff(), 1))
+    return redis.Redis(connection_pool=pool)
 
-        def send_packed_command(self, command: list[bytes]) -> None:
-            self.sent.append(command)
-            if len(self.sent) <= self.failures:
-                raise redis.ConnectionError("dropped")
 
-        def read_response(self) -> list[int]:
-            return [1, 4, 1000, 0]
+def test_a_send_that_fails_is_retried_under_the_connections_retry_policy(settings: Settings) -> None:
+    """A connection that fails mid-send is closed and the packed command sent again, as often as the
+    connection's Retry allows; past that the error reaches the caller (LimiterUnavailable) and the
+    connection is closed: the next check opens it again."""
+    bucket = Bucket(f"retried-{uuid.uuid4().hex[:8]}", capacity=5, refill_per_second=1.0, fail_open=True)
+    once = flaky_client(settings, failures=1)
+    conn = once.connection_pool.connection_class
+    try:
+        limiter = RateLimiter(once, settings.redis_key_prefix)
+        assert limiter.check([(bucket, "a")]).remaining == 4
+        assert len(conn.sent) == 2 and conn.sent[0] is conn.sent[1]  # the same bytes, sent again
+        assert conn.disconnects == 1
+        assert b"EVALSHA" in conn.sent[0][0] and f"rl:{bucket.name}:a".encode() in conn.sent[0][0]
+    finally:
+        once.close()
 
-        def disconnect(self) -> None:
-            self.disconnects += 1
+    always = flaky_client(settings, failures=10)
+    conn = always.connection_pool.connection_class
+    try:
+        limiter = RateLimiter(always, settings.redis_key_prefix)
+        with pytest.raises(LimiterUnavailable):
+            limiter.check([(bucket, "b")])
+        assert len(conn.sent) == 2 and conn.disconnects >= 2  # one retry allowed; closed after the last failure
+        assert limiter.breaker.is_open
+    finally:
+        always.close()
 
-    class Pool:
-        def __init__(self, conn: Conn) -> None:
-            self.conn, self.released = conn, 0
 
-        def get_connection(self) -> Conn:
-            return self.conn
+def test_an_error_reply_keeps_the_connection(limiter: RateLimiter, redis_client: redis.Redis) -> None:
+    """NOSCRIPT (a restarted Redis) is a whole reply: the script is loaded, the check answers, and the
+    connection it came on goes on serving checks."""
+    bucket = Bucket("noscript", capacity=5, refill_per_second=NEVER, fail_open=True)
+    limiter.check([(bucket, "a")])
+    own_id = own_connection_id(limiter)
+    redis_client.script_flush()
+    assert limiter.check([(bucket, "a")]).remaining == 3
+    assert own_connection_id(limiter) == own_id
 
-        def release(self, conn: Conn) -> None:
-            self.released += 1
+
+def test_a_client_without_a_plain_pool_checks_through_execute_command() -> None:
+    """Anything but a plain redis-py pool (here: a client pinned to one connection) is asked through
+    `execute_command`, which knows its own routing."""
+    sent: list[tuple[Any, ...]] = []
 
     class Client:
-        connection = None
+        connection = object()
+        connection_pool = redis.ConnectionPool()
 
-        def __init__(self, pool: Pool) -> None:
-            self.connection_pool = pool
+        def execute_command(self, *args: Any) -> list[int]:
+            sent.append(args)
+            return [1, 4, 1000, 0]
 
-    bucket = Bucket("retried", capacity=5, refill_per_second=1.0, fail_open=True)
-    once = Pool(Conn(failures=1))
-    assert RateLimiter(Client(once), "p:").check([(bucket, "a")]).remaining == 4
-    assert len(once.conn.sent) == 2 and once.conn.sent[0] is once.conn.sent[1]  # the same bytes, sent again
-    assert once.conn.disconnects == 1 and once.released == 1
-    assert b"EVALSHA" in once.conn.sent[0][0] and b"p:rl:retried:a" in once.conn.sent[0][0]
+    bucket = Bucket("pinned", capacity=5, refill_per_second=1.0, fail_open=True)
+    assert RateLimiter(Client(), "p:").check([(bucket, "a")]).remaining == 4
+    assert sent[0][0] == "EVALSHA" and sent[0][3] == "p:rl:pinned:a"
 
-    always = Pool(Conn(failures=10))
-    with pytest.raises(LimiterUnavailable):
-        RateLimiter(Client(always), "p:").check([(bucket, "a")])
-    assert len(always.conn.sent) == 2 and always.released == 1  # one retry allowed, the connection returned
+
+def test_after_a_fork_the_child_opens_its_own_connection(limiter: RateLimiter) -> None:
+    bucket = Bucket("fork", capacity=5, refill_per_second=NEVER, fail_open=True)
+    limiter.check([(bucket, "a")])
+    connections = limiter._connections
+    assert isinstance(connections, _OwnConnections)
+    parent_conn = connections._idle[-1]
+    connections._pid = -1  # what a forked child sees: another pid than the one the connections were made in
+    assert limiter.check([(bucket, "a")]).remaining == 3
+    assert parent_conn not in connections._idle and connections._idle
+    parent_conn.disconnect()
 
 
 def test_tokens_refill_over_time_up_to_capacity_only(limiter: RateLimiter) -> None:
