@@ -5,9 +5,13 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
 import sys
+import time
 import uuid
+from collections.abc import Iterator
 from datetime import datetime, timezone
+from typing import Any
 
 import pytest
 from aws_lambda_powertools.logging.formatter import LambdaPowertoolsFormatter
@@ -100,3 +104,172 @@ def test_access_log_honours_the_level(json_logs: io.StringIO) -> None:
     finally:
         target.setLevel(level)
     assert json_logs.getvalue() == ""
+
+
+@pytest.fixture
+def sole_handler(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[io.StringIO, list[str]]]:
+    """The Logger as Lambda has it: one StreamHandler with the app's formatter, nothing above it. Yields the
+    stream and the messages of the LogRecords made (the direct access line makes none). The handlers are
+    swapped when the test body first logs: pytest attaches its capture handlers to non-propagating loggers
+    after fixtures are set up."""
+    target = logging.getLogger(logger.name)
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logger.registered_formatter)
+    made: list[str] = []
+    make = target.makeRecord
+
+    def counting(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        made.append(args[4])
+        return make(*args, **kwargs)
+
+    monkeypatch.setattr(target, "propagate", False)
+    monkeypatch.setattr(target, "makeRecord", counting)
+    monkeypatch.setattr(observability, "_direct_handler", _swapping(monkeypatch, target, handler,
+                                                                   observability._direct_handler))
+    monkeypatch.setattr(target, "handle", _swapping(monkeypatch, target, handler, target.handle))
+    yield stream, made
+
+
+def _swapping(monkeypatch: pytest.MonkeyPatch, target: logging.Logger, handler: logging.Handler,
+              call: Any) -> Any:
+    def swapped(*args: Any) -> Any:
+        if target.handlers != [handler]:
+            monkeypatch.setattr(target, "handlers", [handler])
+        return call(*args)
+    return swapped
+
+
+def lines(stream: io.StringIO) -> list[dict[str, Any]]:
+    return [json.loads(text) for text in stream.getvalue().splitlines()]
+
+
+def without_time_and_place(line: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in line.items() if k not in ("timestamp", "location")}
+
+
+def test_the_direct_access_line_is_the_line_logger_info_writes(sole_handler: tuple[io.StringIO, list[str]],
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    stream, made = sole_handler
+    monkeypatch.setenv("_X_AMZN_TRACE_ID", "Root=1-abc-def;Parent=1;Sampled=0")  # xray_trace_id, both ways
+    fields = {"method": "GET", "route": "/tasks/{task_id}", "status": 200, "duration_ms": 0.5, "note": "é ✓"}
+    logger.thread_safe_append_keys(request_id="r-3", user_id="u-3")
+    try:
+        logger.info("request", extra=fields); line = sys._getframe().f_lineno  # noqa: E702 - same line
+        access_log("request", fields); fast_line = sys._getframe().f_lineno  # noqa: E702
+    finally:
+        logger.thread_safe_clear_keys()
+    assert made == ["request"]  # logger.info's record only: the access line was written directly
+    slow, fast = lines(stream)
+    fn = "test_the_direct_access_line_is_the_line_logger_info_writes"
+    assert slow["location"] == f"{fn}:{line}" and fast["location"] == f"{fn}:{fast_line}"
+    assert without_time_and_place(fast) == without_time_and_place(slow) and list(fast) == list(slow)
+    assert fast["xray_trace_id"] == "1-abc-def" and fast["note"] == "é ✓"
+    stamp = datetime.strptime(fast["timestamp"], "%Y-%m-%d %H:%M:%S,%f%z")
+    assert abs((datetime.now(timezone.utc) - stamp).total_seconds()) < 5
+
+
+def test_a_log_format_naming_a_record_only_attribute_takes_the_record(
+        sole_handler: tuple[io.StringIO, list[str]], monkeypatch: pytest.MonkeyPatch) -> None:
+    stream, made = sole_handler
+    formatter = logger.registered_formatter
+    monkeypatch.setitem(formatter.log_format, "process", "%(process)d")
+    access_log("request", {"status": 200})
+    assert made == ["request"]
+    assert lines(stream)[0]["process"] == str(os.getpid())
+
+
+def test_an_extra_named_like_a_record_attribute_fails_as_logger_info_does(
+        sole_handler: tuple[io.StringIO, list[str]]) -> None:
+    for bad in ({"message": "x"}, {"lineno": 3}):
+        with pytest.raises(KeyError, match="overwrite"):
+            access_log("request", bad)
+        with pytest.raises(KeyError, match="overwrite"):
+            logger.info("request", extra=bad)
+
+
+def test_a_filter_or_a_second_handler_takes_the_standard_path(sole_handler: tuple[io.StringIO, list[str]]) -> None:
+    stream, made = sole_handler
+    target = logging.getLogger(logger.name)
+    logger.info("first")
+    handler = target.handlers[0]
+    handler.addFilter(lambda record: record.getMessage() != "dropped")
+    try:
+        access_log("dropped", {"status": 200})
+        access_log("kept", {"status": 200})
+    finally:
+        handler.filters.clear()
+    assert made == ["first", "dropped", "kept"] and [line["message"] for line in lines(stream)] == ["first", "kept"]
+
+
+def test_a_stream_that_fails_goes_to_handle_error_like_stream_handler(
+        sole_handler: tuple[io.StringIO, list[str]], monkeypatch: pytest.MonkeyPatch) -> None:
+    stream, made = sole_handler
+    logger.info("first")
+    handler = logging.getLogger(logger.name).handlers[0]
+    errors: list[logging.LogRecord] = []
+    monkeypatch.setattr(handler, "handleError", errors.append)
+    monkeypatch.setattr(stream, "write", lambda text: (_ for _ in ()).throw(OSError("pipe closed")))
+    access_log("request", {"status": 200})  # does not raise: logging never fails the request
+    assert [record.getMessage() for record in errors] == ["request"]
+
+
+#: thread keys, extras, a format entry to add, whether the access line is written without a record.
+VARIANTS: dict[str, tuple[dict[str, Any], dict[str, Any], tuple[str, Any] | None, bool]] = {
+    "the access log's own line": ({}, {"method": "GET", "route": "/x", "status": 200, "duration_ms": 0.2}, None,
+                                  True),
+    "a thread key overwriting a format key": ({"service": "other"}, {}, None, False),
+    "an extra overwriting a thread key": ({"request_id": "r"}, {"request_id": "mine"}, None, True),
+    "None values": ({"user_id": None}, {"status": None, "route": "/x"}, None, True),
+    "an extra named xray_trace_id": ({}, {"xray_trace_id": "mine"}, None, False),
+    "an extra named stack_trace": ({}, {"stack_trace": "mine"}, None, False),
+    "an extra overwriting a format key": ({}, {"service": "extra"}, None, False),
+    "an extra overwriting a None format key": ({}, {"sampling_rate": 0.5}, None, False),
+    "a static reserved attribute in the format": ({}, {}, ("filename", "%(filename)s/%(module)s/%(levelno)d"), True),
+    "a timed attribute in the format": ({}, {}, ("created", "%(created).3f|%(msecs)d"), True),
+    "an attribute only a record has": ({}, {}, ("thread", "%(thread)d"), False),
+    "an empty format value": ({}, {}, ("blank", ""), True),
+    "a constant in the format": ({}, {"n": 1}, ("team", {"name": "ymera", "n": 2}), True),
+    "non-JSON types": ({}, {"when": datetime(2026, 1, 2, tzinfo=timezone.utc), "id": uuid.UUID(int=7),
+                            "big": 10**20, "ratio": 0.1, "flag": True, "items": [1, "a"], "text": "é"}, None, True),
+}
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS), ids=str)
+def test_the_direct_line_matches_the_record_line(variant: str, sole_handler: tuple[io.StringIO, list[str]],
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    thread_keys, fields, format_entry, direct = VARIANTS[variant]
+    stream, made = sole_handler
+    logger.info("first")  # the handlers swapped in
+    if format_entry is not None:
+        monkeypatch.setitem(logger.registered_formatter.log_format, *format_entry)
+    logger.thread_safe_append_keys(**{"request_id": "r-4", "user_id": "u-4", **thread_keys})
+    try:
+        logger.info("request", extra=fields)
+        access_log("request", fields)
+    finally:
+        logger.thread_safe_clear_keys()
+    _, slow, fast = (without_time_and_place(line) for line in lines(stream))
+    if "created" in fast:  # the two lines' own times
+        created, msecs = (float(part) for part in fast.pop("created").split("|"))
+        assert abs(created - time.time()) < 5 and 0 <= msecs < 1000 and slow.pop("created")
+    if "filename" in fast:
+        assert fast["filename"] == "test_observability_access_log.py/test_observability_access_log/20"
+    assert fast == slow and list(fast) == list(slow)
+    assert made == ["first", "request"] if direct else ["first", "request", "request"]
+
+
+def test_a_changed_format_or_serializer_is_followed(sole_handler: tuple[io.StringIO, list[str]],
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """The template is per format: a key appended after lines were written shows up in the next one; a
+    serializer someone installs writes the line (through the record)."""
+    stream, made = sole_handler
+    formatter = logger.registered_formatter
+    access_log("request", {"status": 1})
+    monkeypatch.setitem(formatter.log_format, "added", "yes")
+    access_log("request", {"status": 2})
+    monkeypatch.setattr(formatter, "json_serializer", lambda log: json.dumps({"custom": log["status"]}))
+    access_log("request", {"status": 3})
+    first, second, third = lines(stream)
+    assert "added" not in first and second["added"] == "yes" and third == {"custom": 3}
+    assert made == ["request"]  # only the custom serializer's line needed a record
