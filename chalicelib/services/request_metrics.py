@@ -67,7 +67,8 @@ class RequestMetrics:
         self.max_buffered = max_buffered
         self._clock = clock
         self._lock = threading.Lock()  # the chalice local server and tests record from many threads
-        self._buffer: Counter[str] = Counter()  # hash field -> increment not yet in Redis
+        #: (method, route, status, latency bucket index) -> [requests, microseconds] not yet in Redis.
+        self._buffer: dict[tuple[str, str, int, int], list[int]] = {}
         self._buffered = 0  # samples (requests) in the buffer
         self._oldest = 0.0  # clock() of the first sample in the buffer
 
@@ -80,15 +81,17 @@ class RequestMetrics:
         """Count one request. Never raises: losing a sample must not fail the request."""
         if self.breaker.is_open:
             return
-        labels = f"{method}|{route}|{status}"
-        index = bisect_left(LATENCY_BUCKETS, seconds)  # first bound >= seconds: `le` is inclusive
+        # The hash fields are spelled out at flush: per request, one tuple and two additions.
+        series = (method, route, status, bisect_left(LATENCY_BUCKETS, seconds))  # first bound >= seconds
+        micros = max(0, round(seconds * 1_000_000))
         now = self._clock()
         with self._lock:
-            buffer = self._buffer
-            buffer[f"{_COUNT}|{labels}"] += 1
-            buffer[f"{_SUM_US}|{labels}"] += max(0, round(seconds * 1_000_000))
-            if index < len(LATENCY_BUCKETS):
-                buffer[f"{_BUCKET}{LATENCY_BUCKETS[index]!r}|{labels}"] += 1
+            sums = self._buffer.get(series)
+            if sums is None:
+                self._buffer[series] = [1, micros]
+            else:
+                sums[0] += 1
+                sums[1] += micros
             if not self._buffered:
                 self._oldest = now
             self._buffered += 1
@@ -102,11 +105,18 @@ class RequestMetrics:
         from redis.exceptions import RedisError
 
         with self._lock:
-            buffer, self._buffer, self._buffered = self._buffer, Counter(), 0
+            buffer, self._buffer, self._buffered = self._buffer, {}, 0
         if not buffer or self.breaker.is_open:
             return
+        increments: Counter[str] = Counter()  # hash field -> increment (`le` is inclusive: bucket per index)
+        for (method, route, status, index), (count, micros) in buffer.items():
+            labels = f"{method}|{route}|{status}"
+            increments[f"{_COUNT}|{labels}"] += count
+            increments[f"{_SUM_US}|{labels}"] += micros
+            if index < len(LATENCY_BUCKETS):
+                increments[f"{_BUCKET}{LATENCY_BUCKETS[index]!r}|{labels}"] += count
         pipe = self._client.pipeline(transaction=False)
-        for name, increment in buffer.items():
+        for name, increment in increments.items():
             pipe.hincrby(self.key, name, increment)
         try:
             pipe.execute()
