@@ -131,19 +131,18 @@ class _Formatter(LambdaPowertoolsFormatter):
         if template is None or encode is None:
             return None
         variable = {**self.thread_safe_get_current_keys(), **fields}
-        if not variable.keys().isdisjoint(template.fixed_keys):
-            return None  # overwrites a format key in place, or a key `format` sets last: the record's way
-        for name in fields:
-            if name in _NOT_EXTRAS:
-                return None  # makeRecord refuses it (KeyError): the record's way raises that
-        created = time.time()
-        stamp = _Stamp(created, int((created - int(created)) * 1000) + 0.0)  # LogRecord's msecs
+        if not variable.keys().isdisjoint(template.taken):
+            return None  # see `_Template.taken`: the record's way
         parts = template.parts
         if template.timed:
-            attrs = dict(template.site)
-            attrs["created"], attrs["msecs"] = created, stamp.msecs
-            attrs["asctime"] = self.formatTime(stamp)  # type: ignore[arg-type]
-            parts = [part if type(part) is str else part[0] + encode(part[1] % attrs) for part in parts]
+            created = time.time()
+            stamp = _Stamp(created, int((created - int(created)) * 1000) + 0.0)  # LogRecord's msecs
+            asctime = self.formatTime(stamp)  # type: ignore[arg-type]
+            if template.asctime_only:  # the default: `"timestamp":"%(asctime)s"`
+                parts = [part if type(part) is str else part[0] + encode(asctime) for part in parts]
+            else:
+                attrs = {**template.site, "created": created, "msecs": stamp.msecs, "asctime": asctime}
+                parts = [part if type(part) is str else part[0] + encode(part[1] % attrs) for part in parts]
         text = ",".join(parts)  # type: ignore[arg-type]
         rest = encode({k: v for k, v in variable.items() if v is not None})
         if len(rest) > 2:
@@ -160,7 +159,12 @@ class _Template(NamedTuple):
 
     parts: list[str | tuple[str, str]]
     timed: bool
-    fixed_keys: frozenset[str]
+    #: every time part is exactly the timestamp (`%(asctime)s`): filled without a %-format.
+    asctime_only: bool
+    #: names the thread's keys and the extras must not have: the format's keys (overwritten in place), those
+    #: `format` sets last, reserved names (a thread key's value would be %-formatted) and the names makeRecord
+    #: refuses for an extra (KeyError).
+    taken: frozenset[str]
     site: dict[str, object]
 
     @classmethod
@@ -193,7 +197,9 @@ class _Template(NamedTuple):
                 value = value % probe
             if value is not None:
                 parts.append(encode({key: value})[1:-1])
-        return cls(parts, timed, frozenset(log_format) | {"xray_trace_id", "stack_trace"}, site)
+        asctime_only = all(type(part) is str or part[1] == "%(asctime)s" for part in parts)
+        taken = frozenset(log_format) | {"xray_trace_id", "stack_trace"} | _RESERVED | _NOT_EXTRAS
+        return cls(parts, timed, asctime_only, taken, site)
 
 
 _sites: dict[tuple[CodeType, int], dict[str, object]] = {}

@@ -219,6 +219,7 @@ VARIANTS: dict[str, tuple[dict[str, Any], dict[str, Any], tuple[str, Any] | None
     "the access log's own line": ({}, {"method": "GET", "route": "/x", "status": 200, "duration_ms": 0.2}, None,
                                   True),
     "a thread key overwriting a format key": ({"service": "other"}, {}, None, False),
+    "a thread key with a reserved name": ({"name": "%(levelname)s"}, {}, None, False),
     "an extra overwriting a thread key": ({"request_id": "r"}, {"request_id": "mine"}, None, True),
     "None values": ({"user_id": None}, {"status": None, "route": "/x"}, None, True),
     "an extra named xray_trace_id": ({}, {"xray_trace_id": "mine"}, None, False),
