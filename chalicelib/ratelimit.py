@@ -266,8 +266,8 @@ class RateLimiter:
         self.breaker = Breaker(breaker_seconds)
         self._spend_script: Any = None
         self._lock = threading.Lock()
-        #: the token-bucket script's ARGV per (cost, buckets), as the bytes Redis receives (see `_bucket_args`).
         self._connections: _OwnConnections | object | None = None  # built on the first check
+        #: the token-bucket script's ARGV per (cost, buckets), as the bytes Redis receives (see `_bucket_args`).
         self._argv: dict[tuple[int, tuple[Bucket, ...]], tuple[bytes, ...]] = {}
 
     def _token_bucket(self, keys: list[str], argv: tuple[bytes, ...]) -> Any:

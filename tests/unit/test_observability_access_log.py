@@ -274,3 +274,27 @@ def test_a_changed_format_or_serializer_is_followed(sole_handler: tuple[io.Strin
     first, second, third = lines(stream)
     assert "added" not in first and second["added"] == "yes" and third == {"custom": 3}
     assert made == ["request"]  # only the custom serializer's line needed a record
+
+
+def test_in_a_lambda_the_runtimes_root_handler_drops_the_line_and_it_is_written_directly(
+        sole_handler: tuple[io.StringIO, list[str]], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Lambda runtime puts its handler on the root logger; Powertools gave it a SuppressFilter for the
+    service's records. Those records reach it and are dropped, so the access line may skip the record; a root
+    handler without that filter would write it too, and then the record goes to both."""
+    from aws_lambda_powertools.logging.filters import SuppressFilter
+
+    stream, made = sole_handler
+    target = logging.getLogger(logger.name)
+    runtime_out = io.StringIO()
+    runtime = logging.StreamHandler(runtime_out)
+    runtime.addFilter(SuppressFilter(logger.service))
+    logger.info("first")  # the handlers swapped in
+    monkeypatch.setattr(target, "propagate", True)
+    monkeypatch.setattr(logging.root, "handlers", [runtime])
+    access_log("request", {"status": 200})
+    assert made == ["first"] and runtime_out.getvalue() == ""
+    plain_out = io.StringIO()
+    monkeypatch.setattr(logging.root, "handlers", [runtime, logging.StreamHandler(plain_out)])
+    access_log("request", {"status": 201})
+    assert made == ["first", "request"] and "request" in plain_out.getvalue() and runtime_out.getvalue() == ""
+    assert [line["status"] for line in lines(stream)[1:]] == [200, 201]
