@@ -281,11 +281,15 @@ def access_log(message: str, fields: Mapping[str, object]) -> None:
                     handler.stream.write(line + handler.terminator)
                     handler.stream.flush()
             except Exception:  # noqa: BLE001 - as StreamHandler.emit: the stream's failure goes to handleError
-                handler.handleError(_target.makeRecord(_target.name, logging.INFO, code.co_filename,
-                                                       caller.f_lineno, message, (), None, code.co_name, fields))
+                handler.handleError(_record(message, fields, code, caller.f_lineno))
             return
-    _target.handle(_target.makeRecord(_target.name, logging.INFO, code.co_filename, caller.f_lineno, message, (),
-                                      None, code.co_name, fields))
+    _target.handle(_record(message, fields, code, caller.f_lineno))
+
+
+def _record(message: str, fields: Mapping[str, object], code: CodeType, lineno: int) -> logging.LogRecord:
+    """The INFO record `logger.info(message, extra=fields)` makes at `code`:`lineno`."""
+    return _target.makeRecord(_target.name, logging.INFO, code.co_filename, lineno, message, (), None, code.co_name,
+                              fields)
 
 
 def _direct_handler() -> logging.StreamHandler[Any] | None:
