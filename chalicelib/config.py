@@ -68,6 +68,9 @@ class Settings(BaseSettings):
     aws_endpoint_url: str | None = Field(default=None, validation_alias="AWS_ENDPOINT_URL")
     queue_prefix: str = "ymera-dev"
     publish_timeout_seconds: float = 2.0
+    #: SendMessageBatch as a plain signed request instead of through botocore (chalicelib.messaging.sqs_json):
+    #: "auto" to a plain-HTTP endpoint (make run's emulator, LocalStack), "on" to AWS too, "off" never.
+    sqs_lean_send: Literal["auto", "on", "off"] = "auto"
     max_task_attempts: int = 5
     #: external agents: how long a leased task stays with its worker without a heartbeat.
     lease_seconds: int = Field(default=60, ge=1, le=3600)

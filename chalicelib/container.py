@@ -134,15 +134,17 @@ class Container:
 
         s = self.settings
         return SqsPublisher(lambda: make_sqs_client(s.aws_region, s.aws_endpoint_url, s.publish_timeout_seconds),
-                            s.queue_prefix)
+                            s.queue_prefix, lean_send=s.sqs_lean_send, timeout=s.publish_timeout_seconds)
 
     def warm(self) -> None:
         """Build at cold start what the first POST /tasks would otherwise build on its own time: the SQS client
-        it publishes with (boto3 loads the SQS service model, ~100 ms). Nothing is sent."""
-        from chalicelib.messaging.sqs import QueueClient
+        it publishes with (boto3 loads the SQS service model, ~100 ms) and its lean sender. Nothing is sent."""
+        from chalicelib.messaging.sqs import QueueClient, SqsPublisher
 
         publisher = self.publisher
-        if isinstance(publisher, QueueClient):
+        if isinstance(publisher, SqsPublisher):
+            publisher.lean()
+        elif isinstance(publisher, QueueClient):
             _ = publisher.client
 
     @cached_property

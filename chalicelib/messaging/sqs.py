@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 from chalicelib.domain.lanes import MESSAGE_GROUP
+from chalicelib.messaging.sqs_json import SqsJson, SqsJsonError
 
 
 class Publisher(Protocol):
@@ -54,18 +57,69 @@ def _entry(msg_id: str, body: dict[str, Any]) -> dict[str, Any]:
     return entry
 
 
+#: `YMERA_SQS_LEAN_SEND`: when `SendMessageBatch` goes out as a plain signed request (`sqs_json`) instead of
+#: through botocore: "auto" (to a plain-HTTP endpoint only: make run's emulator, LocalStack), "on" (AWS too),
+#: "off" (never).
+LEAN_SEND_MODES = ("auto", "on", "off")
+
+
 class SqsPublisher(QueueClient):
-    """Sends in batches of 10."""
+    """Sends in batches of 10.
+
+    `lean_send` (LEAN_SEND_MODES): a batch goes out through `chalicelib.messaging.sqs_json` (a fifth of
+    botocore's CPU per call), with the boto3 client as its fallback: a lean call that fails is sent again through
+    boto3, and if boto3 then succeeds, the lean path was what failed and boto3 sends everything from then on (a
+    warning says so). A failure both share (the queue is gone, the endpoint is down) raises boto3's error."""
+
+    def __init__(self, client_factory: Callable[[], Any], prefix: str, *, lean_send: str = "off",
+                 timeout: float = 2.0) -> None:
+        if lean_send not in LEAN_SEND_MODES:
+            raise ValueError(f"lean_send is one of {LEAN_SEND_MODES}, not {lean_send!r}")
+        super().__init__(client_factory, prefix)
+        self.lean_send = lean_send
+        self._timeout = timeout
+        self._lean: SqsJson | None = None
+        self._lean_decided = False
 
     def publish(self, destination: str, messages: Sequence[tuple[str, dict[str, Any]]]) -> set[str]:
         url = self.queue_url(destination)
         failed: set[str] = set()
         for start in range(0, len(messages), 10):
             chunk = messages[start:start + 10]
-            response = self.client.send_message_batch(
-                QueueUrl=url, Entries=[_entry(msg_id, body) for msg_id, body in chunk])
+            response = self._send_batch(url, [_entry(msg_id, body) for msg_id, body in chunk])
             failed.update(entry["Id"] for entry in response.get("Failed", []))
         return failed
+
+    def lean(self) -> SqsJson | None:
+        """The lean sender, built on first use (None: boto3 sends)."""
+        if not self._lean_decided:
+            client = self.client
+            scheme = urlsplit(client.meta.endpoint_url or "").scheme
+            if self.lean_send == "on" or (self.lean_send == "auto" and scheme == "http"):
+                try:
+                    self._lean = SqsJson.beside(client, self._timeout)
+                except ValueError as exc:  # no credentials yet: boto3 raises its own error for that
+                    from chalicelib.observability import logger
+
+                    logger.warning("lean SQS send unavailable; boto3 sends", extra={"error": str(exc)})
+            self._lean_decided = True
+        return self._lean
+
+    def _send_batch(self, url: str, entries: list[dict[str, Any]]) -> dict[str, Any]:
+        lean = self.lean()
+        if lean is None:
+            return self.client.send_message_batch(QueueUrl=url, Entries=entries)  # type: ignore[no-any-return]
+        try:
+            return lean.call("SendMessageBatch", {"QueueUrl": url, "Entries": entries})
+        except (SqsJsonError, OSError, http.client.HTTPException, ValueError) as exc:
+            error = f"{type(exc).__name__}: {exc}"[:300]
+        response = self.client.send_message_batch(QueueUrl=url, Entries=entries)  # raises what both share
+        from chalicelib.observability import logger
+
+        logger.warning("lean SQS send failed where boto3's succeeded; boto3 sends from now on",
+                       extra={"error": error})
+        self._lean = None
+        return response  # type: ignore[no-any-return]
 
 
 class VisibilityPort(Protocol):

@@ -95,7 +95,7 @@ def test_a_dropped_connection_is_reopened_and_the_call_sent_again(clients: tuple
     with socket.socket() as closed:  # a port nothing listens on: the first attempt is refused
         closed.bind(("127.0.0.1", 0))
         port = closed.getsockname()[1]
-    lean._local.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+    lean._json._local.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
     assert [m["Body"] for m in _receive(lean, url)] == ["kept"]
 
 
