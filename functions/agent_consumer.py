@@ -23,6 +23,7 @@ at once (run cancelled, already succeeded, skipped) or run by an external agent 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
@@ -129,7 +130,10 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
 
         for task_id, done in container.processor.write_deferred(groups, scope).items():
             record, agent_type, elapsed_ms = deferred.pop(task_id)
-            if isinstance(done, Exception):
+            if isinstance(done, RetryLaterError):  # its claim still held: back once the lease lapsed
+                come_back(record, done.delay_seconds)
+                answers[id(record.raw_event)] = done
+            elif isinstance(done, Exception):
                 with scope_of(record, task_id):
                     logger.warning("record failed; retrying shortly", exc_info=done)
                 come_back(record, infra_delay)
@@ -171,11 +175,26 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
                                             context=context)
     finally:
         try:
-            container.processor.release_unstarted(list(claims.values()))  # claimed, then deferred: not run
+            _release_unstarted(container.processor, claims, event, messages, come_back)
             publish_task_outcomes(finished)  # what committed is published even when the whole batch is retried
         finally:
             container.processor.flush()  # the wake-up hints queued after each commit are all sent
     return dict(response)
+
+
+def _release_unstarted(processor: Any, claims: dict[Any, Any], event: dict[str, Any],
+                       messages: dict[str, TaskMessage], come_back: Callable[[SQSRecord, int], None]) -> None:
+    """Give back the claims that were never run (deferred records). If that fails, their tasks stay held until
+    the lease lapses, and a record back sooner would be acknowledged as a duplicate: each returns after it."""
+    try:
+        processor.release_unstarted(list(claims.values()))
+    except Exception:
+        for raw in event.get("Records", []):
+            message = messages.get(raw.get("messageId", ""))
+            claim = claims.get(message.task_id) if message is not None else None
+            if claim is not None:
+                come_back(SQSRecord(raw), processor.lapse_seconds(claim))
+        raise
 
 
 def _urgent_first(records: list[dict[str, Any]], claims: dict[Any, Any], messages: dict[str, TaskMessage]

@@ -101,6 +101,8 @@ _CLAIMED = (Task.id, Task.user_id, Task.agent_id, Task.agent_type, Task.input_da
 class Claim:
     task: ClaimedTask  # read by the claim statement, in the claim's transaction
     config: dict[str, Any]
+    #: the claim lease it took: until then a redelivery of its message finds the task held and is acknowledged
+    lease_until: datetime | None = None
 
     @property
     def attempt(self) -> int:
@@ -377,13 +379,17 @@ class TaskProcessor:
             status, output, metrics, error = self._run(task, claim.config, ctx, final)
         except _Retryable as retry:
             # Back to the queue with the error the user can see while it waits; SQS brings it back after the delay.
-            self._release(claim, error=retry.error)
+            released = self._release(claim, error=retry.error)
             logger.info("retryable agent failure; retrying later", extra={
                 "task_id": str(task.id), "code": retry.error["code"], "attempt": claim.attempt})
-            raise RetryLaterError(self.backoff.delay(claim.attempt, retry.retry_after), retry.error["code"]) from None
+            delay = self.backoff.delay(claim.attempt, retry.retry_after)
+            raise RetryLaterError(delay if released else max(delay, self.lapse_seconds(claim)),
+                                  retry.error["code"]) from None
         except Exception as exc:
-            self._release(claim)  # an unexpected crash: retried with backoff too
-            raise RetryLaterError(self.backoff.delay(claim.attempt), type(exc).__name__) from exc
+            released = self._release(claim)  # an unexpected crash: retried with backoff too
+            delay = self.backoff.delay(claim.attempt)
+            raise RetryLaterError(delay if released else max(delay, self.lapse_seconds(claim)),
+                                  type(exc).__name__) from exc
         if status == PENDING:
             self._hand_over(claim)
             logger.info("task waiting", extra={"task_id": str(task.id), "agent_type": task.agent_type})
@@ -474,9 +480,9 @@ class TaskProcessor:
         params = {"p_ids": ids, "p_type": agent_type, "p_now": self.clock(), "p_lease": lease_until}
         rows = conn.execute(_claim_statement(joined, agent_type is not None), params).all()
         if joined:
-            return [Claim(ClaimedTask(*row[:-1]), row[-1] or {}) for row in rows]
+            return [Claim(ClaimedTask(*row[:-1]), row[-1] or {}, lease_until) for row in rows]
         with Session(bind=conn) as session:  # the agent cache takes a session for its miss
-            return [Claim(ClaimedTask(*row), self._agent_config(session, row.agent_id)) for row in rows]
+            return [Claim(ClaimedTask(*row), self._agent_config(session, row.agent_id), lease_until) for row in rows]
 
     @staticmethod
     def _abandoned(now: Any) -> Any:
@@ -501,13 +507,28 @@ class TaskProcessor:
                                             Task.attempts == claim.attempt)
                          .values(updated_at=self.clock(), **values))
 
-    def _release(self, claim: Claim, error: dict[str, Any] | None = None) -> None:
+    def _release(self, claim: Claim, error: dict[str, Any] | None = None) -> bool:
+        """Give the claim back (`queued`); False when that failed: the task stays held until its lease lapses,
+        and a redelivery before then would be acknowledged as a duplicate (its record must not come back
+        sooner: `lapse_seconds`)."""
         try:
             self._held(claim, status=TaskStatus.QUEUED, lease_expires_at=None,
                        **({"error": storable(error)} if error is not None else {}))
         except Exception:  # noqa: BLE001 - the claim lease runs out instead; the original error is what matters
             logger.warning("could not give the claim back; it lapses with its lease",
                            extra={"task_id": str(claim.task.id)}, exc_info=True)
+            return False
+        return True
+
+    def lapse_seconds(self, claim: Claim) -> int:
+        """Seconds until the claim's lease has lapsed (with a second to spare): the earliest a redelivery of its
+        message can claim the task again instead of finding it held."""
+        from chalicelib.messaging.sqs import MAX_VISIBILITY_SECONDS
+
+        if claim.lease_until is None:
+            return 0
+        left = (claim.lease_until - self.clock()).total_seconds()
+        return max(0, min(MAX_VISIBILITY_SECONDS, math.ceil(left) + 1))
 
     def _hand_over(self, claim: Claim) -> None:
         """A pending task is held by its subtasks now, not by this consumer: nobody may reclaim it."""
@@ -538,7 +559,13 @@ class TaskProcessor:
             return moved
         except Exception as exc:
             if not final:
-                self._release(claim)
+                if not self._release(claim):
+                    # Still held: a record back after the consumer's usual short delay would find the task held
+                    # and be acknowledged, leaving it `processing` until the reaper. It returns once the lease lapsed.
+                    seconds = self.lapse_seconds(claim)
+                    logger.warning("the outcome was not stored and the claim is still held; the record returns "
+                                   "once its lease lapsed", extra={"task_id": str(claim.task.id), "seconds": seconds})
+                    raise RetryLaterError(seconds, type(exc).__name__) from exc
                 raise
             logger.exception("the outcome could not be stored on the last attempt",
                              extra={"task_id": str(claim.task.id)})
