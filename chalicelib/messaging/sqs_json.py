@@ -47,7 +47,6 @@ class SqsJson:
             raise ValueError(f"not an SQS endpoint: {endpoint_url!r}")
         if credentials is None:
             raise ValueError("no AWS credentials (boto3 would refuse every call too)")
-        self.endpoint_url = endpoint_url
         self._https = endpoint.scheme == "https"
         self._host = endpoint.hostname
         self._port = endpoint.port or (443 if self._https else 80)

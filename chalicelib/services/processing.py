@@ -379,17 +379,14 @@ class TaskProcessor:
             status, output, metrics, error = self._run(task, claim.config, ctx, final)
         except _Retryable as retry:
             # Back to the queue with the error the user can see while it waits; SQS brings it back after the delay.
-            released = self._release(claim, error=retry.error)
+            held = self._release(claim, error=retry.error)
             logger.info("retryable agent failure; retrying later", extra={
                 "task_id": str(task.id), "code": retry.error["code"], "attempt": claim.attempt})
-            delay = self.backoff.delay(claim.attempt, retry.retry_after)
-            raise RetryLaterError(delay if released else max(delay, self.lapse_seconds(claim)),
+            raise RetryLaterError(max(self.backoff.delay(claim.attempt, retry.retry_after), held),
                                   retry.error["code"]) from None
         except Exception as exc:
-            released = self._release(claim)  # an unexpected crash: retried with backoff too
-            delay = self.backoff.delay(claim.attempt)
-            raise RetryLaterError(delay if released else max(delay, self.lapse_seconds(claim)),
-                                  type(exc).__name__) from exc
+            held = self._release(claim)  # an unexpected crash: retried with backoff too
+            raise RetryLaterError(max(self.backoff.delay(claim.attempt), held), type(exc).__name__) from exc
         if status == PENDING:
             self._hand_over(claim)
             logger.info("task waiting", extra={"task_id": str(task.id), "agent_type": task.agent_type})
@@ -507,28 +504,25 @@ class TaskProcessor:
                                             Task.attempts == claim.attempt)
                          .values(updated_at=self.clock(), **values))
 
-    def _release(self, claim: Claim, error: dict[str, Any] | None = None) -> bool:
-        """Give the claim back (`queued`); False when that failed: the task stays held until its lease lapses,
-        and a redelivery before then would be acknowledged as a duplicate (its record must not come back
-        sooner: `lapse_seconds`)."""
+    def _release(self, claim: Claim, error: dict[str, Any] | None = None) -> int:
+        """Give the claim back (`queued`). Returns how long its record must stay away: 0 when the claim was
+        given back; when that failed, the task stays held until its lease lapses and a redelivery before then
+        would be acknowledged as a duplicate, so `lapse_seconds`."""
         try:
             self._held(claim, status=TaskStatus.QUEUED, lease_expires_at=None,
                        **({"error": storable(error)} if error is not None else {}))
         except Exception:  # noqa: BLE001 - the claim lease runs out instead; the original error is what matters
             logger.warning("could not give the claim back; it lapses with its lease",
                            extra={"task_id": str(claim.task.id)}, exc_info=True)
-            return False
-        return True
+            return self.lapse_seconds(claim)
+        return 0
 
     def lapse_seconds(self, claim: Claim) -> int:
         """Seconds until the claim's lease has lapsed (with a second to spare): the earliest a redelivery of its
-        message can claim the task again instead of finding it held."""
-        from chalicelib.messaging.sqs import MAX_VISIBILITY_SECONDS
-
+        message can claim the task again instead of finding it held (the visibility port caps it at SQS's 12 h)."""
         if claim.lease_until is None:
             return 0
-        left = (claim.lease_until - self.clock()).total_seconds()
-        return max(0, min(MAX_VISIBILITY_SECONDS, math.ceil(left) + 1))
+        return max(0, math.ceil((claim.lease_until - self.clock()).total_seconds()) + 1)
 
     def _hand_over(self, claim: Claim) -> None:
         """A pending task is held by its subtasks now, not by this consumer: nobody may reclaim it."""
@@ -559,10 +553,10 @@ class TaskProcessor:
             return moved
         except Exception as exc:
             if not final:
-                if not self._release(claim):
+                seconds = self._release(claim)
+                if seconds:
                     # Still held: a record back after the consumer's usual short delay would find the task held
                     # and be acknowledged, leaving it `processing` until the reaper. It returns once the lease lapsed.
-                    seconds = self.lapse_seconds(claim)
                     logger.warning("the outcome was not stored and the claim is still held; the record returns "
                                    "once its lease lapsed", extra={"task_id": str(claim.task.id), "seconds": seconds})
                     raise RetryLaterError(seconds, type(exc).__name__) from exc
