@@ -42,7 +42,7 @@ def load_statement(user_id: uuid.UUID | BindParameter[Any], agent_type: str | Bi
 
 
 @functools.lru_cache(maxsize=16)
-def _prepared_load_statement(allowances: Allowances) -> Select[int, int]:
+def prepared_load_statement(allowances: Allowances) -> Select[int, int]:
     """`load_statement` with its values as bound parameters, built once per allowances: building it took
     ~0.5 ms of CPU per POST /tasks (a third of the statement's cost), and SQLAlchemy then recomputed its
     cache key too (issue #14)."""
@@ -54,7 +54,7 @@ def owner_load(session: Session, user_id: uuid.UUID, agent_type: str, *, excludi
                allowances: Allowances) -> OwnerLoad:
     """The owner's active tasks of `agent_type` but `excluding` (the new one), counted up to each allowance."""
     active, urgent = session.connection().execute(
-        _prepared_load_statement(allowances),
+        prepared_load_statement(allowances),
         {"user_id": user_id, "agent_type": agent_type, "excluding": excluding}).one()
     return OwnerLoad(active=int(active), urgent=int(urgent))
 
@@ -68,10 +68,26 @@ def recounted_for_low_work(session: Session, task: Task, allowances: Allowances,
     to it), so in a burst only the first few creates take one: the lock's cost (serialized COMMITs) stays with
     the creates that might use the fast lane. Normal and urgent work is not recounted (the share stays soft
     under concurrency, docs/scheduling.md)."""
-    if task.priority != TaskPriority.LOW or lanes.lane_of(destination) is lanes.Lane.BULK:
+    if not needs_low_work_turn(task, destination):
         return destination
-    session.execute(select(func.pg_advisory_xact_lock(func.hashtext(f"lanes:{task.user_id}:{task.agent_type}"))))
+    session.execute(low_work_turn_statement(), {"turn_key": turn_key(task)})
     return _counted_destination(session, task, allowances)
+
+
+def needs_low_work_turn(task: Task, destination: str) -> bool:
+    """Whether `recounted_for_low_work` must take the owner's turn and count again for this destination."""
+    return task.priority == TaskPriority.LOW and lanes.lane_of(destination) is not lanes.Lane.BULK
+
+
+@functools.lru_cache(maxsize=1)
+def low_work_turn_statement() -> Select[Any]:
+    """The transaction-scoped advisory lock a `low` task's recount takes (`recounted_for_low_work`); it binds
+    `turn_key` (`turn_key(task)`)."""
+    return select(func.pg_advisory_xact_lock(func.hashtext(bindparam("turn_key"))))
+
+
+def turn_key(task: Task) -> str:
+    return f"lanes:{task.user_id}:{task.agent_type}"
 
 
 def _counted_destination(session: Session, task: Task, allowances: Allowances) -> str:
@@ -90,18 +106,29 @@ def destination_and_tasks_since(session: Session, task: Task, allowances: Allowa
     """`destination_for` and the owner's tasks created since `since` (the daily quota's count,
     chalicelib.services.quotas.tasks_since) in ONE statement: a POST /tasks round trip fewer (issue #14)."""
     active, urgent, created = session.connection().execute(
-        _prepared_load_and_count_statement(allowances),
+        prepared_load_and_count_statement(allowances),
         {"user_id": task.user_id, "agent_type": task.agent_type, "excluding": task.id, "since": since}).one()
-    load = OwnerLoad(active=int(active), urgent=int(urgent))
-    destination = lanes.destination(task.agent_type, lanes.choose(task.priority, load, allowances))
+    destination = destination_of(task, active, urgent, allowances)
     return recounted_for_low_work(session, task, allowances, destination), int(created or 0)
 
 
+def destination_of(task: Task, active: Any, urgent: Any, allowances: Allowances) -> str:
+    """The lane's destination for the two counts `load_statement` read."""
+    load = OwnerLoad(active=int(active), urgent=int(urgent))
+    return lanes.destination(task.agent_type, lanes.choose(task.priority, load, allowances))
+
+
 @functools.lru_cache(maxsize=16)
-def _prepared_load_and_count_statement(allowances: Allowances) -> Select[int, int, int]:
-    """`_prepared_load_statement` plus the quota's count as a third column (built once per allowances)."""
+def prepared_load_and_count_statement(allowances: Allowances) -> Select[int, int, int]:
+    """`prepared_load_statement` plus the quota's count as a third column (built once per allowances)."""
     from chalicelib.services.quotas import tasks_since
 
     count = tasks_since(bindparam("user_id", type_=Uuid()),
                         bindparam("since", type_=Task.__table__.c.created_at.type)).scalar_subquery()
-    return _prepared_load_statement(allowances).add_columns(count)
+    return prepared_load_statement(allowances).add_columns(count)
+
+
+def load_parameters(task: Task) -> dict[str, Any]:
+    """The values `prepared_load_statement` and `prepared_load_and_count_statement` bind (plus `since` for the
+    second)."""
+    return {"user_id": task.user_id, "agent_type": task.agent_type, "excluding": task.id}

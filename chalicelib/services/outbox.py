@@ -20,8 +20,10 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, bindparam, or_, select, update
+from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session
 
+from chalicelib.db import pipeline
 from chalicelib.db.models import Agent, OutboxMessage, Task
 from chalicelib.db.session import Database
 from chalicelib.db.types import utcnow
@@ -108,18 +110,25 @@ class OutboxRelay:
                 error = "rejected by the queue"
             except Exception as exc:  # noqa: BLE001 - recorded on the row and retried by the relay
                 failed, error = {outbox_id.hex}, f"{type(exc).__name__}: {exc}"[:500]
-            statements = [(update(OutboxMessage)
-                           .where(OutboxMessage.id == outbox_id, OutboxMessage.published_at.is_(None))
-                           .values(attempts=OutboxMessage.attempts + 1, last_error=error), {})] if failed else \
-                _mark_published(outbox_id, self.clock(), conn.dialect.name)
-            if len(statements) == 1 and not conn.in_transaction():
-                # One statement is its own transaction (autocommit): the user's event counter row that the
-                # task's status trigger locks is released as the statement completes, not a COMMIT round trip
-                # later (a user's concurrent POSTs queue on that row). The pool resets the level on checkin.
-                conn.execution_options(isolation_level="AUTOCOMMIT")
-            for stmt, params in statements:
-                conn.execute(stmt, params)
-            conn.commit()
+            if not failed and pipeline.supported(conn.dialect) and not conn.in_transaction():
+                # BEGIN, the mark and COMMIT in one round trip, like the create before it (chalicelib/db/pipeline.py):
+                # the user's event counter row that the task's status trigger locks is held for the statement and
+                # the commit only (a user's concurrent POSTs queue on that row).
+                with pipeline.Pipelined(conn) as tx:
+                    tx.execute(_driver_mark(conn.dialect), {"outbox_id": outbox_id, "now": self.clock()})
+                    tx.commit()
+            else:
+                statements = [(update(OutboxMessage)
+                               .where(OutboxMessage.id == outbox_id, OutboxMessage.published_at.is_(None))
+                               .values(attempts=OutboxMessage.attempts + 1, last_error=error), {})] if failed else \
+                    _mark_published(outbox_id, self.clock(), conn.dialect.name)
+                if len(statements) == 1 and not conn.in_transaction():
+                    # One statement is its own transaction (autocommit): released as it completes, not a COMMIT
+                    # round trip later. The pool resets the level on checkin.
+                    conn.execution_options(isolation_level="AUTOCOMMIT")
+                for stmt, params in statements:
+                    conn.execute(stmt, params)
+                conn.commit()
         except Exception:  # noqa: BLE001 - the scheduled relay retries whatever this did not finish
             logger.warning("outbox fast-path publish failed; the relay will retry",
                            extra={"outbox_id": str(outbox_id)}, exc_info=True)
@@ -253,6 +262,12 @@ def _mark_published_statements(dialect: str) -> tuple[Any, ...]:
         return (queued.where(Task.id.in_(select(marked.c.aggregate_id))).add_cte(marked),)
     return (mark, queued.where(Task.id == select(OutboxMessage.aggregate_id)
                                .where(OutboxMessage.id == outbox_id).scalar_subquery()))
+
+
+@functools.lru_cache(maxsize=4)
+def _driver_mark(dialect: Dialect) -> pipeline.DriverStatement:
+    (stmt,) = _mark_published_statements(dialect.name)
+    return pipeline.DriverStatement(stmt, dialect)
 
 
 def _settle_external(session: Session, rows: list[OutboxMessage], now: datetime) -> list[OutboxMessage]:

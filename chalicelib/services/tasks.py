@@ -11,11 +11,14 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import PrivateAttr
 from sqlalchemy import Connection, bindparam, insert, select, update
+from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session, selectinload
 
 from chalicelib.agents import registry
 from chalicelib.cache.namespaces import Namespace
+from chalicelib.db import pipeline
 from chalicelib.db.models import Agent, AuditLog, OutboxMessage, Task, TaskResult
+from chalicelib.db.pipeline import DriverStatement
 from chalicelib.db.session import Database, rowcount
 from chalicelib.db.types import utcnow
 from chalicelib.db.workflow_models import WorkflowRun
@@ -28,6 +31,7 @@ from chalicelib.errors import ConflictError, NotFoundError, ValidationError
 from chalicelib.schemas.common import RenderedOnce
 from chalicelib.schemas.tasks import TaskCreate, TaskListQuery, TaskPublic
 from chalicelib.services import audit
+from chalicelib.services import lanes as lanes_service
 from chalicelib.services.agents import AgentRecord, get_owned_agent
 from chalicelib.services.lanes import destination_and_tasks_since, destination_for
 from chalicelib.services.meta import RequestMeta
@@ -105,6 +109,25 @@ def _created_rows_statement(with_outbox: bool) -> Any:
     return stmt.add_cte(audit_cte)
 
 
+def _new_task(user_id: uuid.UUID, req: TaskCreate, agent: Agent | AgentRecord) -> tuple[Task, datetime]:
+    """The new task's row (not in any session) and its creation time; the agent must be active and take the
+    input."""
+    if agent.status != "active":
+        raise ConflictError("agent is not active", {"agent_id": str(agent.id), "status": agent.status})
+    registry.validate_input(agent.type, req.input_data)
+    now = utcnow()
+    task = Task(id=uuid.uuid4(), user_id=user_id, agent_id=agent.id, agent_type=agent.type, title=req.title,
+                description=req.description, priority=req.priority, input_data=req.input_data,
+                status=initial_status(agent.mode), attempts=0, created_at=now, updated_at=now)
+    return task, now
+
+
+def _created_audit(task: Task, agent: Agent | AgentRecord, req: TaskCreate, meta: RequestMeta) -> dict[str, Any]:
+    return audit.row(user_id=task.user_id, event_type="task.created", action="create", resource_type="task",
+                     resource_id=task.id, details={"agent_id": str(agent.id), "agent_type": agent.type,
+                                                   "routed": req.agent_id is None}, meta=meta)
+
+
 def _insert_created(session: Session, task: Task, destination: str | None, audit_row: dict[str, Any],
                     allowances: Allowances, now: datetime) -> Enqueued | None:
     """Write a new task (every column set on `task`, which stays out of the session), its audit row and what
@@ -114,6 +137,21 @@ def _insert_created(session: Session, task: Task, destination: str | None, audit
     `{prefix}-agent-{type}` or bulk `...-bulk`, by the owner's active tasks: chalicelib/domain/lanes.py).
     External agents: nothing, the task waits in `queued` for a lease (`POST /agents/{id}/lease`, by priority);
     on SQS a managed consumer would run it instead of the user's worker."""
+    params, enqueued = _created_params(task, destination, audit_row, allowances, now)
+    if session.get_bind().dialect.name != "postgresql":  # no data-modifying CTEs (SQLite): one INSERT each
+        conn = session.connection()
+        if enqueued is not None:
+            conn.execute(insert(OutboxMessage), {k[2:]: v for k, v in params.items() if k[:2] == "o_"})
+        conn.execute(insert(AuditLog), {k[2:]: v for k, v in params.items() if k[:2] == "a_"})
+        conn.execute(insert(Task), {k[2:]: v for k, v in params.items() if k[:2] == "t_"})
+        return enqueued
+    session.connection().execute(_created_rows_statement(enqueued is not None), params)
+    return enqueued
+
+
+def _created_params(task: Task, destination: str | None, audit_row: dict[str, Any], allowances: Allowances,
+                    now: datetime) -> tuple[dict[str, Any], Enqueued | None]:
+    """What `_created_rows_statement` binds for a new task, and its outbox row (when `destination` is set)."""
     params: dict[str, Any] = {f"t_{name}": getattr(task, name) for name in _CREATED_TASK_COLUMNS}
     params.update({f"a_{name}": value for name, value in audit_row.items()})
     params.update(a_id=uuid.uuid4(), a_timestamp=now)
@@ -125,15 +163,17 @@ def _insert_created(session: Session, task: Task, destination: str | None, audit
         enqueued = Enqueued(uuid.uuid4(), destination, payload)
         params.update(o_id=enqueued.outbox_id, o_aggregate_id=task.id, o_destination=destination, o_payload=payload,
                       o_attempts=0, o_created_at=now)
-    if session.get_bind().dialect.name != "postgresql":  # no data-modifying CTEs (SQLite): one INSERT each
-        conn = session.connection()
-        if enqueued is not None:
-            conn.execute(insert(OutboxMessage), {k[2:]: v for k, v in params.items() if k[:2] == "o_"})
-        conn.execute(insert(AuditLog), {k[2:]: v for k, v in params.items() if k[:2] == "a_"})
-        conn.execute(insert(Task), {k[2:]: v for k, v in params.items() if k[:2] == "t_"})
-        return enqueued
-    session.connection().execute(_created_rows_statement(enqueued is not None), params)
-    return enqueued
+    return params, enqueued
+
+
+@functools.lru_cache(maxsize=8)
+def _driver_statements(dialect: Dialect, allowances: Allowances) -> tuple[DriverStatement, ...]:
+    """The pipelined create's statements, compiled for the driver once per dialect and allowances: the lane and
+    quota read, the recount's turn and the lane read alone (a `low` task's recount), the rows."""
+    return (DriverStatement(lanes_service.prepared_load_and_count_statement(allowances), dialect),
+            DriverStatement(lanes_service.low_work_turn_statement(), dialect),
+            DriverStatement(lanes_service.prepared_load_statement(allowances), dialect),
+            DriverStatement(_created_rows_statement(True), dialect))
 
 
 def _get_owned_task(session: Session, user_id: uuid.UUID, task_id: uuid.UUID, *, with_result: bool) -> Task:
@@ -205,9 +245,37 @@ class TaskService:
                on_created: Callable[[Session, Task], None] | None = None) -> Task:
         """`on_created` runs in the create transaction after the task is flushed (the ingress consumer's
         idempotency receipt): if it raises, nothing of the task is committed."""
-        known = self._known_agent(user_id, req)
+        known, publish = self._known_agent(user_id, req), self.fast_publish
+        if on_created is None and known is not None and known.mode != AgentMode.EXTERNAL and publish is not None \
+                and pipeline.supported(self.db.engine.dialect):
+            return self._create_pipelined(user_id, req, meta, known, publish)
         return self._committed_then_published(
             lambda session: self._create_in(session, user_id, req, meta, known, on_created))
+
+    def _create_pipelined(self, user_id: uuid.UUID, req: TaskCreate, meta: RequestMeta, agent: AgentRecord,
+                          publish: FastPublish) -> Task:
+        """`create` for a managed agent named by id in two round trips before the publish (chalicelib/db/pipeline.py):
+        BEGIN with the lane and quota read, then the rows with COMMIT (`_create_in` writes the same rows through
+        the ORM session, in four). A `low` task whose count says fast takes its turn and counts again between."""
+        task, now = _new_task(user_id, req, agent)
+        with self.db.connection() as conn:
+            count, turn, load, rows = _driver_statements(conn.dialect, self.lanes)
+            with pipeline.Pipelined(conn) as tx:
+                active, urgent, used = tx.first(count, {**lanes_service.load_parameters(task), "since": day_of(now)})
+                if self.quotas is not None:
+                    self.quotas.check_tasks_used(int(used or 0), now)
+                destination = lanes_service.destination_of(task, active, urgent, self.lanes)
+                if lanes_service.needs_low_work_turn(task, destination):
+                    tx.execute(turn, {"turn_key": lanes_service.turn_key(task)})
+                    active, urgent = tx.first(load, lanes_service.load_parameters(task))
+                    destination = lanes_service.destination_of(task, active, urgent, self.lanes)
+                params, enqueued = _created_params(task, destination, _created_audit(task, agent, req, meta),
+                                                   self.lanes, now)
+                tx.execute(rows, params)
+                tx.commit()
+            if enqueued is not None:  # always, with a destination: a managed agent's task has its outbox row
+                publish(conn, enqueued.outbox_id, enqueued.destination, enqueued.payload)
+        return task
 
     def _committed_then_published(self, work: Callable[[Session], tuple[R, Enqueued | None]]) -> R:
         """Run `work` in one transaction, then publish the task it wrote an outbox row for, before returning.
@@ -260,13 +328,7 @@ class TaskService:
             agent = route(session, user_id, str(req.agent_type))
         else:
             agent = known or get_owned_agent(session, user_id, req.agent_id)
-        if agent.status != "active":
-            raise ConflictError("agent is not active", {"agent_id": str(agent.id), "status": agent.status})
-        registry.validate_input(agent.type, req.input_data)
-        now = utcnow()
-        task = Task(id=uuid.uuid4(), user_id=user_id, agent_id=agent.id, agent_type=agent.type, title=req.title,
-                    description=req.description, priority=req.priority, input_data=req.input_data,
-                    status=initial_status(agent.mode), attempts=0, created_at=now, updated_at=now)
+        task, now = _new_task(user_id, req, agent)
         # The task's INSERT fires the event ledger's trigger, which locks the user's event counter row until
         # COMMIT (chalicelib.events.triggers), so a user's concurrent POSTs queue behind each other there. The
         # lane (and the daily quota's count, in the same statement) is read first (a `low` task's fast lane is
@@ -282,10 +344,8 @@ class TaskService:
             self.quotas.check_tasks_used(used, now)
         else:
             destination = destination_for(session, task, self.lanes)
-        audit_row = audit.row(user_id=user_id, event_type="task.created", action="create", resource_type="task",
-                              resource_id=task.id, details={"agent_id": str(agent.id), "agent_type": agent.type,
-                                                            "routed": req.agent_id is None}, meta=meta)
-        enqueued = _insert_created(session, task, destination, audit_row, self.lanes, now)
+        enqueued = _insert_created(session, task, destination, _created_audit(task, agent, req, meta), self.lanes,
+                                   now)
         if on_created is not None:
             on_created(session, task)
             session.flush()
