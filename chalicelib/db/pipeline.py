@@ -9,8 +9,8 @@ where the API's thread must also win its interpreter lock back before it can sen
 execution and the commit's WAL flush only.
 
 The statements are the Core statements the ORM path runs, compiled once for the driver (`DriverStatement`: the
-same SQL, the same bind processors). The engine's `before_cursor_execute` and `commit` listeners see them as
-they see SQLAlchemy's own, and a driver error is raised as SQLAlchemy's DBAPIError (the connection invalidated
+same SQL, the same bind processors). The engine's `before_cursor_execute` listeners see them as they see
+SQLAlchemy's own (with no execution context: None), its `commit` listeners the COMMIT, and a driver error is raised as SQLAlchemy's DBAPIError (the connection invalidated
 when the driver lost it), so a Postgres outage is the same 503 (chalicelib/api/http.py) on either path.
 Postgres and psycopg only: callers check `supported(dialect)` and take the ORM path otherwise.
 """
