@@ -10,8 +10,9 @@ execution and the commit's WAL flush only.
 
 The statements are the Core statements the ORM path runs, compiled once for the driver (`DriverStatement`: the
 same SQL, the same bind processors). The engine's `before_cursor_execute` listeners see them as they see
-SQLAlchemy's own (with no execution context: None), its `commit` listeners the COMMIT, and a driver error is raised as SQLAlchemy's DBAPIError (the connection invalidated
-when the driver lost it), so a Postgres outage is the same 503 (chalicelib/api/http.py) on either path.
+SQLAlchemy's own (with no execution context: None), its `commit` listeners the COMMIT, and a driver error is
+raised as SQLAlchemy's DBAPIError (the connection invalidated when the driver lost it), so a Postgres outage is
+the same 503 (chalicelib/api/http.py) on either path.
 Postgres and psycopg only: callers check `supported(dialect)` and take the ORM path otherwise.
 """
 
