@@ -80,6 +80,7 @@ class Pipelined:
         self.conn = conn
         self.raw: Any = conn.connection.driver_connection
         self._events = conn._has_events or conn.engine._has_events
+        self._driver_error: type[Exception] = conn.dialect.loaded_dbapi.Error
         self._entered: Any = None  # the driver's pipeline() context, and its Pipeline
         self._pipeline: Any = None
         self._committing = False
@@ -95,10 +96,7 @@ class Pipelined:
                 self._pipeline = self._entered.__enter__()
                 self.raw.cursor().execute("BEGIN")  # a pipeline may already send (and fail) here
         except BaseException:
-            if self._pipeline is not None:
-                self._abandon()
-            else:
-                self._restore()
+            self._abandon()
             raise
         return self
 
@@ -150,9 +148,10 @@ class Pipelined:
         return cursor
 
     def _abandon(self) -> None:
-        """Leave the pipeline, then roll back whatever of the transaction reached the server."""
-        with contextlib.suppress(Exception):  # an aborted pipeline raises the caller's error again: theirs stands
-            self._entered.__exit__(None, None, None)
+        """Leave the pipeline (if it was entered), then roll back whatever of the transaction reached the server."""
+        if self._pipeline is not None:
+            with contextlib.suppress(Exception):  # an aborted pipeline raises the caller's error again: theirs stands
+                self._entered.__exit__(None, None, None)
         self._restore()
 
     def _restore(self) -> None:
@@ -167,14 +166,12 @@ class Pipelined:
     @contextmanager
     def _driver_errors(self) -> Iterator[None]:
         """A driver error as SQLAlchemy's DBAPIError (for the message: the last statement queued)."""
-        import psycopg
-
         try:
             yield
-        except psycopg.Error as exc:
+        except self._driver_error as exc:
             lost = bool(self.raw.closed or self.raw.broken)
             if lost:
                 self.conn.invalidate(exc)
             sql, params = self._last
-            raise sa.exc.DBAPIError.instance(sql, params, exc, psycopg.Error, hide_parameters=True,
+            raise sa.exc.DBAPIError.instance(sql, params, exc, self._driver_error, hide_parameters=True,
                                              connection_invalidated=lost, dialect=self.conn.dialect) from exc

@@ -106,8 +106,7 @@ def destination_and_tasks_since(session: Session, task: Task, allowances: Allowa
     """`destination_for` and the owner's tasks created since `since` (the daily quota's count,
     chalicelib.services.quotas.tasks_since) in ONE statement: a POST /tasks round trip fewer (issue #14)."""
     active, urgent, created = session.connection().execute(
-        prepared_load_and_count_statement(allowances),
-        {"user_id": task.user_id, "agent_type": task.agent_type, "excluding": task.id, "since": since}).one()
+        prepared_load_and_count_statement(allowances), {**load_parameters(task), "since": since}).one()
     destination = destination_of(task, active, urgent, allowances)
     return recounted_for_low_work(session, task, allowances, destination), int(created or 0)
 

@@ -7,7 +7,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 from pydantic import PrivateAttr
 from sqlalchemy import Connection, bindparam, insert, select, update
@@ -166,14 +166,25 @@ def _created_params(task: Task, destination: str | None, audit_row: dict[str, An
     return params, enqueued
 
 
+class _CreateStatements(NamedTuple):
+    """The pipelined create's statements, compiled for the driver."""
+
+    counts: DriverStatement  # the lane's two counts and the daily quota's
+    turn: DriverStatement  # a `low` task's recount: the owner's turn ...
+    load: DriverStatement  # ... and the lane's counts again
+    rows: DriverStatement  # the outbox, audit and task rows
+
+
 @functools.lru_cache(maxsize=8)
-def _driver_statements(dialect: Dialect, allowances: Allowances) -> tuple[DriverStatement, ...]:
-    """The pipelined create's statements, compiled for the driver once per dialect and allowances: the lane and
-    quota read, the recount's turn and the lane read alone (a `low` task's recount), the rows."""
-    return (DriverStatement(lanes_service.prepared_load_and_count_statement(allowances), dialect),
-            DriverStatement(lanes_service.low_work_turn_statement(), dialect),
-            DriverStatement(lanes_service.prepared_load_statement(allowances), dialect),
-            DriverStatement(_created_rows_statement(True), dialect))
+def _driver_statements(dialect: Dialect, allowances: Allowances) -> _CreateStatements:
+    """Compiled once per dialect and allowances."""
+    def compiled(stmt: Any) -> DriverStatement:
+        return DriverStatement(stmt, dialect)
+
+    return _CreateStatements(counts=compiled(lanes_service.prepared_load_and_count_statement(allowances)),
+                             turn=compiled(lanes_service.low_work_turn_statement()),
+                             load=compiled(lanes_service.prepared_load_statement(allowances)),
+                             rows=compiled(_created_rows_statement(True)))
 
 
 def _get_owned_task(session: Session, user_id: uuid.UUID, task_id: uuid.UUID, *, with_result: bool) -> Task:
@@ -259,19 +270,20 @@ class TaskService:
         the ORM session, in four). A `low` task whose count says fast takes its turn and counts again between."""
         task, now = _new_task(user_id, req, agent)
         with self.db.connection() as conn:
-            count, turn, load, rows = _driver_statements(conn.dialect, self.lanes)
+            statements = _driver_statements(conn.dialect, self.lanes)
             with pipeline.Pipelined(conn) as tx:
-                active, urgent, used = tx.first(count, {**lanes_service.load_parameters(task), "since": day_of(now)})
+                active, urgent, used = tx.first(statements.counts, {**lanes_service.load_parameters(task),
+                                                                   "since": day_of(now)})
                 if self.quotas is not None:
                     self.quotas.check_tasks_used(int(used or 0), now)
                 destination = lanes_service.destination_of(task, active, urgent, self.lanes)
                 if lanes_service.needs_low_work_turn(task, destination):
-                    tx.execute(turn, {"turn_key": lanes_service.turn_key(task)})
-                    active, urgent = tx.first(load, lanes_service.load_parameters(task))
+                    tx.execute(statements.turn, {"turn_key": lanes_service.turn_key(task)})
+                    active, urgent = tx.first(statements.load, lanes_service.load_parameters(task))
                     destination = lanes_service.destination_of(task, active, urgent, self.lanes)
                 params, enqueued = _created_params(task, destination, _created_audit(task, agent, req, meta),
                                                    self.lanes, now)
-                tx.execute(rows, params)
+                tx.execute(statements.rows, params)
                 tx.commit()
             if enqueued is not None:  # always, with a destination: a managed agent's task has its outbox row
                 publish(conn, enqueued.outbox_id, enqueued.destination, enqueued.payload)
